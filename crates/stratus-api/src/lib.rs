@@ -1,0 +1,61 @@
+//! The HTTP layer: routes, OpenStack wire formats and error bodies, request ids.
+//!
+//! Wire types live here and only here; handlers translate between them and the domain types of
+//! `stratus-services`, and every error goes through [`error`] to reach its API's format.
+
+pub mod error;
+pub mod extract;
+mod identity;
+pub mod middleware;
+mod timefmt;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+use stratus_services::identity::Identity;
+
+pub use error::{Api, ApiError, ApiKind, Keystone};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub identity: Arc<Identity>,
+    /// Base URL clients reach this server at, without a trailing slash (e.g.
+    /// `http://127.0.0.1:8080`); catalogue URLs and links are made from it.
+    pub public_url: String,
+}
+
+impl AppState {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.public_url, path)
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .nest("/identity", identity::router())
+        .fallback(not_found)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(middleware::request_id))
+}
+
+/// Where each API lives, for people and scripts poking at the root.
+async fn root(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "stratus": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "services": {"identity": s.url("/identity")},
+        }
+    }))
+}
+
+async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+    error::error_response(
+        ApiKind::Identity,
+        StatusCode::NOT_FOUND,
+        &format!("No API is served at {}.", uri.path()),
+    )
+}

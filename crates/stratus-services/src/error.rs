@@ -1,0 +1,47 @@
+use stratus_store::StoreError;
+
+/// What a service call can fail with. The HTTP layer maps each variant to a status and to the
+/// error body of the API that was called, in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed or violates a rule (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing, invalid, expired or revoked credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The resource does not exist or is not visible to the caller (404).
+    #[error("Could not find {kind}: {id}.")]
+    NotFound { kind: &'static str, id: String },
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A failure of ours, not the caller's (500); the message is logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+impl ServiceError {
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        ServiceError::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => {
+                ServiceError::Conflict(format!("Conflict occurred attempting to store: {m}"))
+            }
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}

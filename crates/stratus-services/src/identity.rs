@@ -1,0 +1,954 @@
+//! Identity: authentication, tokens, and the domains, projects, users and groups they refer to.
+
+use crate::cache::{Clear, Generation, Memo};
+use crate::token::{new_audit_id, TokenCodec, TokenPayload};
+use crate::{new_id, password, Result, ServiceError};
+use std::future::Future;
+use std::sync::Arc;
+use stratus_store::{
+    self as store, now_micros, CatalogRec, DomainRec, GroupRec, ProjectFilter, ProjectRec,
+    ScopeKind, Store, StoreError, UserFilter, UserRec,
+};
+
+/// The message Keystone gives for every authentication failure; details go to the log only.
+pub const AUTH_REQUIRED: &str = "The request you have made requires authentication.";
+
+/// The role that administers identity (users, groups, projects, grants) in a domain.
+pub const SECURITY_ADMIN_ROLE: &str = "secu_admin";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRef {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Scope {
+    Unscoped,
+    Project {
+        project: ProjectRec,
+        domain: DomainRec,
+    },
+    Domain(DomainRec),
+}
+
+/// A validated token: who, on what scope, with which roles.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub user: UserRec,
+    pub user_domain: DomainRec,
+    pub scope: Scope,
+    pub roles: Arc<Vec<RoleRef>>,
+    pub methods: Vec<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub audit_id: String,
+}
+
+impl TokenInfo {
+    pub fn project(&self) -> Option<&ProjectRec> {
+        match &self.scope {
+            Scope::Project { project, .. } => Some(project),
+            _ => None,
+        }
+    }
+
+    /// The domain the token acts in: the scope's domain, else the user's.
+    pub fn acting_domain_id(&self) -> &str {
+        match &self.scope {
+            Scope::Project { project, .. } => &project.domain_id,
+            Scope::Domain(d) => &d.id,
+            Scope::Unscoped => &self.user.domain_id,
+        }
+    }
+
+    pub fn has_role(&self, name: &str) -> bool {
+        self.roles.iter().any(|r| r.name == name)
+    }
+}
+
+pub struct IssuedToken {
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+#[derive(Debug, Clone)]
+pub enum DomainRef {
+    Id(String),
+    Name(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum UserRef {
+    Id(String),
+    Name { name: String, domain: DomainRef },
+}
+
+#[derive(Debug, Clone)]
+pub enum ProjectRef {
+    Id(String),
+    Name { name: String, domain: DomainRef },
+}
+
+#[derive(Debug, Clone)]
+pub enum ScopeRequest {
+    /// No scope asked: the user's default project if it is usable, else unscoped.
+    Default,
+    Project(ProjectRef),
+    Domain(DomainRef),
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthMethod {
+    Password { user: UserRef, password: String },
+    Token(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    pub method: AuthMethod,
+    pub scope: ScopeRequest,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProjectCreate {
+    pub name: String,
+    pub domain_id: Option<String>,
+    pub description: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProjectPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserCreate {
+    pub name: String,
+    pub domain_id: Option<String>,
+    pub password: Option<String>,
+    pub description: String,
+    pub email: Option<String>,
+    pub enabled: bool,
+    pub default_project_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub email: Option<Option<String>>,
+    pub enabled: Option<bool>,
+    pub password: Option<String>,
+    pub default_project_id: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupCreate {
+    pub name: String,
+    pub domain_id: Option<String>,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+pub struct Identity {
+    store: Arc<Store>,
+    codec: TokenCodec,
+    token_ttl_micros: i64,
+    catalog: Vec<CatalogRec>,
+    generation: Generation,
+    users: Memo<String, Option<UserRec>>,
+    projects: Memo<String, Option<ProjectRec>>,
+    domains: Memo<String, Option<DomainRec>>,
+    revoked: Memo<String, bool>,
+    roles: Memo<(String, String), Arc<Vec<RoleRef>>>,
+}
+
+fn unauthorized(why: impl std::fmt::Display) -> ServiceError {
+    tracing::info!(reason = %why, "authentication failed");
+    ServiceError::Unauthorized(AUTH_REQUIRED.to_string())
+}
+
+/// Names of users, groups and projects: 1 to 255 characters, no control characters, not blank.
+pub fn validate_name(kind: &str, name: &str) -> Result<()> {
+    let n = name.chars().count();
+    if n == 0 || n > 255 || name.trim().is_empty() || name.chars().any(char::is_control) {
+        return Err(ServiceError::BadRequest(format!(
+            "Invalid input for field '{kind}.name': the name must be 1 to 255 printable characters and not blank."
+        )));
+    }
+    Ok(())
+}
+
+impl Identity {
+    /// Loads token keys and the service catalogue; the store must have been bootstrapped.
+    pub async fn new(store: Arc<Store>, token_ttl_secs: i64) -> Result<Identity> {
+        let mut keys = Vec::new();
+        for (id, secret) in store::token_keys(store.pool()).await? {
+            let k = TokenCodec::decode_secret(&secret)
+                .ok_or_else(|| ServiceError::Internal(format!("token key {id} is corrupt")))?;
+            keys.push((id as u32, k));
+        }
+        if keys.is_empty() {
+            return Err(ServiceError::Internal(
+                "no token keys: the store is not bootstrapped".into(),
+            ));
+        }
+        let catalog = store::catalog_list(store.pool()).await?;
+        Ok(Identity {
+            store,
+            codec: TokenCodec::new(&keys),
+            token_ttl_micros: token_ttl_secs.saturating_mul(1_000_000),
+            catalog,
+            generation: Generation::new(),
+            users: Memo::new(),
+            projects: Memo::new(),
+            domains: Memo::new(),
+            revoked: Memo::new(),
+            roles: Memo::new(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Every catalogue entry; URLs are made by the HTTP layer from the public base URL.
+    pub fn catalog(&self) -> &[CatalogRec] {
+        &self.catalog
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // cache
+
+    async fn sync(&self) -> Result<i64> {
+        let rev = self.store.current_revision().await?;
+        let memos: [&dyn Clear; 5] = [
+            &self.users,
+            &self.projects,
+            &self.domains,
+            &self.revoked,
+            &self.roles,
+        ];
+        Ok(self.generation.sync(rev, &memos))
+    }
+
+    async fn memo<K, V, F, Fut>(&self, g: i64, memo: &Memo<K, V>, k: K, load: F) -> Result<V>
+    where
+        K: Eq + std::hash::Hash,
+        V: Clone,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, StoreError>>,
+    {
+        if let Some(v) = memo.get(&k) {
+            return Ok(v);
+        }
+        let v = load().await?;
+        self.generation.put(memo, g, k, v.clone());
+        Ok(v)
+    }
+
+    async fn cached_user(&self, g: i64, id: &str) -> Result<Option<UserRec>> {
+        self.memo(g, &self.users, id.to_string(), || {
+            store::user_get(self.store.pool(), id)
+        })
+        .await
+    }
+
+    async fn cached_project(&self, g: i64, id: &str) -> Result<Option<ProjectRec>> {
+        self.memo(g, &self.projects, id.to_string(), || {
+            store::project_get(self.store.pool(), id)
+        })
+        .await
+    }
+
+    async fn cached_domain(&self, g: i64, id: &str) -> Result<Option<DomainRec>> {
+        self.memo(g, &self.domains, id.to_string(), || {
+            store::domain_get(self.store.pool(), id)
+        })
+        .await
+    }
+
+    async fn cached_roles(
+        &self,
+        g: i64,
+        user_id: &str,
+        scope: &Scope,
+    ) -> Result<Arc<Vec<RoleRef>>> {
+        let (key, scopes): (String, Vec<(ScopeKind, &str)>) = match scope {
+            Scope::Unscoped => return Ok(Arc::new(Vec::new())),
+            Scope::Project { project, .. } => (
+                format!("p:{}", project.id),
+                vec![
+                    (ScopeKind::Project, project.id.as_str()),
+                    (ScopeKind::AllProjects, project.domain_id.as_str()),
+                ],
+            ),
+            Scope::Domain(d) => (
+                format!("d:{}", d.id),
+                vec![(ScopeKind::Domain, d.id.as_str())],
+            ),
+        };
+        self.memo(g, &self.roles, (user_id.to_string(), key), || async {
+            let roles = store::roles_of_user_on(self.store.pool(), user_id, &scopes).await?;
+            Ok(Arc::new(
+                roles
+                    .into_iter()
+                    .map(|r| RoleRef {
+                        id: r.id,
+                        name: r.name,
+                    })
+                    .collect(),
+            ))
+        })
+        .await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // tokens
+
+    /// Validates a token: authentic, unexpired, not revoked, its user enabled and its scope usable.
+    /// Every failure is the same 401; the reason is logged.
+    pub async fn validate(&self, token: &str) -> Result<TokenInfo> {
+        let p = self.codec.decode(token).map_err(unauthorized)?;
+        let now = now_micros();
+        if p.expires_at <= now {
+            return Err(unauthorized("token expired"));
+        }
+        let g = self.sync().await?;
+        let revoked = self
+            .memo(g, &self.revoked, p.audit_id.clone(), || {
+                store::token_is_revoked(self.store.pool(), &p.audit_id)
+            })
+            .await?;
+        if revoked {
+            return Err(unauthorized("token revoked"));
+        }
+        let user = self
+            .cached_user(g, &p.user_id)
+            .await?
+            .ok_or_else(|| unauthorized("token user no longer exists"))?;
+        if !user.enabled || p.issued_at < user.tokens_valid_after {
+            return Err(unauthorized("token user disabled or credentials changed"));
+        }
+        let user_domain = self.enabled_domain(g, &user.domain_id).await?;
+        let scope = if let Some(pid) = &p.project_id {
+            let project = self
+                .cached_project(g, pid)
+                .await?
+                .filter(|p| p.enabled)
+                .ok_or_else(|| unauthorized("token project missing or disabled"))?;
+            let domain = self.enabled_domain(g, &project.domain_id).await?;
+            Scope::Project { project, domain }
+        } else if let Some(did) = &p.domain_id {
+            Scope::Domain(self.enabled_domain(g, did).await?)
+        } else {
+            Scope::Unscoped
+        };
+        let roles = self.cached_roles(g, &user.id, &scope).await?;
+        Ok(TokenInfo {
+            user,
+            user_domain,
+            scope,
+            roles,
+            methods: p.methods,
+            issued_at: p.issued_at,
+            expires_at: p.expires_at,
+            audit_id: p.audit_id,
+        })
+    }
+
+    async fn enabled_domain(&self, g: i64, id: &str) -> Result<DomainRec> {
+        self.cached_domain(g, id)
+            .await?
+            .filter(|d| d.enabled)
+            .ok_or_else(|| unauthorized("domain missing or disabled"))
+    }
+
+    async fn resolve_domain(&self, d: &DomainRef) -> Result<Option<DomainRec>> {
+        Ok(match d {
+            DomainRef::Id(id) => store::domain_get(self.store.pool(), id).await?,
+            DomainRef::Name(n) => store::domain_by_name(self.store.pool(), n).await?,
+        })
+    }
+
+    /// Issues a token (`POST /v3/auth/tokens`).
+    pub async fn authenticate(&self, req: AuthRequest) -> Result<IssuedToken> {
+        let now = now_micros();
+        let (user, methods, expires_at) = match req.method {
+            AuthMethod::Password { user, password } => {
+                let user = match &user {
+                    UserRef::Id(id) => store::user_get(self.store.pool(), id).await?,
+                    UserRef::Name { name, domain } => match self.resolve_domain(domain).await? {
+                        Some(d) => store::user_by_name(self.store.pool(), &d.id, name).await?,
+                        None => None,
+                    },
+                }
+                .ok_or_else(|| unauthorized("unknown user"))?;
+                let hash = user
+                    .password_hash
+                    .clone()
+                    .ok_or_else(|| unauthorized("user has no password"))?;
+                if !password::verify(password, hash).await {
+                    return Err(unauthorized(format!("wrong password for user {}", user.id)));
+                }
+                if !user.enabled {
+                    return Err(unauthorized(format!("user {} is disabled", user.id)));
+                }
+                (
+                    user,
+                    vec!["password".to_string()],
+                    now + self.token_ttl_micros,
+                )
+            }
+            AuthMethod::Token(t) => {
+                // Re-scoping keeps the original expiry, as Keystone does.
+                let info = self.validate(&t).await?;
+                (info.user, vec!["token".to_string()], info.expires_at)
+            }
+        };
+        store::domain_get(self.store.pool(), &user.domain_id)
+            .await?
+            .filter(|d| d.enabled)
+            .ok_or_else(|| unauthorized("user's domain disabled"))?;
+        let (project_id, domain_id) = match &req.scope {
+            ScopeRequest::Default => match &user.default_project_id {
+                Some(pid) => match store::project_get(self.store.pool(), pid).await? {
+                    Some(p) if p.enabled && p.domain_id == user.domain_id => (Some(p.id), None),
+                    _ => (None, None),
+                },
+                None => (None, None),
+            },
+            ScopeRequest::Project(pref) => {
+                let project = match pref {
+                    ProjectRef::Id(id) => store::project_get(self.store.pool(), id).await?,
+                    ProjectRef::Name { name, domain } => match self.resolve_domain(domain).await? {
+                        Some(d) => store::project_by_name(self.store.pool(), &d.id, name).await?,
+                        None => None,
+                    },
+                }
+                .ok_or_else(|| unauthorized("scope project not found"))?;
+                if !project.enabled || project.domain_id != user.domain_id {
+                    return Err(unauthorized("scope project disabled or in another domain"));
+                }
+                (Some(project.id), None)
+            }
+            ScopeRequest::Domain(dref) => {
+                let d = self
+                    .resolve_domain(dref)
+                    .await?
+                    .ok_or_else(|| unauthorized("scope domain not found"))?;
+                if d.id != user.domain_id {
+                    return Err(unauthorized("scope domain is not the user's"));
+                }
+                (None, Some(d.id))
+            }
+        };
+        let payload = TokenPayload {
+            user_id: user.id.clone(),
+            project_id,
+            domain_id,
+            methods,
+            issued_at: now,
+            expires_at,
+            audit_id: new_audit_id(),
+        };
+        let token = self
+            .codec
+            .encode(&payload)
+            .ok_or_else(|| ServiceError::Internal("token encryption failed".into()))?;
+        let info = self.validate(&token).await?;
+        Ok(IssuedToken { token, info })
+    }
+
+    /// Validates `subject` for `caller` (`GET /v3/auth/tokens`): a user may validate their own
+    /// tokens; identity administrators may validate any. An invalid subject is 404.
+    pub async fn check_subject(&self, caller: &TokenInfo, subject: &str) -> Result<TokenInfo> {
+        let info = self
+            .validate(subject)
+            .await
+            .map_err(|_| ServiceError::not_found("token", "the subject token"))?;
+        if info.user.id != caller.user.id {
+            self.require_admin(caller, "identity:validate_token")?;
+        }
+        Ok(info)
+    }
+
+    /// Revokes `subject` (`DELETE /v3/auth/tokens`).
+    pub async fn revoke(&self, subject: &TokenInfo) -> Result<()> {
+        let mut w = self.store.write(true).await?;
+        store::token_revoke(w.conn(), &subject.audit_id, subject.expires_at).await?;
+        store::token_revocations_purge(w.conn(), now_micros()).await?;
+        self.store.commit(w).await?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // authorization of identity administration
+
+    /// Identity administration needs the Security Administrator role on the token's scope.
+    pub fn require_admin(&self, caller: &TokenInfo, action: &str) -> Result<()> {
+        if caller.has_role(SECURITY_ADMIN_ROLE) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "You are not authorized to perform the requested action: {action}."
+            )))
+        }
+    }
+
+    /// The domain an administrator acts on: the one asked for, which must be their own.
+    fn target_domain(&self, caller: &TokenInfo, asked: Option<&str>) -> Result<String> {
+        let own = caller.acting_domain_id();
+        match asked {
+            None => Ok(own.to_string()),
+            Some(d) if d == own => Ok(own.to_string()),
+            Some(d) => Err(ServiceError::Forbidden(format!(
+                "You are not authorized to manage domain {d}."
+            ))),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // domains and regions
+
+    pub async fn get_domain(&self, caller: &TokenInfo, id: &str) -> Result<DomainRec> {
+        if id != caller.acting_domain_id() && id != caller.user.domain_id {
+            self.require_admin(caller, "identity:get_domain")?;
+            return Err(ServiceError::not_found("domain", id));
+        }
+        store::domain_get(self.store.pool(), id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("domain", id))
+    }
+
+    pub async fn list_domains(
+        &self,
+        caller: &TokenInfo,
+        name: Option<&str>,
+    ) -> Result<Vec<DomainRec>> {
+        self.require_admin(caller, "identity:list_domains")?;
+        let own = caller.acting_domain_id();
+        Ok(store::domain_list(self.store.pool(), name)
+            .await?
+            .into_iter()
+            .filter(|d| d.id == own)
+            .collect())
+    }
+
+    pub async fn list_regions(&self) -> Result<Vec<(String, String)>> {
+        Ok(store::region_list(self.store.pool()).await?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // projects
+
+    pub async fn create_project(
+        &self,
+        caller: &TokenInfo,
+        req: ProjectCreate,
+    ) -> Result<ProjectRec> {
+        self.require_admin(caller, "identity:create_project")?;
+        validate_name("project", &req.name)?;
+        let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
+        let p = ProjectRec {
+            id: new_id(),
+            domain_id,
+            name: req.name,
+            description: req.description,
+            enabled: req.enabled,
+        };
+        let mut w = self.store.write(true).await?;
+        store::project_insert(w.conn(), &p)
+            .await
+            .map_err(|e| duplicate(e, "project", &p.name))?;
+        self.store.commit(w).await?;
+        Ok(p)
+    }
+
+    async fn visible_project(&self, caller: &TokenInfo, id: &str) -> Result<ProjectRec> {
+        store::project_get(self.store.pool(), id)
+            .await?
+            .filter(|p| p.domain_id == caller.acting_domain_id())
+            .ok_or_else(|| ServiceError::not_found("project", id))
+    }
+
+    pub async fn get_project(&self, caller: &TokenInfo, id: &str) -> Result<ProjectRec> {
+        if caller.project().map(|p| p.id.as_str()) != Some(id) {
+            self.require_admin(caller, "identity:get_project")?;
+        }
+        self.visible_project(caller, id).await
+    }
+
+    pub async fn list_projects(
+        &self,
+        caller: &TokenInfo,
+        f: ProjectFilter<'_>,
+    ) -> Result<Vec<ProjectRec>> {
+        self.require_admin(caller, "identity:list_projects")?;
+        let domain = self.target_domain(caller, f.domain_id)?;
+        let f = ProjectFilter {
+            domain_id: Some(&domain),
+            ..f
+        };
+        Ok(store::project_list(self.store.pool(), &f).await?)
+    }
+
+    /// Projects the caller may scope a token to (`GET /v3/auth/projects`).
+    pub async fn my_projects(&self, caller: &TokenInfo) -> Result<Vec<ProjectRec>> {
+        let f = ProjectFilter {
+            domain_id: Some(&caller.user.domain_id),
+            enabled: Some(true),
+            ..Default::default()
+        };
+        Ok(store::project_list(self.store.pool(), &f).await?)
+    }
+
+    pub async fn update_project(
+        &self,
+        caller: &TokenInfo,
+        id: &str,
+        patch: ProjectPatch,
+    ) -> Result<ProjectRec> {
+        self.require_admin(caller, "identity:update_project")?;
+        let mut p = self.visible_project(caller, id).await?;
+        if let Some(n) = patch.name {
+            validate_name("project", &n)?;
+            p.name = n;
+        }
+        if let Some(d) = patch.description {
+            p.description = d;
+        }
+        if let Some(e) = patch.enabled {
+            p.enabled = e;
+        }
+        let mut w = self.store.write(true).await?;
+        store::project_update(w.conn(), &p)
+            .await
+            .map_err(|e| duplicate(e, "project", &p.name))?;
+        self.store.commit(w).await?;
+        Ok(p)
+    }
+
+    pub async fn delete_project(&self, caller: &TokenInfo, id: &str) -> Result<()> {
+        self.require_admin(caller, "identity:delete_project")?;
+        let p = self.visible_project(caller, id).await?;
+        if caller.project().map(|x| x.id.as_str()) == Some(id) {
+            return Err(ServiceError::BadRequest(
+                "A project cannot be deleted with a token scoped to it.".into(),
+            ));
+        }
+        let mut w = self.store.write(true).await?;
+        store::grants_delete_scope(w.conn(), ScopeKind::Project, &p.id).await?;
+        store::project_delete(w.conn(), &p.id).await?;
+        self.store.commit(w).await?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // users
+
+    pub async fn create_user(&self, caller: &TokenInfo, req: UserCreate) -> Result<UserRec> {
+        self.require_admin(caller, "identity:create_user")?;
+        validate_name("user", &req.name)?;
+        let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
+        if let Some(pid) = &req.default_project_id {
+            self.visible_project(caller, pid).await?;
+        }
+        let password_hash = match req.password {
+            Some(pw) => Some(password::hash(pw).await?),
+            None => None,
+        };
+        let u = UserRec {
+            id: new_id(),
+            domain_id,
+            name: req.name,
+            description: req.description,
+            email: req.email,
+            enabled: req.enabled,
+            password_hash,
+            default_project_id: req.default_project_id,
+            tokens_valid_after: 0,
+        };
+        let mut w = self.store.write(true).await?;
+        store::user_insert(w.conn(), &u)
+            .await
+            .map_err(|e| duplicate(e, "user", &u.name))?;
+        self.store.commit(w).await?;
+        Ok(u)
+    }
+
+    async fn visible_user(&self, caller: &TokenInfo, id: &str) -> Result<UserRec> {
+        store::user_get(self.store.pool(), id)
+            .await?
+            .filter(|u| u.domain_id == caller.acting_domain_id() || u.id == caller.user.id)
+            .ok_or_else(|| ServiceError::not_found("user", id))
+    }
+
+    pub async fn get_user(&self, caller: &TokenInfo, id: &str) -> Result<UserRec> {
+        if id != caller.user.id {
+            self.require_admin(caller, "identity:get_user")?;
+        }
+        self.visible_user(caller, id).await
+    }
+
+    pub async fn list_users(&self, caller: &TokenInfo, f: UserFilter<'_>) -> Result<Vec<UserRec>> {
+        self.require_admin(caller, "identity:list_users")?;
+        let domain = self.target_domain(caller, f.domain_id)?;
+        let f = UserFilter {
+            domain_id: Some(&domain),
+            ..f
+        };
+        Ok(store::user_list(self.store.pool(), &f).await?)
+    }
+
+    pub async fn update_user(
+        &self,
+        caller: &TokenInfo,
+        id: &str,
+        patch: UserPatch,
+    ) -> Result<UserRec> {
+        self.require_admin(caller, "identity:update_user")?;
+        let mut u = self.visible_user(caller, id).await?;
+        if let Some(n) = patch.name {
+            validate_name("user", &n)?;
+            u.name = n;
+        }
+        if let Some(d) = patch.description {
+            u.description = d;
+        }
+        if let Some(e) = patch.email {
+            u.email = e;
+        }
+        if let Some(pid) = patch.default_project_id {
+            if let Some(pid) = &pid {
+                self.visible_project(caller, pid).await?;
+            }
+            u.default_project_id = pid;
+        }
+        let mut revoke = false;
+        if let Some(e) = patch.enabled {
+            revoke |= u.enabled && !e;
+            u.enabled = e;
+        }
+        if let Some(pw) = patch.password {
+            u.password_hash = Some(password::hash(pw).await?);
+            revoke = true;
+        }
+        if revoke {
+            u.tokens_valid_after = now_micros();
+        }
+        let mut w = self.store.write(true).await?;
+        store::user_update(w.conn(), &u)
+            .await
+            .map_err(|e| duplicate(e, "user", &u.name))?;
+        self.store.commit(w).await?;
+        Ok(u)
+    }
+
+    /// Self-service password change (`POST /v3/users/{id}/password`); every token of the user,
+    /// the caller's included, stops working.
+    pub async fn change_password(
+        &self,
+        caller: &TokenInfo,
+        id: &str,
+        original: String,
+        new: String,
+    ) -> Result<()> {
+        if id != caller.user.id {
+            return Err(ServiceError::Forbidden(
+                "You are not authorized to perform the requested action: identity:change_password."
+                    .into(),
+            ));
+        }
+        let mut u = self.visible_user(caller, id).await?;
+        let ok = match u.password_hash.clone() {
+            Some(h) => password::verify(original, h).await,
+            None => false,
+        };
+        if !ok {
+            return Err(ServiceError::Unauthorized(AUTH_REQUIRED.to_string()));
+        }
+        u.password_hash = Some(password::hash(new).await?);
+        u.tokens_valid_after = now_micros();
+        let mut w = self.store.write(true).await?;
+        store::user_update(w.conn(), &u).await?;
+        self.store.commit(w).await?;
+        Ok(())
+    }
+
+    pub async fn delete_user(&self, caller: &TokenInfo, id: &str) -> Result<()> {
+        self.require_admin(caller, "identity:delete_user")?;
+        let u = self.visible_user(caller, id).await?;
+        let mut w = self.store.write(true).await?;
+        store::grants_delete_actor(w.conn(), store::ActorKind::User, &u.id).await?;
+        store::user_delete(w.conn(), &u.id).await?;
+        self.store.commit(w).await?;
+        Ok(())
+    }
+
+    pub async fn user_groups(&self, caller: &TokenInfo, id: &str) -> Result<Vec<GroupRec>> {
+        if id != caller.user.id {
+            self.require_admin(caller, "identity:list_groups_for_user")?;
+        }
+        let u = self.visible_user(caller, id).await?;
+        Ok(store::user_groups(self.store.pool(), &u.id).await?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // groups
+
+    pub async fn create_group(&self, caller: &TokenInfo, req: GroupCreate) -> Result<GroupRec> {
+        self.require_admin(caller, "identity:create_group")?;
+        validate_name("group", &req.name)?;
+        let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
+        let g = GroupRec {
+            id: new_id(),
+            domain_id,
+            name: req.name,
+            description: req.description,
+        };
+        let mut w = self.store.write(true).await?;
+        store::group_insert(w.conn(), &g)
+            .await
+            .map_err(|e| duplicate(e, "group", &g.name))?;
+        self.store.commit(w).await?;
+        Ok(g)
+    }
+
+    async fn visible_group(&self, caller: &TokenInfo, id: &str) -> Result<GroupRec> {
+        store::group_get(self.store.pool(), id)
+            .await?
+            .filter(|g| g.domain_id == caller.acting_domain_id())
+            .ok_or_else(|| ServiceError::not_found("group", id))
+    }
+
+    pub async fn get_group(&self, caller: &TokenInfo, id: &str) -> Result<GroupRec> {
+        self.require_admin(caller, "identity:get_group")?;
+        self.visible_group(caller, id).await
+    }
+
+    pub async fn list_groups(
+        &self,
+        caller: &TokenInfo,
+        domain_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<GroupRec>> {
+        self.require_admin(caller, "identity:list_groups")?;
+        let domain = self.target_domain(caller, domain_id)?;
+        Ok(store::group_list(self.store.pool(), Some(&domain), name).await?)
+    }
+
+    pub async fn update_group(
+        &self,
+        caller: &TokenInfo,
+        id: &str,
+        patch: GroupPatch,
+    ) -> Result<GroupRec> {
+        self.require_admin(caller, "identity:update_group")?;
+        let mut g = self.visible_group(caller, id).await?;
+        if let Some(n) = patch.name {
+            validate_name("group", &n)?;
+            g.name = n;
+        }
+        if let Some(d) = patch.description {
+            g.description = d;
+        }
+        let mut w = self.store.write(true).await?;
+        store::group_update(w.conn(), &g)
+            .await
+            .map_err(|e| duplicate(e, "group", &g.name))?;
+        self.store.commit(w).await?;
+        Ok(g)
+    }
+
+    pub async fn delete_group(&self, caller: &TokenInfo, id: &str) -> Result<()> {
+        self.require_admin(caller, "identity:delete_group")?;
+        let g = self.visible_group(caller, id).await?;
+        let mut w = self.store.write(true).await?;
+        store::grants_delete_actor(w.conn(), store::ActorKind::Group, &g.id).await?;
+        store::group_delete(w.conn(), &g.id).await?;
+        self.store.commit(w).await?;
+        Ok(())
+    }
+
+    pub async fn group_members(&self, caller: &TokenInfo, id: &str) -> Result<Vec<UserRec>> {
+        self.require_admin(caller, "identity:list_users_in_group")?;
+        let g = self.visible_group(caller, id).await?;
+        Ok(store::group_members(self.store.pool(), &g.id).await?)
+    }
+
+    pub async fn add_member(
+        &self,
+        caller: &TokenInfo,
+        group_id: &str,
+        user_id: &str,
+    ) -> Result<()> {
+        self.require_admin(caller, "identity:add_user_to_group")?;
+        let g = self.visible_group(caller, group_id).await?;
+        let u = self.visible_user(caller, user_id).await?;
+        let mut w = self.store.write(true).await?;
+        store::member_add(w.conn(), &g.id, &u.id).await?;
+        self.store.commit(w).await?;
+        Ok(())
+    }
+
+    pub async fn check_member(
+        &self,
+        caller: &TokenInfo,
+        group_id: &str,
+        user_id: &str,
+    ) -> Result<()> {
+        self.require_admin(caller, "identity:check_user_in_group")?;
+        let g = self.visible_group(caller, group_id).await?;
+        let u = self.visible_user(caller, user_id).await?;
+        if store::member_check(self.store.pool(), &g.id, &u.id).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound {
+                kind: "membership",
+                id: format!("user {} in group {}", u.id, g.id),
+            })
+        }
+    }
+
+    pub async fn remove_member(
+        &self,
+        caller: &TokenInfo,
+        group_id: &str,
+        user_id: &str,
+    ) -> Result<()> {
+        self.require_admin(caller, "identity:remove_user_from_group")?;
+        let g = self.visible_group(caller, group_id).await?;
+        let u = self.visible_user(caller, user_id).await?;
+        let mut w = self.store.write(true).await?;
+        let removed = store::member_remove(w.conn(), &g.id, &u.id).await?;
+        self.store.commit(w).await?;
+        if removed {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound {
+                kind: "membership",
+                id: format!("user {} in group {}", u.id, g.id),
+            })
+        }
+    }
+}
+
+/// Turns a unique-constraint failure into Keystone's duplicate message.
+fn duplicate(e: StoreError, kind: &str, name: &str) -> ServiceError {
+    match e {
+        StoreError::Conflict(_) => ServiceError::Conflict(format!(
+            "Conflict occurred attempting to store {kind} - Duplicate entry found with name {name}."
+        )),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,26 @@
+//! Domain services: the rules and state machines of stratus, independent of any wire format.
+//!
+//! Services take domain requests and return domain values or a [`ServiceError`]; they never build
+//! HTTP responses. Storage goes through `stratus-store`.
+
+pub mod bootstrap;
+mod cache;
+mod error;
+pub mod identity;
+mod password;
+pub mod token;
+
+pub use error::{Result, ServiceError};
+pub use stratus_store as store;
+
+/// Data files shipped with the binary.
+pub mod data {
+    pub const FLAVORS: &str = include_str!("../data/flavors.json");
+    pub const CATALOG: &str = include_str!("../data/catalog.json");
+    pub const SYSTEM_POLICIES: &str = include_str!("../data/system-policies.json");
+}
+
+/// A fresh random id in the upstream form (32 lower-case hex digits, as Keystone uses).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

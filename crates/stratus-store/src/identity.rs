@@ -1,0 +1,983 @@
+//! Records and queries of identity data: domains, projects, users, groups, roles, grants, token
+//! keys, revocations, regions, the service catalogue and flavors.
+//!
+//! Every function takes any executor (the pool for reads, a [`crate::WriteTx`] connection inside
+//! a transaction), so one query serves both.
+
+use crate::{flag, get_flag, Result};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRec {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectRec {
+    pub id: String,
+    pub domain_id: String,
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRec {
+    pub id: String,
+    pub domain_id: String,
+    pub name: String,
+    pub description: String,
+    pub email: Option<String>,
+    pub enabled: bool,
+    pub password_hash: Option<String>,
+    pub default_project_id: Option<String>,
+    pub tokens_valid_after: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRec {
+    pub id: String,
+    pub domain_id: String,
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRec {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    /// `system` or `custom`.
+    pub kind: String,
+    pub domain_id: Option<String>,
+    /// The policy document (JSON text).
+    pub policy: String,
+}
+
+/// Who a grant is made to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    User,
+    Group,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::Group => "group",
+        }
+    }
+}
+
+/// Where a grant applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScopeKind {
+    Project,
+    AllProjects,
+    Domain,
+    EnterpriseProject,
+}
+
+impl ScopeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Project => "project",
+            ScopeKind::AllProjects => "all_projects",
+            ScopeKind::Domain => "domain",
+            ScopeKind::EnterpriseProject => "enterprise_project",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ScopeKind> {
+        Some(match s {
+            "project" => ScopeKind::Project,
+            "all_projects" => ScopeKind::AllProjects,
+            "domain" => ScopeKind::Domain,
+            "enterprise_project" => ScopeKind::EnterpriseProject,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRec {
+    pub role_id: String,
+    pub actor_kind: ActorKind,
+    pub actor_id: String,
+    pub scope_kind: ScopeKind,
+    pub scope_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogRec {
+    pub id: String,
+    pub service_id: String,
+    pub service_type: String,
+    pub service_name: String,
+    pub interface: String,
+    pub region_id: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlavorRec {
+    pub id: String,
+    pub name: String,
+    pub vcpus: i64,
+    pub ram_mb: i64,
+    pub disk_gb: i64,
+    pub ephemeral_gb: i64,
+    pub swap_mb: i64,
+    pub is_public: bool,
+    pub description: String,
+    /// JSON object text.
+    pub extra_specs: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// meta
+
+pub async fn meta_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    key: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+        .bind(key)
+        .fetch_optional(e)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get(0)?),
+        None => None,
+    })
+}
+
+pub async fn meta_set<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    key: &str,
+    value: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// regions and domains
+
+pub async fn region_insert<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+    description: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO regions (id, description) VALUES ($1, $2)")
+        .bind(id)
+        .bind(description)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+pub async fn region_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query("SELECT id, description FROM regions ORDER BY id")
+        .fetch_all(e)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+fn domain_from(r: &AnyRow) -> Result<DomainRec> {
+    Ok(DomainRec {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        enabled: get_flag(r, "enabled")?,
+    })
+}
+
+const DOMAIN_COLS: &str = "id, name, description, enabled";
+
+pub async fn domain_insert<'e, E: Executor<'e, Database = Any>>(e: E, d: &DomainRec) -> Result<()> {
+    sqlx::query("INSERT INTO domains (id, name, description, enabled, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&d.id)
+        .bind(&d.name)
+        .bind(&d.description)
+        .bind(flag(d.enabled))
+        .bind(crate::now_micros())
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+pub async fn domain_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<DomainRec>> {
+    let q = format!("SELECT {DOMAIN_COLS} FROM domains WHERE id = $1");
+    sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(domain_from)
+        .transpose()
+}
+
+pub async fn domain_by_name<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    name: &str,
+) -> Result<Option<DomainRec>> {
+    let q = format!("SELECT {DOMAIN_COLS} FROM domains WHERE name = $1");
+    sqlx::query(&q)
+        .bind(name)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(domain_from)
+        .transpose()
+}
+
+pub async fn domain_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    name: Option<&str>,
+) -> Result<Vec<DomainRec>> {
+    let q =
+        format!("SELECT {DOMAIN_COLS} FROM domains WHERE ($1 IS NULL OR name = $1) ORDER BY name");
+    sqlx::query(&q)
+        .bind(name)
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(domain_from)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// projects
+
+const PROJECT_COLS: &str = "id, domain_id, name, description, enabled";
+
+fn project_from(r: &AnyRow) -> Result<ProjectRec> {
+    Ok(ProjectRec {
+        id: r.try_get("id")?,
+        domain_id: r.try_get("domain_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        enabled: get_flag(r, "enabled")?,
+    })
+}
+
+pub async fn project_insert<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    p: &ProjectRec,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO projects (id, domain_id, name, description, enabled, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&p.id)
+    .bind(&p.domain_id)
+    .bind(&p.name)
+    .bind(&p.description)
+    .bind(flag(p.enabled))
+    .bind(crate::now_micros())
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn project_update<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    p: &ProjectRec,
+) -> Result<bool> {
+    let r =
+        sqlx::query("UPDATE projects SET name = $2, description = $3, enabled = $4 WHERE id = $1")
+            .bind(&p.id)
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(flag(p.enabled))
+            .execute(e)
+            .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn project_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM projects WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn project_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<ProjectRec>> {
+    let q = format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1");
+    sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(project_from)
+        .transpose()
+}
+
+pub async fn project_by_name<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    domain_id: &str,
+    name: &str,
+) -> Result<Option<ProjectRec>> {
+    let q = format!("SELECT {PROJECT_COLS} FROM projects WHERE domain_id = $1 AND name = $2");
+    sqlx::query(&q)
+        .bind(domain_id)
+        .bind(name)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(project_from)
+        .transpose()
+}
+
+/// Filters of a project listing; `None` means "any".
+#[derive(Debug, Default, Clone)]
+pub struct ProjectFilter<'a> {
+    pub domain_id: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub enabled: Option<bool>,
+}
+
+pub async fn project_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    f: &ProjectFilter<'_>,
+) -> Result<Vec<ProjectRec>> {
+    let q = format!(
+        "SELECT {PROJECT_COLS} FROM projects WHERE ($1 IS NULL OR domain_id = $1) \
+         AND ($2 IS NULL OR name = $2) AND ($3 IS NULL OR enabled = $3) ORDER BY name, id"
+    );
+    sqlx::query(&q)
+        .bind(f.domain_id)
+        .bind(f.name)
+        .bind(f.enabled.map(flag))
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(project_from)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// users
+
+const USER_COLS: &str =
+    "id, domain_id, name, description, email, enabled, password_hash, default_project_id, tokens_valid_after";
+
+fn user_from(r: &AnyRow) -> Result<UserRec> {
+    Ok(UserRec {
+        id: r.try_get("id")?,
+        domain_id: r.try_get("domain_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        email: r.try_get("email")?,
+        enabled: get_flag(r, "enabled")?,
+        password_hash: r.try_get("password_hash")?,
+        default_project_id: r.try_get("default_project_id")?,
+        tokens_valid_after: r.try_get("tokens_valid_after")?,
+    })
+}
+
+pub async fn user_insert<'e, E: Executor<'e, Database = Any>>(e: E, u: &UserRec) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, domain_id, name, description, email, enabled, password_hash, \
+         default_project_id, tokens_valid_after, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&u.id)
+    .bind(&u.domain_id)
+    .bind(&u.name)
+    .bind(&u.description)
+    .bind(&u.email)
+    .bind(flag(u.enabled))
+    .bind(&u.password_hash)
+    .bind(&u.default_project_id)
+    .bind(u.tokens_valid_after)
+    .bind(crate::now_micros())
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn user_update<'e, E: Executor<'e, Database = Any>>(e: E, u: &UserRec) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE users SET name = $2, description = $3, email = $4, enabled = $5, password_hash = $6, \
+         default_project_id = $7, tokens_valid_after = $8 WHERE id = $1",
+    )
+    .bind(&u.id)
+    .bind(&u.name)
+    .bind(&u.description)
+    .bind(&u.email)
+    .bind(flag(u.enabled))
+    .bind(&u.password_hash)
+    .bind(&u.default_project_id)
+    .bind(u.tokens_valid_after)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn user_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn user_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<UserRec>> {
+    let q = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
+    sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(user_from)
+        .transpose()
+}
+
+pub async fn user_by_name<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    domain_id: &str,
+    name: &str,
+) -> Result<Option<UserRec>> {
+    let q = format!("SELECT {USER_COLS} FROM users WHERE domain_id = $1 AND name = $2");
+    sqlx::query(&q)
+        .bind(domain_id)
+        .bind(name)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(user_from)
+        .transpose()
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct UserFilter<'a> {
+    pub domain_id: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub enabled: Option<bool>,
+}
+
+pub async fn user_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    f: &UserFilter<'_>,
+) -> Result<Vec<UserRec>> {
+    let q = format!(
+        "SELECT {USER_COLS} FROM users WHERE ($1 IS NULL OR domain_id = $1) \
+         AND ($2 IS NULL OR name = $2) AND ($3 IS NULL OR enabled = $3) ORDER BY name, id"
+    );
+    sqlx::query(&q)
+        .bind(f.domain_id)
+        .bind(f.name)
+        .bind(f.enabled.map(flag))
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(user_from)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// groups and membership
+
+const GROUP_COLS: &str = "id, domain_id, name, description";
+
+fn group_from(r: &AnyRow) -> Result<GroupRec> {
+    Ok(GroupRec {
+        id: r.try_get("id")?,
+        domain_id: r.try_get("domain_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+    })
+}
+
+pub async fn group_insert<'e, E: Executor<'e, Database = Any>>(e: E, g: &GroupRec) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO user_groups (id, domain_id, name, description, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&g.id)
+    .bind(&g.domain_id)
+    .bind(&g.name)
+    .bind(&g.description)
+    .bind(crate::now_micros())
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn group_update<'e, E: Executor<'e, Database = Any>>(e: E, g: &GroupRec) -> Result<bool> {
+    let r = sqlx::query("UPDATE user_groups SET name = $2, description = $3 WHERE id = $1")
+        .bind(&g.id)
+        .bind(&g.name)
+        .bind(&g.description)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn group_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM user_groups WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn group_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<GroupRec>> {
+    let q = format!("SELECT {GROUP_COLS} FROM user_groups WHERE id = $1");
+    sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(group_from)
+        .transpose()
+}
+
+pub async fn group_by_name<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    domain_id: &str,
+    name: &str,
+) -> Result<Option<GroupRec>> {
+    let q = format!("SELECT {GROUP_COLS} FROM user_groups WHERE domain_id = $1 AND name = $2");
+    sqlx::query(&q)
+        .bind(domain_id)
+        .bind(name)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(group_from)
+        .transpose()
+}
+
+pub async fn group_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    domain_id: Option<&str>,
+    name: Option<&str>,
+) -> Result<Vec<GroupRec>> {
+    let q = format!(
+        "SELECT {GROUP_COLS} FROM user_groups WHERE ($1 IS NULL OR domain_id = $1) \
+         AND ($2 IS NULL OR name = $2) ORDER BY name, id"
+    );
+    sqlx::query(&q)
+        .bind(domain_id)
+        .bind(name)
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(group_from)
+        .collect()
+}
+
+/// Adds a member; returns false if the user already was one.
+pub async fn member_add<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    group_id: &str,
+    user_id: &str,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(group_id)
+    .bind(user_id)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn member_remove<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    group_id: &str,
+    user_id: &str,
+) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+        .bind(group_id)
+        .bind(user_id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn member_check<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    group_id: &str,
+    user_id: &str,
+) -> Result<bool> {
+    let r = sqlx::query("SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2")
+        .bind(group_id)
+        .bind(user_id)
+        .fetch_optional(e)
+        .await?;
+    Ok(r.is_some())
+}
+
+pub async fn group_members<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    group_id: &str,
+) -> Result<Vec<UserRec>> {
+    let q = format!(
+        "SELECT {} FROM users u JOIN group_members m ON m.user_id = u.id WHERE m.group_id = $1 ORDER BY u.name, u.id",
+        USER_COLS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    sqlx::query(&q)
+        .bind(group_id)
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(user_from)
+        .collect()
+}
+
+pub async fn user_groups<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    user_id: &str,
+) -> Result<Vec<GroupRec>> {
+    let q = format!(
+        "SELECT {} FROM user_groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = $1 ORDER BY g.name, g.id",
+        GROUP_COLS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    sqlx::query(&q)
+        .bind(user_id)
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(group_from)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// roles and grants
+
+const ROLE_COLS: &str = "id, name, display_name, description, kind, domain_id, policy";
+
+fn role_from(r: &AnyRow) -> Result<RoleRec> {
+    Ok(RoleRec {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        display_name: r.try_get("display_name")?,
+        description: r.try_get("description")?,
+        kind: r.try_get("kind")?,
+        domain_id: r.try_get("domain_id")?,
+        policy: r.try_get("policy")?,
+    })
+}
+
+/// Inserts a role, or updates it in place if a role of that name exists (system policies are
+/// refreshed from data at every start).
+pub async fn role_upsert<'e, E: Executor<'e, Database = Any>>(e: E, r: &RoleRec) -> Result<()> {
+    let now = crate::now_micros();
+    sqlx::query(
+        "INSERT INTO roles (id, name, display_name, description, kind, domain_id, policy, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (name) DO UPDATE SET \
+         display_name = excluded.display_name, description = excluded.description, policy = excluded.policy, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(&r.id)
+    .bind(&r.name)
+    .bind(&r.display_name)
+    .bind(&r.description)
+    .bind(&r.kind)
+    .bind(&r.domain_id)
+    .bind(&r.policy)
+    .bind(now)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn role_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<RoleRec>> {
+    let q = format!("SELECT {ROLE_COLS} FROM roles WHERE id = $1");
+    sqlx::query(&q)
+        .bind(id)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(role_from)
+        .transpose()
+}
+
+pub async fn role_by_name<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    name: &str,
+) -> Result<Option<RoleRec>> {
+    let q = format!("SELECT {ROLE_COLS} FROM roles WHERE name = $1");
+    sqlx::query(&q)
+        .bind(name)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(role_from)
+        .transpose()
+}
+
+pub async fn role_list<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<RoleRec>> {
+    let q = format!("SELECT {ROLE_COLS} FROM roles ORDER BY name");
+    sqlx::query(&q)
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(role_from)
+        .collect()
+}
+
+pub async fn grant_put<'e, E: Executor<'e, Database = Any>>(e: E, g: &GrantRec) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO grants (role_id, actor_kind, actor_id, scope_kind, scope_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(&g.role_id)
+    .bind(g.actor_kind.as_str())
+    .bind(&g.actor_id)
+    .bind(g.scope_kind.as_str())
+    .bind(&g.scope_id)
+    .bind(crate::now_micros())
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// The roles a user holds on a scope, directly or through any of their groups.
+pub async fn roles_of_user_on<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    user_id: &str,
+    scopes: &[(ScopeKind, &str)],
+) -> Result<Vec<RoleRec>> {
+    if scopes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut scope_sql = Vec::new();
+    for i in 0..scopes.len() {
+        scope_sql.push(format!(
+            "(g.scope_kind = ${} AND g.scope_id = ${})",
+            2 + 2 * i,
+            3 + 2 * i
+        ));
+    }
+    let q = format!(
+        "SELECT DISTINCT {} FROM roles r JOIN grants g ON g.role_id = r.id \
+         WHERE ((g.actor_kind = 'user' AND g.actor_id = $1) OR (g.actor_kind = 'group' AND g.actor_id IN \
+         (SELECT group_id FROM group_members WHERE user_id = $1))) AND ({}) ORDER BY r.name",
+        ROLE_COLS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", "),
+        scope_sql.join(" OR ")
+    );
+    let mut query = sqlx::query(&q).bind(user_id);
+    for (kind, id) in scopes {
+        query = query.bind(kind.as_str()).bind(*id);
+    }
+    query.fetch_all(e).await?.iter().map(role_from).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// token keys and revocations
+
+pub async fn token_keys<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<(i64, String)>> {
+    let rows = sqlx::query("SELECT id, secret FROM token_keys ORDER BY id")
+        .fetch_all(e)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+pub async fn token_key_insert<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: i64,
+    secret: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO token_keys (id, secret, created_at) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(secret)
+        .bind(crate::now_micros())
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+pub async fn token_revoke<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    audit_id: &str,
+    expires_at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO revoked_tokens (audit_id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(audit_id)
+    .bind(expires_at)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn token_is_revoked<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    audit_id: &str,
+) -> Result<bool> {
+    let r = sqlx::query("SELECT 1 FROM revoked_tokens WHERE audit_id = $1")
+        .bind(audit_id)
+        .fetch_optional(e)
+        .await?;
+    Ok(r.is_some())
+}
+
+/// Forgets revocations of tokens that have expired anyway.
+pub async fn token_revocations_purge<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    now: i64,
+) -> Result<u64> {
+    let r = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+        .bind(now)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------------
+// catalogue
+
+pub async fn catalog_insert<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    c: &CatalogRec,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO catalog (id, service_id, service_type, service_name, interface, region_id, path) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(&c.id)
+    .bind(&c.service_id)
+    .bind(&c.service_type)
+    .bind(&c.service_name)
+    .bind(&c.interface)
+    .bind(&c.region_id)
+    .bind(&c.path)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn catalog_list<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<CatalogRec>> {
+    let rows = sqlx::query(
+        "SELECT id, service_id, service_type, service_name, interface, region_id, path FROM catalog \
+         ORDER BY service_type, interface",
+    )
+    .fetch_all(e)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(CatalogRec {
+                id: r.try_get(0)?,
+                service_id: r.try_get(1)?,
+                service_type: r.try_get(2)?,
+                service_name: r.try_get(3)?,
+                interface: r.try_get(4)?,
+                region_id: r.try_get(5)?,
+                path: r.try_get(6)?,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// flavors
+
+pub async fn flavor_upsert<'e, E: Executor<'e, Database = Any>>(e: E, f: &FlavorRec) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO flavors (id, name, vcpus, ram_mb, disk_gb, ephemeral_gb, swap_mb, is_public, description, \
+         extra_specs, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&f.id)
+    .bind(&f.name)
+    .bind(f.vcpus)
+    .bind(f.ram_mb)
+    .bind(f.disk_gb)
+    .bind(f.ephemeral_gb)
+    .bind(f.swap_mb)
+    .bind(flag(f.is_public))
+    .bind(&f.description)
+    .bind(&f.extra_specs)
+    .bind(crate::now_micros())
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn flavor_list<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<FlavorRec>> {
+    let rows = sqlx::query(
+        "SELECT id, name, vcpus, ram_mb, disk_gb, ephemeral_gb, swap_mb, is_public, description, extra_specs \
+         FROM flavors ORDER BY ram_mb, id",
+    )
+    .fetch_all(e)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(FlavorRec {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                vcpus: r.try_get("vcpus")?,
+                ram_mb: r.try_get("ram_mb")?,
+                disk_gb: r.try_get("disk_gb")?,
+                ephemeral_gb: r.try_get("ephemeral_gb")?,
+                swap_mb: r.try_get("swap_mb")?,
+                is_public: get_flag(r, "is_public")?,
+                description: r.try_get("description")?,
+                extra_specs: r.try_get("extra_specs")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn grants_delete_actor<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    kind: ActorKind,
+    id: &str,
+) -> Result<u64> {
+    let r = sqlx::query("DELETE FROM grants WHERE actor_kind = $1 AND actor_id = $2")
+        .bind(kind.as_str())
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+pub async fn grants_delete_scope<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    kind: ScopeKind,
+    id: &str,
+) -> Result<u64> {
+    let r = sqlx::query("DELETE FROM grants WHERE scope_kind = $1 AND scope_id = $2")
+        .bind(kind.as_str())
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected())
+}

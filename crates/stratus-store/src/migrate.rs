@@ -1,0 +1,47 @@
+//! Embedded, forward-only migrations. A database whose schema is newer than this binary knows is
+//! refused before anything is written.
+
+use crate::{Result, Store, StoreError};
+use sqlx::{Executor, Row};
+
+/// `(version, name, sql)`, in order. The SQL is portable across SQLite and PostgreSQL.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "identity",
+    include_str!("../migrations/0001_identity.sql"),
+)];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+pub(crate) async fn run(store: &Store) -> Result<()> {
+    let mut w = store.write(false).await?;
+    // Serialise concurrent start-ups of several nodes.
+    crate::advisory_lock(&mut w, 727001).await?;
+    w.conn()
+        .execute(
+            "CREATE TABLE IF NOT EXISTS stratus_schema (version BIGINT PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .await?;
+    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM stratus_schema")
+        .fetch_one(w.conn())
+        .await?;
+    let current: i64 = row.try_get(0)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tracing::info!(version, name, "applying migration");
+        sqlx::raw_sql(sql).execute(w.conn()).await?;
+        sqlx::query("INSERT INTO stratus_schema (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(*version)
+            .bind(*name)
+            .bind(crate::now_micros())
+            .execute(w.conn())
+            .await?;
+    }
+    store.commit(w).await
+}

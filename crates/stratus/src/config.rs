@@ -1,0 +1,92 @@
+//! Configuration of `stratus serve`: command line, then environment, then a TOML file, then
+//! defaults.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_DATA_DIR: &str = "./stratus-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_TOKEN_EXPIRATION: i64 = 24 * 3600;
+pub const DEFAULT_REGION: &str = "RegionOne";
+
+/// Settings a config file may carry (all optional). Unknown keys are an error, so typos show.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+    pub token_expiration: Option<i64>,
+    pub region: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// The resolved settings of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// `host:port`; port 0 picks a free port.
+    pub listen: String,
+    /// `sqlite://...` or `postgres://...`; `None` means SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// Base URL clients use; `None` means `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// Token lifetime in seconds.
+    pub token_expiration: i64,
+    pub region: String,
+}
+
+impl Config {
+    pub fn with_data_dir(dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: dir.into(),
+            listen: DEFAULT_LISTEN.into(),
+            database_url: None,
+            public_url: None,
+            token_expiration: DEFAULT_TOKEN_EXPIRATION,
+            region: DEFAULT_REGION.into(),
+        }
+    }
+
+    /// Layers explicit settings (command line or environment) over a file over defaults.
+    pub fn resolve(
+        cli_data_dir: Option<PathBuf>,
+        cli_listen: Option<String>,
+        cli_database_url: Option<String>,
+        cli_public_url: Option<String>,
+        cli_token_expiration: Option<i64>,
+        file: FileConfig,
+    ) -> Result<Config> {
+        let token_expiration = cli_token_expiration
+            .or(file.token_expiration)
+            .unwrap_or(DEFAULT_TOKEN_EXPIRATION);
+        if token_expiration <= 0 {
+            anyhow::bail!(
+                "token expiration must be a positive number of seconds, not {token_expiration}"
+            );
+        }
+        Ok(Config {
+            data_dir: cli_data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen: cli_listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            database_url: cli_database_url.or(file.database_url),
+            public_url: cli_public_url
+                .or(file.public_url)
+                .map(|u| u.trim_end_matches('/').to_string()),
+            token_expiration,
+            region: file.region.unwrap_or_else(|| DEFAULT_REGION.into()),
+        })
+    }
+}

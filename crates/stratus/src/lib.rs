@@ -1,0 +1,146 @@
+//! The stratus server as a library: what `stratus serve` runs, also started in-process by tests.
+
+pub mod config;
+mod datadir;
+
+use anyhow::{Context, Result};
+use config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use stratus_api::AppState;
+use stratus_services::bootstrap;
+use stratus_services::identity::Identity;
+use stratus_store::Store;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use datadir::DataDir;
+
+/// Name of the cloud `clouds.yaml` defines.
+pub const CLOUD_NAME: &str = "stratus-admin";
+
+/// A started server. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub data_dir: DataDir,
+    pub store: Arc<Store>,
+    /// Set on the very first start: the generated admin password.
+    pub admin_password: Option<String>,
+    /// Path of the written `clouds.yaml`, if the admin password is known.
+    pub clouds_yaml: Option<PathBuf>,
+    /// Dropping the sender would stop the server, so it is held until the task ends.
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, closes the store.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops by itself (after a signal, for `stratus serve`).
+    pub async fn wait(self) -> Result<()> {
+        let Running {
+            task,
+            store,
+            data_dir,
+            stop,
+            ..
+        } = self;
+        task.await.context("server task panicked")??;
+        drop(stop);
+        store.close().await;
+        drop(data_dir);
+        Ok(())
+    }
+}
+
+/// Opens the data dir and the store, bootstraps, and starts serving. Returns once the listener
+/// is bound. `stop_signal` ends the server gracefully when it completes.
+pub async fn start(
+    cfg: &Config,
+    stop_signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Running> {
+    let data_dir = DataDir::open(&cfg.data_dir)?;
+    let url = match &cfg.database_url {
+        Some(u) => u.clone(),
+        None => data_dir.sqlite_url(),
+    };
+    let store = Arc::new(
+        Store::open(&url)
+            .await
+            .with_context(|| format!("cannot open the metadata store {}", redact(&url)))?,
+    );
+    let boot = bootstrap::bootstrap(&store, &cfg.region)
+        .await
+        .context("bootstrap failed")?;
+    if let Some(pw) = &boot.admin_password {
+        data_dir.write_secret("admin-password", &format!("{pw}\n"))?;
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let clouds_yaml = match data_dir.read_secret("admin-password")? {
+        Some(pw) => {
+            Some(data_dir.write_clouds_yaml(CLOUD_NAME, &public_url, pw.trim(), &cfg.region)?)
+        }
+        None => None,
+    };
+    let identity = Arc::new(
+        Identity::new(store.clone(), cfg.token_expiration)
+            .await
+            .context("cannot load identity state")?,
+    );
+    let state = Arc::new(AppState {
+        identity,
+        public_url: public_url.clone(),
+    });
+    let app = stratus_api::router(state);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            tokio::select! {
+                _ = stop_signal => {},
+                _ = stopped => {},
+            }
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+    });
+    Ok(Running {
+        addr,
+        public_url,
+        data_dir,
+        store,
+        admin_password: boot.admin_password,
+        clouds_yaml,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// A database URL with any password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,132 @@
+//! `stratus`: a small OpenStack-compatible cloud in one binary.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use stratus::config::{Config, FileConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "stratus",
+    version,
+    about = "A small OpenStack-compatible cloud in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a cloud: identity, tokens and the catalogue, on one port.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory (SQLite database, secrets, clouds.yaml) [default: ./stratus-data]
+    #[arg(long, env = "STRATUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "STRATUS_LISTEN")]
+    listen: Option<String>,
+    /// Metadata store: postgres://... for a shared store [default: SQLite in the data dir]
+    #[arg(long, env = "STRATUS_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Base URL clients use, if not http://<listen address>
+    #[arg(long, env = "STRATUS_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Token lifetime in seconds [default: 86400]
+    #[arg(long, env = "STRATUS_TOKEN_EXPIRATION")]
+    token_expiration: Option<i64>,
+    /// TOML file with any of: data_dir, listen, database_url, public_url, token_expiration, region
+    #[arg(long, env = "STRATUS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    if let Err(e) = result {
+        // One line: the cause chain, outermost first.
+        let msg = e
+            .chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
+        eprintln!("stratus: error: {msg}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    init_logging();
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let cfg = Config::resolve(
+        args.data_dir,
+        args.listen,
+        args.database_url,
+        args.public_url,
+        args.token_expiration,
+        file,
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let running = stratus::start(&cfg, shutdown_signal()).await?;
+        println!(
+            "stratus {} listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            running.public_url
+        );
+        println!("  identity: {}/identity/v3", running.public_url);
+        println!("  data dir: {}", running.data_dir.path().display());
+        if let Some(pw) = &running.admin_password {
+            println!("  first start: created user 'admin' with password {pw}");
+            println!(
+                "  (stored in {}, mode 0600)",
+                running.data_dir.path().join("admin-password").display()
+            );
+        }
+        if let Some(cy) = &running.clouds_yaml {
+            println!("  clouds.yaml: {}", cy.display());
+            println!(
+                "  try: OS_CLIENT_CONFIG_FILE={} openstack --os-cloud {} token issue",
+                cy.display(),
+                stratus::CLOUD_NAME
+            );
+        }
+        running.wait().await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -12,7 +12,7 @@ pub use identity::*;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -51,6 +51,9 @@ pub enum Backend {
     Postgres,
 }
 
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
@@ -76,6 +79,14 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
+        // One probe connection first, so an unusable database fails at once with its own error
+        // instead of the pool retrying until its acquire timeout.
+        let mut probe = AnyConnection::connect(url).await?;
+        if backend == Backend::Sqlite {
+            probe.execute(SQLITE_PRAGMAS).await?;
+        }
+        probe.execute("SELECT 1").await?;
+        probe.close().await?;
         let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         opts = match backend {
             Backend::Sqlite => {

@@ -1,0 +1,240 @@
+//! Test harness: a real stratus server on a random loopback port, on a fresh SQLite data dir or
+//! a fresh PostgreSQL database, driven over real HTTP.
+#![allow(dead_code)]
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::Connection;
+use stratus::config::Config;
+
+/// Which metadata store a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The base URL of the PostgreSQL server tests create databases on, if configured.
+pub fn postgres_base() -> Option<String> {
+    std::env::var("STRATUS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Creates a fresh, uniquely named database and returns its URL.
+pub async fn fresh_postgres_db(base: &str) -> (String, String) {
+    sqlx::any::install_default_drivers();
+    let name = format!("stratus_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(base)
+        .await
+        .expect("connect to STRATUS_TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    conn.close().await.ok();
+    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+    (format!("{prefix}/{name}"), name)
+}
+
+pub async fn drop_postgres_db(base: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::AnyConnection::connect(base).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+        conn.close().await.ok();
+    }
+}
+
+pub struct TestCloud {
+    pub url: String,
+    pub admin_password: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    running: Option<stratus::Running>,
+    pg: Option<(String, String)>,
+    pub config: Config,
+}
+
+impl TestCloud {
+    /// Starts a server, or returns `None` for PostgreSQL when no test database is configured.
+    pub async fn start(backend: Backend) -> Option<TestCloud> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<TestCloud> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::with_data_dir(dir.path().join("data"));
+        config.listen = "127.0.0.1:0".into();
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let Some(base) = postgres_base() else {
+                    eprintln!(
+                        "STRATUS_TEST_DATABASE_URL is not set: skipping the PostgreSQL variant"
+                    );
+                    return None;
+                };
+                let (url, name) = fresh_postgres_db(&base).await;
+                config.database_url = Some(url);
+                Some((base, name))
+            }
+        };
+        tweak(&mut config);
+        let running = stratus::start(&config, std::future::pending())
+            .await
+            .expect("server starts");
+        let admin_password = running
+            .admin_password
+            .clone()
+            .expect("first start makes an admin password");
+        Some(TestCloud {
+            url: running.public_url.clone(),
+            admin_password,
+            http: reqwest::Client::new(),
+            dir,
+            running: Some(running),
+            pg,
+            config,
+        })
+    }
+
+    pub fn store(&self) -> &stratus_store::Store {
+        &self.running.as_ref().expect("running").store
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+        if let Some((base, name)) = self.pg.take() {
+            drop_postgres_db(&base, &name).await;
+        }
+    }
+
+    /// Issues a password token; returns (status, token header, body).
+    pub async fn auth(&self, body: Value) -> (StatusCode, Option<String>, Value) {
+        let r = self
+            .http
+            .post(format!("{}/identity/v3/auth/tokens", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        let token = r
+            .headers()
+            .get("x-subject-token")
+            .map(|v| v.to_str().expect("ascii").to_string());
+        let body = r.json().await.unwrap_or(Value::Null);
+        (status, token, body)
+    }
+
+    pub async fn token_for(&self, user: &str, password: &str, project: Option<&str>) -> String {
+        let (status, token, body) = self.auth(password_auth(user, password, project)).await;
+        assert_eq!(status, StatusCode::CREATED, "auth as {user}: {body}");
+        token.expect("X-Subject-Token")
+    }
+
+    pub async fn admin_token(&self) -> String {
+        let pw = self.admin_password.clone();
+        self.token_for("admin", &pw, Some("admin")).await
+    }
+
+    /// Sends a request with an optional token and JSON body; returns status, headers and body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.header("X-Auth-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, headers, body)
+    }
+
+    /// Creates a user (as admin) and returns its id.
+    pub async fn create_user(&self, admin: &str, name: &str, password: &str) -> String {
+        let (s, _, b) = self
+            .call(
+                Method::POST,
+                "/identity/v3/users",
+                Some(admin),
+                Some(json!({"user": {"name": name, "password": password}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["user"]["id"].as_str().expect("id").to_string()
+    }
+}
+
+pub fn password_auth(user: &str, password: &str, project: Option<&str>) -> Value {
+    let mut auth = json!({
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"name": "Default"}, "password": password}}}
+    });
+    if let Some(p) = project {
+        auth["scope"] = json!({"project": {"name": p, "domain": {"id": "default"}}});
+    }
+    json!({ "auth": auth })
+}
+
+/// Asserts a Keystone error body with the given status.
+pub fn assert_keystone_error(status: StatusCode, body: &Value, expected: StatusCode) {
+    assert_eq!(status, expected, "body: {body}");
+    assert_eq!(
+        body["error"]["code"],
+        json!(expected.as_u16()),
+        "body: {body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "body: {body}"
+    );
+    assert!(body["error"]["title"].as_str().is_some(), "body: {body}");
+}
+
+/// Runs `async fn $name(c: &TestCloud)` as two tests: on SQLite and, when configured, on
+/// PostgreSQL.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(c) = TestCloud::start(Backend::Sqlite).await {
+                    super::$name(&c).await;
+                    c.stop().await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(c) = TestCloud::start(Backend::Postgres).await {
+                    super::$name(&c).await;
+                    c.stop().await;
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,340 @@
+//! `stratus serve` as a process: first start, restart, data-dir lock, newer schema, bad data dir,
+//! configuration sources, graceful shutdown.
+
+mod common;
+
+use common::password_auth;
+use serde_json::Value;
+use sqlx::Connection;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stratus");
+
+struct Server {
+    child: Child,
+    url: String,
+    stdout: Vec<String>,
+}
+
+fn serve(args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.env("STRATUS_LOG", "warn");
+    cmd
+}
+
+/// Starts a server and reads its banner up to the clouds.yaml lines.
+fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+    let mut child = serve(args, envs).spawn().expect("spawn stratus");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(out);
+    let mut url = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("read banner");
+        assert!(n > 0, "server exited early; banner so far: {lines:?}");
+        if let Some(rest) = line.trim().strip_prefix(&format!(
+            "stratus {} listening on ",
+            env!("CARGO_PKG_VERSION")
+        )) {
+            url = rest.to_string();
+        }
+        lines.push(line.trim_end().to_string());
+        if line.trim_start().starts_with("try:") {
+            break;
+        }
+    }
+    // The rest of the banner is at most a few lines; read what is there without blocking on EOF.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = reader.read_to_string(&mut sink);
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    Server {
+        child,
+        url,
+        stdout: lines,
+    }
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
+fn stop(mut s: Server) -> std::process::ExitStatus {
+    sigterm(&s.child);
+    s.child.wait().expect("wait")
+}
+
+/// Runs a server that must fail; returns (exit code, stderr).
+fn must_fail(args: &[&str]) -> (i32, String) {
+    let out = serve(args, &[]).output().expect("run stratus");
+    assert!(
+        !out.status.success(),
+        "expected failure, stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+async fn token_with(url: &str, password: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!("{url}/identity/v3/auth/tokens"))
+        .json(&password_auth("admin", password, Some("admin")))
+        .send()
+        .await
+        .expect("request")
+        .status()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("exists").permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn first_start_then_restart_reuses_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let d = dir.to_str().unwrap();
+    let s = start(&["--data-dir", d, "--listen", "127.0.0.1:0"], &[]);
+    let banner = s.stdout.join("\n");
+    let pw_line = s
+        .stdout
+        .iter()
+        .find(|l| l.contains("with password"))
+        .expect("password printed on first start");
+    let pw = pw_line.rsplit(' ').next().unwrap().to_string();
+    assert_eq!(mode(&dir.join("clouds.yaml")), 0o600);
+    assert_eq!(mode(&dir.join("admin-password")), 0o600);
+    let clouds = std::fs::read_to_string(dir.join("clouds.yaml")).unwrap();
+    assert!(
+        clouds.contains("stratus-admin:")
+            && clouds.contains(&format!("auth_url: {}/identity", s.url)),
+        "{clouds}"
+    );
+    assert!(clouds.contains(&pw));
+    assert_eq!(
+        token_with(&s.url, &pw).await,
+        reqwest::StatusCode::CREATED,
+        "{banner}"
+    );
+    assert!(stop(s).success());
+
+    // Second start: no new password, the old one still works, clouds.yaml follows the new address.
+    let s = start(
+        &[
+            "--data-dir",
+            d,
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "http://localhost:1/",
+        ],
+        &[],
+    );
+    assert!(
+        !s.stdout.iter().any(|l| l.contains("with password")),
+        "{:?}",
+        s.stdout
+    );
+    assert_eq!(s.url, "http://localhost:1");
+    let clouds = std::fs::read_to_string(dir.join("clouds.yaml")).unwrap();
+    assert!(
+        clouds.contains("auth_url: http://localhost:1/identity"),
+        "{clouds}"
+    );
+    assert!(stop(s).success());
+}
+
+#[tokio::test]
+async fn a_locked_data_dir_is_refused_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let d = d.to_str().unwrap();
+    let s = start(&["--data-dir", d, "--listen", "127.0.0.1:0"], &[]);
+    let before = std::fs::read(tmp.path().join("d/clouds.yaml")).unwrap();
+    let (_, err) = must_fail(&["--data-dir", d, "--listen", "127.0.0.1:0"]);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("in use by another stratus server"), "{err}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("d/clouds.yaml")).unwrap(),
+        before
+    );
+    // The first server is unaffected.
+    let pw = std::fs::read_to_string(tmp.path().join("d/admin-password")).unwrap();
+    assert_eq!(
+        token_with(&s.url, pw.trim()).await,
+        reqwest::StatusCode::CREATED
+    );
+    assert!(stop(s).success());
+}
+
+async fn revision(conn: &mut sqlx::AnyConnection) -> i64 {
+    let v: (i64,) = sqlx::query_as("SELECT value FROM revision WHERE id = 1")
+        .fetch_one(conn)
+        .await
+        .unwrap();
+    v.0
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_and_nothing_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let ds = d.to_str().unwrap();
+    assert!(stop(start(&["--data-dir", ds, "--listen", "127.0.0.1:0"], &[])).success());
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", d.join("stratus.db").display());
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO stratus_schema (version, name, applied_at) VALUES (9999, 'future', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let rev_before = revision(&mut conn).await;
+    conn.close().await.unwrap();
+    let (_, err) = must_fail(&["--data-dir", ds, "--listen", "127.0.0.1:0"]);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("schema is version 9999, newer than this binary supports"),
+        "{err}"
+    );
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    assert_eq!(revision(&mut conn).await, rev_before);
+}
+
+#[tokio::test]
+async fn unusable_data_dirs_give_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let (_, err) = must_fail(&[
+        "--data-dir",
+        file.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+
+    // A database file that is not a database.
+    let d = tmp.path().join("garbage");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("stratus.db"), vec![0x42u8; 8192]).unwrap();
+    let (_, err) = must_fail(&["--data-dir", d.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot open the metadata store"), "{err}");
+    assert_eq!(
+        std::fs::read(d.join("stratus.db")).unwrap(),
+        vec![0x42u8; 8192]
+    );
+
+    // Unreadable (only meaningful when not running as root, which ignores permissions).
+    if unsafe { libc::geteuid() } != 0 {
+        let d = tmp.path().join("locked-out");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let (_, err) = must_fail(&["--data-dir", d.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+        assert!(err.contains("not readable"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn config_file_and_environment_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("from-file");
+    let cfg = tmp.path().join("stratus.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\ntoken_expiration = 3600\n",
+            d.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let s = start(&[], &[("STRATUS_CONFIG", cfg.to_str().unwrap())]);
+    assert!(d.join("clouds.yaml").exists());
+    let pw = std::fs::read_to_string(d.join("admin-password")).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/identity/v3/auth/tokens", s.url))
+        .json(&password_auth("admin", pw.trim(), Some("admin")))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let issued = body["token"]["issued_at"].as_str().unwrap().to_string();
+    let expires = body["token"]["expires_at"].as_str().unwrap().to_string();
+    // One hour apart: same minutes and seconds, hour + 1 (mod 24).
+    assert_eq!(issued[13..], expires[13..]);
+    assert!(stop(s).success());
+
+    // Command line beats the file.
+    let d2 = tmp.path().join("from-cli");
+    let s = start(
+        &["--data-dir", d2.to_str().unwrap()],
+        &[("STRATUS_CONFIG", cfg.to_str().unwrap())],
+    );
+    assert!(d2.join("clouds.yaml").exists());
+    assert!(stop(s).success());
+
+    // A typo in the file is an error, not silently ignored.
+    std::fs::write(&cfg, "lisen = \"127.0.0.1:0\"\n").unwrap();
+    let out = serve(&[], &[("STRATUS_CONFIG", cfg.to_str().unwrap())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let s = start(
+        &["--data-dir", d.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let pw = std::fs::read_to_string(d.join("admin-password")).unwrap();
+    let body = serde_json::to_vec(&password_auth("admin", pw.trim(), Some("admin"))).unwrap();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // Send the headers and half the body, then signal, then the rest: the request was in flight.
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "POST /identity/v3/auth/tokens HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    conn.write_all(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&s.child);
+    std::thread::sleep(Duration::from_millis(200));
+    conn.write_all(&body[10..]).unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    let mut child = s.child;
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // New connections are refused once it has stopped.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+}

@@ -22,7 +22,11 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
         }
     }
 
-    pub fn get(&self, k: &K) -> Option<V> {
+    pub fn get<Q>(&self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         self.map.read().ok()?.get(k).cloned()
     }
 

@@ -26,17 +26,17 @@ pub struct RoleRef {
 pub enum Scope {
     Unscoped,
     Project {
-        project: ProjectRec,
-        domain: DomainRec,
+        project: Arc<ProjectRec>,
+        domain: Arc<DomainRec>,
     },
-    Domain(DomainRec),
+    Domain(Arc<DomainRec>),
 }
 
 /// A validated token: who, on what scope, with which roles.
 #[derive(Debug, Clone)]
 pub struct TokenInfo {
-    pub user: UserRec,
-    pub user_domain: DomainRec,
+    pub user: Arc<UserRec>,
+    pub user_domain: Arc<DomainRec>,
     pub scope: Scope,
     pub roles: Arc<Vec<RoleRef>>,
     pub methods: Vec<String>,
@@ -165,11 +165,12 @@ pub struct Identity {
     token_ttl_micros: i64,
     catalog: Vec<CatalogRec>,
     generation: Generation,
-    users: Memo<String, Option<UserRec>>,
-    projects: Memo<String, Option<ProjectRec>>,
-    domains: Memo<String, Option<DomainRec>>,
+    users: Memo<String, Option<Arc<UserRec>>>,
+    projects: Memo<String, Option<Arc<ProjectRec>>>,
+    domains: Memo<String, Option<Arc<DomainRec>>>,
     revoked: Memo<String, bool>,
-    roles: Memo<(String, String), Arc<Vec<RoleRef>>>,
+    /// Keyed by `"<user id> <scope key>"`.
+    roles: Memo<String, Arc<Vec<RoleRef>>>,
 }
 
 fn unauthorized(why: impl std::fmt::Display) -> ServiceError {
@@ -241,38 +242,37 @@ impl Identity {
         Ok(self.generation.sync(rev, &memos))
     }
 
-    async fn memo<K, V, F, Fut>(&self, g: i64, memo: &Memo<K, V>, k: K, load: F) -> Result<V>
+    async fn memo<V, F, Fut>(&self, g: i64, memo: &Memo<String, V>, k: &str, load: F) -> Result<V>
     where
-        K: Eq + std::hash::Hash,
         V: Clone,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, StoreError>>,
     {
-        if let Some(v) = memo.get(&k) {
+        if let Some(v) = memo.get(k) {
             return Ok(v);
         }
         let v = load().await?;
-        self.generation.put(memo, g, k, v.clone());
+        self.generation.put(memo, g, k.to_string(), v.clone());
         Ok(v)
     }
 
-    async fn cached_user(&self, g: i64, id: &str) -> Result<Option<UserRec>> {
-        self.memo(g, &self.users, id.to_string(), || {
-            store::user_get(self.store.pool(), id)
+    async fn cached_user(&self, g: i64, id: &str) -> Result<Option<Arc<UserRec>>> {
+        self.memo(g, &self.users, id, || async {
+            Ok(store::user_get(self.store.pool(), id).await?.map(Arc::new))
         })
         .await
     }
 
-    async fn cached_project(&self, g: i64, id: &str) -> Result<Option<ProjectRec>> {
-        self.memo(g, &self.projects, id.to_string(), || {
-            store::project_get(self.store.pool(), id)
+    async fn cached_project(&self, g: i64, id: &str) -> Result<Option<Arc<ProjectRec>>> {
+        self.memo(g, &self.projects, id, || async {
+            Ok(store::project_get(self.store.pool(), id).await?.map(Arc::new))
         })
         .await
     }
 
-    async fn cached_domain(&self, g: i64, id: &str) -> Result<Option<DomainRec>> {
-        self.memo(g, &self.domains, id.to_string(), || {
-            store::domain_get(self.store.pool(), id)
+    async fn cached_domain(&self, g: i64, id: &str) -> Result<Option<Arc<DomainRec>>> {
+        self.memo(g, &self.domains, id, || async {
+            Ok(store::domain_get(self.store.pool(), id).await?.map(Arc::new))
         })
         .await
     }
@@ -297,7 +297,7 @@ impl Identity {
                 vec![(ScopeKind::Domain, d.id.as_str())],
             ),
         };
-        self.memo(g, &self.roles, (user_id.to_string(), key), || async {
+        self.memo(g, &self.roles, &format!("{user_id} {key}"), || async {
             let roles = store::roles_of_user_on(self.store.pool(), user_id, &scopes).await?;
             Ok(Arc::new(
                 roles
@@ -325,7 +325,7 @@ impl Identity {
         }
         let g = self.sync().await?;
         let revoked = self
-            .memo(g, &self.revoked, p.audit_id.clone(), || {
+            .memo(g, &self.revoked, &p.audit_id, || {
                 store::token_is_revoked(self.store.pool(), &p.audit_id)
             })
             .await?;
@@ -366,7 +366,7 @@ impl Identity {
         })
     }
 
-    async fn enabled_domain(&self, g: i64, id: &str) -> Result<DomainRec> {
+    async fn enabled_domain(&self, g: i64, id: &str) -> Result<Arc<DomainRec>> {
         self.cached_domain(g, id)
             .await?
             .filter(|d| d.enabled)
@@ -392,6 +392,7 @@ impl Identity {
                         None => None,
                     },
                 }
+                .map(Arc::new)
                 .ok_or_else(|| unauthorized("unknown user"))?;
                 let hash = user
                     .password_hash

@@ -2,7 +2,7 @@
 
 use crate::timefmt::micros_z;
 use crate::AppState;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stratus_services::identity::{
     AuthMethod, AuthRequest, DomainRef, ProjectRef, Scope, ScopeRequest, TokenInfo, UserRef,
@@ -379,65 +379,128 @@ pub fn list_json(s: &AppState, key: &str, path: &str, items: Vec<Value>) -> Valu
 }
 
 /// The catalogue as a token carries it: one entry per service, its endpoints with full URLs.
-pub fn catalog_json(s: &AppState, project_id: Option<&str>) -> Value {
-    let mut services: Vec<(String, Value)> = Vec::new();
-    for c in s.identity.catalog() {
-        let path = match project_id {
-            Some(p) => c.path.replace("$(project_id)s", p),
-            None => c.path.clone(),
-        };
-        let endpoint = json!({
-            "id": c.id, "interface": c.interface, "region": c.region_id, "region_id": c.region_id,
-            "url": s.url(&path),
-        });
-        match services.iter_mut().find(|(id, _)| *id == c.service_id) {
-            Some((_, svc)) => {
-                if let Some(eps) = svc["endpoints"].as_array_mut() {
-                    eps.push(endpoint);
-                }
-            }
-            None => services.push((
-                c.service_id.clone(),
-                json!({"id": c.service_id, "type": c.service_type, "name": c.service_name, "endpoints": [endpoint]}),
-            )),
-        }
-    }
-    Value::Array(services.into_iter().map(|(_, v)| v).collect())
+#[derive(Serialize)]
+pub struct CatalogService<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    service_type: &'a str,
+    name: &'a str,
+    endpoints: Vec<CatalogEndpoint<'a>>,
 }
 
-pub fn token_json(s: &AppState, t: &TokenInfo, with_catalog: bool) -> Value {
-    let mut token = json!({
-        "methods": t.methods,
-        "user": {
-            "id": t.user.id, "name": t.user.name, "password_expires_at": null,
-            "domain": {"id": t.user_domain.id, "name": t.user_domain.name},
+#[derive(Serialize)]
+pub struct CatalogEndpoint<'a> {
+    id: &'a str,
+    interface: &'a str,
+    region: &'a str,
+    region_id: &'a str,
+    url: String,
+}
+
+pub fn catalog<'a>(s: &'a AppState, project_id: Option<&str>) -> Vec<CatalogService<'a>> {
+    let mut services: Vec<CatalogService<'a>> = Vec::new();
+    for c in s.identity.catalog() {
+        let url = match project_id {
+            Some(p) if c.path.contains("$(project_id)s") => s.url(&c.path.replace("$(project_id)s", p)),
+            _ => s.url(&c.path),
+        };
+        let endpoint = CatalogEndpoint {
+            id: &c.id,
+            interface: &c.interface,
+            region: &c.region_id,
+            region_id: &c.region_id,
+            url,
+        };
+        match services.iter_mut().find(|svc| svc.id == c.service_id) {
+            Some(svc) => svc.endpoints.push(endpoint),
+            None => services.push(CatalogService {
+                id: &c.service_id,
+                service_type: &c.service_type,
+                name: &c.service_name,
+                endpoints: vec![endpoint],
+            }),
+        }
+    }
+    services
+}
+
+#[derive(Serialize)]
+pub struct TokenBody<'a> {
+    token: TokenWire<'a>,
+}
+
+#[derive(Serialize)]
+struct IdName<'a> {
+    id: &'a str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct TokenUser<'a> {
+    id: &'a str,
+    name: &'a str,
+    password_expires_at: Option<()>,
+    domain: IdName<'a>,
+}
+
+#[derive(Serialize)]
+struct TokenProject<'a> {
+    id: &'a str,
+    name: &'a str,
+    domain: IdName<'a>,
+}
+
+#[derive(Serialize)]
+struct TokenWire<'a> {
+    methods: &'a [String],
+    user: TokenUser<'a>,
+    audit_ids: [&'a str; 1],
+    issued_at: String,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<TokenProject<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_domain: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<IdName<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roles: Option<Vec<IdName<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalog: Option<Vec<CatalogService<'a>>>,
+}
+
+/// The token body of `POST`/`GET /v3/auth/tokens`. Unscoped tokens carry no roles or catalogue.
+pub fn token_body<'a>(s: &'a AppState, t: &'a TokenInfo, with_catalog: bool) -> TokenBody<'a> {
+    let (project, domain) = match &t.scope {
+        Scope::Project { project, domain } => (
+            Some(TokenProject {
+                id: &project.id,
+                name: &project.name,
+                domain: IdName { id: &domain.id, name: &domain.name },
+            }),
+            None,
+        ),
+        Scope::Domain(d) => (None, Some(IdName { id: &d.id, name: &d.name })),
+        Scope::Unscoped => (None, None),
+    };
+    let scoped = project.is_some() || domain.is_some();
+    TokenBody {
+        token: TokenWire {
+            methods: &t.methods,
+            user: TokenUser {
+                id: &t.user.id,
+                name: &t.user.name,
+                password_expires_at: None,
+                domain: IdName { id: &t.user_domain.id, name: &t.user_domain.name },
+            },
+            audit_ids: [&t.audit_id],
+            issued_at: micros_z(t.issued_at),
+            expires_at: micros_z(t.expires_at),
+            is_domain: project.as_ref().map(|_| false),
+            project,
+            domain,
+            roles: scoped.then(|| t.roles.iter().map(|r| IdName { id: &r.id, name: &r.name }).collect()),
+            catalog: (scoped && with_catalog).then(|| catalog(s, t.project().map(|p| p.id.as_str()))),
         },
-        "audit_ids": [t.audit_id],
-        "issued_at": micros_z(t.issued_at),
-        "expires_at": micros_z(t.expires_at),
-    });
-    let mut scoped = true;
-    match &t.scope {
-        Scope::Project { project, domain } => {
-            token["project"] = json!({
-                "id": project.id, "name": project.name,
-                "domain": {"id": domain.id, "name": domain.name},
-            });
-            token["is_domain"] = json!(false);
-        }
-        Scope::Domain(d) => token["domain"] = json!({"id": d.id, "name": d.name}),
-        Scope::Unscoped => scoped = false,
     }
-    if scoped {
-        token["roles"] = Value::Array(
-            t.roles
-                .iter()
-                .map(|r| json!({"id": r.id, "name": r.name}))
-                .collect(),
-        );
-        if with_catalog {
-            token["catalog"] = catalog_json(s, t.project().map(|p| p.id.as_str()));
-        }
-    }
-    json!({ "token": token })
 }

@@ -265,14 +265,18 @@ impl Identity {
 
     async fn cached_project(&self, g: i64, id: &str) -> Result<Option<Arc<ProjectRec>>> {
         self.memo(g, &self.projects, id, || async {
-            Ok(store::project_get(self.store.pool(), id).await?.map(Arc::new))
+            Ok(store::project_get(self.store.pool(), id)
+                .await?
+                .map(Arc::new))
         })
         .await
     }
 
     async fn cached_domain(&self, g: i64, id: &str) -> Result<Option<Arc<DomainRec>>> {
         self.memo(g, &self.domains, id, || async {
-            Ok(store::domain_get(self.store.pool(), id).await?.map(Arc::new))
+            Ok(store::domain_get(self.store.pool(), id)
+                .await?
+                .map(Arc::new))
         })
         .await
     }

@@ -583,3 +583,69 @@ async fn expired_tokens_are_rejected() {
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_revocations_hold_across_nodes_on_postgres() {
+    let Some(a) = TestCloud::start(Backend::Postgres).await else {
+        return;
+    };
+    let b = a.second_node().await.expect("postgres backend");
+    assert!(
+        b.admin_password.is_none(),
+        "the second node must not bootstrap again"
+    );
+    let on_b = |token: String, path: String| {
+        let http = a.http.clone();
+        let url = format!("{}{}", b.public_url, path);
+        async move {
+            http.get(url)
+                .header("X-Auth-Token", token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // A token issued by node A validates on node B.
+    let admin = a.admin_token().await;
+    assert_eq!(
+        on_b(admin.clone(), "/identity/v3/projects".into()).await,
+        StatusCode::OK
+    );
+    // A revocation through node A applies on node B at the next request.
+    let victim = a.admin_token().await;
+    assert_eq!(
+        on_b(victim.clone(), "/identity/v3/projects".into()).await,
+        StatusCode::OK
+    );
+    let r = a
+        .http
+        .delete(format!("{}/identity/v3/auth/tokens", a.url))
+        .header("X-Auth-Token", &admin)
+        .header("X-Subject-Token", &victim)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        on_b(victim, "/identity/v3/projects".into()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // So does disabling a user.
+    let uid = a.create_user(&admin, "u1", "pw").await;
+    let t = a.token_for("u1", "pw", None).await;
+    let me = format!("/identity/v3/users/{uid}");
+    assert_eq!(on_b(t.clone(), me.clone()).await, StatusCode::OK);
+    let (s, _, _) = a
+        .call(
+            Method::PATCH,
+            &me,
+            Some(&admin),
+            Some(json!({"user": {"enabled": false}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(on_b(t, me).await, StatusCode::UNAUTHORIZED);
+    b.shutdown().await.unwrap();
+    a.stop().await;
+}

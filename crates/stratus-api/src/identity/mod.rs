@@ -113,7 +113,11 @@ async fn version(State(s): St) -> impl IntoResponse {
 // ---------------------------------------------------------------------------------------------
 // tokens
 
-fn with_subject<B: serde::Serialize>(token: &str, status: StatusCode, body: B) -> KResult<Response> {
+fn with_subject<B: serde::Serialize>(
+    token: &str,
+    status: StatusCode,
+    body: B,
+) -> KResult<Response> {
     let mut headers = HeaderMap::new();
     let v = HeaderValue::from_str(token).map_err(|_| {
         ApiError::new(
@@ -153,8 +157,15 @@ async fn validate_token(
 ) -> KResult<Response> {
     let token = subject(&headers)?;
     // A token validating itself was validated by the extractor already.
-    let own = headers.get(crate::extract::AUTH_TOKEN_HEADER).and_then(|v| v.to_str().ok()) == Some(token.as_str());
-    let info = if own { c } else { s.identity.check_subject(&c, &token).await? };
+    let own = headers
+        .get(crate::extract::AUTH_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        == Some(token.as_str());
+    let info = if own {
+        c
+    } else {
+        s.identity.check_subject(&c, &token).await?
+    };
     let body = token_body(&s, &info, q.0.nocatalog.is_none());
     with_subject(&token, StatusCode::OK, body)
 }

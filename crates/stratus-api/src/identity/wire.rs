@@ -401,7 +401,9 @@ pub fn catalog<'a>(s: &'a AppState, project_id: Option<&str>) -> Vec<CatalogServ
     let mut services: Vec<CatalogService<'a>> = Vec::new();
     for c in s.identity.catalog() {
         let url = match project_id {
-            Some(p) if c.path.contains("$(project_id)s") => s.url(&c.path.replace("$(project_id)s", p)),
+            Some(p) if c.path.contains("$(project_id)s") => {
+                s.url(&c.path.replace("$(project_id)s", p))
+            }
             _ => s.url(&c.path),
         };
         let endpoint = CatalogEndpoint {
@@ -476,11 +478,20 @@ pub fn token_body<'a>(s: &'a AppState, t: &'a TokenInfo, with_catalog: bool) -> 
             Some(TokenProject {
                 id: &project.id,
                 name: &project.name,
-                domain: IdName { id: &domain.id, name: &domain.name },
+                domain: IdName {
+                    id: &domain.id,
+                    name: &domain.name,
+                },
             }),
             None,
         ),
-        Scope::Domain(d) => (None, Some(IdName { id: &d.id, name: &d.name })),
+        Scope::Domain(d) => (
+            None,
+            Some(IdName {
+                id: &d.id,
+                name: &d.name,
+            }),
+        ),
         Scope::Unscoped => (None, None),
     };
     let scoped = project.is_some() || domain.is_some();
@@ -491,7 +502,10 @@ pub fn token_body<'a>(s: &'a AppState, t: &'a TokenInfo, with_catalog: bool) -> 
                 id: &t.user.id,
                 name: &t.user.name,
                 password_expires_at: None,
-                domain: IdName { id: &t.user_domain.id, name: &t.user_domain.name },
+                domain: IdName {
+                    id: &t.user_domain.id,
+                    name: &t.user_domain.name,
+                },
             },
             audit_ids: [&t.audit_id],
             issued_at: micros_z(t.issued_at),
@@ -499,8 +513,17 @@ pub fn token_body<'a>(s: &'a AppState, t: &'a TokenInfo, with_catalog: bool) -> 
             is_domain: project.as_ref().map(|_| false),
             project,
             domain,
-            roles: scoped.then(|| t.roles.iter().map(|r| IdName { id: &r.id, name: &r.name }).collect()),
-            catalog: (scoped && with_catalog).then(|| catalog(s, t.project().map(|p| p.id.as_str()))),
+            roles: scoped.then(|| {
+                t.roles
+                    .iter()
+                    .map(|r| IdName {
+                        id: &r.id,
+                        name: &r.name,
+                    })
+                    .collect()
+            }),
+            catalog: (scoped && with_catalog)
+                .then(|| catalog(s, t.project().map(|p| p.id.as_str()))),
         },
     }
 }

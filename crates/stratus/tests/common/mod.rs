@@ -102,6 +102,18 @@ impl TestCloud {
         })
     }
 
+    /// Starts another node on the same PostgreSQL database (stateless scale-out); `None` on SQLite.
+    pub async fn second_node(&self) -> Option<stratus::Running> {
+        self.pg.as_ref()?;
+        let mut cfg = self.config.clone();
+        cfg.data_dir = self.dir.path().join("node2");
+        Some(
+            stratus::start(&cfg, std::future::pending())
+                .await
+                .expect("second node starts"),
+        )
+    }
+
     pub fn store(&self) -> &stratus_store::Store {
         &self.running.as_ref().expect("running").store
     }

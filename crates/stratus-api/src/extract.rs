@@ -3,12 +3,16 @@
 
 use crate::error::{Api, ApiError};
 use crate::AppState;
+use axum::extract::{ConnectInfo, MatchedPath};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use stratus_iam::Entry;
+use stratus_services::authz::{Authorized, Facts};
 use stratus_services::identity::TokenInfo;
 
 /// Largest JSON request body accepted (413 above).
@@ -126,5 +130,106 @@ impl<A: Api> FromRequestParts<Arc<AppState>> for Caller<A> {
         }
         let info = state.identity.validate(token).await?;
         Ok(Caller(info, PhantomData))
+    }
+}
+
+/// The caller and the catalogue entry of the route, before the decision. Handlers first resolve
+/// what they act on (404 for what the caller cannot see), then call [`Authz::require`], which
+/// decides over the whole required set and yields the [`Authorized`] caller every mutating
+/// service call needs.
+pub struct Authz<A> {
+    caller: TokenInfo,
+    state: Arc<AppState>,
+    entry: usize,
+    source_ip: Option<IpAddr>,
+    api: PhantomData<A>,
+}
+
+impl<A: Api> Authz<A> {
+    /// The caller, for resolving visibility before the decision.
+    pub fn caller(&self) -> &TokenInfo {
+        &self.caller
+    }
+
+    pub fn entry(&self) -> &Entry {
+        &self.state.authz.catalogue().entries()[self.entry]
+    }
+
+    /// Decides the route for the caller with `facts` (the source address is filled in).
+    pub async fn require(self, facts: Facts<'_>) -> Result<Authorized, ApiError<A>> {
+        let facts = Facts {
+            source_ip: self.source_ip,
+            ..facts
+        };
+        let entry = &self.state.authz.catalogue().entries()[self.entry];
+        Ok(self
+            .state
+            .authz
+            .authorize(self.caller, entry, &facts)
+            .await?)
+    }
+
+    /// Decides a route that acts on nothing in particular (lists, creations).
+    pub async fn allow(self) -> Result<Authorized, ApiError<A>> {
+        self.require(Facts::default()).await
+    }
+
+    /// Decides a self-service route: no decision when the caller acts on themselves.
+    pub async fn allow_self(self, is_self: bool) -> Result<Authorized, ApiError<A>> {
+        self.require(Facts {
+            is_self,
+            ..Facts::default()
+        })
+        .await
+    }
+}
+
+/// The catalogue entry of a routed request; HEAD falls back to the GET entry.
+pub fn entry_index(
+    state: &AppState,
+    method: &axum::http::Method,
+    path: &str,
+    body_key: Option<&str>,
+) -> Option<usize> {
+    let cat = state.authz.catalogue();
+    cat.entry_index(method.as_str(), path, body_key)
+        .or_else(|| {
+            (method == axum::http::Method::HEAD)
+                .then(|| cat.entry_index("GET", path, body_key))
+                .flatten()
+        })
+}
+
+impl<A: Api> FromRequestParts<Arc<AppState>> for Authz<A> {
+    type Rejection = ApiError<A>;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let path = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
+        let Some(entry) = entry_index(state, &parts.method, &path, None) else {
+            tracing::error!(method = %parts.method, %path, "route has no action catalogue entry");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error prevented the server from fulfilling your request.",
+            ));
+        };
+        let Caller(caller, _) = Caller::<A>::from_request_parts(parts, state).await?;
+        let source_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Authz {
+            caller,
+            state: state.clone(),
+            entry,
+            source_ip,
+            api: PhantomData,
+        })
     }
 }

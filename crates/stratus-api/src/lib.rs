@@ -5,15 +5,18 @@
 
 pub mod error;
 pub mod extract;
+mod iam;
 mod identity;
 pub mod middleware;
+pub mod routes;
 mod timefmt;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
+use stratus_services::authz::Authorizer;
+use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
 
 pub use error::{Api, ApiError, ApiKind, Keystone};
@@ -21,6 +24,8 @@ pub use error::{Api, ApiError, ApiKind, Keystone};
 /// What every handler can reach.
 pub struct AppState {
     pub identity: Arc<Identity>,
+    pub authz: Arc<Authorizer>,
+    pub iam: Arc<Iam>,
     /// Base URL clients reach this server at, without a trailing slash (e.g.
     /// `http://127.0.0.1:8080`); catalogue URLs and links are made from it.
     pub public_url: String,
@@ -32,12 +37,20 @@ impl AppState {
     }
 }
 
+/// Every route served, recorded with its method and full path template.
+pub fn routes() -> routes::RouteTable<Arc<AppState>> {
+    routes::RouteTable::default()
+        .at(axum::http::Method::GET, "/", root)
+        .merge(identity::routes())
+        .merge(iam::routes())
+}
+
 /// The whole HTTP application.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(root))
-        .nest("/identity", identity::router())
+    routes()
+        .into_router()
         .fallback(not_found)
+        .method_not_allowed_fallback(identity::method_not_allowed)
         .with_state(state)
         .layer(axum::middleware::from_fn(middleware::request_id))
 }
@@ -52,10 +65,11 @@ async fn root(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> i
     }))
 }
 
+/// Unrouted paths get the error format of the API whose prefix they fall under.
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
     error::error_response(
         ApiKind::Identity,
         StatusCode::NOT_FOUND,
-        &format!("No API is served at {}.", uri.path()),
+        &format!("The resource could not be found: {}.", uri.path()),
     )
 }

@@ -167,6 +167,15 @@ impl Catalogue {
         self.by_key.get(&key).map(|&i| &self.entries[i])
     }
 
+    /// The position of an entry in [`Catalogue::entries`].
+    pub fn entry_index(&self, method: &str, path: &str, body_key: Option<&str>) -> Option<usize> {
+        let key = match body_key {
+            Some(k) => format!("{method} {path} {k}"),
+            None => format!("{method} {path}"),
+        };
+        self.by_key.get(&key).copied()
+    }
+
     pub fn by_key(&self, key: &str) -> Option<&Entry> {
         self.by_key.get(key).map(|&i| &self.entries[i])
     }

@@ -11,8 +11,10 @@ use crate::{data, new_id, password, Result, ServiceError};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde::Deserialize;
+use stratus_iam::{Catalogue, Limits};
 use stratus_store::{
-    self as store, CatalogRec, DomainRec, FlavorRec, GrantRec, ProjectRec, RoleRec, Store, UserRec,
+    self as store, CatalogRec, DomainRec, EnterpriseProjectRec, FlavorRec, GrantRec, ProjectRec,
+    RoleRec, Store, UserRec, DEFAULT_ENTERPRISE_PROJECT,
 };
 
 pub const DEFAULT_DOMAIN_ID: &str = "default";
@@ -66,13 +68,20 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
         .map_err(|e| ServiceError::Internal(format!("shipped {what} data is invalid: {e}")))
 }
 
-pub async fn bootstrap(store: &Store, region: &str) -> Result<Bootstrapped> {
+pub async fn bootstrap(store: &Store, region: &str, catalogue: &Catalogue) -> Result<Bootstrapped> {
     let mut w = store.write(true).await?;
     store::advisory_lock(&mut w, 727002).await?;
     let first_start = store::meta_get(w.conn(), "bootstrapped").await?.is_none();
     let mut admin_password = None;
 
     for p in parse::<Vec<SystemPolicyData>>("system policy", data::SYSTEM_POLICIES)? {
+        // Shipped policies must name only catalogue actions, like custom ones.
+        stratus_iam::policy::parse_policy_value(&p.policy, &Limits::SYSTEM, &|a| {
+            catalogue.knows(a)
+        })
+        .map_err(|e| {
+            ServiceError::Internal(format!("shipped system policy {} is invalid: {e}", p.name))
+        })?;
         let existing = store::role_by_name(w.conn(), &p.name).await?;
         store::role_upsert(
             w.conn(),
@@ -212,6 +221,25 @@ pub async fn bootstrap(store: &Store, region: &str) -> Result<Bootstrapped> {
                 is_public: true,
                 description: f.description,
                 extra_specs: "{}".into(),
+            },
+        )
+        .await?;
+    }
+    if store::ep_get(w.conn(), DEFAULT_ENTERPRISE_PROJECT)
+        .await?
+        .is_none()
+    {
+        let now = store::now_micros();
+        store::ep_insert(
+            w.conn(),
+            &EnterpriseProjectRec {
+                id: DEFAULT_ENTERPRISE_PROJECT.into(),
+                domain_id: DEFAULT_DOMAIN_ID.into(),
+                name: "default".into(),
+                description: "The default enterprise project".into(),
+                enabled: true,
+                created_at: now,
+                updated_at: now,
             },
         )
         .await?;

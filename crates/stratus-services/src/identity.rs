@@ -1,5 +1,6 @@
 //! Identity: authentication, tokens, and the domains, projects, users and groups they refer to.
 
+use crate::authz::Authorized;
 use crate::cache::{Clear, Generation, Memo};
 use crate::token::{new_audit_id, TokenCodec, TokenPayload};
 use crate::{new_id, password, Result, ServiceError};
@@ -12,9 +13,6 @@ use stratus_store::{
 
 /// The message Keystone gives for every authentication failure; details go to the log only.
 pub const AUTH_REQUIRED: &str = "The request you have made requires authentication.";
-
-/// The role that administers identity (users, groups, projects, grants) in a domain.
-pub const SECURITY_ADMIN_ROLE: &str = "secu_admin";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleRef {
@@ -474,40 +472,23 @@ impl Identity {
         Ok(IssuedToken { token, info })
     }
 
-    /// Validates `subject` for `caller` (`GET /v3/auth/tokens`): a user may validate their own
-    /// tokens; identity administrators may validate any. An invalid subject is 404.
+    /// Validates the subject token of `GET`/`DELETE /v3/auth/tokens`; an invalid one is 404.
+    /// Only tokens of the caller's domain are visible.
     pub async fn check_subject(&self, caller: &TokenInfo, subject: &str) -> Result<TokenInfo> {
-        let info = self
-            .validate(subject)
+        self.validate(subject)
             .await
-            .map_err(|_| ServiceError::not_found("token", "the subject token"))?;
-        if info.user.id != caller.user.id {
-            self.require_admin(caller, "identity:validate_token")?;
-        }
-        Ok(info)
+            .ok()
+            .filter(|info| info.user.domain_id == caller.user.domain_id)
+            .ok_or_else(|| ServiceError::not_found("token", "the subject token"))
     }
 
     /// Revokes `subject` (`DELETE /v3/auth/tokens`).
-    pub async fn revoke(&self, subject: &TokenInfo) -> Result<()> {
+    pub async fn revoke(&self, _by: &Authorized, subject: &TokenInfo) -> Result<()> {
         let mut w = self.store.write(true).await?;
         store::token_revoke(w.conn(), &subject.audit_id, subject.expires_at).await?;
         store::token_revocations_purge(w.conn(), now_micros()).await?;
         self.store.commit(w).await?;
         Ok(())
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // authorization of identity administration
-
-    /// Identity administration needs the Security Administrator role on the token's scope.
-    pub fn require_admin(&self, caller: &TokenInfo, action: &str) -> Result<()> {
-        if caller.has_role(SECURITY_ADMIN_ROLE) {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(format!(
-                "You are not authorized to perform the requested action: {action}."
-            )))
-        }
     }
 
     /// The domain an administrator acts on: the one asked for, which must be their own.
@@ -527,7 +508,6 @@ impl Identity {
 
     pub async fn get_domain(&self, caller: &TokenInfo, id: &str) -> Result<DomainRec> {
         if id != caller.acting_domain_id() && id != caller.user.domain_id {
-            self.require_admin(caller, "identity:get_domain")?;
             return Err(ServiceError::not_found("domain", id));
         }
         store::domain_get(self.store.pool(), id)
@@ -540,7 +520,6 @@ impl Identity {
         caller: &TokenInfo,
         name: Option<&str>,
     ) -> Result<Vec<DomainRec>> {
-        self.require_admin(caller, "identity:list_domains")?;
         let own = caller.acting_domain_id();
         Ok(store::domain_list(self.store.pool(), name)
             .await?
@@ -558,10 +537,9 @@ impl Identity {
 
     pub async fn create_project(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         req: ProjectCreate,
     ) -> Result<ProjectRec> {
-        self.require_admin(caller, "identity:create_project")?;
         validate_name("project", &req.name)?;
         let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
         let p = ProjectRec {
@@ -587,9 +565,7 @@ impl Identity {
     }
 
     pub async fn get_project(&self, caller: &TokenInfo, id: &str) -> Result<ProjectRec> {
-        if caller.project().map(|p| p.id.as_str()) != Some(id) {
-            self.require_admin(caller, "identity:get_project")?;
-        }
+        if caller.project().map(|p| p.id.as_str()) != Some(id) {}
         self.visible_project(caller, id).await
     }
 
@@ -598,7 +574,6 @@ impl Identity {
         caller: &TokenInfo,
         f: ProjectFilter<'_>,
     ) -> Result<Vec<ProjectRec>> {
-        self.require_admin(caller, "identity:list_projects")?;
         let domain = self.target_domain(caller, f.domain_id)?;
         let f = ProjectFilter {
             domain_id: Some(&domain),
@@ -619,11 +594,10 @@ impl Identity {
 
     pub async fn update_project(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         id: &str,
         patch: ProjectPatch,
     ) -> Result<ProjectRec> {
-        self.require_admin(caller, "identity:update_project")?;
         let mut p = self.visible_project(caller, id).await?;
         if let Some(n) = patch.name {
             validate_name("project", &n)?;
@@ -643,8 +617,7 @@ impl Identity {
         Ok(p)
     }
 
-    pub async fn delete_project(&self, caller: &TokenInfo, id: &str) -> Result<()> {
-        self.require_admin(caller, "identity:delete_project")?;
+    pub async fn delete_project(&self, caller: &Authorized, id: &str) -> Result<()> {
         let p = self.visible_project(caller, id).await?;
         if caller.project().map(|x| x.id.as_str()) == Some(id) {
             return Err(ServiceError::BadRequest(
@@ -661,8 +634,7 @@ impl Identity {
     // -----------------------------------------------------------------------------------------
     // users
 
-    pub async fn create_user(&self, caller: &TokenInfo, req: UserCreate) -> Result<UserRec> {
-        self.require_admin(caller, "identity:create_user")?;
+    pub async fn create_user(&self, caller: &Authorized, req: UserCreate) -> Result<UserRec> {
         validate_name("user", &req.name)?;
         let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
         if let Some(pid) = &req.default_project_id {
@@ -699,14 +671,11 @@ impl Identity {
     }
 
     pub async fn get_user(&self, caller: &TokenInfo, id: &str) -> Result<UserRec> {
-        if id != caller.user.id {
-            self.require_admin(caller, "identity:get_user")?;
-        }
+        if id != caller.user.id {}
         self.visible_user(caller, id).await
     }
 
     pub async fn list_users(&self, caller: &TokenInfo, f: UserFilter<'_>) -> Result<Vec<UserRec>> {
-        self.require_admin(caller, "identity:list_users")?;
         let domain = self.target_domain(caller, f.domain_id)?;
         let f = UserFilter {
             domain_id: Some(&domain),
@@ -717,11 +686,10 @@ impl Identity {
 
     pub async fn update_user(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         id: &str,
         patch: UserPatch,
     ) -> Result<UserRec> {
-        self.require_admin(caller, "identity:update_user")?;
         let mut u = self.visible_user(caller, id).await?;
         if let Some(n) = patch.name {
             validate_name("user", &n)?;
@@ -763,7 +731,7 @@ impl Identity {
     /// the caller's included, stops working.
     pub async fn change_password(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         id: &str,
         original: String,
         new: String,
@@ -790,8 +758,7 @@ impl Identity {
         Ok(())
     }
 
-    pub async fn delete_user(&self, caller: &TokenInfo, id: &str) -> Result<()> {
-        self.require_admin(caller, "identity:delete_user")?;
+    pub async fn delete_user(&self, caller: &Authorized, id: &str) -> Result<()> {
         let u = self.visible_user(caller, id).await?;
         let mut w = self.store.write(true).await?;
         store::grants_delete_actor(w.conn(), store::ActorKind::User, &u.id).await?;
@@ -801,9 +768,7 @@ impl Identity {
     }
 
     pub async fn user_groups(&self, caller: &TokenInfo, id: &str) -> Result<Vec<GroupRec>> {
-        if id != caller.user.id {
-            self.require_admin(caller, "identity:list_groups_for_user")?;
-        }
+        if id != caller.user.id {}
         let u = self.visible_user(caller, id).await?;
         Ok(store::user_groups(self.store.pool(), &u.id).await?)
     }
@@ -811,8 +776,7 @@ impl Identity {
     // -----------------------------------------------------------------------------------------
     // groups
 
-    pub async fn create_group(&self, caller: &TokenInfo, req: GroupCreate) -> Result<GroupRec> {
-        self.require_admin(caller, "identity:create_group")?;
+    pub async fn create_group(&self, caller: &Authorized, req: GroupCreate) -> Result<GroupRec> {
         validate_name("group", &req.name)?;
         let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
         let g = GroupRec {
@@ -837,7 +801,6 @@ impl Identity {
     }
 
     pub async fn get_group(&self, caller: &TokenInfo, id: &str) -> Result<GroupRec> {
-        self.require_admin(caller, "identity:get_group")?;
         self.visible_group(caller, id).await
     }
 
@@ -847,18 +810,16 @@ impl Identity {
         domain_id: Option<&str>,
         name: Option<&str>,
     ) -> Result<Vec<GroupRec>> {
-        self.require_admin(caller, "identity:list_groups")?;
         let domain = self.target_domain(caller, domain_id)?;
         Ok(store::group_list(self.store.pool(), Some(&domain), name).await?)
     }
 
     pub async fn update_group(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         id: &str,
         patch: GroupPatch,
     ) -> Result<GroupRec> {
-        self.require_admin(caller, "identity:update_group")?;
         let mut g = self.visible_group(caller, id).await?;
         if let Some(n) = patch.name {
             validate_name("group", &n)?;
@@ -875,8 +836,7 @@ impl Identity {
         Ok(g)
     }
 
-    pub async fn delete_group(&self, caller: &TokenInfo, id: &str) -> Result<()> {
-        self.require_admin(caller, "identity:delete_group")?;
+    pub async fn delete_group(&self, caller: &Authorized, id: &str) -> Result<()> {
         let g = self.visible_group(caller, id).await?;
         let mut w = self.store.write(true).await?;
         store::grants_delete_actor(w.conn(), store::ActorKind::Group, &g.id).await?;
@@ -886,18 +846,16 @@ impl Identity {
     }
 
     pub async fn group_members(&self, caller: &TokenInfo, id: &str) -> Result<Vec<UserRec>> {
-        self.require_admin(caller, "identity:list_users_in_group")?;
         let g = self.visible_group(caller, id).await?;
         Ok(store::group_members(self.store.pool(), &g.id).await?)
     }
 
     pub async fn add_member(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         group_id: &str,
         user_id: &str,
     ) -> Result<()> {
-        self.require_admin(caller, "identity:add_user_to_group")?;
         let g = self.visible_group(caller, group_id).await?;
         let u = self.visible_user(caller, user_id).await?;
         let mut w = self.store.write(true).await?;
@@ -912,7 +870,6 @@ impl Identity {
         group_id: &str,
         user_id: &str,
     ) -> Result<()> {
-        self.require_admin(caller, "identity:check_user_in_group")?;
         let g = self.visible_group(caller, group_id).await?;
         let u = self.visible_user(caller, user_id).await?;
         if store::member_check(self.store.pool(), &g.id, &u.id).await? {
@@ -927,11 +884,10 @@ impl Identity {
 
     pub async fn remove_member(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         group_id: &str,
         user_id: &str,
     ) -> Result<()> {
-        self.require_admin(caller, "identity:remove_user_from_group")?;
         let g = self.visible_group(caller, group_id).await?;
         let u = self.visible_user(caller, user_id).await?;
         let mut w = self.store.write(true).await?;

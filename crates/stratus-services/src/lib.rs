@@ -3,14 +3,17 @@
 //! Services take domain requests and return domain values or a [`ServiceError`]; they never build
 //! HTTP responses. Storage goes through `stratus-store`.
 
+pub mod authz;
 pub mod bootstrap;
 mod cache;
 mod error;
+pub mod iam;
 pub mod identity;
 mod password;
 pub mod token;
 
 pub use error::{Result, ServiceError};
+pub use stratus_iam as policy;
 pub use stratus_store as store;
 
 /// Data files shipped with the binary.

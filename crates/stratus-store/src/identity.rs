@@ -676,9 +676,9 @@ pub async fn user_groups<'e, E: Executor<'e, Database = Any>>(
 // ---------------------------------------------------------------------------------------------
 // roles and grants
 
-const ROLE_COLS: &str = "id, name, display_name, description, kind, domain_id, policy";
+pub(crate) const ROLE_COLS: &str = "id, name, display_name, description, kind, domain_id, policy";
 
-fn role_from(r: &AnyRow) -> Result<RoleRec> {
+pub(crate) fn role_from(r: &AnyRow) -> Result<RoleRec> {
     Ok(RoleRec {
         id: r.try_get("id")?,
         name: r.try_get("name")?,

@@ -5,9 +5,11 @@
 //! microseconds since the epoch, flags as 0/1. Every transaction that changes identity or
 //! authorization data bumps the `revision` row so that caches on every node can tell when to reload.
 
+mod iam;
 mod identity;
 mod migrate;
 
+pub use iam::*;
 pub use identity::*;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 

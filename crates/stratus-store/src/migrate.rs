@@ -5,11 +5,14 @@ use crate::{Result, Store, StoreError};
 use sqlx::{Executor, Row};
 
 /// `(version, name, sql)`, in order. The SQL is portable across SQLite and PostgreSQL.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "identity",
-    include_str!("../migrations/0001_identity.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "identity",
+        include_str!("../migrations/0001_identity.sql"),
+    ),
+    (2, "iam", include_str!("../migrations/0002_iam.sql")),
+];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 

@@ -20,6 +20,17 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     pub token_expiration: Option<i64>,
     pub region: Option<String>,
+    #[serde(default)]
+    pub catalogue: CatalogueConfig,
+}
+
+/// `[catalogue]`: deployment overrides of the action catalogue.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueConfig {
+    /// Entry key (`METHOD path[ body_key]`) → the dependency actions that replace the shipped ones.
+    #[serde(default)]
+    pub dependencies: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl FileConfig {
@@ -43,6 +54,7 @@ pub struct Config {
     /// Token lifetime in seconds.
     pub token_expiration: i64,
     pub region: String,
+    pub catalogue: CatalogueConfig,
 }
 
 impl Config {
@@ -54,6 +66,7 @@ impl Config {
             public_url: None,
             token_expiration: DEFAULT_TOKEN_EXPIRATION,
             region: DEFAULT_REGION.into(),
+            catalogue: CatalogueConfig::default(),
         }
     }
 
@@ -87,6 +100,7 @@ impl Config {
                 .map(|u| u.trim_end_matches('/').to_string()),
             token_expiration,
             region: file.region.unwrap_or_else(|| DEFAULT_REGION.into()),
+            catalogue: file.catalogue,
         })
     }
 }

@@ -9,8 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_api::AppState;
+use stratus_services::authz::Authorizer;
 use stratus_services::bootstrap;
+use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
+use stratus_services::policy::Catalogue;
 use stratus_store::Store;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -77,7 +80,8 @@ pub async fn start(
             .await
             .with_context(|| format!("cannot open the metadata store {}", redact(&url)))?,
     );
-    let boot = bootstrap::bootstrap(&store, &cfg.region)
+    let catalogue = Arc::new(load_catalogue(cfg)?);
+    let boot = bootstrap::bootstrap(&store, &cfg.region, &catalogue)
         .await
         .context("bootstrap failed")?;
     if let Some(pw) = &boot.admin_password {
@@ -102,8 +106,12 @@ pub async fn start(
             .await
             .context("cannot load identity state")?,
     );
+    let authz = Arc::new(Authorizer::new(store.clone(), catalogue));
+    let iam = Arc::new(Iam::new(store.clone(), authz.clone()));
     let state = Arc::new(AppState {
         identity,
+        authz,
+        iam,
         public_url: public_url.clone(),
     });
     let app = stratus_api::router(state);
@@ -129,6 +137,16 @@ pub async fn start(
         stop: Some(stop),
         task,
     })
+}
+
+/// The shipped action catalogue with the deployment's overrides applied.
+pub fn load_catalogue(cfg: &Config) -> Result<Catalogue> {
+    let mut c = Catalogue::shipped()?;
+    for (key, deps) in &cfg.catalogue.dependencies {
+        c.override_dependencies(key, deps.clone())
+            .with_context(|| format!("invalid [catalogue.dependencies] override {key:?}"))?;
+    }
+    Ok(c)
 }
 
 /// A database URL with any password hidden, for messages.

@@ -3,13 +3,13 @@
 mod wire;
 
 use crate::error::{ApiError, ApiResult, Keystone};
-use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::extract::{ApiJson, ApiQuery, Authz};
+use crate::routes::RouteTable;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use stratus_services::identity::{
@@ -21,67 +21,62 @@ use wire::*;
 type KResult<T> = ApiResult<T, Keystone>;
 type KJson<T> = ApiJson<T, Keystone>;
 type KQuery<T> = ApiQuery<T, Keystone>;
-type KCaller = Caller<Keystone>;
+type KAuthz = Authz<Keystone>;
 type St = State<Arc<AppState>>;
 
 const SUBJECT_TOKEN: &str = "x-subject-token";
 /// The Identity API version stratus implements.
 const VERSION_ID: &str = "v3.14";
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/", get(versions))
-        .route("/v3", get(version))
-        .route("/v3/", get(version))
-        .route(
-            "/v3/auth/tokens",
-            post(issue_token).get(validate_token).delete(revoke_token),
+/// Every Identity route, with full path templates (as in the action catalogue).
+pub fn routes() -> RouteTable<Arc<AppState>> {
+    use axum::http::Method as M;
+    const I: &str = "/identity";
+    let p = |s: &str| format!("{I}{s}");
+    RouteTable::default()
+        .at(M::GET, I, versions)
+        .at(M::GET, &p("/v3"), version)
+        .at(M::GET, &p("/v3/"), version)
+        .at(M::POST, &p("/v3/auth/tokens"), issue_token)
+        .at(M::GET, &p("/v3/auth/tokens"), validate_token)
+        .at(M::DELETE, &p("/v3/auth/tokens"), revoke_token)
+        .at(M::GET, &p("/v3/auth/projects"), auth_projects)
+        .at(M::GET, &p("/v3/auth/domains"), auth_domains)
+        .at(M::GET, &p("/v3/auth/catalog"), auth_catalog)
+        .at(M::GET, &p("/v3/domains"), list_domains)
+        .at(M::GET, &p("/v3/domains/{id}"), get_domain)
+        .at(M::GET, &p("/v3/regions"), list_regions)
+        .at(M::GET, &p("/v3/services"), list_services)
+        .at(M::GET, &p("/v3/endpoints"), list_endpoints)
+        .at(M::GET, &p("/v3/projects"), list_projects)
+        .at(M::POST, &p("/v3/projects"), create_project)
+        .at(M::GET, &p("/v3/projects/{id}"), get_project)
+        .at(M::PATCH, &p("/v3/projects/{id}"), update_project)
+        .at(M::DELETE, &p("/v3/projects/{id}"), delete_project)
+        .at(M::GET, &p("/v3/users"), list_users)
+        .at(M::POST, &p("/v3/users"), create_user)
+        .at(M::GET, &p("/v3/users/{id}"), get_user)
+        .at(M::PATCH, &p("/v3/users/{id}"), update_user)
+        .at(M::DELETE, &p("/v3/users/{id}"), delete_user)
+        .at(M::POST, &p("/v3/users/{id}/password"), change_password)
+        .at(M::GET, &p("/v3/users/{id}/groups"), user_groups)
+        .at(M::GET, &p("/v3/users/{id}/projects"), user_projects)
+        .at(M::GET, &p("/v3/groups"), list_groups)
+        .at(M::POST, &p("/v3/groups"), create_group)
+        .at(M::GET, &p("/v3/groups/{id}"), get_group)
+        .at(M::PATCH, &p("/v3/groups/{id}"), update_group)
+        .at(M::DELETE, &p("/v3/groups/{id}"), delete_group)
+        .at(M::GET, &p("/v3/groups/{id}/users"), group_users)
+        .at(M::PUT, &p("/v3/groups/{id}/users/{user_id}"), add_member)
+        .at(M::HEAD, &p("/v3/groups/{id}/users/{user_id}"), check_member)
+        .at(
+            M::DELETE,
+            &p("/v3/groups/{id}/users/{user_id}"),
+            remove_member,
         )
-        .route("/v3/auth/projects", get(auth_projects))
-        .route("/v3/auth/domains", get(auth_domains))
-        .route("/v3/auth/catalog", get(auth_catalog))
-        .route("/v3/domains", get(list_domains))
-        .route("/v3/domains/{id}", get(get_domain))
-        .route("/v3/regions", get(list_regions))
-        .route("/v3/services", get(list_services))
-        .route("/v3/endpoints", get(list_endpoints))
-        .route("/v3/projects", get(list_projects).post(create_project))
-        .route(
-            "/v3/projects/{id}",
-            get(get_project)
-                .patch(update_project)
-                .delete(delete_project),
-        )
-        .route("/v3/users", get(list_users).post(create_user))
-        .route(
-            "/v3/users/{id}",
-            get(get_user).patch(update_user).delete(delete_user),
-        )
-        .route("/v3/users/{id}/password", post(change_password))
-        .route("/v3/users/{id}/groups", get(user_groups))
-        .route("/v3/users/{id}/projects", get(user_projects))
-        .route("/v3/groups", get(list_groups).post(create_group))
-        .route(
-            "/v3/groups/{id}",
-            get(get_group).patch(update_group).delete(delete_group),
-        )
-        .route("/v3/groups/{id}/users", get(group_users))
-        .route(
-            "/v3/groups/{id}/users/{user_id}",
-            put(add_member).head(check_member).delete(remove_member),
-        )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError<Keystone> {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("The resource could not be found: {}.", uri.path()),
-    )
-}
-
-async fn method_not_allowed(
+pub async fn method_not_allowed(
     method: axum::http::Method,
     uri: axum::http::Uri,
 ) -> ApiError<Keystone> {
@@ -151,37 +146,29 @@ async fn issue_token(
 
 async fn validate_token(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     q: KQuery<CatalogQuery>,
     headers: HeaderMap,
 ) -> KResult<Response> {
     let token = subject(&headers)?;
-    // A token validating itself was validated by the extractor already.
-    let own = headers
-        .get(crate::extract::AUTH_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        == Some(token.as_str());
-    let info = if own {
-        c
-    } else {
-        s.identity.check_subject(&c, &token).await?
-    };
+    let info = s.identity.check_subject(authz.caller(), &token).await?;
+    let is_self = info.user.id == authz.caller().user.id;
+    authz.allow_self(is_self).await?;
     let body = token_body(&s, &info, q.0.nocatalog.is_none());
     with_subject(&token, StatusCode::OK, body)
 }
 
-async fn revoke_token(
-    State(s): St,
-    Caller(c, _): KCaller,
-    headers: HeaderMap,
-) -> KResult<StatusCode> {
+async fn revoke_token(State(s): St, authz: KAuthz, headers: HeaderMap) -> KResult<StatusCode> {
     let token = subject(&headers)?;
-    let info = s.identity.check_subject(&c, &token).await?;
-    s.identity.revoke(&info).await?;
+    let info = s.identity.check_subject(authz.caller(), &token).await?;
+    let is_self = info.user.id == authz.caller().user.id;
+    let by = authz.allow_self(is_self).await?;
+    s.identity.revoke(&by, &info).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn auth_projects(State(s): St, Caller(c, _): KCaller) -> KResult<Json<Value>> {
+async fn auth_projects(State(s): St, authz: KAuthz) -> KResult<Json<Value>> {
+    let c = authz.allow().await?;
     let items = s
         .identity
         .my_projects(&c)
@@ -197,7 +184,8 @@ async fn auth_projects(State(s): St, Caller(c, _): KCaller) -> KResult<Json<Valu
     )))
 }
 
-async fn auth_domains(State(s): St, Caller(c, _): KCaller) -> KResult<Json<Value>> {
+async fn auth_domains(State(s): St, authz: KAuthz) -> KResult<Json<Value>> {
+    let c = authz.allow().await?;
     let items = vec![domain_json(&s, &c.user_domain)];
     Ok(Json(list_json(
         &s,
@@ -207,7 +195,8 @@ async fn auth_domains(State(s): St, Caller(c, _): KCaller) -> KResult<Json<Value
     )))
 }
 
-async fn auth_catalog(State(s): St, Caller(c, _): KCaller) -> KResult<Json<Value>> {
+async fn auth_catalog(State(s): St, authz: KAuthz) -> KResult<Json<Value>> {
+    let c = authz.allow().await?;
     Ok(Json(json!({
         "catalog": catalog(&s, c.project().map(|p| p.id.as_str())),
         "links": {"self": s.url("/identity/v3/auth/catalog"), "previous": null, "next": null},
@@ -219,9 +208,10 @@ async fn auth_catalog(State(s): St, Caller(c, _): KCaller) -> KResult<Json<Value
 
 async fn list_domains(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     ApiQuery(q, _): KQuery<ListQuery>,
 ) -> KResult<Json<Value>> {
+    let c = authz.allow().await?;
     let items = s
         .identity
         .list_domains(&c, q.name.as_deref())
@@ -237,16 +227,15 @@ async fn list_domains(
     )))
 }
 
-async fn get_domain(
-    State(s): St,
-    Caller(c, _): KCaller,
-    Path(id): Path<String>,
-) -> KResult<Json<Value>> {
-    let d = s.identity.get_domain(&c, &id).await?;
+async fn get_domain(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
+    let d = s.identity.get_domain(authz.caller(), &id).await?;
+    let is_self = d.id == authz.caller().user.domain_id;
+    authz.allow_self(is_self).await?;
     Ok(Json(json!({"domain": domain_json(&s, &d)})))
 }
 
-async fn list_regions(State(s): St, Caller(_c, _): KCaller) -> KResult<Json<Value>> {
+async fn list_regions(State(s): St, authz: KAuthz) -> KResult<Json<Value>> {
+    authz.allow().await?;
     let items = s
         .identity
         .list_regions()
@@ -265,7 +254,8 @@ async fn list_regions(State(s): St, Caller(_c, _): KCaller) -> KResult<Json<Valu
     )))
 }
 
-async fn list_services(State(s): St, Caller(_c, _): KCaller) -> KResult<Json<Value>> {
+async fn list_services(State(s): St, authz: KAuthz) -> KResult<Json<Value>> {
+    authz.allow().await?;
     let mut items: Vec<Value> = Vec::new();
     for c in s.identity.catalog() {
         if !items.iter().any(|v| v["id"] == c.service_id.as_str()) {
@@ -283,7 +273,8 @@ async fn list_services(State(s): St, Caller(_c, _): KCaller) -> KResult<Json<Val
     )))
 }
 
-async fn list_endpoints(State(s): St, Caller(_c, _): KCaller) -> KResult<Json<Value>> {
+async fn list_endpoints(State(s): St, authz: KAuthz) -> KResult<Json<Value>> {
+    authz.allow().await?;
     let items = s
         .identity
         .catalog()
@@ -309,13 +300,15 @@ async fn list_endpoints(State(s): St, Caller(_c, _): KCaller) -> KResult<Json<Va
 
 async fn list_projects(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     ApiQuery(q, _): KQuery<ListQuery>,
 ) -> KResult<Json<Value>> {
+    let enabled = q.enabled().map_err(ApiError::bad_request)?;
+    let c = authz.allow().await?;
     let f = ProjectFilter {
         domain_id: q.domain_id.as_deref(),
         name: q.name.as_deref(),
-        enabled: q.enabled().map_err(ApiError::bad_request)?,
+        enabled,
     };
     let items = s
         .identity
@@ -334,7 +327,7 @@ async fn list_projects(
 
 async fn create_project(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     ApiJson(b, _): KJson<ProjectCreateBody>,
 ) -> KResult<impl IntoResponse> {
     let p = b.project;
@@ -343,39 +336,35 @@ async fn create_project(
             "Creating domains as projects is not supported.",
         ));
     }
-    let created = s
-        .identity
-        .create_project(
-            &c,
-            ProjectCreate {
-                name: p.name,
-                domain_id: p.domain_id,
-                description: p.description.unwrap_or_default(),
-                enabled: p.enabled.unwrap_or(true),
-            },
-        )
-        .await?;
+    let c = authz.allow().await?;
+    let req = ProjectCreate {
+        name: p.name,
+        domain_id: p.domain_id,
+        description: p.description.unwrap_or_default(),
+        enabled: p.enabled.unwrap_or(true),
+    };
+    let created = s.identity.create_project(&c, req).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"project": project_json(&s, &created)})),
     ))
 }
 
-async fn get_project(
-    State(s): St,
-    Caller(c, _): KCaller,
-    Path(id): Path<String>,
-) -> KResult<Json<Value>> {
-    let p = s.identity.get_project(&c, &id).await?;
+async fn get_project(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
+    let p = s.identity.get_project(authz.caller(), &id).await?;
+    let is_self = authz.caller().project().is_some_and(|own| own.id == p.id);
+    authz.allow_self(is_self).await?;
     Ok(Json(json!({"project": project_json(&s, &p)})))
 }
 
 async fn update_project(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     Path(id): Path<String>,
     ApiJson(b, _): KJson<ProjectPatchBody>,
 ) -> KResult<Json<Value>> {
+    s.identity.get_project(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
     let p = b.project;
     let patch = ProjectPatch {
         name: p.name,
@@ -388,9 +377,11 @@ async fn update_project(
 
 async fn delete_project(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     Path(id): Path<String>,
 ) -> KResult<StatusCode> {
+    s.identity.get_project(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
     s.identity.delete_project(&c, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -400,13 +391,15 @@ async fn delete_project(
 
 async fn list_users(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     ApiQuery(q, _): KQuery<ListQuery>,
 ) -> KResult<Json<Value>> {
+    let enabled = q.enabled().map_err(ApiError::bad_request)?;
+    let c = authz.allow().await?;
     let f = UserFilter {
         domain_id: q.domain_id.as_deref(),
         name: q.name.as_deref(),
-        enabled: q.enabled().map_err(ApiError::bad_request)?,
+        enabled,
     };
     let items = s
         .identity
@@ -420,46 +413,53 @@ async fn list_users(
 
 async fn create_user(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     ApiJson(b, _): KJson<UserCreateBody>,
 ) -> KResult<impl IntoResponse> {
+    let c = authz.allow().await?;
     let u = b.user;
-    let created = s
-        .identity
-        .create_user(
-            &c,
-            UserCreate {
-                name: u.name,
-                domain_id: u.domain_id,
-                password: u.password,
-                description: u.description.unwrap_or_default(),
-                email: u.email,
-                enabled: u.enabled.unwrap_or(true),
-                default_project_id: u.default_project_id,
-            },
-        )
-        .await?;
+    let req = UserCreate {
+        name: u.name,
+        domain_id: u.domain_id,
+        password: u.password,
+        description: u.description.unwrap_or_default(),
+        email: u.email,
+        enabled: u.enabled.unwrap_or(true),
+        default_project_id: u.default_project_id,
+    };
+    let created = s.identity.create_user(&c, req).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"user": user_json(&s, &created)})),
     ))
 }
 
-async fn get_user(
-    State(s): St,
-    Caller(c, _): KCaller,
-    Path(id): Path<String>,
-) -> KResult<Json<Value>> {
-    let u = s.identity.get_user(&c, &id).await?;
+/// Resolves the user a route names (404 if not visible) and decides, self-service aware.
+async fn on_user(
+    s: &AppState,
+    authz: KAuthz,
+    id: &str,
+) -> KResult<(
+    stratus_services::authz::Authorized,
+    stratus_services::store::UserRec,
+)> {
+    let u = s.identity.get_user(authz.caller(), id).await?;
+    let is_self = u.id == authz.caller().user.id;
+    Ok((authz.allow_self(is_self).await?, u))
+}
+
+async fn get_user(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
+    let (_, u) = on_user(&s, authz, &id).await?;
     Ok(Json(json!({"user": user_json(&s, &u)})))
 }
 
 async fn update_user(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     Path(id): Path<String>,
     ApiJson(b, _): KJson<UserPatchBody>,
 ) -> KResult<Json<Value>> {
+    let (c, _) = on_user(&s, authz, &id).await?;
     let u = b.user;
     let patch = UserPatch {
         name: u.name,
@@ -473,32 +473,27 @@ async fn update_user(
     Ok(Json(json!({"user": user_json(&s, &updated)})))
 }
 
-async fn delete_user(
-    State(s): St,
-    Caller(c, _): KCaller,
-    Path(id): Path<String>,
-) -> KResult<StatusCode> {
+async fn delete_user(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<StatusCode> {
+    let (c, _) = on_user(&s, authz, &id).await?;
     s.identity.delete_user(&c, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn change_password(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     Path(id): Path<String>,
     ApiJson(b, _): KJson<PasswordChangeBody>,
 ) -> KResult<StatusCode> {
+    let (c, _) = on_user(&s, authz, &id).await?;
     s.identity
         .change_password(&c, &id, b.user.original_password, b.user.password)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn user_groups(
-    State(s): St,
-    Caller(c, _): KCaller,
-    Path(id): Path<String>,
-) -> KResult<Json<Value>> {
+async fn user_groups(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
+    let (c, _) = on_user(&s, authz, &id).await?;
     let items = s
         .identity
         .user_groups(&c, &id)
@@ -516,13 +511,10 @@ async fn user_groups(
 
 async fn user_projects(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     Path(id): Path<String>,
 ) -> KResult<Json<Value>> {
-    if id != c.user.id {
-        s.identity
-            .require_admin(&c, "identity:list_user_projects")?;
-    }
+    let (c, _) = on_user(&s, authz, &id).await?;
     let items = s
         .identity
         .my_projects(&c)
@@ -543,9 +535,10 @@ async fn user_projects(
 
 async fn list_groups(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     ApiQuery(q, _): KQuery<ListQuery>,
 ) -> KResult<Json<Value>> {
+    let c = authz.allow().await?;
     let items = s
         .identity
         .list_groups(&c, q.domain_id.as_deref(), q.name.as_deref())
@@ -558,42 +551,48 @@ async fn list_groups(
 
 async fn create_group(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     ApiJson(b, _): KJson<GroupCreateBody>,
 ) -> KResult<impl IntoResponse> {
+    let c = authz.allow().await?;
     let g = b.group;
-    let created = s
-        .identity
-        .create_group(
-            &c,
-            GroupCreate {
-                name: g.name,
-                domain_id: g.domain_id,
-                description: g.description.unwrap_or_default(),
-            },
-        )
-        .await?;
+    let req = GroupCreate {
+        name: g.name,
+        domain_id: g.domain_id,
+        description: g.description.unwrap_or_default(),
+    };
+    let created = s.identity.create_group(&c, req).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"group": group_json(&s, &created)})),
     ))
 }
 
-async fn get_group(
-    State(s): St,
-    Caller(c, _): KCaller,
-    Path(id): Path<String>,
-) -> KResult<Json<Value>> {
-    let g = s.identity.get_group(&c, &id).await?;
+/// Resolves the group a route names (404 if not visible), then decides.
+async fn on_group(
+    s: &AppState,
+    authz: KAuthz,
+    id: &str,
+) -> KResult<(
+    stratus_services::authz::Authorized,
+    stratus_services::store::GroupRec,
+)> {
+    let g = s.identity.get_group(authz.caller(), id).await?;
+    Ok((authz.allow().await?, g))
+}
+
+async fn get_group(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
+    let (_, g) = on_group(&s, authz, &id).await?;
     Ok(Json(json!({"group": group_json(&s, &g)})))
 }
 
 async fn update_group(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     Path(id): Path<String>,
     ApiJson(b, _): KJson<GroupPatchBody>,
 ) -> KResult<Json<Value>> {
+    let (c, _) = on_group(&s, authz, &id).await?;
     let patch = GroupPatch {
         name: b.group.name,
         description: b.group.description,
@@ -602,20 +601,14 @@ async fn update_group(
     Ok(Json(json!({"group": group_json(&s, &g)})))
 }
 
-async fn delete_group(
-    State(s): St,
-    Caller(c, _): KCaller,
-    Path(id): Path<String>,
-) -> KResult<StatusCode> {
+async fn delete_group(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<StatusCode> {
+    let (c, _) = on_group(&s, authz, &id).await?;
     s.identity.delete_group(&c, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn group_users(
-    State(s): St,
-    Caller(c, _): KCaller,
-    Path(id): Path<String>,
-) -> KResult<Json<Value>> {
+async fn group_users(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
+    let (c, _) = on_group(&s, authz, &id).await?;
     let items = s
         .identity
         .group_members(&c, &id)
@@ -631,29 +624,44 @@ async fn group_users(
     )))
 }
 
+/// Resolves both ends of a membership (404 if either is not visible), then decides.
+async fn on_membership(
+    s: &AppState,
+    authz: KAuthz,
+    g: &str,
+    u: &str,
+) -> KResult<stratus_services::authz::Authorized> {
+    s.identity.get_group(authz.caller(), g).await?;
+    s.identity.get_user(authz.caller(), u).await?;
+    authz.allow().await
+}
+
 async fn add_member(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     Path((g, u)): Path<(String, String)>,
 ) -> KResult<StatusCode> {
+    let c = on_membership(&s, authz, &g, &u).await?;
     s.identity.add_member(&c, &g, &u).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn check_member(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     Path((g, u)): Path<(String, String)>,
 ) -> KResult<StatusCode> {
+    let c = on_membership(&s, authz, &g, &u).await?;
     s.identity.check_member(&c, &g, &u).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn remove_member(
     State(s): St,
-    Caller(c, _): KCaller,
+    authz: KAuthz,
     Path((g, u)): Path<(String, String)>,
 ) -> KResult<StatusCode> {
+    let c = on_membership(&s, authz, &g, &u).await?;
     s.identity.remove_member(&c, &g, &u).await?;
     Ok(StatusCode::NO_CONTENT)
 }

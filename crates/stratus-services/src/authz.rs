@@ -1,0 +1,242 @@
+//! Authorization: the policies that reach a caller, compiled once per revision of the store,
+//! and the decision of SPEC §4 for a catalogue entry.
+//!
+//! An [`Authorized`] caller can only be made here, by a positive decision, and every mutating
+//! service call takes one: so no side effect can happen before the decision.
+
+use crate::cache::{Clear, Generation, Memo};
+use crate::identity::{Scope, TokenInfo};
+use crate::{Result, ServiceError};
+use std::net::IpAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use stratus_iam::engine::{
+    decide, ActionRef, CompiledPolicy, Context, GrantScope, Outcome, PrincipalPolicies, Request,
+};
+use stratus_iam::{parse_for, Catalogue, Entry, Limits, ServiceScope};
+use stratus_store::{self as store, RoleRec, ScopeKind, Store};
+use time::format_description::well_known::Rfc3339;
+
+/// A caller whose request was allowed.
+#[derive(Debug, Clone)]
+pub struct Authorized(TokenInfo);
+
+impl Deref for Authorized {
+    type Target = TokenInfo;
+    fn deref(&self) -> &TokenInfo {
+        &self.0
+    }
+}
+
+/// What the decision needs to know about the request beyond the caller and the route.
+#[derive(Debug, Default, Clone)]
+pub struct Facts<'a> {
+    /// The caller acts on themselves (own user, own token, own project).
+    pub is_self: bool,
+    /// The enterprise project of the resource, for routes that support enterprise projects.
+    pub enterprise_project: Option<&'a str>,
+    /// The client's address (`g:SourceIp`).
+    pub source_ip: Option<IpAddr>,
+}
+
+pub struct Authorizer {
+    store: Arc<Store>,
+    catalogue: Arc<Catalogue>,
+    generation: Generation,
+    compiled: Memo<String, Option<Arc<CompiledPolicy>>>,
+    principals: Memo<String, Arc<PrincipalPolicies>>,
+}
+
+/// The 403 message for denied actions; it names them and nothing else.
+pub fn denial_message(denied: &[&str]) -> String {
+    format!(
+        "Policy doesn't allow {} to be performed.",
+        denied.join(", ")
+    )
+}
+
+impl Authorizer {
+    pub fn new(store: Arc<Store>, catalogue: Arc<Catalogue>) -> Authorizer {
+        Authorizer {
+            store,
+            catalogue,
+            generation: Generation::new(),
+            compiled: Memo::new(),
+            principals: Memo::new(),
+        }
+    }
+
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.catalogue
+    }
+
+    async fn sync(&self) -> Result<i64> {
+        let rev = self.store.current_revision().await?;
+        let memos: [&dyn Clear; 2] = [&self.compiled, &self.principals];
+        Ok(self.generation.sync(rev, &memos))
+    }
+
+    /// Compiles a stored policy. One that no longer parses (the catalogue changed under it)
+    /// grants nothing, and says so in the log.
+    fn compile(&self, g: i64, role: &RoleRec) -> Option<Arc<CompiledPolicy>> {
+        if let Some(c) = self.compiled.get(role.id.as_str()) {
+            return c;
+        }
+        let c = match parse_for(&self.catalogue, &role.policy, &Limits::SYSTEM) {
+            Ok(doc) => Some(Arc::new(CompiledPolicy::compile(
+                &role.id,
+                &role.display_name,
+                doc,
+                &self.catalogue,
+            ))),
+            Err(e) => {
+                tracing::warn!(policy = %role.id, error = %e, "stored policy no longer validates; it grants nothing");
+                None
+            }
+        };
+        self.generation
+            .put(&self.compiled, g, role.id.clone(), c.clone());
+        c
+    }
+
+    /// The policies reaching `user_id` (of domain `domain_id`) when acting in `project_id`.
+    pub async fn principal(
+        &self,
+        user_id: &str,
+        domain_id: &str,
+        project_id: Option<&str>,
+    ) -> Result<Arc<PrincipalPolicies>> {
+        let g = self.sync().await?;
+        let key = format!("{user_id} {domain_id} {}", project_id.unwrap_or("-"));
+        if let Some(p) = self.principals.get(key.as_str()) {
+            return Ok(p);
+        }
+        let mut p = PrincipalPolicies::default();
+        for (kind, scope_id, role) in
+            store::grants_reaching_user(self.store.pool(), user_id).await?
+        {
+            let Some(policy) = self.compile(g, &role) else {
+                continue;
+            };
+            match kind {
+                ScopeKind::Project if project_id == Some(scope_id.as_str()) => {
+                    p.project.push((GrantScope::Project, policy));
+                }
+                ScopeKind::AllProjects if scope_id == domain_id => {
+                    p.project.push((GrantScope::AllProjects, policy.clone()));
+                    p.global.push((GrantScope::AllProjects, policy));
+                }
+                ScopeKind::Domain if scope_id == domain_id => {
+                    p.global.push((GrantScope::Domain, policy))
+                }
+                ScopeKind::EnterpriseProject => {
+                    p.enterprise.entry(scope_id).or_default().push(policy)
+                }
+                _ => {}
+            }
+        }
+        let p = Arc::new(p);
+        self.generation.put(&self.principals, g, key, p.clone());
+        Ok(p)
+    }
+
+    /// The request context of a caller: who, where, when.
+    pub fn context(
+        caller: &TokenInfo,
+        source_ip: Option<IpAddr>,
+        service: Option<&str>,
+    ) -> Context {
+        let mut ctx = Context::default();
+        let mut set = |k: &str, v: String| {
+            let _ = ctx.set(k, vec![v]);
+        };
+        set("g:UserId", caller.user.id.clone());
+        set("g:UserName", caller.user.name.clone());
+        set("g:DomainName", caller.user_domain.name.clone());
+        set("g:MFAPresent", "false".into());
+        if let Scope::Project { project, .. } = &caller.scope {
+            set("g:ProjectName", project.name.clone());
+        }
+        if let Ok(now) = time::OffsetDateTime::now_utc().format(&Rfc3339) {
+            set("g:CurrentTime", now);
+        }
+        if let Some(ip) = source_ip {
+            set("g:SourceIp", ip.to_string());
+        }
+        if let Some(s) = service {
+            set("g:ServiceName", s.to_string());
+        }
+        ctx
+    }
+
+    /// Decides `entry` for `caller`, before any side effect. Public routes and routes without an
+    /// action need no decision; nor do self-service routes when the caller acts on themselves.
+    pub async fn authorize(
+        &self,
+        caller: TokenInfo,
+        entry: &Entry,
+        facts: &Facts<'_>,
+    ) -> Result<Authorized> {
+        if entry.public || entry.action.is_none() || (entry.self_service && facts.is_self) {
+            return Ok(Authorized(caller));
+        }
+        let service = entry.action.as_deref().and_then(|a| a.split(':').next());
+        let ctx = Self::context(&caller, facts.source_ip, service);
+        let outcome = self
+            .decide_entry(&caller, entry, facts.enterprise_project, &ctx)
+            .await?;
+        let denied = outcome.denied();
+        if denied.is_empty() {
+            Ok(Authorized(caller))
+        } else {
+            tracing::info!(user = %caller.user.id, denied = ?denied, route = %entry.key(), "request denied by policy");
+            Err(ServiceError::Forbidden(denial_message(&denied)))
+        }
+    }
+
+    /// The decision for an entry, with every action's result.
+    pub async fn decide_entry(
+        &self,
+        caller: &TokenInfo,
+        entry: &Entry,
+        ep: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Outcome> {
+        let project_id = caller.project().map(|p| p.id.as_str());
+        let principal = self
+            .principal(&caller.user.id, &caller.user.domain_id, project_id)
+            .await?;
+        let actions: Vec<&str> = entry.required();
+        Ok(self.decide_actions(
+            &principal,
+            &actions,
+            entry.scope == ServiceScope::Global,
+            entry.enterprise_project.then_some(ep).flatten(),
+            ctx,
+        ))
+    }
+
+    pub fn decide_actions(
+        &self,
+        p: &PrincipalPolicies,
+        actions: &[&str],
+        global: bool,
+        ep: Option<&str>,
+        ctx: &Context,
+    ) -> Outcome {
+        let req = Request {
+            actions: actions
+                .iter()
+                .map(|a| ActionRef {
+                    name: a,
+                    id: self.catalogue.action_id(a),
+                })
+                .collect(),
+            global,
+            enterprise_project: ep,
+            resource: None,
+            context: ctx,
+        };
+        decide(p, &req)
+    }
+}

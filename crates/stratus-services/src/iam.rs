@@ -1,0 +1,562 @@
+//! IAM administration: policies (system and custom), grants on projects, on all projects, on
+//! the domain and on enterprise projects, enterprise projects, and policy simulation.
+
+use crate::authz::{Authorized, Authorizer};
+use crate::identity::TokenInfo;
+use crate::{new_id, Result, ServiceError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use stratus_iam::engine::{Context, Outcome};
+use stratus_iam::policy::MAX_CUSTOM_POLICIES_PER_DOMAIN;
+use stratus_iam::{parse_for, Limits, ServiceScope};
+use stratus_store::{
+    self as store, now_micros, ActorKind, EnterpriseProjectRec, GrantRec, RoleRec, ScopeKind,
+    Store, StoreError, DEFAULT_ENTERPRISE_PROJECT,
+};
+
+pub struct Iam {
+    store: Arc<Store>,
+    authz: Arc<Authorizer>,
+}
+
+/// Where a grant is made, as the API names it.
+#[derive(Debug, Clone)]
+pub enum GrantTarget {
+    Project(String),
+    /// All projects of a domain (`OS-INHERIT ... inherited_to_projects`).
+    AllProjects(String),
+    Domain(String),
+    EnterpriseProject(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PolicyCreate {
+    pub display_name: String,
+    pub description: String,
+    /// The policy document as JSON text.
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PolicyPatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EnterpriseProjectPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// What to simulate: a list of actions, or the route whose catalogue entry gives them.
+#[derive(Debug, Clone)]
+pub enum SimulateWhat {
+    Actions(Vec<String>),
+    Route {
+        method: String,
+        path: String,
+        body_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulateRequest {
+    pub user_id: String,
+    pub project_id: Option<String>,
+    pub enterprise_project_id: Option<String>,
+    pub what: SimulateWhat,
+    pub context: HashMap<String, String>,
+}
+
+impl Iam {
+    pub fn new(store: Arc<Store>, authz: Arc<Authorizer>) -> Iam {
+        Iam { store, authz }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // policies
+
+    /// System policies and the caller's domain's custom policies, optionally by name.
+    pub async fn list_roles(&self, caller: &TokenInfo, name: Option<&str>) -> Result<Vec<RoleRec>> {
+        let all = store::roles_visible(self.store.pool(), &caller.user.domain_id).await?;
+        Ok(all
+            .into_iter()
+            .filter(|r| name.is_none_or(|n| r.name == n || r.display_name == n))
+            .collect())
+    }
+
+    /// A policy visible to the caller (system, or custom of their domain); 404 otherwise.
+    pub async fn get_role(&self, caller: &TokenInfo, id: &str) -> Result<RoleRec> {
+        store::role_get(self.store.pool(), id)
+            .await?
+            .filter(|r| {
+                r.domain_id.is_none()
+                    || r.domain_id.as_deref() == Some(caller.user.domain_id.as_str())
+            })
+            .ok_or_else(|| ServiceError::not_found("role", id))
+    }
+
+    fn validate_policy(&self, text: &str) -> Result<()> {
+        parse_for(self.authz.catalogue(), text, &Limits::CUSTOM)
+            .map(|_| ())
+            .map_err(|e| ServiceError::BadRequest(format!("Invalid policy: {e}.")))
+    }
+
+    fn validate_display_name(name: &str) -> Result<()> {
+        let n = name.chars().count();
+        if n == 0 || n > 128 || name.trim() != name || name.chars().any(char::is_control) {
+            return Err(ServiceError::BadRequest(
+                "Invalid display_name: 1 to 128 printable characters, no leading or trailing spaces.".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn name_taken(
+        &self,
+        domain_id: &str,
+        display_name: &str,
+        except: Option<&str>,
+    ) -> Result<bool> {
+        Ok(store::roles_visible(self.store.pool(), domain_id)
+            .await?
+            .iter()
+            .any(|r| r.display_name == display_name && Some(r.id.as_str()) != except))
+    }
+
+    pub async fn create_policy(&self, caller: &Authorized, req: PolicyCreate) -> Result<RoleRec> {
+        Self::validate_display_name(&req.display_name)?;
+        self.validate_policy(&req.policy)?;
+        let domain_id = caller.user.domain_id.clone();
+        if self.name_taken(&domain_id, &req.display_name, None).await? {
+            return Err(ServiceError::Conflict(format!(
+                "A policy named {:?} already exists.",
+                req.display_name
+            )));
+        }
+        let id = new_id();
+        let role = RoleRec {
+            name: format!("custom_{id}"),
+            id,
+            display_name: req.display_name,
+            description: req.description,
+            kind: "custom".into(),
+            domain_id: Some(domain_id.clone()),
+            policy: req.policy,
+        };
+        let mut w = self.store.write(true).await?;
+        // Count inside the write transaction so that concurrent creations cannot pass the limit.
+        store::advisory_lock(&mut w, 727003).await?;
+        let count = store::custom_role_count(w.conn(), &domain_id).await?;
+        if count >= MAX_CUSTOM_POLICIES_PER_DOMAIN as i64 {
+            return Err(ServiceError::BadRequest(format!(
+                "The domain already has {count} custom policies, the limit is {MAX_CUSTOM_POLICIES_PER_DOMAIN}."
+            )));
+        }
+        store::role_upsert(w.conn(), &role).await?;
+        self.store.commit(w).await?;
+        Ok(role)
+    }
+
+    async fn own_custom(&self, caller: &TokenInfo, id: &str) -> Result<RoleRec> {
+        let role = self.get_role(caller, id).await?;
+        if role.kind != "custom" {
+            return Err(ServiceError::Forbidden(format!(
+                "System policy {} cannot be changed.",
+                role.display_name
+            )));
+        }
+        Ok(role)
+    }
+
+    pub async fn update_policy(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        patch: PolicyPatch,
+    ) -> Result<RoleRec> {
+        let mut role = self.own_custom(caller, id).await?;
+        if let Some(n) = patch.display_name {
+            Self::validate_display_name(&n)?;
+            if self
+                .name_taken(&caller.user.domain_id, &n, Some(id))
+                .await?
+            {
+                return Err(ServiceError::Conflict(format!(
+                    "A policy named {n:?} already exists."
+                )));
+            }
+            role.display_name = n;
+        }
+        if let Some(d) = patch.description {
+            role.description = d;
+        }
+        if let Some(p) = patch.policy {
+            self.validate_policy(&p)?;
+            role.policy = p;
+        }
+        let mut w = self.store.write(true).await?;
+        store::role_update(w.conn(), &role).await?;
+        self.store.commit(w).await?;
+        Ok(role)
+    }
+
+    pub async fn delete_policy(&self, caller: &Authorized, id: &str) -> Result<()> {
+        let role = self.own_custom(caller, id).await?;
+        let mut w = self.store.write(true).await?;
+        store::role_delete(w.conn(), &role.id).await?;
+        self.store.commit(w).await?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // grants
+
+    /// Resolves a grant: the group, the scope and the policy must all be visible to the caller.
+    async fn grant(
+        &self,
+        caller: &TokenInfo,
+        group_id: &str,
+        target: &GrantTarget,
+        role_id: &str,
+    ) -> Result<GrantRec> {
+        let domain = caller.user.domain_id.as_str();
+        store::group_get(self.store.pool(), group_id)
+            .await?
+            .filter(|g| g.domain_id == domain)
+            .ok_or_else(|| ServiceError::not_found("group", group_id))?;
+        let (scope_kind, scope_id) = match target {
+            GrantTarget::Project(p) => {
+                store::project_get(self.store.pool(), p)
+                    .await?
+                    .filter(|x| x.domain_id == domain)
+                    .ok_or_else(|| ServiceError::not_found("project", p))?;
+                (ScopeKind::Project, p.clone())
+            }
+            GrantTarget::AllProjects(d) | GrantTarget::Domain(d) => {
+                if d != domain {
+                    return Err(ServiceError::not_found("domain", d));
+                }
+                let kind = if matches!(target, GrantTarget::Domain(_)) {
+                    ScopeKind::Domain
+                } else {
+                    ScopeKind::AllProjects
+                };
+                (kind, d.clone())
+            }
+            GrantTarget::EnterpriseProject(ep) => {
+                self.get_enterprise_project(caller, ep).await?;
+                (ScopeKind::EnterpriseProject, ep.clone())
+            }
+        };
+        if role_id.is_empty() {
+            return Ok(GrantRec {
+                role_id: String::new(),
+                actor_kind: ActorKind::Group,
+                actor_id: group_id.to_string(),
+                scope_kind,
+                scope_id,
+            });
+        }
+        let role = self.get_role(caller, role_id).await?;
+        Ok(GrantRec {
+            role_id: role.id,
+            actor_kind: ActorKind::Group,
+            actor_id: group_id.to_string(),
+            scope_kind,
+            scope_id,
+        })
+    }
+
+    /// 404 unless the group, the scope and the policy of a grant are all visible to the caller.
+    pub async fn check_visible(
+        &self,
+        caller: &TokenInfo,
+        group_id: &str,
+        target: &GrantTarget,
+        role_id: &str,
+    ) -> Result<()> {
+        self.grant(caller, group_id, target, role_id)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn put_grant(
+        &self,
+        caller: &Authorized,
+        group_id: &str,
+        target: &GrantTarget,
+        role_id: &str,
+    ) -> Result<()> {
+        let g = self.grant(caller, group_id, target, role_id).await?;
+        let mut w = self.store.write(true).await?;
+        store::grant_put(w.conn(), &g).await?;
+        self.store.commit(w).await?;
+        Ok(())
+    }
+
+    pub async fn check_grant(
+        &self,
+        caller: &TokenInfo,
+        group_id: &str,
+        target: &GrantTarget,
+        role_id: &str,
+    ) -> Result<()> {
+        let g = self.grant(caller, group_id, target, role_id).await?;
+        if store::grant_exists(self.store.pool(), &g).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::not_found(
+                "grant",
+                format!("role {role_id} for group {group_id}"),
+            ))
+        }
+    }
+
+    pub async fn delete_grant(
+        &self,
+        caller: &Authorized,
+        group_id: &str,
+        target: &GrantTarget,
+        role_id: &str,
+    ) -> Result<()> {
+        let g = self.grant(caller, group_id, target, role_id).await?;
+        let mut w = self.store.write(true).await?;
+        let removed = store::grant_delete(w.conn(), &g).await?;
+        self.store.commit(w).await?;
+        if removed {
+            Ok(())
+        } else {
+            Err(ServiceError::not_found(
+                "grant",
+                format!("role {role_id} for group {group_id}"),
+            ))
+        }
+    }
+
+    pub async fn list_grants(
+        &self,
+        caller: &TokenInfo,
+        group_id: &str,
+        target: &GrantTarget,
+    ) -> Result<Vec<RoleRec>> {
+        let g = self.grant(caller, group_id, target, "").await?;
+        Ok(store::grants_on(
+            self.store.pool(),
+            ActorKind::Group,
+            group_id,
+            g.scope_kind,
+            &g.scope_id,
+        )
+        .await?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // enterprise projects
+
+    pub async fn list_enterprise_projects(
+        &self,
+        caller: &TokenInfo,
+        name: Option<&str>,
+    ) -> Result<Vec<EnterpriseProjectRec>> {
+        Ok(store::ep_list(self.store.pool(), &caller.user.domain_id, name).await?)
+    }
+
+    pub async fn get_enterprise_project(
+        &self,
+        caller: &TokenInfo,
+        id: &str,
+    ) -> Result<EnterpriseProjectRec> {
+        store::ep_get(self.store.pool(), id)
+            .await?
+            .filter(|e| e.domain_id == caller.user.domain_id)
+            .ok_or_else(|| ServiceError::not_found("enterprise project", id))
+    }
+
+    pub async fn create_enterprise_project(
+        &self,
+        caller: &Authorized,
+        name: String,
+        description: String,
+    ) -> Result<EnterpriseProjectRec> {
+        crate::identity::validate_name("enterprise_project", &name)?;
+        let now = now_micros();
+        let ep = EnterpriseProjectRec {
+            id: uuid::Uuid::new_v4().to_string(),
+            domain_id: caller.user.domain_id.clone(),
+            name,
+            description,
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut w = self.store.write(true).await?;
+        store::ep_insert(w.conn(), &ep).await.map_err(|e| match e {
+            StoreError::Conflict(_) => ServiceError::Conflict(format!(
+                "An enterprise project named {:?} already exists.",
+                ep.name
+            )),
+            other => other.into(),
+        })?;
+        self.store.commit(w).await?;
+        Ok(ep)
+    }
+
+    pub async fn update_enterprise_project(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        patch: EnterpriseProjectPatch,
+    ) -> Result<EnterpriseProjectRec> {
+        let mut ep = self.get_enterprise_project(caller, id).await?;
+        if let Some(n) = patch.name {
+            crate::identity::validate_name("enterprise_project", &n)?;
+            ep.name = n;
+        }
+        if let Some(d) = patch.description {
+            ep.description = d;
+        }
+        if let Some(e) = patch.enabled {
+            if !e && ep.id == DEFAULT_ENTERPRISE_PROJECT {
+                return Err(ServiceError::BadRequest(
+                    "The default enterprise project cannot be disabled.".into(),
+                ));
+            }
+            ep.enabled = e;
+        }
+        ep.updated_at = now_micros();
+        let mut w = self.store.write(true).await?;
+        store::ep_update(w.conn(), &ep).await.map_err(|e| match e {
+            StoreError::Conflict(_) => ServiceError::Conflict(format!(
+                "An enterprise project named {:?} already exists.",
+                ep.name
+            )),
+            other => other.into(),
+        })?;
+        self.store.commit(w).await?;
+        Ok(ep)
+    }
+
+    pub async fn delete_enterprise_project(&self, caller: &Authorized, id: &str) -> Result<()> {
+        let ep = self.get_enterprise_project(caller, id).await?;
+        if ep.id == DEFAULT_ENTERPRISE_PROJECT {
+            return Err(ServiceError::BadRequest(
+                "The default enterprise project cannot be deleted.".into(),
+            ));
+        }
+        let mut w = self.store.write(true).await?;
+        store::grants_delete_scope(w.conn(), ScopeKind::EnterpriseProject, &ep.id).await?;
+        store::ep_delete(w.conn(), &ep.id).await?;
+        self.store.commit(w).await?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // simulation
+
+    /// Decides, for another user of the caller's domain, as a request would be decided. Returns
+    /// the outcome and whether the route (if any) is of a global service.
+    pub async fn simulate(&self, caller: &Authorized, req: SimulateRequest) -> Result<Outcome> {
+        let domain = caller.user.domain_id.as_str();
+        let user = store::user_get(self.store.pool(), &req.user_id)
+            .await?
+            .filter(|u| u.domain_id == domain)
+            .ok_or_else(|| ServiceError::not_found("user", &req.user_id))?;
+        let project = match &req.project_id {
+            Some(p) => Some(
+                store::project_get(self.store.pool(), p)
+                    .await?
+                    .filter(|x| x.domain_id == domain)
+                    .ok_or_else(|| ServiceError::not_found("project", p))?,
+            ),
+            None => None,
+        };
+        let (actions, global, supports_ep): (Vec<String>, bool, bool) = match &req.what {
+            SimulateWhat::Actions(a) => {
+                if a.is_empty() {
+                    return Err(ServiceError::BadRequest(
+                        "Give at least one action to simulate.".into(),
+                    ));
+                }
+                for x in a {
+                    stratus_iam::action::ActionPattern::parse(x)
+                        .ok()
+                        .filter(|_| !x.contains('*'))
+                        .ok_or_else(|| {
+                            ServiceError::BadRequest(format!(
+                                "Invalid action {x:?}: expected service:resourceType:operation."
+                            ))
+                        })?;
+                }
+                let global = a.iter().all(|x| x.starts_with("iam:"));
+                (a.clone(), global, req.enterprise_project_id.is_some())
+            }
+            SimulateWhat::Route {
+                method,
+                path,
+                body_key,
+            } => {
+                let e = self
+                    .authz
+                    .catalogue()
+                    .entry(&method.to_ascii_uppercase(), path, body_key.as_deref())
+                    .ok_or_else(|| {
+                        ServiceError::BadRequest(format!(
+                            "No route {method} {path} is in the action catalogue."
+                        ))
+                    })?;
+                if e.action.is_none() {
+                    return Err(ServiceError::BadRequest(format!(
+                        "Route {} needs no policy decision.",
+                        e.key()
+                    )));
+                }
+                (
+                    e.required().into_iter().map(String::from).collect(),
+                    e.scope == ServiceScope::Global,
+                    e.enterprise_project,
+                )
+            }
+        };
+        let mut ctx = Context::default();
+        let mut defaults = vec![
+            ("g:UserId", user.id.clone()),
+            ("g:UserName", user.name.clone()),
+            ("g:MFAPresent", "false".to_string()),
+        ];
+        if let Some(d) = store::domain_get(self.store.pool(), domain).await? {
+            defaults.push(("g:DomainName", d.name));
+        }
+        if let Some(p) = &project {
+            defaults.push(("g:ProjectName", p.name.clone()));
+        }
+        if let Ok(now) =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)
+        {
+            defaults.push(("g:CurrentTime", now));
+        }
+        for (k, v) in defaults {
+            let _ = ctx.set(k, vec![v]);
+        }
+        for (k, v) in &req.context {
+            ctx.set(k, vec![v.clone()])
+                .map_err(|e| ServiceError::BadRequest(format!("Invalid context: {e}.")))?;
+        }
+        let principal = self
+            .authz
+            .principal(&user.id, domain, project.as_ref().map(|p| p.id.as_str()))
+            .await?;
+        let refs: Vec<&str> = actions.iter().map(String::as_str).collect();
+        let ep = if supports_ep {
+            req.enterprise_project_id.as_deref()
+        } else {
+            None
+        };
+        Ok(self
+            .authz
+            .decide_actions(&principal, &refs, global, ep, &ctx))
+    }
+}

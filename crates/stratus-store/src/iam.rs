@@ -1,0 +1,249 @@
+//! Records and queries of authorization data: enterprise projects, custom policies, grants.
+
+use crate::identity::{role_from, ActorKind, GrantRec, RoleRec, ScopeKind, ROLE_COLS};
+use crate::{flag, get_flag, Result};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+/// The default enterprise project every deployment has.
+pub const DEFAULT_ENTERPRISE_PROJECT: &str = "0";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnterpriseProjectRec {
+    pub id: String,
+    pub domain_id: String,
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const EP_COLS: &str = "id, domain_id, name, description, enabled, created_at, updated_at";
+
+fn ep_from(r: &AnyRow) -> Result<EnterpriseProjectRec> {
+    Ok(EnterpriseProjectRec {
+        id: r.try_get("id")?,
+        domain_id: r.try_get("domain_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        enabled: get_flag(r, "enabled")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub async fn ep_insert<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    p: &EnterpriseProjectRec,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO enterprise_projects ({EP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ))
+    .bind(&p.id)
+    .bind(&p.domain_id)
+    .bind(&p.name)
+    .bind(&p.description)
+    .bind(flag(p.enabled))
+    .bind(p.created_at)
+    .bind(p.updated_at)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn ep_update<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    p: &EnterpriseProjectRec,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE enterprise_projects SET name = $2, description = $3, enabled = $4, updated_at = $5 WHERE id = $1",
+    )
+    .bind(&p.id)
+    .bind(&p.name)
+    .bind(&p.description)
+    .bind(flag(p.enabled))
+    .bind(p.updated_at)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn ep_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM enterprise_projects WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn ep_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<EnterpriseProjectRec>> {
+    sqlx::query(&format!(
+        "SELECT {EP_COLS} FROM enterprise_projects WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(e)
+    .await?
+    .as_ref()
+    .map(ep_from)
+    .transpose()
+}
+
+pub async fn ep_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    domain_id: &str,
+    name: Option<&str>,
+) -> Result<Vec<EnterpriseProjectRec>> {
+    sqlx::query(&format!(
+        "SELECT {EP_COLS} FROM enterprise_projects WHERE domain_id = $1 AND ($2 IS NULL OR name = $2) ORDER BY created_at, id"
+    ))
+    .bind(domain_id)
+    .bind(name)
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(ep_from)
+    .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// custom policies
+
+pub async fn role_update<'e, E: Executor<'e, Database = Any>>(e: E, r: &RoleRec) -> Result<bool> {
+    let res = sqlx::query(
+        "UPDATE roles SET display_name = $2, description = $3, policy = $4, updated_at = $5 WHERE id = $1",
+    )
+    .bind(&r.id)
+    .bind(&r.display_name)
+    .bind(&r.description)
+    .bind(&r.policy)
+    .bind(crate::now_micros())
+    .execute(e)
+    .await?;
+    Ok(res.rows_affected() > 0)
+}
+
+pub async fn role_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM roles WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn custom_role_count<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    domain_id: &str,
+) -> Result<i64> {
+    let r = sqlx::query("SELECT COUNT(*) FROM roles WHERE kind = 'custom' AND domain_id = $1")
+        .bind(domain_id)
+        .fetch_one(e)
+        .await?;
+    Ok(r.try_get(0)?)
+}
+
+/// System policies and the custom policies of one domain.
+pub async fn roles_visible<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    domain_id: &str,
+) -> Result<Vec<RoleRec>> {
+    sqlx::query(&format!(
+        "SELECT {ROLE_COLS} FROM roles WHERE domain_id IS NULL OR domain_id = $1 ORDER BY kind DESC, display_name, id"
+    ))
+    .bind(domain_id)
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(role_from)
+    .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// grants
+
+pub async fn grant_exists<'e, E: Executor<'e, Database = Any>>(e: E, g: &GrantRec) -> Result<bool> {
+    let r = sqlx::query(
+        "SELECT 1 FROM grants WHERE role_id = $1 AND actor_kind = $2 AND actor_id = $3 AND scope_kind = $4 AND scope_id = $5",
+    )
+    .bind(&g.role_id)
+    .bind(g.actor_kind.as_str())
+    .bind(&g.actor_id)
+    .bind(g.scope_kind.as_str())
+    .bind(&g.scope_id)
+    .fetch_optional(e)
+    .await?;
+    Ok(r.is_some())
+}
+
+pub async fn grant_delete<'e, E: Executor<'e, Database = Any>>(e: E, g: &GrantRec) -> Result<bool> {
+    let r = sqlx::query(
+        "DELETE FROM grants WHERE role_id = $1 AND actor_kind = $2 AND actor_id = $3 AND scope_kind = $4 AND scope_id = $5",
+    )
+    .bind(&g.role_id)
+    .bind(g.actor_kind.as_str())
+    .bind(&g.actor_id)
+    .bind(g.scope_kind.as_str())
+    .bind(&g.scope_id)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Roles granted to one actor on one scope.
+pub async fn grants_on<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    actor_kind: ActorKind,
+    actor_id: &str,
+    scope_kind: ScopeKind,
+    scope_id: &str,
+) -> Result<Vec<RoleRec>> {
+    let cols = ROLE_COLS
+        .split(", ")
+        .map(|c| format!("r.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query(&format!(
+        "SELECT {cols} FROM roles r JOIN grants g ON g.role_id = r.id WHERE g.actor_kind = $1 AND g.actor_id = $2 \
+         AND g.scope_kind = $3 AND g.scope_id = $4 ORDER BY r.display_name"
+    ))
+    .bind(actor_kind.as_str())
+    .bind(actor_id)
+    .bind(scope_kind.as_str())
+    .bind(scope_id)
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(role_from)
+    .collect()
+}
+
+/// Every grant that reaches a user, directly or through a group, with its scope and role.
+pub async fn grants_reaching_user<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    user_id: &str,
+) -> Result<Vec<(ScopeKind, String, RoleRec)>> {
+    let cols = ROLE_COLS
+        .split(", ")
+        .map(|c| format!("r.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::query(&format!(
+        "SELECT DISTINCT g.scope_kind, g.scope_id, {cols} FROM grants g JOIN roles r ON r.id = g.role_id \
+         WHERE (g.actor_kind = 'user' AND g.actor_id = $1) OR (g.actor_kind = 'group' AND g.actor_id IN \
+         (SELECT group_id FROM group_members WHERE user_id = $1))"
+    ))
+    .bind(user_id)
+    .fetch_all(e)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let kind: String = r.try_get("scope_kind")?;
+        if let Some(kind) = ScopeKind::parse(&kind) {
+            out.push((kind, r.try_get("scope_id")?, role_from(r)?));
+        }
+    }
+    Ok(out)
+}

@@ -565,7 +565,6 @@ impl Identity {
     }
 
     pub async fn get_project(&self, caller: &TokenInfo, id: &str) -> Result<ProjectRec> {
-        if caller.project().map(|p| p.id.as_str()) != Some(id) {}
         self.visible_project(caller, id).await
     }
 
@@ -671,7 +670,6 @@ impl Identity {
     }
 
     pub async fn get_user(&self, caller: &TokenInfo, id: &str) -> Result<UserRec> {
-        if id != caller.user.id {}
         self.visible_user(caller, id).await
     }
 
@@ -768,7 +766,6 @@ impl Identity {
     }
 
     pub async fn user_groups(&self, caller: &TokenInfo, id: &str) -> Result<Vec<GroupRec>> {
-        if id != caller.user.id {}
         let u = self.visible_user(caller, id).await?;
         Ok(store::user_groups(self.store.pool(), &u.id).await?)
     }

@@ -250,3 +250,81 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+impl TestCloud {
+    /// The id of a policy (role) by its display name or name.
+    pub async fn role_id(&self, admin: &str, name: &str) -> String {
+        let (s, _, b) = self
+            .call(Method::GET, "/identity/v3/roles", Some(admin), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["roles"]
+            .as_array()
+            .expect("roles")
+            .iter()
+            .find(|r| r["display_name"] == name || r["name"] == name)
+            .unwrap_or_else(|| panic!("no policy {name}"))["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    pub async fn project_id(&self, admin: &str, name: &str) -> String {
+        let (_, _, b) = self
+            .call(
+                Method::GET,
+                &format!("/identity/v3/projects?name={name}"),
+                Some(admin),
+                None,
+            )
+            .await;
+        b["projects"][0]["id"]
+            .as_str()
+            .expect("project")
+            .to_string()
+    }
+
+    /// Creates a group holding `user_id` and returns its id.
+    pub async fn group_with(&self, admin: &str, name: &str, user_id: &str) -> String {
+        let (s, _, b) = self
+            .call(
+                Method::POST,
+                "/identity/v3/groups",
+                Some(admin),
+                Some(json!({"group": {"name": name}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let gid = b["group"]["id"].as_str().expect("id").to_string();
+        let (s, _, b) = self
+            .call(
+                Method::PUT,
+                &format!("/identity/v3/groups/{gid}/users/{user_id}"),
+                Some(admin),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+        gid
+    }
+
+    /// Grants a policy to a group at `path_prefix/{role_id}[suffix]`.
+    pub async fn grant(&self, admin: &str, path: &str) {
+        let (s, _, b) = self.call(Method::PUT, path, Some(admin), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "PUT {path}: {b}");
+    }
+
+    /// Creates a custom policy and returns its id.
+    pub async fn custom_policy(&self, admin: &str, name: &str, policy: Value) -> String {
+        let (s, _, b) = self
+            .call(
+                Method::POST,
+                "/identity/v3.0/OS-ROLE/roles",
+                Some(admin),
+                Some(json!({"role": {"display_name": name, "type": "XA", "policy": policy}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["role"]["id"].as_str().expect("id").to_string()
+    }
+}

@@ -1,0 +1,643 @@
+//! IAM over real HTTP: the seed row through the simulation API, custom policies and their
+//! validation, grants on every kind of scope, and enforcement of identity routes.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const CREATE_IMAGE_PATH: &str = "/compute/v2.1/{project_id}/servers/{server_id}/action";
+const SEED: [&str; 8] = [
+    "ecs:servers:createImage",
+    "evs:volumes:get",
+    "evs:snapshots:create",
+    "ims:images:create",
+    "ims:images:get",
+    "ims:images:list",
+    "ims:images:update",
+    "ims:images:delete",
+];
+
+async fn simulate(c: &TestCloud, token: &str, body: Value) -> (StatusCode, Value) {
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/identity/v3/stratus/policy-simulate",
+            Some(token),
+            Some(json!({ "simulate": body })),
+        )
+        .await;
+    (s, b)
+}
+
+fn result<'a>(b: &'a Value, action: &str) -> &'a Value {
+    b["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["action"] == action)
+        .unwrap_or_else(|| panic!("no result for {action}: {b}"))
+}
+
+/// A user in their own group, with the given policies granted on the demo project.
+async fn user_with(c: &TestCloud, admin: &str, name: &str, policies: &[&str]) -> String {
+    let uid = c.create_user(admin, name, "pw").await;
+    let gid = c.group_with(admin, &format!("g-{name}"), &uid).await;
+    let demo = c.project_id(admin, "demo").await;
+    for p in policies {
+        let rid = c.role_id(admin, p).await;
+        c.grant(
+            admin,
+            &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{rid}"),
+        )
+        .await;
+    }
+    uid
+}
+
+async fn seed_row_through_simulation(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let demo = c.project_id(&admin, "demo").await;
+    let route = json!({"method": "POST", "path": CREATE_IMAGE_PATH, "body_key": "createImage"});
+
+    // ECS FullAccess on the project: allowed, every action decided at the project.
+    let full = user_with(c, &admin, "full", &["ECS FullAccess"]).await;
+    let (s, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": full, "project_id": demo, "route": route}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["decision"], "allowed", "{b}");
+    assert_eq!(b["results"].as_array().unwrap().len(), 8);
+    for a in SEED {
+        assert_eq!(result(&b, a)["decision"], "allowed");
+        assert_eq!(result(&b, a)["scope"], "project");
+        assert_eq!(result(&b, a)["matched"][0]["policy_name"], "ECS FullAccess");
+    }
+
+    // ECS FullAccess only on an enterprise project: implicit deny (the route does not support EPs).
+    let uid = c.create_user(&admin, "ep-only", "pw").await;
+    let gid = c.group_with(&admin, "g-ep-only", &uid).await;
+    let rid = c.role_id(&admin, "ECS FullAccess").await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3.0/OS-PERMISSION/enterprise-projects/0/groups/{gid}/roles/{rid}"),
+    )
+    .await;
+    let (_, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": uid, "project_id": demo, "enterprise_project_id": "0", "route": route}),
+    )
+    .await;
+    assert_eq!(b["decision"], "implicitDeny", "{b}");
+    assert_eq!(
+        result(&b, "ecs:servers:createImage")["decision"],
+        "implicitDeny"
+    );
+    assert_eq!(result(&b, "ecs:servers:createImage")["scope"], "none");
+    // The same grant does count for an action list with an EP (as for routes that support EPs).
+    let (_, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": uid, "project_id": demo, "enterprise_project_id": "0", "actions": ["ecs:servers:get"]}),
+    )
+    .await;
+    assert_eq!(b["decision"], "allowed", "{b}");
+    assert_eq!(result(&b, "ecs:servers:get")["scope"], "enterprise_project");
+
+    // ECS ReadOnlyAccess: createImage denied, ims:images:get allowed.
+    let ro = user_with(c, &admin, "ro", &["ECS ReadOnlyAccess"]).await;
+    let (_, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": ro, "project_id": demo, "route": route}),
+    )
+    .await;
+    assert_eq!(b["decision"], "implicitDeny");
+    assert_eq!(
+        result(&b, "ecs:servers:createImage")["decision"],
+        "implicitDeny"
+    );
+    assert_eq!(result(&b, "ims:images:get")["decision"], "allowed");
+
+    // A custom policy lacking only evs:snapshots:create: exactly that action is denied.
+    let mut all_but: Vec<&str> = SEED.to_vec();
+    all_but.retain(|a| *a != "evs:snapshots:create");
+    let pid = c
+        .custom_policy(
+            &admin,
+            "all but snapshots",
+            json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": all_but}]}),
+        )
+        .await;
+    let uid = c.create_user(&admin, "nosnap", "pw").await;
+    let gid = c.group_with(&admin, "g-nosnap", &uid).await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{pid}"),
+    )
+    .await;
+    let (_, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": uid, "project_id": demo, "route": route}),
+    )
+    .await;
+    let denied: Vec<&str> = b["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["decision"] != "allowed")
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(denied, ["evs:snapshots:create"], "{b}");
+
+    // A Deny on ims:images:delete next to ECS FullAccess: explicit deny naming that statement.
+    let deny_id = c
+        .custom_policy(
+            &admin,
+            "no image deletion",
+            json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]},
+                                                    {"Effect": "Deny", "Action": ["ims:images:delete"]}]}),
+        )
+        .await;
+    let uid = user_with(c, &admin, "denied", &["ECS FullAccess"]).await;
+    let groups = c
+        .call(
+            Method::GET,
+            &format!("/identity/v3/users/{uid}/groups"),
+            Some(&admin),
+            None,
+        )
+        .await
+        .2;
+    let gid = groups["groups"][0]["id"].as_str().unwrap().to_string();
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{deny_id}"),
+    )
+    .await;
+    let (_, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": uid, "project_id": demo, "route": route}),
+    )
+    .await;
+    assert_eq!(b["decision"], "explicitDeny", "{b}");
+    let r = result(&b, "ims:images:delete");
+    assert_eq!(r["decision"], "explicitDeny");
+    assert_eq!(
+        r["matched"],
+        json!([{"policy_id": deny_id, "policy_name": "no image deletion", "statement": 1}])
+    );
+    assert!(
+        SEED[..7]
+            .iter()
+            .all(|a| result(&b, a)["decision"] == "allowed"),
+        "{b}"
+    );
+}
+on_both_stores!(seed_row_through_simulation);
+
+async fn simulation_needs_its_own_action_and_checks_input(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let uid = c.create_user(&admin, "plain", "pw").await;
+    let t = c.token_for("plain", "pw", Some("demo")).await;
+    let (s, b) = simulate(
+        c,
+        &t,
+        json!({"user_id": uid, "actions": ["ecs:servers:get"]}),
+    )
+    .await;
+    assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
+    assert_eq!(
+        b["error"]["message"],
+        "Policy doesn't allow iam:policies:simulate to be performed."
+    );
+    for (body, code) in [
+        (json!({"user_id": uid}), StatusCode::BAD_REQUEST),
+        (
+            json!({"user_id": uid, "actions": ["ecs:servers:get"], "route": {"method": "GET", "path": "/"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"user_id": uid, "actions": ["not an action"]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"user_id": uid, "route": {"method": "GET", "path": "/nope"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"user_id": uid, "actions": ["ecs:servers:get"], "context": {"g:Nope": "x"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"user_id": "no-such-user", "actions": ["ecs:servers:get"]}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"user_id": uid, "project_id": "nope", "actions": ["ecs:servers:get"]}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"user_id": uid, "actions": ["ecs:servers:get"], "extra": 1}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (s, b) = simulate(c, &admin, body.clone()).await;
+        assert_keystone_error(s, &b, code);
+    }
+    // Context is used: a condition on the source address.
+    let pid = c
+        .custom_policy(
+            &admin,
+            "from the office",
+            json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"],
+                   "Condition": {"IpAddress": {"g:SourceIp": ["10.0.0.0/8"]}}}]}),
+        )
+        .await;
+    let demo = c.project_id(&admin, "demo").await;
+    let gid = c.group_with(&admin, "office", &uid).await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{pid}"),
+    )
+    .await;
+    let ask = |ip: &'static str| json!({"user_id": uid, "project_id": demo, "actions": ["ecs:servers:get"], "context": {"g:SourceIp": ip}});
+    assert_eq!(
+        simulate(c, &admin, ask("10.1.2.3")).await.1["decision"],
+        "allowed"
+    );
+    assert_eq!(
+        simulate(c, &admin, ask("192.168.1.1")).await.1["decision"],
+        "implicitDeny"
+    );
+}
+on_both_stores!(simulation_needs_its_own_action_and_checks_input);
+
+async fn custom_policies_are_validated_at_write_time(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let post = |policy: Value, name: &str| {
+        let body = json!({"role": {"display_name": name, "type": "XA", "policy": policy}});
+        let c = &c;
+        let admin = admin.clone();
+        async move {
+            c.call(
+                Method::POST,
+                "/identity/v3.0/OS-ROLE/roles",
+                Some(&admin),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let stmt =
+        |a: Value| json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": a}]});
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            stmt(json!(["ecs:servers:crateImage"])),
+            "ecs:servers:crateImage",
+        ),
+        (stmt(json!(["ecs:servers"])), "three segments"),
+        (
+            json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"],
+            "Condition": {"StringEqual": {"g:UserName": ["a"]}}}]}),
+            "StringEqual",
+        ),
+        (
+            json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"],
+            "Condition": {"StringEquals": {"g:UserNam": ["a"]}}}]}),
+            "g:UserNam",
+        ),
+        (
+            json!({"Version": "1.1", "Statement": vec![json!({"Effect": "Allow", "Action": ["ecs:servers:get"]}); 9]}),
+            "9 statements",
+        ),
+        (stmt(json!(vec!["ecs:servers:get"; 101])), "101 actions"),
+        (
+            json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]}], "Depends": ["x".repeat(7000)]}),
+            "bytes",
+        ),
+        (json!("not an object"), "object"),
+    ];
+    for (policy, needle) in cases {
+        let (s, _, b) = post(policy, "bad").await;
+        assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(needle),
+            "{needle}: {b}"
+        );
+    }
+    // Nothing was stored.
+    let (_, _, b) = c
+        .call(
+            Method::GET,
+            "/identity/v3.0/OS-ROLE/roles",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(b["roles"].as_array().unwrap().len(), 0, "{b}");
+
+    // Create, read, rename, conflict, update, delete; system policies are read-only.
+    let id = c
+        .custom_policy(&admin, "mine", stmt(json!(["ecs:*:get*"])))
+        .await;
+    let (s, _, b) = post(stmt(json!(["ecs:*:get*"])), "mine").await;
+    assert_keystone_error(s, &b, StatusCode::CONFLICT);
+    let (s, _, b) = c
+        .call(
+            Method::GET,
+            &format!("/identity/v3.0/OS-ROLE/roles/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["role"]["catalog"], "CUSTOMED");
+    assert_eq!(
+        b["role"]["policy"]["Statement"][0]["Action"],
+        json!(["ecs:*:get*"])
+    );
+    let (s, _, b) = c
+        .call(
+            Method::PATCH,
+            &format!("/identity/v3.0/OS-ROLE/roles/{id}"),
+            Some(&admin),
+            Some(json!({"role": {"policy": stmt(json!(["ecs:servers:nope"]))}})),
+        )
+        .await;
+    assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+    let (s, _, b) = c
+        .call(
+            Method::PATCH,
+            &format!("/identity/v3.0/OS-ROLE/roles/{id}"),
+            Some(&admin),
+            Some(json!({"role": {"display_name": "renamed", "policy": stmt(json!(["ims:*:*"]))}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["role"]["display_name"], "renamed");
+    let sys = c.role_id(&admin, "ECS FullAccess").await;
+    let (s, _, b) = c
+        .call(
+            Method::DELETE,
+            &format!("/identity/v3.0/OS-ROLE/roles/{sys}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
+    let (s, _, _) = c
+        .call(
+            Method::DELETE,
+            &format!("/identity/v3.0/OS-ROLE/roles/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, b) = c
+        .call(
+            Method::GET,
+            &format!("/identity/v3.0/OS-ROLE/roles/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_keystone_error(s, &b, StatusCode::NOT_FOUND);
+}
+on_both_stores!(custom_policies_are_validated_at_write_time);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_200_custom_policies_per_domain() {
+    let c = TestCloud::start(Backend::Sqlite).await.expect("sqlite");
+    let admin = c.admin_token().await;
+    let policy = json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]}]});
+    for i in 0..200 {
+        c.custom_policy(&admin, &format!("p{i}"), policy.clone())
+            .await;
+    }
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/identity/v3.0/OS-ROLE/roles",
+            Some(&admin),
+            Some(json!({"role": {"display_name": "p200", "policy": policy}})),
+        )
+        .await;
+    assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit is 200"),
+        "{b}"
+    );
+    c.stop().await;
+}
+
+async fn grants_on_every_scope_take_effect_at_the_next_request(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let uid = c.create_user(&admin, "ops", "pw").await;
+    let gid = c.group_with(&admin, "ops", &uid).await;
+    let t = c.token_for("ops", "pw", Some("demo")).await;
+    let (s, _, b) = c
+        .call(Method::GET, "/identity/v3/users", Some(&t), None)
+        .await;
+    assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
+    assert_eq!(
+        b["error"]["message"],
+        "Policy doesn't allow iam:users:listUsers to be performed."
+    );
+
+    // Security Administrator on a project does not reach the global IAM service ...
+    let secu = c.role_id(&admin, "Security Administrator").await;
+    let demo = c.project_id(&admin, "demo").await;
+    let on_project = format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{secu}");
+    c.grant(&admin, &on_project).await;
+    let (s, _, _) = c.call(Method::HEAD, &on_project, Some(&admin), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = c
+        .call(Method::GET, "/identity/v3/users", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // ... on the domain it does, at once, with the same token.
+    let on_domain = format!("/identity/v3/domains/default/groups/{gid}/roles/{secu}");
+    c.grant(&admin, &on_domain).await;
+    let (s, _, _) = c
+        .call(Method::GET, "/identity/v3/users", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, _, b) = c
+        .call(
+            Method::GET,
+            &format!("/identity/v3/domains/default/groups/{gid}/roles"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(b["roles"][0]["id"], secu.as_str());
+    // Revoked: refused again at once.
+    let (s, _, _) = c.call(Method::DELETE, &on_domain, Some(&admin), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = c
+        .call(Method::GET, "/identity/v3/users", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // On all projects (inherited) it reaches global services too.
+    let on_all = format!(
+        "/identity/v3/OS-INHERIT/domains/default/groups/{gid}/roles/{secu}/inherited_to_projects"
+    );
+    c.grant(&admin, &on_all).await;
+    let (s, _, _) = c
+        .call(Method::GET, "/identity/v3/users", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, _, b) = c
+        .call(
+            Method::GET,
+            &format!(
+                "/identity/v3/OS-INHERIT/domains/default/groups/{gid}/roles/inherited_to_projects"
+            ),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(b["roles"].as_array().unwrap().len(), 1);
+    let (s, _, _) = c.call(Method::DELETE, &on_all, Some(&admin), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = c.call(Method::HEAD, &on_all, Some(&admin), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Grants naming things that do not exist, or exist elsewhere, are 404 and change nothing.
+    for path in [
+        format!("/identity/v3/projects/nope/groups/{gid}/roles/{secu}"),
+        format!("/identity/v3/projects/{demo}/groups/nope/roles/{secu}"),
+        format!("/identity/v3/projects/{demo}/groups/{gid}/roles/nope"),
+        format!(
+            "/identity/v3/OS-INHERIT/domains/other/groups/{gid}/roles/{secu}/inherited_to_projects"
+        ),
+        format!("/identity/v3.0/OS-PERMISSION/enterprise-projects/nope/groups/{gid}/roles/{secu}"),
+    ] {
+        let (s, _, b) = c.call(Method::PUT, &path, Some(&admin), None).await;
+        assert_keystone_error(s, &b, StatusCode::NOT_FOUND);
+    }
+}
+on_both_stores!(grants_on_every_scope_take_effect_at_the_next_request);
+
+async fn enterprise_projects_crud(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let (s, _, b) = c
+        .call(
+            Method::GET,
+            "/identity/v3.0/enterprise-projects",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["enterprise_projects"][0]["id"], "0");
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/identity/v3.0/enterprise-projects",
+            Some(&admin),
+            Some(json!({"name": "web", "description": "d"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["enterprise_project"]["id"].as_str().unwrap().to_string();
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/identity/v3.0/enterprise-projects",
+            Some(&admin),
+            Some(json!({"name": "web"})),
+        )
+        .await;
+    assert_keystone_error(s, &b, StatusCode::CONFLICT);
+    let (s, _, b) = c
+        .call(
+            Method::PATCH,
+            &format!("/identity/v3.0/enterprise-projects/{id}"),
+            Some(&admin),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["enterprise_project"]["status"], 2);
+    for (m, body) in [
+        (Method::DELETE, None),
+        (Method::PATCH, Some(json!({"enabled": false}))),
+    ] {
+        let (s, _, b) = c
+            .call(
+                m,
+                "/identity/v3.0/enterprise-projects/0",
+                Some(&admin),
+                body,
+            )
+            .await;
+        assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+    }
+    let (s, _, _) = c
+        .call(
+            Method::DELETE,
+            &format!("/identity/v3.0/enterprise-projects/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, b) = c
+        .call(
+            Method::GET,
+            &format!("/identity/v3.0/enterprise-projects/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_keystone_error(s, &b, StatusCode::NOT_FOUND);
+}
+on_both_stores!(enterprise_projects_crud);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_through_one_node_is_honoured_by_the_other() {
+    let Some(a) = TestCloud::start(Backend::Postgres).await else {
+        return;
+    };
+    let b = a.second_node().await.expect("postgres");
+    let admin = a.admin_token().await;
+    let uid = a.create_user(&admin, "ops", "pw").await;
+    let gid = a.group_with(&admin, "ops", &uid).await;
+    let t = a.token_for("ops", "pw", Some("demo")).await;
+    let list_on_b = || {
+        let http = a.http.clone();
+        let url = format!("{}/identity/v3/users", b.public_url);
+        let t = t.clone();
+        async move {
+            http.get(url)
+                .header("X-Auth-Token", t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(list_on_b().await, StatusCode::FORBIDDEN);
+    let secu = a.role_id(&admin, "Security Administrator").await;
+    a.grant(
+        &admin,
+        &format!("/identity/v3/domains/default/groups/{gid}/roles/{secu}"),
+    )
+    .await;
+    assert_eq!(list_on_b().await, StatusCode::OK);
+    b.shutdown().await.unwrap();
+    a.stop().await;
+}

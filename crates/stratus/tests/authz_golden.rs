@@ -1,0 +1,315 @@
+//! The authorization golden table: for every catalogue entry the server serves, the status each
+//! principal profile gets, compared with `tests/golden/authz.tsv`.
+//!
+//! Profiles:
+//! - `anonymous`: no token (401 everywhere but public routes);
+//! - `no_policy`: a user of the domain with no grant at all, on resources of its domain (403
+//!   naming the action, except routes needing no decision);
+//! - `other_domain`: the domain administrator on resources of another domain (404, whatever the
+//!   policies say); `-` where the route names no resource.
+//!
+//! `STRATUS_BLESS=1 cargo test --test authz_golden` rewrites the file after a deliberate change.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use stratus_iam::Catalogue;
+use stratus_store::{DomainRec, EnterpriseProjectRec, GroupRec, ProjectRec, RoleRec, UserRec};
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/authz.tsv");
+const NOT_YET_SERVED: &[&str] =
+    &["POST /compute/v2.1/{project_id}/servers/{server_id}/action createImage"];
+
+fn body_for(key: &str, target_user: &str) -> Option<Value> {
+    let policy = json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]}]});
+    Some(match key {
+        "POST /identity/v3/auth/tokens" => password_auth("nobody", "wrong-password", None),
+        "POST /identity/v3/projects" => json!({"project": {"name": "golden-p"}}),
+        "PATCH /identity/v3/projects/{id}" => json!({"project": {"description": "x"}}),
+        "POST /identity/v3/users" => json!({"user": {"name": "golden-u"}}),
+        "PATCH /identity/v3/users/{id}" => json!({"user": {"description": "x"}}),
+        "POST /identity/v3/users/{id}/password" => {
+            json!({"user": {"password": "a", "original_password": "b"}})
+        }
+        "POST /identity/v3/groups" => json!({"group": {"name": "golden-g"}}),
+        "PATCH /identity/v3/groups/{id}" => json!({"group": {"description": "x"}}),
+        "POST /identity/v3.0/OS-ROLE/roles" => {
+            json!({"role": {"display_name": "golden-r", "policy": policy}})
+        }
+        "PATCH /identity/v3.0/OS-ROLE/roles/{role_id}" => json!({"role": {"description": "x"}}),
+        "POST /identity/v3.0/enterprise-projects" => json!({"name": "golden-ep"}),
+        "PATCH /identity/v3.0/enterprise-projects/{enterprise_project_id}" => {
+            json!({"description": "x"})
+        }
+        "POST /identity/v3/stratus/policy-simulate" => {
+            json!({"simulate": {"user_id": target_user, "actions": ["ecs:servers:get"]}})
+        }
+        _ => return None,
+    })
+}
+
+struct Ids {
+    user: String,
+    group: String,
+    project: String,
+    role: String,
+    domain: String,
+    ep: String,
+}
+
+/// Fills a path template; `{id}` means the resource its collection names.
+fn fill(path: &str, ids: &Ids) -> String {
+    let id = if path.contains("/users/{id}") {
+        &ids.user
+    } else if path.contains("/groups/{id}") {
+        &ids.group
+    } else if path.contains("/projects/{id}") {
+        &ids.project
+    } else {
+        &ids.domain
+    };
+    path.replace("{id}", id)
+        .replace("{user_id}", &ids.user)
+        .replace("{group_id}", &ids.group)
+        .replace("{project_id}", &ids.project)
+        .replace("{role_id}", &ids.role)
+        .replace("{domain_id}", &ids.domain)
+        .replace("{enterprise_project_id}", &ids.ep)
+}
+
+/// Another domain with one of everything, written straight to the store.
+async fn other_domain(c: &TestCloud) -> Ids {
+    use stratus_store as st;
+    let pool = c.store().pool();
+    let d = "otherdomain";
+    st::domain_insert(
+        pool,
+        &DomainRec {
+            id: d.into(),
+            name: "Other".into(),
+            description: String::new(),
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    let ids = Ids {
+        user: "otheruser".into(),
+        group: "othergroup".into(),
+        project: "otherproject".into(),
+        role: "otherrole".into(),
+        domain: d.into(),
+        ep: "otherep".into(),
+    };
+    st::project_insert(
+        pool,
+        &ProjectRec {
+            id: ids.project.clone(),
+            domain_id: d.into(),
+            name: "op".into(),
+            description: String::new(),
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    st::user_insert(
+        pool,
+        &UserRec {
+            id: ids.user.clone(),
+            domain_id: d.into(),
+            name: "ou".into(),
+            description: String::new(),
+            email: None,
+            enabled: true,
+            password_hash: None,
+            default_project_id: None,
+            tokens_valid_after: 0,
+        },
+    )
+    .await
+    .unwrap();
+    st::group_insert(
+        pool,
+        &GroupRec {
+            id: ids.group.clone(),
+            domain_id: d.into(),
+            name: "og".into(),
+            description: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    st::role_upsert(
+        pool,
+        &RoleRec {
+            id: ids.role.clone(),
+            name: "custom_other".into(),
+            display_name: "other's".into(),
+            description: String::new(),
+            kind: "custom".into(),
+            domain_id: Some(d.into()),
+            policy:
+                r#"{"Version":"1.1","Statement":[{"Effect":"Allow","Action":["ecs:servers:get"]}]}"#
+                    .into(),
+        },
+    )
+    .await
+    .unwrap();
+    st::ep_insert(
+        pool,
+        &EnterpriseProjectRec {
+            id: ids.ep.clone(),
+            domain_id: d.into(),
+            name: "oep".into(),
+            description: String::new(),
+            enabled: true,
+            created_at: 0,
+            updated_at: 0,
+        },
+    )
+    .await
+    .unwrap();
+    ids
+}
+
+async fn status(
+    c: &TestCloud,
+    m: &Method,
+    path: &str,
+    token: Option<&str>,
+    subject: Option<&str>,
+    body: Option<Value>,
+) -> StatusCode {
+    let mut req = c.http.request(m.clone(), format!("{}{}", c.url, path));
+    if let Some(t) = token {
+        req = req.header("X-Auth-Token", t);
+    }
+    if let Some(s) = subject {
+        req = req.header("X-Subject-Token", s);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.expect("request").status()
+}
+
+async fn golden_table(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let target = c.create_user(&admin, "target", "pw").await;
+    let nobody = c.create_user(&admin, "nobody", "pw").await;
+    let group = c.group_with(&admin, "tgroup", &target).await;
+    let (_, _, p) = c
+        .call(
+            Method::POST,
+            "/identity/v3/projects",
+            Some(&admin),
+            Some(json!({"project": {"name": "tproj"}})),
+        )
+        .await;
+    let role = c
+        .custom_policy(&admin, "tpolicy", json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]}]}))
+        .await;
+    let (_, _, ep) = c
+        .call(
+            Method::POST,
+            "/identity/v3.0/enterprise-projects",
+            Some(&admin),
+            Some(json!({"name": "tep"})),
+        )
+        .await;
+    let own = Ids {
+        user: target.clone(),
+        group: group.clone(),
+        project: p["project"]["id"].as_str().unwrap().to_string(),
+        role,
+        domain: "default".into(),
+        ep: ep["enterprise_project"]["id"].as_str().unwrap().to_string(),
+    };
+    let other = other_domain(c).await;
+    let nobody_token = c.token_for("nobody", "pw", Some("demo")).await;
+    let nobody_subject = c.token_for("nobody", "pw", Some("demo")).await;
+    let _ = nobody;
+
+    let cat = Catalogue::shipped().unwrap();
+    let mut rows = vec!["# route\tanonymous\tno_policy\tother_domain".to_string()];
+    let mut denials: HashMap<String, String> = HashMap::new();
+    for e in cat.entries() {
+        let key = e.key();
+        if NOT_YET_SERVED.contains(&key.as_str()) {
+            continue;
+        }
+        let m = Method::from_bytes(e.method.as_bytes()).unwrap();
+        let names_resource = e.path.contains('{');
+        let token_route = e.path.ends_with("/auth/tokens");
+        let body = body_for(&key, &target);
+        let own_path = fill(&e.path, &own);
+        let anon = status(c, &m, &own_path, None, None, body.clone()).await;
+        let subject = token_route.then_some(nobody_subject.as_str());
+        let np = status(c, &m, &own_path, Some(&nobody_token), subject, body.clone()).await;
+        if np == StatusCode::FORBIDDEN && m != Method::HEAD {
+            let (_, _, b) = c
+                .call(m.clone(), &own_path, Some(&nobody_token), body.clone())
+                .await;
+            denials.insert(
+                key.clone(),
+                b["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        let od = if names_resource {
+            status(
+                c,
+                &m,
+                &fill(&e.path, &other),
+                Some(&admin),
+                None,
+                body.clone(),
+            )
+            .await
+            .as_u16()
+            .to_string()
+        } else {
+            "-".to_string()
+        };
+        rows.push(format!("{key}\t{}\t{}\t{od}", anon.as_u16(), np.as_u16()));
+    }
+    // Every 403 names exactly the route's action.
+    for (key, msg) in &denials {
+        let e = cat.by_key(key).unwrap();
+        assert_eq!(
+            msg,
+            &format!(
+                "Policy doesn't allow {} to be performed.",
+                e.action.as_deref().unwrap()
+            ),
+            "{key}"
+        );
+    }
+    let actual = rows.join("\n") + "\n";
+    if std::env::var("STRATUS_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(GOLDEN, &actual).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(GOLDEN).expect("golden file (STRATUS_BLESS=1 writes it)");
+    if actual != expected {
+        let diff: Vec<String> = expected
+            .lines()
+            .zip(actual.lines())
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("- {a}\n+ {b}"))
+            .collect();
+        panic!(
+            "authorization table differs from {GOLDEN} ({} vs {} rows):\n{}",
+            expected.lines().count(),
+            actual.lines().count(),
+            diff.join("\n")
+        );
+    }
+}
+on_both_stores!(golden_table);

@@ -2,6 +2,7 @@
 
 pub mod config;
 mod datadir;
+pub mod policy_cli;
 
 use anyhow::{Context, Result};
 use config::Config;

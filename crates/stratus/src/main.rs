@@ -20,6 +20,62 @@ struct Cli {
 enum Command {
     /// Start a cloud: identity, tokens and the catalogue, on one port.
     Serve(ServeArgs),
+    /// Inspect IAM policies of a running cloud.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Explain, per action, whether a user would be allowed, and which policy statement decided.
+    /// Exits 0 if allowed, 3 if denied.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// The user to simulate (name or id)
+    #[arg(long)]
+    user: String,
+    /// The project the user would act in (name or id)
+    #[arg(long)]
+    project: Option<String>,
+    /// The enterprise project of the resource
+    #[arg(long)]
+    enterprise_project: Option<String>,
+    /// An action to decide (repeatable), e.g. ecs:servers:createImage
+    #[arg(long = "action")]
+    actions: Vec<String>,
+    /// A route of the action catalogue: "METHOD PATH [BODY_KEY]"
+    #[arg(long)]
+    route: Option<String>,
+    /// Request context, KEY=VALUE (repeatable), e.g. g:SourceIp=10.0.0.1
+    #[arg(long = "context", value_parser = parse_kv)]
+    context: Vec<(String, String)>,
+    /// Print the API's JSON answer
+    #[arg(long)]
+    json: bool,
+    /// Identity endpoint [default: http://127.0.0.1:8080/identity]
+    #[arg(long, env = "OS_AUTH_URL")]
+    os_auth_url: Option<String>,
+    #[arg(long, env = "OS_USERNAME", default_value = "admin")]
+    os_username: String,
+    /// Password [default: the data dir's admin-password]
+    #[arg(long, env = "OS_PASSWORD", hide_env_values = true)]
+    os_password: Option<String>,
+    #[arg(long, env = "OS_PROJECT_NAME", default_value = "admin")]
+    os_project_name: String,
+    #[arg(long, env = "OS_USER_DOMAIN_NAME", default_value = "Default")]
+    os_user_domain_name: String,
+    /// Data directory to read the admin password from [default: ./stratus-data]
+    #[arg(long, env = "STRATUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 #[derive(Args)]
@@ -49,6 +105,11 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Policy(PolicyCommand::Simulate(args)) => match simulate(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(3),
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         // One line: the cause chain, outermost first.
@@ -127,6 +188,48 @@ fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn simulate(a: SimulateArgs) -> Result<bool> {
+    let password = match a.os_password {
+        Some(p) => p,
+        None => {
+            let dir = a
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(stratus::config::DEFAULT_DATA_DIR));
+            let f = dir.join("admin-password");
+            std::fs::read_to_string(&f)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "no --os-password given and {} is unreadable: {e}",
+                        f.display()
+                    )
+                })?
+        }
+    };
+    let conn = stratus::policy_cli::Connection {
+        auth_url: a
+            .os_auth_url
+            .unwrap_or_else(|| format!("http://{}/identity", stratus::config::DEFAULT_LISTEN)),
+        username: a.os_username,
+        password,
+        project: a.os_project_name,
+        user_domain: a.os_user_domain_name,
+    };
+    let sim = stratus::policy_cli::Simulate {
+        user: a.user,
+        project: a.project,
+        enterprise_project: a.enterprise_project,
+        actions: a.actions,
+        route: a.route,
+        context: a.context,
+        json: a.json,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(stratus::policy_cli::simulate(conn, sim))
 }
 
 /// Completes on SIGINT or SIGTERM.

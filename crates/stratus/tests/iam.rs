@@ -641,3 +641,48 @@ async fn a_grant_through_one_node_is_honoured_by_the_other() {
     b.shutdown().await.unwrap();
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regional_override_adds_dependencies() {
+    let key = "POST /compute/v2.1/{project_id}/servers/{server_id}/action createImage";
+    let c = TestCloud::start_with(Backend::Sqlite, |cfg| {
+        let mut deps: Vec<String> = SEED[1..].iter().map(|s| s.to_string()).collect();
+        deps.extend(["ecs:servers:list".to_string(), "ims:quotas:get".to_string()]);
+        cfg.catalogue.dependencies.insert(key.to_string(), deps);
+    })
+    .await
+    .expect("sqlite");
+    let admin = c.admin_token().await;
+    let demo = c.project_id(&admin, "demo").await;
+    let pid = c
+        .custom_policy(
+            &admin,
+            "exactly the seed row",
+            json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": SEED}]}),
+        )
+        .await;
+    let uid = c.create_user(&admin, "seed", "pw").await;
+    let gid = c.group_with(&admin, "seed", &uid).await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{pid}"),
+    )
+    .await;
+    let route = json!({"method": "POST", "path": CREATE_IMAGE_PATH, "body_key": "createImage"});
+    let (_, b) = simulate(
+        &c,
+        &admin,
+        json!({"user_id": uid, "project_id": demo, "route": route}),
+    )
+    .await;
+    assert_eq!(b["results"].as_array().unwrap().len(), 10, "{b}");
+    let denied: Vec<&str> = b["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["decision"] != "allowed")
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(denied, ["ecs:servers:list", "ims:quotas:get"]);
+    c.stop().await;
+}

@@ -338,3 +338,127 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     // New connections are refused once it has stopped.
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
+
+#[tokio::test]
+async fn policy_simulate_cli_explains_decisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let s = start(
+        &["--data-dir", d.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let pw = std::fs::read_to_string(d.join("admin-password")).unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/identity/v3/auth/tokens", s.url))
+        .json(&password_auth("admin", pw.trim(), Some("admin")))
+        .send()
+        .await
+        .unwrap();
+    let admin = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+    let call = |m: reqwest::Method, path: String, body: Option<Value>| {
+        let mut req = http
+            .request(m, format!("{}{path}", s.url))
+            .header("X-Auth-Token", &admin);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap_or(Value::Null)
+        }
+    };
+    let u = call(
+        reqwest::Method::POST,
+        "/identity/v3/users".into(),
+        Some(serde_json::json!({"user": {"name": "ro", "password": "pw"}})),
+    )
+    .await;
+    let uid = u["user"]["id"].as_str().unwrap().to_string();
+    let g = call(
+        reqwest::Method::POST,
+        "/identity/v3/groups".into(),
+        Some(serde_json::json!({"group": {"name": "ro"}})),
+    )
+    .await;
+    let gid = g["group"]["id"].as_str().unwrap().to_string();
+    call(
+        reqwest::Method::PUT,
+        format!("/identity/v3/groups/{gid}/users/{uid}"),
+        None,
+    )
+    .await;
+    let roles = call(
+        reqwest::Method::GET,
+        "/identity/v3/roles?name=ECS ReadOnlyAccess".into(),
+        None,
+    )
+    .await;
+    let rid = roles["roles"][0]["id"].as_str().unwrap().to_string();
+    let p = call(
+        reqwest::Method::GET,
+        "/identity/v3/projects?name=demo".into(),
+        None,
+    )
+    .await;
+    let pid = p["projects"][0]["id"].as_str().unwrap().to_string();
+    call(
+        reqwest::Method::PUT,
+        format!("/identity/v3/projects/{pid}/groups/{gid}/roles/{rid}"),
+        None,
+    )
+    .await;
+
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["policy", "simulate", "--user", "ro", "--project", "demo"])
+            .args([
+                "--os-auth-url",
+                &format!("{}/identity", s.url),
+                "--data-dir",
+                d.to_str().unwrap(),
+            ])
+            .args(extra)
+            .env_remove("OS_PASSWORD");
+        cmd.output().unwrap()
+    };
+    let out = run(&[
+        "--route",
+        "POST /compute/v2.1/{project_id}/servers/{server_id}/action createImage",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("decision: implicitDeny"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("ecs:servers:createImage"))
+        .unwrap();
+    assert!(
+        line.contains("implicitDeny") && line.contains("none"),
+        "{line}"
+    );
+    let line = text.lines().find(|l| l.contains("ims:images:get")).unwrap();
+    assert!(
+        line.contains("allowed") && line.contains("ECS ReadOnlyAccess"),
+        "{line}"
+    );
+
+    let out = run(&["--action", "ims:images:get", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "allowed");
+
+    let out = run(&["--action", "ims:images:get", "--route", "GET /"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("either --action"));
+    assert!(stop(s).success());
+}

@@ -10,8 +10,8 @@ use std::sync::Arc;
 /// A policy compiled against a catalogue.
 #[derive(Debug)]
 pub struct CompiledPolicy {
-    pub id: String,
-    pub name: String,
+    pub id: Arc<str>,
+    pub name: Arc<str>,
     doc: PolicyDocument,
     /// For each catalogue action id, the statements whose actions match it.
     by_action: Vec<Vec<u16>>,
@@ -19,8 +19,8 @@ pub struct CompiledPolicy {
 
 impl CompiledPolicy {
     pub fn compile(
-        id: impl Into<String>,
-        name: impl Into<String>,
+        id: impl Into<Arc<str>>,
+        name: impl Into<Arc<str>>,
         doc: PolicyDocument,
         cat: &Catalogue,
     ) -> Self {
@@ -48,21 +48,18 @@ impl CompiledPolicy {
         &self.doc
     }
 
-    /// Statements that name `action`: from the table for catalogue actions, by matching for others.
-    fn statements_for<'a>(
-        &'a self,
-        action: &'a ActionRef<'a>,
-    ) -> Box<dyn Iterator<Item = usize> + 'a> {
+    /// Calls `f` with each statement that names `action`: from the table for catalogue
+    /// actions, by matching for others.
+    fn for_statements(&self, action: &ActionRef<'_>, mut f: impl FnMut(usize)) {
         match action.id.and_then(|i| self.by_action.get(usize::from(i))) {
-            Some(list) => Box::new(list.iter().map(|&i| usize::from(i))),
-            None => Box::new(
-                self.doc
-                    .statements
-                    .iter()
-                    .enumerate()
-                    .filter(move |(_, s)| s.actions.iter().any(|p| p.matches(action.name)))
-                    .map(|(i, _)| i),
-            ),
+            Some(list) => list.iter().for_each(|&i| f(usize::from(i))),
+            None => {
+                for (i, s) in self.doc.statements.iter().enumerate() {
+                    if s.actions.iter().any(|p| p.matches(action.name)) {
+                        f(i)
+                    }
+                }
+            }
         }
     }
 }
@@ -137,8 +134,8 @@ impl Decision {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Matched {
-    pub policy_id: String,
-    pub policy_name: String,
+    pub policy_id: Arc<str>,
+    pub policy_name: Arc<str>,
     pub statement: usize,
 }
 
@@ -184,6 +181,8 @@ pub struct Request<'a> {
     /// The resource URN, for statements with a `Resource`.
     pub resource: Option<&'a str>,
     pub context: &'a Context,
+    /// Record which statements matched (simulation); enforcement needs only the decision.
+    pub explain: bool,
 }
 
 impl<'a> Request<'a> {
@@ -200,11 +199,13 @@ impl<'a> Request<'a> {
             enterprise_project: None,
             resource: None,
             context,
+            explain: true,
         }
     }
 }
 
-/// Applies the statements of `policies` that name `action`: Deny wins over Allow.
+/// Applies the statements of `policies` that name `action`: Deny wins over Allow. The matching
+/// statements are recorded only when the request asks for an explanation.
 fn evaluate<'p>(
     policies: impl Iterator<Item = (GrantScope, &'p Arc<CompiledPolicy>)>,
     action: &ActionRef<'_>,
@@ -213,28 +214,30 @@ fn evaluate<'p>(
     let mut allow: Option<(GrantScope, Vec<Matched>)> = None;
     let mut deny: Option<(GrantScope, Vec<Matched>)> = None;
     for (scope, p) in policies {
-        for i in p.statements_for(action) {
+        p.for_statements(action, |i| {
             let s = &p.doc.statements[i];
             if let Some(res) = &s.resources {
                 match req.resource {
                     Some(urn) if res.iter().any(|r| r.matches(urn)) => {}
-                    _ => continue,
+                    _ => return,
                 }
             }
             if !s.conditions.iter().all(|c| c.holds(req.context.get(c.key))) {
-                continue;
+                return;
             }
-            let m = Matched {
-                policy_id: p.id.clone(),
-                policy_name: p.name.clone(),
-                statement: i,
-            };
             let slot = match s.effect {
                 Effect::Deny => &mut deny,
                 Effect::Allow => &mut allow,
             };
-            slot.get_or_insert_with(|| (scope, Vec::new())).1.push(m);
-        }
+            let found = slot.get_or_insert_with(|| (scope, Vec::new()));
+            if req.explain {
+                found.1.push(Matched {
+                    policy_id: p.id.clone(),
+                    policy_name: p.name.clone(),
+                    statement: i,
+                });
+            }
+        });
     }
     if let Some((scope, m)) = deny {
         Some((Decision::ExplicitDeny, scope, m))

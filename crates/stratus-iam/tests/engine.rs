@@ -75,7 +75,7 @@ fn deny_beats_allow() {
     assert_eq!(o.denied(), ["ims:images:delete"]);
     let r = &o.results[7];
     assert_eq!(r.scope, Some(GrantScope::AllProjects));
-    assert_eq!(r.matched[0].policy_id, "d");
+    assert_eq!(&*r.matched[0].policy_id, "d");
     assert_eq!(r.matched[0].statement, 0);
     assert!(o.results[..7]
         .iter()

@@ -84,8 +84,8 @@ impl Authorizer {
         }
         let c = match parse_for(&self.catalogue, &role.policy, &Limits::SYSTEM) {
             Ok(doc) => Some(Arc::new(CompiledPolicy::compile(
-                &role.id,
-                &role.display_name,
+                role.id.as_str(),
+                role.display_name.as_str(),
                 doc,
                 &self.catalogue,
             ))),
@@ -194,7 +194,8 @@ impl Authorizer {
         }
     }
 
-    /// The decision for an entry, with every action's result.
+    /// The decision for an entry, with every action's result (without the matching statements:
+    /// enforcement needs only the decision).
     pub async fn decide_entry(
         &self,
         caller: &TokenInfo,
@@ -213,6 +214,7 @@ impl Authorizer {
             entry.scope == ServiceScope::Global,
             entry.enterprise_project.then_some(ep).flatten(),
             ctx,
+            false,
         ))
     }
 
@@ -223,6 +225,7 @@ impl Authorizer {
         global: bool,
         ep: Option<&str>,
         ctx: &Context,
+        explain: bool,
     ) -> Outcome {
         let req = Request {
             actions: actions
@@ -236,6 +239,7 @@ impl Authorizer {
             enterprise_project: ep,
             resource: None,
             context: ctx,
+            explain,
         };
         decide(p, &req)
     }

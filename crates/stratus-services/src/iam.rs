@@ -557,6 +557,6 @@ impl Iam {
         };
         Ok(self
             .authz
-            .decide_actions(&principal, &refs, global, ep, &ctx))
+            .decide_actions(&principal, &refs, global, ep, &ctx, true))
     }
 }

@@ -606,7 +606,7 @@ async fn simulate(
                 "decision": r.decision.as_str(),
                 "scope": r.scope.map(|s| s.as_str()).unwrap_or("none"),
                 "matched": r.matched.iter().map(|m| json!({
-                    "policy_id": m.policy_id, "policy_name": m.policy_name, "statement": m.statement,
+                    "policy_id": &*m.policy_id, "policy_name": &*m.policy_name, "statement": m.statement,
                 })).collect::<Vec<_>>(),
             })
         })

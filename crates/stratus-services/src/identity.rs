@@ -59,10 +59,6 @@ impl TokenInfo {
             Scope::Unscoped => &self.user.domain_id,
         }
     }
-
-    pub fn has_role(&self, name: &str) -> bool {
-        self.roles.iter().any(|r| r.name == name)
-    }
 }
 
 pub struct IssuedToken {

@@ -43,34 +43,66 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::GET, &p(CUSTOM, "/{role_id}"), get_custom)
         .at(M::PATCH, &p(CUSTOM, "/{role_id}"), update_custom)
         .at(M::DELETE, &p(CUSTOM, "/{role_id}"), delete_custom)
-        .at(M::GET, ON_PROJECT, list_on_project)
-        .at(M::PUT, &p(ON_PROJECT, "/{role_id}"), put_on_project)
-        .at(M::HEAD, &p(ON_PROJECT, "/{role_id}"), check_on_project)
-        .at(M::DELETE, &p(ON_PROJECT, "/{role_id}"), delete_on_project)
-        .at(M::GET, &p(ON_ALL, "/inherited_to_projects"), list_on_all)
+        .at(M::GET, ON_PROJECT, grant_list::<OnProject>)
+        .at(M::PUT, &p(ON_PROJECT, "/{role_id}"), grant_put::<OnProject>)
+        .at(
+            M::HEAD,
+            &p(ON_PROJECT, "/{role_id}"),
+            grant_check::<OnProject>,
+        )
+        .at(
+            M::DELETE,
+            &p(ON_PROJECT, "/{role_id}"),
+            grant_delete::<OnProject>,
+        )
+        .at(
+            M::GET,
+            &p(ON_ALL, "/inherited_to_projects"),
+            grant_list::<OnAllProjects>,
+        )
         .at(
             M::PUT,
             &p(ON_ALL, "/{role_id}/inherited_to_projects"),
-            put_on_all,
+            grant_put::<OnAllProjects>,
         )
         .at(
             M::HEAD,
             &p(ON_ALL, "/{role_id}/inherited_to_projects"),
-            check_on_all,
+            grant_check::<OnAllProjects>,
         )
         .at(
             M::DELETE,
             &p(ON_ALL, "/{role_id}/inherited_to_projects"),
-            delete_on_all,
+            grant_delete::<OnAllProjects>,
         )
-        .at(M::GET, ON_DOMAIN, list_on_domain)
-        .at(M::PUT, &p(ON_DOMAIN, "/{role_id}"), put_on_domain)
-        .at(M::HEAD, &p(ON_DOMAIN, "/{role_id}"), check_on_domain)
-        .at(M::DELETE, &p(ON_DOMAIN, "/{role_id}"), delete_on_domain)
-        .at(M::GET, ON_EP, list_on_ep)
-        .at(M::PUT, &p(ON_EP, "/{role_id}"), put_on_ep)
-        .at(M::HEAD, &p(ON_EP, "/{role_id}"), check_on_ep)
-        .at(M::DELETE, &p(ON_EP, "/{role_id}"), delete_on_ep)
+        .at(M::GET, ON_DOMAIN, grant_list::<OnDomain>)
+        .at(M::PUT, &p(ON_DOMAIN, "/{role_id}"), grant_put::<OnDomain>)
+        .at(
+            M::HEAD,
+            &p(ON_DOMAIN, "/{role_id}"),
+            grant_check::<OnDomain>,
+        )
+        .at(
+            M::DELETE,
+            &p(ON_DOMAIN, "/{role_id}"),
+            grant_delete::<OnDomain>,
+        )
+        .at(M::GET, ON_EP, grant_list::<OnEnterpriseProject>)
+        .at(
+            M::PUT,
+            &p(ON_EP, "/{role_id}"),
+            grant_put::<OnEnterpriseProject>,
+        )
+        .at(
+            M::HEAD,
+            &p(ON_EP, "/{role_id}"),
+            grant_check::<OnEnterpriseProject>,
+        )
+        .at(
+            M::DELETE,
+            &p(ON_EP, "/{role_id}"),
+            grant_delete::<OnEnterpriseProject>,
+        )
         .at(M::GET, EPS, list_eps)
         .at(M::POST, EPS, create_ep)
         .at(M::GET, &p(EPS, "/{enterprise_project_id}"), get_ep)
@@ -258,181 +290,112 @@ async fn delete_custom(State(s): St, authz: KAuthz, Path(id): Path<String>) -> K
 }
 
 // ---------------------------------------------------------------------------------------------
-// grants: one set of four operations per kind of scope
+// grants: the same four operations for each kind of scope
 
-async fn grant_list(
-    s: &AppState,
+/// A kind of scope grants are made on, as its routes name it.
+trait GrantKind: Send + Sync + 'static {
+    fn target(scope_id: String) -> GrantTarget;
+    /// The listing path of a group's grants on `scope_id`.
+    fn list_path(scope_id: &str, group: &str) -> String;
+}
+
+struct OnProject;
+impl GrantKind for OnProject {
+    fn target(id: String) -> GrantTarget {
+        GrantTarget::Project(id)
+    }
+    fn list_path(p: &str, g: &str) -> String {
+        format!("/identity/v3/projects/{p}/groups/{g}/roles")
+    }
+}
+
+struct OnAllProjects;
+impl GrantKind for OnAllProjects {
+    fn target(id: String) -> GrantTarget {
+        GrantTarget::AllProjects(id)
+    }
+    fn list_path(d: &str, g: &str) -> String {
+        format!("/identity/v3/OS-INHERIT/domains/{d}/groups/{g}/roles/inherited_to_projects")
+    }
+}
+
+struct OnDomain;
+impl GrantKind for OnDomain {
+    fn target(id: String) -> GrantTarget {
+        GrantTarget::Domain(id)
+    }
+    fn list_path(d: &str, g: &str) -> String {
+        format!("/identity/v3/domains/{d}/groups/{g}/roles")
+    }
+}
+
+struct OnEnterpriseProject;
+impl GrantKind for OnEnterpriseProject {
+    fn target(id: String) -> GrantTarget {
+        GrantTarget::EnterpriseProject(id)
+    }
+    fn list_path(e: &str, g: &str) -> String {
+        format!("/identity/v3.0/OS-PERMISSION/enterprise-projects/{e}/groups/{g}/roles")
+    }
+}
+
+async fn grant_list<K: GrantKind>(
+    State(s): St,
     authz: KAuthz,
-    group: &str,
-    t: GrantTarget,
-    path: String,
+    Path((scope, group)): Path<(String, String)>,
 ) -> KResult<Json<Value>> {
-    let roles = s.iam.list_grants(authz.caller(), group, &t).await?;
+    let path = K::list_path(&scope, &group);
+    let roles = s
+        .iam
+        .list_grants(authz.caller(), &group, &K::target(scope))
+        .await?;
     authz.allow().await?;
-    let items: Vec<Value> = roles.iter().map(|r| role_json(s, r, ROLES)).collect();
+    let items: Vec<Value> = roles.iter().map(|r| role_json(&s, r, ROLES)).collect();
     Ok(Json(
         json!({"roles": items, "links": {"self": s.url(&path), "previous": null, "next": null}}),
     ))
 }
 
-async fn grant_put(
-    s: &AppState,
+async fn grant_put<K: GrantKind>(
+    State(s): St,
     authz: KAuthz,
-    group: &str,
-    t: GrantTarget,
-    role: &str,
+    Path((scope, group, role)): Path<(String, String, String)>,
 ) -> KResult<StatusCode> {
-    s.iam.check_visible(authz.caller(), group, &t, role).await?;
+    let t = K::target(scope);
+    s.iam
+        .check_visible(authz.caller(), &group, &t, &role)
+        .await?;
     let c = authz.allow().await?;
-    s.iam.put_grant(&c, group, &t, role).await?;
+    s.iam.put_grant(&c, &group, &t, &role).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn grant_check(
-    s: &AppState,
+async fn grant_check<K: GrantKind>(
+    State(s): St,
     authz: KAuthz,
-    group: &str,
-    t: GrantTarget,
-    role: &str,
+    Path((scope, group, role)): Path<(String, String, String)>,
 ) -> KResult<StatusCode> {
-    s.iam.check_visible(authz.caller(), group, &t, role).await?;
+    let t = K::target(scope);
+    s.iam
+        .check_visible(authz.caller(), &group, &t, &role)
+        .await?;
     let c = authz.allow().await?;
-    s.iam.check_grant(&c, group, &t, role).await?;
+    s.iam.check_grant(&c, &group, &t, &role).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn grant_delete(
-    s: &AppState,
+async fn grant_delete<K: GrantKind>(
+    State(s): St,
     authz: KAuthz,
-    group: &str,
-    t: GrantTarget,
-    role: &str,
+    Path((scope, group, role)): Path<(String, String, String)>,
 ) -> KResult<StatusCode> {
-    s.iam.check_visible(authz.caller(), group, &t, role).await?;
+    let t = K::target(scope);
+    s.iam
+        .check_visible(authz.caller(), &group, &t, &role)
+        .await?;
     let c = authz.allow().await?;
-    s.iam.delete_grant(&c, group, &t, role).await?;
+    s.iam.delete_grant(&c, &group, &t, &role).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn list_on_project(
-    State(s): St,
-    authz: KAuthz,
-    Path((p, g)): Path<(String, String)>,
-) -> KResult<Json<Value>> {
-    let path = format!("/identity/v3/projects/{p}/groups/{g}/roles");
-    grant_list(&s, authz, &g, GrantTarget::Project(p), path).await
-}
-async fn put_on_project(
-    State(s): St,
-    authz: KAuthz,
-    Path((p, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_put(&s, authz, &g, GrantTarget::Project(p), &r).await
-}
-async fn check_on_project(
-    State(s): St,
-    authz: KAuthz,
-    Path((p, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_check(&s, authz, &g, GrantTarget::Project(p), &r).await
-}
-async fn delete_on_project(
-    State(s): St,
-    authz: KAuthz,
-    Path((p, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_delete(&s, authz, &g, GrantTarget::Project(p), &r).await
-}
-
-async fn list_on_all(
-    State(s): St,
-    authz: KAuthz,
-    Path((d, g)): Path<(String, String)>,
-) -> KResult<Json<Value>> {
-    let path =
-        format!("/identity/v3/OS-INHERIT/domains/{d}/groups/{g}/roles/inherited_to_projects");
-    grant_list(&s, authz, &g, GrantTarget::AllProjects(d), path).await
-}
-async fn put_on_all(
-    State(s): St,
-    authz: KAuthz,
-    Path((d, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_put(&s, authz, &g, GrantTarget::AllProjects(d), &r).await
-}
-async fn check_on_all(
-    State(s): St,
-    authz: KAuthz,
-    Path((d, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_check(&s, authz, &g, GrantTarget::AllProjects(d), &r).await
-}
-async fn delete_on_all(
-    State(s): St,
-    authz: KAuthz,
-    Path((d, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_delete(&s, authz, &g, GrantTarget::AllProjects(d), &r).await
-}
-
-async fn list_on_domain(
-    State(s): St,
-    authz: KAuthz,
-    Path((d, g)): Path<(String, String)>,
-) -> KResult<Json<Value>> {
-    let path = format!("/identity/v3/domains/{d}/groups/{g}/roles");
-    grant_list(&s, authz, &g, GrantTarget::Domain(d), path).await
-}
-async fn put_on_domain(
-    State(s): St,
-    authz: KAuthz,
-    Path((d, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_put(&s, authz, &g, GrantTarget::Domain(d), &r).await
-}
-async fn check_on_domain(
-    State(s): St,
-    authz: KAuthz,
-    Path((d, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_check(&s, authz, &g, GrantTarget::Domain(d), &r).await
-}
-async fn delete_on_domain(
-    State(s): St,
-    authz: KAuthz,
-    Path((d, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_delete(&s, authz, &g, GrantTarget::Domain(d), &r).await
-}
-
-async fn list_on_ep(
-    State(s): St,
-    authz: KAuthz,
-    Path((e, g)): Path<(String, String)>,
-) -> KResult<Json<Value>> {
-    let path = format!("/identity/v3.0/OS-PERMISSION/enterprise-projects/{e}/groups/{g}/roles");
-    grant_list(&s, authz, &g, GrantTarget::EnterpriseProject(e), path).await
-}
-async fn put_on_ep(
-    State(s): St,
-    authz: KAuthz,
-    Path((e, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_put(&s, authz, &g, GrantTarget::EnterpriseProject(e), &r).await
-}
-async fn check_on_ep(
-    State(s): St,
-    authz: KAuthz,
-    Path((e, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_check(&s, authz, &g, GrantTarget::EnterpriseProject(e), &r).await
-}
-async fn delete_on_ep(
-    State(s): St,
-    authz: KAuthz,
-    Path((e, g, r)): Path<(String, String, String)>,
-) -> KResult<StatusCode> {
-    grant_delete(&s, authz, &g, GrantTarget::EnterpriseProject(e), &r).await
 }
 
 // ---------------------------------------------------------------------------------------------

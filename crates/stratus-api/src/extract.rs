@@ -32,17 +32,35 @@ fn is_json(ct: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// A body up to this size is read to its end even when it is too large, so that the client
+/// (still sending) gets the 413 rather than a reset connection; past it the connection is dropped.
+const DRAIN_LIMIT: usize = 8 * MAX_JSON_BODY;
+
 /// Reads a body of at most [`MAX_JSON_BODY`] bytes: 413 if larger.
 pub async fn read_body<A: Api>(req: Request) -> Result<bytes::Bytes, ApiError<A>> {
-    let body = req.into_body();
-    axum::body::to_bytes(body, MAX_JSON_BODY)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Request body is larger than the limit of {MAX_JSON_BODY} bytes."),
-            )
-        })
+    use http_body_util::BodyExt;
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("Could not read the request body: {e}.")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= MAX_JSON_BODY {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > MAX_JSON_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body is larger than the limit of {MAX_JSON_BODY} bytes."),
+        ));
+    }
+    Ok(buf.freeze())
 }
 
 /// Parses JSON, naming the path of the offending field on error.

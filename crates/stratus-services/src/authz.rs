@@ -1,4 +1,5 @@
-//! Authorization: the policies that reach a caller, compiled once per revision of the store,
+//! Authorization: the policies that reach a caller (looked up once per revision of the store,
+//! each policy compiled once per content),
 //! and the decision of SPEC §4 for a catalogue entry.
 //!
 //! An [`Authorized`] caller can only be made here, by a positive decision, and every mutating
@@ -39,11 +40,16 @@ pub struct Facts<'a> {
     pub source_ip: Option<IpAddr>,
 }
 
+/// How many compiled policies may accumulate before the cache is emptied at a revision change.
+const COMPILED_POLICIES_KEPT: usize = 4096;
+
 pub struct Authorizer {
     store: Arc<Store>,
     catalogue: Arc<Catalogue>,
     generation: Generation,
-    compiled: Memo<String, Option<Arc<CompiledPolicy>>>,
+    /// By policy id, with the name and text it was compiled from: a policy is compiled again only
+    /// when it changes, not whenever anything in the store does.
+    compiled: Memo<String, (String, String, Option<Arc<CompiledPolicy>>)>,
     principals: Memo<String, Arc<PrincipalPolicies>>,
 }
 
@@ -72,15 +78,24 @@ impl Authorizer {
 
     async fn sync(&self) -> Result<i64> {
         let rev = self.store.current_revision().await?;
-        let memos: [&dyn Clear; 2] = [&self.compiled, &self.principals];
+        // Compiled policies outlive revisions; forget them only if deleted ones have piled up
+        // (a domain holds at most 200 custom policies, plus the system ones).
+        let compiled: &dyn Clear = &self.compiled;
+        let memos: Vec<&dyn Clear> = if self.compiled.len() > COMPILED_POLICIES_KEPT {
+            vec![&self.principals, compiled]
+        } else {
+            vec![&self.principals]
+        };
         Ok(self.generation.sync(rev, &memos))
     }
 
     /// Compiles a stored policy. One that no longer parses (the catalogue changed under it)
     /// grants nothing, and says so in the log.
-    fn compile(&self, g: i64, role: &RoleRec) -> Option<Arc<CompiledPolicy>> {
-        if let Some(c) = self.compiled.get(role.id.as_str()) {
-            return c;
+    fn compile(&self, role: &RoleRec) -> Option<Arc<CompiledPolicy>> {
+        if let Some((name, text, c)) = self.compiled.get(role.id.as_str()) {
+            if name == role.display_name && text == role.policy {
+                return c;
+            }
         }
         let c = match parse_for(&self.catalogue, &role.policy, &Limits::SYSTEM) {
             Ok(doc) => Some(Arc::new(CompiledPolicy::compile(
@@ -94,8 +109,10 @@ impl Authorizer {
                 None
             }
         };
-        self.generation
-            .put(&self.compiled, g, role.id.clone(), c.clone());
+        self.compiled.insert(
+            role.id.clone(),
+            (role.display_name.clone(), role.policy.clone(), c.clone()),
+        );
         c
     }
 
@@ -115,7 +132,7 @@ impl Authorizer {
         for (kind, scope_id, role) in
             store::grants_reaching_user(self.store.pool(), user_id).await?
         {
-            let Some(policy) = self.compile(g, &role) else {
+            let Some(policy) = self.compile(&role) else {
                 continue;
             };
             match kind {

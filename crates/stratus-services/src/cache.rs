@@ -30,6 +30,18 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
         self.map.read().ok()?.get(k).cloned()
     }
 
+    pub fn len(&self) -> usize {
+        self.map.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Inserts unconditionally: for memos whose values depend only on their key's content,
+    /// which no change of the store can make stale.
+    pub fn insert(&self, k: K, v: V) {
+        if let Ok(mut m) = self.map.write() {
+            m.insert(k, v);
+        }
+    }
+
     fn insert_if(&self, generation: &AtomicI64, loaded_at: i64, k: K, v: V) {
         if let Ok(mut m) = self.map.write() {
             if generation.load(Ordering::SeqCst) == loaded_at {

@@ -261,3 +261,18 @@ impl Authorizer {
         decide(p, &req)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn denials_name_every_denied_action() {
+        assert_eq!(
+            super::denial_message(&["ims:images:delete"]),
+            "Policy doesn't allow ims:images:delete to be performed."
+        );
+        assert_eq!(
+            super::denial_message(&["evs:snapshots:create", "ims:images:delete"]),
+            "Policy doesn't allow evs:snapshots:create, ims:images:delete to be performed."
+        );
+    }
+}

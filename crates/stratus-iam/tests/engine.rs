@@ -319,3 +319,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn resource_statements_apply_only_to_matching_resources() {
+    let c = cat();
+    let p = PrincipalPolicies {
+        project: vec![(
+            GrantScope::Project,
+            policy(
+                &c,
+                "r",
+                r#"{"Version":"1.1","Statement":[{"Effect":"Allow","Action":["ims:images:get"],
+                    "Resource":["ims:*:*:image:public-*"]}]}"#,
+            ),
+        )],
+        ..Default::default()
+    };
+    let ctx = Context::default();
+    let ask_on = |urn: Option<&'static str>| {
+        let mut req = Request::new(&c, &["ims:images:get"], &ctx);
+        req.resource = urn;
+        decide(&p, &req).decision
+    };
+    assert_eq!(
+        ask_on(Some("ims:cn-north-4:d1:image:public-debian")),
+        Decision::Allowed
+    );
+    assert_eq!(
+        ask_on(Some("ims:cn-north-4:d1:image:private-debian")),
+        Decision::ImplicitDeny
+    );
+    // A statement limited to resources does not apply to a request that names none.
+    assert_eq!(ask_on(None), Decision::ImplicitDeny);
+}

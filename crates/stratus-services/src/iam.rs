@@ -80,7 +80,11 @@ impl Iam {
     // policies
 
     /// System policies and the caller's domain's custom policies, optionally by name.
-    pub async fn list_roles(&self, caller: &TokenInfo, name: Option<&str>) -> Result<Vec<RoleRec>> {
+    pub async fn list_roles(
+        &self,
+        caller: &Authorized,
+        name: Option<&str>,
+    ) -> Result<Vec<RoleRec>> {
         let all = store::roles_visible(self.store.pool(), &caller.user.domain_id).await?;
         Ok(all
             .into_iter()
@@ -339,7 +343,7 @@ impl Iam {
 
     pub async fn list_grants(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         group_id: &str,
         target: &GrantTarget,
     ) -> Result<Vec<RoleRec>> {
@@ -359,7 +363,7 @@ impl Iam {
 
     pub async fn list_enterprise_projects(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         name: Option<&str>,
     ) -> Result<Vec<EnterpriseProjectRec>> {
         Ok(store::ep_list(self.store.pool(), &caller.user.domain_id, name).await?)

@@ -513,7 +513,7 @@ impl Identity {
 
     pub async fn list_domains(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         name: Option<&str>,
     ) -> Result<Vec<DomainRec>> {
         let own = caller.acting_domain_id();
@@ -566,7 +566,7 @@ impl Identity {
 
     pub async fn list_projects(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         f: ProjectFilter<'_>,
     ) -> Result<Vec<ProjectRec>> {
         let domain = self.target_domain(caller, f.domain_id)?;
@@ -578,7 +578,7 @@ impl Identity {
     }
 
     /// Projects the caller may scope a token to (`GET /v3/auth/projects`).
-    pub async fn my_projects(&self, caller: &TokenInfo) -> Result<Vec<ProjectRec>> {
+    pub async fn my_projects(&self, caller: &Authorized) -> Result<Vec<ProjectRec>> {
         let f = ProjectFilter {
             domain_id: Some(&caller.user.domain_id),
             enabled: Some(true),
@@ -669,7 +669,7 @@ impl Identity {
         self.visible_user(caller, id).await
     }
 
-    pub async fn list_users(&self, caller: &TokenInfo, f: UserFilter<'_>) -> Result<Vec<UserRec>> {
+    pub async fn list_users(&self, caller: &Authorized, f: UserFilter<'_>) -> Result<Vec<UserRec>> {
         let domain = self.target_domain(caller, f.domain_id)?;
         let f = UserFilter {
             domain_id: Some(&domain),
@@ -761,7 +761,7 @@ impl Identity {
         Ok(())
     }
 
-    pub async fn user_groups(&self, caller: &TokenInfo, id: &str) -> Result<Vec<GroupRec>> {
+    pub async fn user_groups(&self, caller: &Authorized, id: &str) -> Result<Vec<GroupRec>> {
         let u = self.visible_user(caller, id).await?;
         Ok(store::user_groups(self.store.pool(), &u.id).await?)
     }
@@ -799,7 +799,7 @@ impl Identity {
 
     pub async fn list_groups(
         &self,
-        caller: &TokenInfo,
+        caller: &Authorized,
         domain_id: Option<&str>,
         name: Option<&str>,
     ) -> Result<Vec<GroupRec>> {
@@ -838,7 +838,7 @@ impl Identity {
         Ok(())
     }
 
-    pub async fn group_members(&self, caller: &TokenInfo, id: &str) -> Result<Vec<UserRec>> {
+    pub async fn group_members(&self, caller: &Authorized, id: &str) -> Result<Vec<UserRec>> {
         let g = self.visible_group(caller, id).await?;
         Ok(store::group_members(self.store.pool(), &g.id).await?)
     }

@@ -345,11 +345,10 @@ async fn grant_list<K: GrantKind>(
     Path((scope, group)): Path<(String, String)>,
 ) -> KResult<Json<Value>> {
     let path = K::list_path(&scope, &group);
-    let roles = s
-        .iam
-        .list_grants(authz.caller(), &group, &K::target(scope))
-        .await?;
-    authz.allow().await?;
+    let t = K::target(scope);
+    s.iam.check_visible(authz.caller(), &group, &t, "").await?;
+    let c = authz.allow().await?;
+    let roles = s.iam.list_grants(&c, &group, &t).await?;
     let items: Vec<Value> = roles.iter().map(|r| role_json(&s, r, ROLES)).collect();
     Ok(Json(
         json!({"roles": items, "links": {"self": s.url(&path), "previous": null, "next": null}}),

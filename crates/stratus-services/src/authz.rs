@@ -2,8 +2,8 @@
 //! each policy compiled once per content),
 //! and the decision of SPEC §4 for a catalogue entry.
 //!
-//! An [`Authorized`] caller can only be made here, by a positive decision, and every mutating
-//! service call takes one: so no side effect can happen before the decision.
+//! An [`Authorized`] caller can only be made here, by a positive decision, and every service call
+//! that returns or changes data takes one: so nothing is read out or changed before the decision.
 
 use crate::cache::{Clear, Generation, Memo};
 use crate::identity::{Scope, TokenInfo};

@@ -1,0 +1,138 @@
+//! The blob store on a real directory, digests checked against md5sum and sha512sum.
+
+use bytes::Bytes;
+use futures::{stream, StreamExt};
+use rand::RngCore;
+use std::path::Path;
+use std::process::Command;
+use stratus_blob::{BlobError, BlobStore};
+
+fn chunks(data: &[u8], sizes: &[usize]) -> Vec<Result<Bytes, std::io::Error>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut i = 0;
+    while at < data.len() {
+        let n = sizes[i % sizes.len()].min(data.len() - at);
+        out.push(Ok(Bytes::copy_from_slice(&data[at..at + n])));
+        at += n;
+        i += 1;
+    }
+    out
+}
+
+fn tool_digest(tool: &str, file: &Path) -> String {
+    let out = Command::new(tool).arg(file).output().expect("coreutils");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Every regular file under `dir`.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_with_digests_equal_to_coreutils() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::local(&tmp.path().join("blobs")).unwrap();
+    let mut data = vec![0u8; 20 * 1024 * 1024 + 123];
+    rand::thread_rng().fill_bytes(&mut data);
+    let src = stream::iter(chunks(&data, &[65536, 1, 3 * 1024 * 1024, 4097]));
+    let d = store.put("images/a", src, u64::MAX).await.unwrap();
+
+    let f = tmp.path().join("plain");
+    std::fs::write(&f, &data).unwrap();
+    assert_eq!(d.size, data.len() as u64);
+    assert_eq!(d.md5, tool_digest("md5sum", &f));
+    assert_eq!(d.sha512, tool_digest("sha512sum", &f));
+
+    let mut back = Vec::new();
+    let mut s = store.get("images/a").await.unwrap();
+    while let Some(c) = s.next().await {
+        back.extend_from_slice(&c.unwrap());
+    }
+    assert!(back == data, "read back differs");
+    assert_eq!(store.size("images/a").await.unwrap(), data.len() as u64);
+    assert_eq!(
+        &store.get_range("images/a", 10, 20).await.unwrap()[..],
+        &data[10..20]
+    );
+
+    store.delete("images/a").await.unwrap();
+    store.delete("images/a").await.unwrap();
+    assert!(matches!(
+        store.get("images/a").await,
+        Err(BlobError::NotFound(_))
+    ));
+    assert!(files(&tmp.path().join("blobs")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_blob_has_the_empty_digests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = BlobStore::local(tmp.path()).unwrap();
+    let d = store
+        .put(
+            "e",
+            stream::iter(Vec::<Result<Bytes, std::io::Error>>::new()),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.size, 0);
+    assert_eq!(d.md5, "d41d8cd98f00b204e9800998ecf8427e");
+    assert!(d.sha512.starts_with("cf83e1357eefb8bd"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_writes_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("blobs");
+    let store = BlobStore::local(&dir).unwrap();
+    let data = vec![7u8; 12 * 1024 * 1024];
+
+    // Larger than the limit.
+    let r = store
+        .put(
+            "big",
+            stream::iter(chunks(&data, &[1 << 20])),
+            5 * 1024 * 1024,
+        )
+        .await;
+    assert!(
+        matches!(r, Err(BlobError::TooLarge { limit }) if limit == 5 * 1024 * 1024),
+        "{r:?}"
+    );
+    assert!(matches!(
+        store.get("big").await,
+        Err(BlobError::NotFound(_))
+    ));
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+
+    // The source fails midway (a client that disconnects).
+    let mut parts = chunks(&data, &[1 << 20]);
+    parts.insert(10, Err(std::io::Error::other("connection reset")));
+    let r = store.put("cut", stream::iter(parts), u64::MAX).await;
+    assert!(
+        matches!(&r, Err(BlobError::Source(m)) if m.contains("connection reset")),
+        "{r:?}"
+    );
+    assert!(matches!(
+        store.get("cut").await,
+        Err(BlobError::NotFound(_))
+    ));
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+}

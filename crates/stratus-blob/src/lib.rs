@@ -7,6 +7,8 @@
 //! in flight. A write is all or nothing: a failed, interrupted or oversized one leaves no object
 //! and no staging file behind.
 
+pub mod format;
+
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5::Md5;

@@ -1,0 +1,183 @@
+//! Disk formats: what a file really is, checked against what its uploader declared, without
+//! ever letting `qemu-img` probe an untrusted file.
+//!
+//! The header is read first (qcow2 and the other formats QEMU would recognise have magic bytes);
+//! then `qemu-img info -f <declared>` runs under CPU-time and address-space limits. A qcow2 with
+//! a backing file or an external data file is refused: either would make QEMU read files of
+//! the host.
+
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskInfo {
+    pub format: DiskFormat,
+    pub virtual_size: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("the data is {found}, not the declared {declared}")]
+    Mismatch {
+        declared: &'static str,
+        found: &'static str,
+    },
+    #[error("qcow2 images with a backing file are refused (backing file {0:?})")]
+    BackingFile(String),
+    #[error("qcow2 images with an external data file are refused (data file {0:?})")]
+    DataFile(String),
+    #[error("the image could not be inspected: {0}")]
+    Invalid(String),
+    #[error("qemu-img failed: {0}")]
+    Tool(String),
+}
+
+/// Magic bytes of the formats QEMU recognises, and their names.
+const MAGICS: &[(usize, &[u8], &str)] = &[
+    (0, b"QFI\xfb", "qcow2"),
+    (0, b"KDMV", "vmdk"),
+    (0, b"vhdxfile", "vhdx"),
+    (0, b"conectix", "vpc"),
+    (0, b"QED\0", "qed"),
+    (0x40, b"\x7f\x10\xda\xbe", "vdi"),
+    (0x8001, b"CD001", "iso"),
+];
+
+/// The format a header claims, if any.
+fn sniff(header: &[u8]) -> Option<&'static str> {
+    MAGICS
+        .iter()
+        .find(|(at, magic, _)| {
+            header.len() >= at + magic.len() && &header[*at..at + magic.len()] == *magic
+        })
+        .map(|(_, _, name)| *name)
+}
+
+/// CPU seconds and address space `qemu-img` may use.
+const QEMU_IMG_CPU_SECONDS: u64 = 30;
+const QEMU_IMG_ADDRESS_SPACE: u64 = 1 << 30;
+
+async fn qemu_img_info(path: &Path, format: DiskFormat) -> Result<Value, FormatError> {
+    let mut cmd = tokio::process::Command::new("qemu-img");
+    cmd.args(["info", "--output=json", "-f", format.as_str()])
+        .arg(path)
+        .kill_on_drop(true);
+    // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let cpu = libc::rlimit {
+                rlim_cur: QEMU_IMG_CPU_SECONDS,
+                rlim_max: QEMU_IMG_CPU_SECONDS,
+            };
+            let mem = libc::rlimit {
+                rlim_cur: QEMU_IMG_ADDRESS_SPACE,
+                rlim_max: QEMU_IMG_ADDRESS_SPACE,
+            };
+            if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0
+                || libc::setrlimit(libc::RLIMIT_AS, &mem) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = tokio::time::timeout(Duration::from_secs(QEMU_IMG_CPU_SECONDS * 2), cmd.output())
+        .await
+        .map_err(|_| FormatError::Tool("qemu-img info timed out".into()))?
+        .map_err(|e| FormatError::Tool(format!("cannot run qemu-img: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(FormatError::Invalid(err));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| FormatError::Tool(format!("unreadable qemu-img output: {e}")))
+}
+
+/// Checks that the file at `path` is a safe image of the `declared` format; returns its
+/// virtual size.
+pub async fn inspect(path: &Path, declared: DiskFormat) -> Result<DiskInfo, FormatError> {
+    let mut header = vec![0u8; 0x8010];
+    let n = {
+        use tokio::io::AsyncReadExt;
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| FormatError::Tool(format!("cannot open {}: {e}", path.display())))?;
+        let mut n = 0;
+        loop {
+            let k = f
+                .read(&mut header[n..])
+                .await
+                .map_err(|e| FormatError::Tool(e.to_string()))?;
+            if k == 0 || n + k == header.len() {
+                break n + k;
+            }
+            n += k;
+        }
+    };
+    header.truncate(n);
+    let found = sniff(&header);
+    match (declared, found) {
+        (DiskFormat::Raw, None) | (DiskFormat::Qcow2, Some("qcow2")) => {}
+        (DiskFormat::Raw, Some(f)) => {
+            return Err(FormatError::Mismatch {
+                declared: "raw",
+                found: f,
+            })
+        }
+        (DiskFormat::Qcow2, f) => {
+            return Err(FormatError::Mismatch {
+                declared: "qcow2",
+                found: f.unwrap_or("raw"),
+            })
+        }
+    }
+    let info = qemu_img_info(path, declared).await?;
+    for key in ["backing-filename", "full-backing-filename"] {
+        if let Some(b) = info.get(key).and_then(Value::as_str) {
+            return Err(FormatError::BackingFile(b.to_string()));
+        }
+    }
+    if let Some(d) = info
+        .pointer("/format-specific/data/data-file")
+        .and_then(Value::as_str)
+    {
+        return Err(FormatError::DataFile(d.to_string()));
+    }
+    let virtual_size = info
+        .get("virtual-size")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| FormatError::Tool("qemu-img reported no virtual size".into()))?;
+    Ok(DiskInfo {
+        format: declared,
+        virtual_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sniff;
+
+    #[test]
+    fn sniffs_magics() {
+        assert_eq!(sniff(b"QFI\xfb\0\0\0\x03"), Some("qcow2"));
+        assert_eq!(sniff(b"KDMV...."), Some("vmdk"));
+        assert_eq!(sniff(&[0u8; 512]), None);
+        assert_eq!(sniff(b"QF"), None);
+    }
+}

@@ -14,6 +14,8 @@ use stratus_services::ServiceError;
 pub enum ApiKind {
     /// Keystone: `{"error": {"code", "title", "message"}}`.
     Identity,
+    /// Glance: `{"message", "code": "404 Not Found", "title"}`.
+    Image,
 }
 
 /// Marks an API, so errors and rejections render in its format.
@@ -25,6 +27,12 @@ pub trait Api: Send + Sync + 'static {
 pub struct Keystone;
 impl Api for Keystone {
     const KIND: ApiKind = ApiKind::Identity;
+}
+
+/// The Image API (Glance v2 / IMS).
+pub struct Glance;
+impl Api for Glance {
+    const KIND: ApiKind = ApiKind::Image;
 }
 
 pub struct ApiError<A: Api> {
@@ -64,6 +72,7 @@ fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
         ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
+        ServiceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -94,6 +103,11 @@ pub fn error_response(kind: ApiKind, status: StatusCode, message: &str) -> Respo
     let body = match kind {
         ApiKind::Identity => json!({
             "error": {"code": status.as_u16(), "title": title(status), "message": message}
+        }),
+        ApiKind::Image => json!({
+            "message": message,
+            "code": format!("{} {}", status.as_u16(), title(status)),
+            "title": title(status),
         }),
     };
     let mut resp = (status, axum::Json(body)).into_response();

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 mod iam;
 mod identity;
+mod image;
 pub mod middleware;
 pub mod routes;
 mod timefmt;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use stratus_services::authz::Authorizer;
 use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
+use stratus_services::images::Images;
 
 pub use error::{Api, ApiError, ApiKind, Keystone};
 
@@ -26,6 +28,7 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     pub authz: Arc<Authorizer>,
     pub iam: Arc<Iam>,
+    pub images: Arc<Images>,
     /// Base URL clients reach this server at, without a trailing slash (e.g.
     /// `http://127.0.0.1:8080`); catalogue URLs and links are made from it.
     pub public_url: String,
@@ -43,6 +46,7 @@ pub fn routes() -> routes::RouteTable<Arc<AppState>> {
         .at(axum::http::Method::GET, "/", root)
         .merge(identity::routes())
         .merge(iam::routes())
+        .merge(image::routes())
 }
 
 /// The whole HTTP application.
@@ -50,7 +54,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     routes()
         .into_router()
         .fallback(not_found)
-        .method_not_allowed_fallback(identity::method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(axum::middleware::from_fn(middleware::request_id))
 }
@@ -60,16 +64,33 @@ async fn root(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> i
     Json(serde_json::json!({
         "stratus": {
             "version": env!("CARGO_PKG_VERSION"),
-            "services": {"identity": s.url("/identity")},
+            "services": {"identity": s.url("/identity"), "image": s.url("/image")},
         }
     }))
+}
+
+/// The API a path belongs to, by its prefix (identity's format for anything else).
+fn api_of(path: &str) -> ApiKind {
+    if path == "/image" || path.starts_with("/image/") {
+        ApiKind::Image
+    } else {
+        ApiKind::Identity
+    }
 }
 
 /// Unrouted paths get the error format of the API whose prefix they fall under.
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
     error::error_response(
-        ApiKind::Identity,
+        api_of(uri.path()),
         StatusCode::NOT_FOUND,
         &format!("The resource could not be found: {}.", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
+    error::error_response(
+        api_of(uri.path()),
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("The method {method} is not allowed for {}.", uri.path()),
     )
 }

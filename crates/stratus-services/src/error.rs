@@ -19,6 +19,9 @@ pub enum ServiceError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The request carries more data than allowed (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// A failure of ours, not the caller's (500); the message is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),

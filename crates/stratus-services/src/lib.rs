@@ -9,6 +9,7 @@ mod cache;
 mod error;
 pub mod iam;
 pub mod identity;
+pub mod images;
 mod password;
 pub mod token;
 

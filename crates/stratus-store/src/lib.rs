@@ -7,10 +7,12 @@
 
 mod iam;
 mod identity;
+mod images;
 mod migrate;
 
 pub use iam::*;
 pub use identity::*;
+pub use images::*;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0001_identity.sql"),
     ),
     (2, "iam", include_str!("../migrations/0002_iam.sql")),
+    (3, "images", include_str!("../migrations/0003_images.sql")),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

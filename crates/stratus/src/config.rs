@@ -9,6 +9,8 @@ pub const DEFAULT_DATA_DIR: &str = "./stratus-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_TOKEN_EXPIRATION: i64 = 24 * 3600;
 pub const DEFAULT_REGION: &str = "RegionOne";
+/// 1 TiB, as Glance's default `image_size_cap`.
+pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 1 << 40;
 
 /// Settings a config file may carry (all optional). Unknown keys are an error, so typos show.
 #[derive(Debug, Default, Deserialize)]
@@ -20,6 +22,7 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     pub token_expiration: Option<i64>,
     pub region: Option<String>,
+    pub max_image_size: Option<u64>,
     #[serde(default)]
     pub catalogue: CatalogueConfig,
 }
@@ -54,6 +57,8 @@ pub struct Config {
     /// Token lifetime in seconds.
     pub token_expiration: i64,
     pub region: String,
+    /// Largest image data accepted, in bytes (413 above).
+    pub max_image_size: u64,
     pub catalogue: CatalogueConfig,
 }
 
@@ -66,6 +71,7 @@ impl Config {
             public_url: None,
             token_expiration: DEFAULT_TOKEN_EXPIRATION,
             region: DEFAULT_REGION.into(),
+            max_image_size: DEFAULT_MAX_IMAGE_SIZE,
             catalogue: CatalogueConfig::default(),
         }
     }
@@ -100,6 +106,7 @@ impl Config {
                 .map(|u| u.trim_end_matches('/').to_string()),
             token_expiration,
             region: file.region.unwrap_or_else(|| DEFAULT_REGION.into()),
+            max_image_size: file.max_image_size.unwrap_or(DEFAULT_MAX_IMAGE_SIZE),
             catalogue: file.catalogue,
         })
     }

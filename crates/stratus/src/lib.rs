@@ -14,6 +14,7 @@ use stratus_services::authz::Authorizer;
 use stratus_services::bootstrap;
 use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
+use stratus_services::images::Images;
 use stratus_services::policy::Catalogue;
 use stratus_store::Store;
 use tokio::sync::oneshot;
@@ -109,10 +110,19 @@ pub async fn start(
     );
     let authz = Arc::new(Authorizer::new(store.clone(), catalogue));
     let iam = Arc::new(Iam::new(store.clone(), authz.clone()));
+    let images = Arc::new(
+        Images::new(
+            store.clone(),
+            data_dir.path().join("images"),
+            cfg.max_image_size,
+        )
+        .context("cannot open the image store")?,
+    );
     let state = Arc::new(AppState {
         identity,
         authz,
         iam,
+        images,
         public_url: public_url.clone(),
     });
     let app = stratus_api::router(state);

@@ -23,7 +23,26 @@ const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/authz.ts
 const NOT_YET_SERVED: &[&str] =
     &["POST /compute/v2.1/{project_id}/servers/{server_id}/action createImage"];
 
-fn body_for(key: &str, target_user: &str) -> Option<Value> {
+/// The request body of a route: content type and bytes.
+type Body = Option<(&'static str, Vec<u8>)>;
+
+fn body_for(key: &str, target_user: &str) -> Body {
+    match key {
+        "PATCH /image/v2/images/{image_id}" => {
+            return Some((
+                "application/openstack-images-v2.1-json-patch",
+                br#"[{"op": "replace", "path": "/name", "value": "x"}]"#.to_vec(),
+            ))
+        }
+        "PUT /image/v2/images/{image_id}/file" => {
+            return Some(("application/octet-stream", b"data".to_vec()))
+        }
+        _ => {}
+    }
+    json_body_for(key, target_user).map(|v| ("application/json", v.to_string().into_bytes()))
+}
+
+fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
     let policy = json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]}]});
     Some(match key {
         "POST /identity/v3/auth/tokens" => password_auth("nobody", "wrong-password", None),
@@ -44,6 +63,7 @@ fn body_for(key: &str, target_user: &str) -> Option<Value> {
         "PATCH /identity/v3.0/enterprise-projects/{enterprise_project_id}" => {
             json!({"description": "x"})
         }
+        "POST /image/v2/images" => json!({"name": "golden-i"}),
         "POST /identity/v3/stratus/policy-simulate" => {
             json!({"simulate": {"user_id": target_user, "actions": ["ecs:servers:get"]}})
         }
@@ -52,6 +72,7 @@ fn body_for(key: &str, target_user: &str) -> Option<Value> {
 }
 
 struct Ids {
+    image: String,
     user: String,
     group: String,
     project: String,
@@ -78,6 +99,8 @@ fn fill(path: &str, ids: &Ids) -> String {
         .replace("{role_id}", &ids.role)
         .replace("{domain_id}", &ids.domain)
         .replace("{enterprise_project_id}", &ids.ep)
+        .replace("{image_id}", &ids.image)
+        .replace("{tag}", "t")
 }
 
 /// Another domain with one of everything, written straight to the store.
@@ -97,6 +120,7 @@ async fn other_domain(c: &TestCloud) -> Ids {
     .await
     .unwrap();
     let ids = Ids {
+        image: "00000000-0000-4000-8000-000000000001".into(),
         user: "otheruser".into(),
         group: "othergroup".into(),
         project: "otherproject".into(),
@@ -173,6 +197,33 @@ async fn other_domain(c: &TestCloud) -> Ids {
     )
     .await
     .unwrap();
+    st::image_insert(
+        pool,
+        &stratus_store::ImageRec {
+            id: ids.image.clone(),
+            owner: ids.project.clone(),
+            enterprise_project_id: "0".into(),
+            name: Some("other's".into()),
+            status: "queued".into(),
+            visibility: "private".into(),
+            protected: false,
+            disk_format: None,
+            container_format: None,
+            min_disk: 0,
+            min_ram: 0,
+            size: None,
+            virtual_size: None,
+            checksum: None,
+            os_hash_algo: None,
+            os_hash_value: None,
+            properties: "{}".into(),
+            tags: "[]".into(),
+            created_at: 0,
+            updated_at: 0,
+        },
+    )
+    .await
+    .unwrap();
     ids
 }
 
@@ -182,7 +233,7 @@ async fn status(
     path: &str,
     token: Option<&str>,
     subject: Option<&str>,
-    body: Option<Value>,
+    body: Body,
 ) -> StatusCode {
     let mut req = c.http.request(m.clone(), format!("{}{}", c.url, path));
     if let Some(t) = token {
@@ -191,8 +242,8 @@ async fn status(
     if let Some(s) = subject {
         req = req.header("X-Subject-Token", s);
     }
-    if let Some(b) = body {
-        req = req.json(&b);
+    if let Some((ct, b)) = body {
+        req = req.header("Content-Type", ct).body(b);
     }
     req.send().await.expect("request").status()
 }
@@ -221,7 +272,23 @@ async fn golden_table(c: &TestCloud) {
             Some(json!({"name": "tep"})),
         )
         .await;
+    // An image of the demo project, where the policy-less user works.
+    let demo = c.project_id(&admin, "demo").await;
+    let (s, t, b) = c
+        .auth(password_auth("admin", &c.admin_password, Some("demo")))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (_, _, img) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            t.as_deref(),
+            Some(json!({"name": "timage", "tags": ["t"]})),
+        )
+        .await;
+    let _ = demo;
     let own = Ids {
+        image: img["id"].as_str().expect("image id").to_string(),
         user: target.clone(),
         group: group.clone(),
         project: p["project"]["id"].as_str().unwrap().to_string(),
@@ -251,16 +318,20 @@ async fn golden_table(c: &TestCloud) {
         let subject = token_route.then_some(nobody_subject.as_str());
         let np = status(c, &m, &own_path, Some(&nobody_token), subject, body.clone()).await;
         if np == StatusCode::FORBIDDEN && m != Method::HEAD {
-            let (_, _, b) = c
-                .call(m.clone(), &own_path, Some(&nobody_token), body.clone())
-                .await;
-            denials.insert(
-                key.clone(),
-                b["error"]["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
+            let mut req = c
+                .http
+                .request(m.clone(), format!("{}{}", c.url, own_path))
+                .header("X-Auth-Token", &nobody_token);
+            if let Some((ct, b)) = body.clone() {
+                req = req.header("Content-Type", ct).body(b);
+            }
+            let b: Value = req.send().await.unwrap().json().await.unwrap();
+            // Keystone nests the message; Glance does not.
+            let msg = b["error"]["message"]
+                .as_str()
+                .or(b["message"].as_str())
+                .unwrap_or_default();
+            denials.insert(key.clone(), msg.to_string());
         }
         let od = if names_resource {
             status(

@@ -76,16 +76,6 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         )
 }
 
-pub async fn method_not_allowed(
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-) -> ApiError<Keystone> {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("The method {method} is not allowed for {}.", uri.path()),
-    )
-}
-
 fn version_json(s: &AppState) -> Value {
     json!({
         "id": VERSION_ID, "status": "stable", "updated": "2020-04-07T00:00:00Z",

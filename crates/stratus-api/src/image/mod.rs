@@ -1,0 +1,402 @@
+//! The Image API (Glance v2 / IMS subset) under `/image`.
+
+use crate::error::{ApiError, ApiResult, Glance};
+use crate::extract::{parse_json, read_body, ApiJson, ApiQuery, Authz};
+use crate::routes::RouteTable;
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method as M, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use stratus_services::images::{ImageCreate, ListQuery, PatchOp};
+use stratus_services::store::ImageRec;
+use time::OffsetDateTime;
+
+type GResult<T> = ApiResult<T, Glance>;
+type GAuthz = Authz<Glance>;
+type St = State<Arc<AppState>>;
+
+const I: &str = "/image/v2/images";
+/// Largest page of a listing.
+const MAX_LIMIT: i64 = 1000;
+const DEFAULT_LIMIT: i64 = 25;
+
+pub fn routes() -> RouteTable<Arc<AppState>> {
+    let p = |s: &str| format!("{I}{s}");
+    RouteTable::default()
+        .at(M::GET, "/image", versions)
+        .at(M::GET, "/image/versions", versions_ok)
+        .at(M::GET, I, list)
+        .at(M::POST, I, create)
+        .at(M::GET, &p("/{image_id}"), show)
+        .at(M::PATCH, &p("/{image_id}"), update)
+        .at(M::DELETE, &p("/{image_id}"), delete)
+        .at(M::PUT, &p("/{image_id}/file"), upload)
+        .at(M::GET, &p("/{image_id}/file"), download)
+        .at(M::PUT, &p("/{image_id}/tags/{tag}"), add_tag)
+        .at(M::DELETE, &p("/{image_id}/tags/{tag}"), remove_tag)
+}
+
+fn versions_json(s: &AppState) -> Value {
+    let v = |id: &str, status: &str| json!({"id": id, "status": status, "links": [{"rel": "self", "href": s.url("/image/v2/")}]});
+    json!({"versions": [v("v2.9", "CURRENT"), v("v2.8", "SUPPORTED"), v("v2.7", "SUPPORTED"),
+                        v("v2.6", "SUPPORTED"), v("v2.5", "SUPPORTED"), v("v2.4", "SUPPORTED"),
+                        v("v2.3", "SUPPORTED"), v("v2.2", "SUPPORTED"), v("v2.1", "SUPPORTED"),
+                        v("v2.0", "SUPPORTED")]})
+}
+
+async fn versions(State(s): St) -> impl IntoResponse {
+    (StatusCode::MULTIPLE_CHOICES, Json(versions_json(&s)))
+}
+
+async fn versions_ok(State(s): St) -> impl IntoResponse {
+    Json(versions_json(&s))
+}
+
+fn seconds_z(micros: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp(micros / 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// An image as Glance shows it: base attributes, then the free-form properties at top level.
+fn image_json(i: &ImageRec) -> Value {
+    let mut v = json!({
+        "id": i.id, "name": i.name, "status": i.status, "visibility": i.visibility,
+        "protected": i.protected, "os_hidden": false, "owner": i.owner,
+        "checksum": i.checksum, "os_hash_algo": i.os_hash_algo, "os_hash_value": i.os_hash_value,
+        "size": i.size, "virtual_size": i.virtual_size, "min_disk": i.min_disk, "min_ram": i.min_ram,
+        "disk_format": i.disk_format, "container_format": i.container_format,
+        "tags": serde_json::from_str::<Value>(&i.tags).unwrap_or_else(|_| json!([])),
+        "created_at": seconds_z(i.created_at), "updated_at": seconds_z(i.updated_at),
+        "self": format!("/v2/images/{}", i.id), "file": format!("/v2/images/{}/file", i.id),
+        "schema": "/v2/schemas/image",
+    });
+    if let (Some(obj), Ok(Value::Object(props))) = (
+        v.as_object_mut(),
+        serde_json::from_str::<Value>(&i.properties),
+    ) {
+        for (k, p) in props {
+            obj.entry(k).or_insert(p);
+        }
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// list, create, show
+
+#[derive(Deserialize, Default)]
+struct ListParams {
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    marker: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    visibility: Option<String>,
+    #[serde(default)]
+    owner: Option<String>,
+}
+
+async fn list(
+    State(s): St,
+    authz: GAuthz,
+    ApiQuery(q, _): ApiQuery<ListParams, Glance>,
+) -> GResult<Json<Value>> {
+    let limit = match &q.limit {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "limit param must be a non-negative integer, not {l:?}"
+                ))
+            })?
+            .min(MAX_LIMIT),
+    };
+    let c = authz.allow().await?;
+    let images = s
+        .images
+        .list(
+            &c,
+            ListQuery {
+                name: q.name,
+                status: q.status,
+                visibility: q.visibility,
+                owner: q.owner,
+                marker: q.marker,
+                limit,
+            },
+        )
+        .await?;
+    let mut body = json!({
+        "images": images.iter().map(image_json).collect::<Vec<_>>(),
+        "first": "/v2/images", "schema": "/v2/schemas/images",
+    });
+    if images.len() as i64 == limit && limit > 0 {
+        if let Some(last) = images.last() {
+            body["next"] = json!(format!("/v2/images?marker={}&limit={limit}", last.id));
+        }
+    }
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    visibility: Option<String>,
+    #[serde(default)]
+    protected: Option<bool>,
+    #[serde(default)]
+    disk_format: Option<String>,
+    #[serde(default)]
+    container_format: Option<String>,
+    #[serde(default)]
+    min_disk: Option<i64>,
+    #[serde(default)]
+    min_ram: Option<i64>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(flatten)]
+    properties: Map<String, Value>,
+}
+
+async fn create(
+    State(s): St,
+    authz: GAuthz,
+    ApiJson(b, _): ApiJson<CreateBody, Glance>,
+) -> GResult<Response> {
+    let mut props = Map::new();
+    for (k, v) in b.properties {
+        match v {
+            Value::String(_) => {
+                props.insert(k, v);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Property {k} must be a string, not {other}."
+                )))
+            }
+        }
+    }
+    let c = authz.allow().await?;
+    let req = ImageCreate {
+        id: b.id,
+        name: b.name,
+        visibility: b.visibility,
+        protected: b.protected.unwrap_or(false),
+        disk_format: b.disk_format,
+        container_format: b.container_format,
+        min_disk: b.min_disk.unwrap_or(0),
+        min_ram: b.min_ram.unwrap_or(0),
+        tags: b.tags.unwrap_or_default(),
+        properties: props,
+    };
+    let i = s.images.create(&c, req).await?;
+    let mut resp = (StatusCode::CREATED, Json(image_json(&i))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&s.url(&format!("{I}/{}", i.id))) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+async fn show(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<Json<Value>> {
+    let i = s.images.get(authz.caller(), &id).await?;
+    authz.allow().await?;
+    Ok(Json(image_json(&i)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// update
+
+const PATCH_V21: &str = "application/openstack-images-v2.1-json-patch";
+const PATCH_V20: &str = "application/openstack-images-v2.0-json-patch";
+
+/// Parses a JSON-patch document in either media type Glance accepts.
+fn patch_ops(content_type: &str, body: &[u8]) -> GResult<Vec<PatchOp>> {
+    let v21 = content_type == PATCH_V21;
+    if !v21 && content_type != PATCH_V20 {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Unsupported Content-Type {content_type:?}: use {PATCH_V21} or {PATCH_V20}."),
+        ));
+    }
+    let ops: Vec<Map<String, Value>> = parse_json(body)?;
+    ops.into_iter()
+        .map(|o| {
+            let (kind, path) = if v21 {
+                let kind = o
+                    .get("op")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                (
+                    kind,
+                    o.get("path")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            } else {
+                match ["add", "replace", "remove"]
+                    .iter()
+                    .find(|k| o.contains_key(**k))
+                {
+                    Some(k) => (
+                        k.to_string(),
+                        o.get(*k).and_then(Value::as_str).unwrap_or("").to_string(),
+                    ),
+                    None => (String::new(), String::new()),
+                }
+            };
+            let value = o.get("value").cloned();
+            match (kind.as_str(), value) {
+                ("add", Some(value)) => Ok(PatchOp::Set {
+                    path,
+                    value,
+                    must_exist: false,
+                }),
+                ("replace", Some(value)) => Ok(PatchOp::Set {
+                    path,
+                    value,
+                    must_exist: true,
+                }),
+                ("remove", _) => Ok(PatchOp::Remove { path }),
+                (k, _) => Err(ApiError::bad_request(format!(
+                    "Invalid JSON-patch operation {k:?} (or missing value)."
+                ))),
+            }
+        })
+        .collect()
+}
+
+async fn update(
+    State(s): St,
+    authz: GAuthz,
+    Path(id): Path<String>,
+    req: Request,
+) -> GResult<Json<Value>> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let body = read_body::<Glance>(req).await?;
+    let ops = patch_ops(&ct, &body)?;
+    s.images.get(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
+    let i = s.images.update(&c, &id, ops).await?;
+    Ok(Json(image_json(&i)))
+}
+
+async fn delete(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<StatusCode> {
+    s.images.get(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
+    s.images.delete(&c, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_tag(
+    State(s): St,
+    authz: GAuthz,
+    Path((id, tag)): Path<(String, String)>,
+) -> GResult<StatusCode> {
+    s.images.get(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
+    s.images.tag(&c, &id, &tag, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_tag(
+    State(s): St,
+    authz: GAuthz,
+    Path((id, tag)): Path<(String, String)>,
+) -> GResult<StatusCode> {
+    s.images.get(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
+    s.images.tag(&c, &id, &tag, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// data
+
+async fn upload(
+    State(s): St,
+    authz: GAuthz,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> GResult<StatusCode> {
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        if ct.split(';').next().unwrap_or("").trim() != "application/octet-stream" {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Unsupported Content-Type {ct:?}: image data is application/octet-stream."),
+            ));
+        }
+    }
+    s.images.get(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
+    let stream = body.into_data_stream();
+    s.images.upload(&c, &id, stream).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn download(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<Response> {
+    s.images.get(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
+    let (i, data) = s.images.download(&c, &id).await?;
+    let Some(data) = data else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let body = Body::from_stream(data.map(|c| c.map_err(std::io::Error::other)));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(size) = i.size {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size as u64));
+    }
+    if let Some(md5) = i
+        .checksum
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        h.insert("content-md5", md5);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,560 @@
+//! Images (Glance v2 / IMS): metadata rules, the `queued → saving → active` state machine, and
+//! image data through the blob store.
+
+use crate::authz::Authorized;
+use crate::identity::TokenInfo;
+use crate::{Result, ServiceError};
+use bytes::Bytes;
+use futures::Stream;
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use stratus_blob::format::{inspect, DiskFormat};
+use stratus_blob::{BlobError, BlobStore};
+use stratus_store::{
+    self as store, now_micros, ImageFilter, ImageRec, Store, DEFAULT_ENTERPRISE_PROJECT,
+};
+
+pub const DISK_FORMATS: &[&str] = &[
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+];
+pub const CONTAINER_FORMATS: &[&str] = &[
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
+];
+pub const VISIBILITIES: &[&str] = &["public", "private", "shared", "community"];
+/// Attributes a client can never set.
+pub const READ_ONLY: &[&str] = &[
+    "id",
+    "status",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "owner",
+    "created_at",
+    "updated_at",
+    "file",
+    "schema",
+    "self",
+    "direct_url",
+    "locations",
+];
+
+pub struct Images {
+    store: Arc<Store>,
+    blobs: BlobStore,
+    /// Where the local blob store keeps its files, for format inspection.
+    blob_dir: PathBuf,
+    max_size: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImageCreate {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub visibility: Option<String>,
+    pub protected: bool,
+    pub disk_format: Option<String>,
+    pub container_format: Option<String>,
+    pub min_disk: i64,
+    pub min_ram: i64,
+    pub tags: Vec<String>,
+    /// Free-form properties (string values).
+    pub properties: Map<String, Value>,
+}
+
+/// One JSON-patch operation on an image.
+#[derive(Debug, Clone)]
+pub enum PatchOp {
+    Set {
+        path: String,
+        value: Value,
+        must_exist: bool,
+    },
+    Remove {
+        path: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub visibility: Option<String>,
+    pub owner: Option<String>,
+    pub marker: Option<String>,
+    pub limit: i64,
+}
+
+fn bad(msg: impl Into<String>) -> ServiceError {
+    ServiceError::BadRequest(msg.into())
+}
+
+fn one_of(field: &str, v: &str, allowed: &[&str]) -> Result<()> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "Invalid value {v:?} for {field}: expected one of {}.",
+            allowed.join(", ")
+        )))
+    }
+}
+
+fn caller_project(caller: &TokenInfo) -> Result<&str> {
+    caller.project().map(|p| p.id.as_str()).ok_or_else(|| {
+        ServiceError::Forbidden("The image service needs a project-scoped token.".into())
+    })
+}
+
+impl Images {
+    pub fn new(store: Arc<Store>, blob_dir: PathBuf, max_size: u64) -> Result<Images> {
+        let blobs =
+            BlobStore::local(&blob_dir).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(Images {
+            store,
+            blobs,
+            blob_dir,
+            max_size,
+        })
+    }
+
+    /// The image if the caller's project may see it (its own, public or community); 404 otherwise.
+    pub async fn get(&self, caller: &TokenInfo, id: &str) -> Result<ImageRec> {
+        let project = caller_project(caller)?;
+        store::image_get(self.store.pool(), id)
+            .await?
+            .filter(|i| {
+                i.owner == project || i.visibility == "public" || i.visibility == "community"
+            })
+            .ok_or_else(|| ServiceError::not_found("image", id))
+    }
+
+    /// The image if the caller's project owns it (what may change it).
+    async fn owned(&self, caller: &TokenInfo, id: &str) -> Result<ImageRec> {
+        let i = self.get(caller, id).await?;
+        if i.owner != caller_project(caller)? {
+            return Err(ServiceError::Forbidden(format!(
+                "You are not permitted to modify image {id}."
+            )));
+        }
+        Ok(i)
+    }
+
+    pub async fn create(&self, caller: &Authorized, req: ImageCreate) -> Result<ImageRec> {
+        let project = caller_project(caller)?.to_string();
+        let visibility = req.visibility.unwrap_or_else(|| "shared".into());
+        one_of("visibility", &visibility, VISIBILITIES)?;
+        if let Some(d) = &req.disk_format {
+            one_of("disk_format", d, DISK_FORMATS)?;
+        }
+        if let Some(c) = &req.container_format {
+            one_of("container_format", c, CONTAINER_FORMATS)?;
+        }
+        if req.min_disk < 0 || req.min_ram < 0 {
+            return Err(bad("min_disk and min_ram must not be negative."));
+        }
+        if let Some(n) = &req.name {
+            if n.chars().count() > 255 {
+                return Err(bad("The image name is longer than 255 characters."));
+            }
+        }
+        for k in req.properties.keys() {
+            check_property_key(k)?;
+        }
+        let id = match req.id {
+            Some(id) => uuid::Uuid::parse_str(&id)
+                .map_err(|_| bad(format!("Image id {id:?} is not a UUID.")))?
+                .hyphenated()
+                .to_string(),
+            None => uuid::Uuid::new_v4().hyphenated().to_string(),
+        };
+        let now = now_micros();
+        let image = ImageRec {
+            id,
+            owner: project,
+            enterprise_project_id: DEFAULT_ENTERPRISE_PROJECT.into(),
+            name: req.name,
+            status: "queued".into(),
+            visibility,
+            protected: req.protected,
+            disk_format: req.disk_format,
+            container_format: req.container_format,
+            min_disk: req.min_disk,
+            min_ram: req.min_ram,
+            size: None,
+            virtual_size: None,
+            checksum: None,
+            os_hash_algo: None,
+            os_hash_value: None,
+            properties: Value::Object(req.properties).to_string(),
+            tags: Value::from(dedup(req.tags)).to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut w = self.store.write(false).await?;
+        store::image_insert(w.conn(), &image)
+            .await
+            .map_err(|e| match e {
+                store::StoreError::Conflict(_) => {
+                    ServiceError::Conflict(format!("Image {} already exists.", image.id))
+                }
+                other => other.into(),
+            })?;
+        self.store.commit(w).await?;
+        Ok(image)
+    }
+
+    pub async fn list(&self, caller: &Authorized, q: ListQuery) -> Result<Vec<ImageRec>> {
+        let project = caller_project(caller)?;
+        if let Some(v) = &q.visibility {
+            one_of("visibility", v, VISIBILITIES)?;
+        }
+        let marker = match &q.marker {
+            Some(m) => Some(
+                self.get(caller, m)
+                    .await
+                    .map_err(|_| bad(format!("Marker {m} not found.")))?,
+            ),
+            None => None,
+        };
+        let f = ImageFilter {
+            project,
+            name: q.name.as_deref(),
+            status: q.status.as_deref(),
+            visibility: q.visibility.as_deref(),
+            owner: q.owner.as_deref(),
+            after: marker.as_ref().map(|m| (m.created_at, m.id.as_str())),
+            limit: q.limit,
+        };
+        Ok(store::image_list(self.store.pool(), &f).await?)
+    }
+
+    pub async fn update(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        ops: Vec<PatchOp>,
+    ) -> Result<ImageRec> {
+        let mut i = self.owned(caller, id).await?;
+        let before = i.status.clone();
+        let mut props: Map<String, Value> = serde_json::from_str(&i.properties).unwrap_or_default();
+        let mut tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
+        for op in ops {
+            apply(&mut i, &mut props, &mut tags, op)?;
+        }
+        i.properties = Value::Object(props).to_string();
+        i.tags = Value::from(dedup(tags)).to_string();
+        i.updated_at = now_micros();
+        self.save(&i, &before).await?;
+        Ok(i)
+    }
+
+    async fn save(&self, i: &ImageRec, expected_status: &str) -> Result<()> {
+        let mut w = self.store.write(false).await?;
+        let ok = store::image_update_if(w.conn(), i, expected_status).await?;
+        self.store.commit(w).await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(ServiceError::Conflict(format!(
+                "Image {} changed meanwhile; retry.",
+                i.id
+            )))
+        }
+    }
+
+    pub async fn delete(&self, caller: &Authorized, id: &str) -> Result<()> {
+        let i = self.owned(caller, id).await?;
+        if i.protected {
+            return Err(ServiceError::Forbidden(format!(
+                "Image {id} is protected and cannot be deleted."
+            )));
+        }
+        let mut w = self.store.write(false).await?;
+        store::image_delete(w.conn(), id).await?;
+        self.store.commit(w).await?;
+        self.blobs
+            .delete(id)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Receives image data: `queued → saving → active`, or back to `queued` with nothing kept if
+    /// anything goes wrong (the stream fails, the data is too large or not of its declared format).
+    pub async fn upload<S, E>(&self, caller: &Authorized, id: &str, data: S) -> Result<ImageRec>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut i = self.owned(caller, id).await?;
+        if i.status != "queued" {
+            return Err(ServiceError::Conflict(format!(
+                "Image {id} is {}; data can only be uploaded to a queued image.",
+                i.status
+            )));
+        }
+        let (Some(disk_format), Some(_)) = (i.disk_format.clone(), i.container_format.clone())
+        else {
+            return Err(bad(
+                "Set disk_format and container_format before uploading data.",
+            ));
+        };
+        i.status = "saving".into();
+        i.updated_at = now_micros();
+        // Only one upload wins the move out of `queued`.
+        self.save(&i, "queued").await?;
+        let result = self.receive(&i, &disk_format, data).await;
+        match result {
+            Ok((digest, virtual_size)) => {
+                i.status = "active".into();
+                i.size = Some(digest.size as i64);
+                i.checksum = Some(digest.md5);
+                i.os_hash_algo = Some("sha512".into());
+                i.os_hash_value = Some(digest.sha512);
+                i.virtual_size = virtual_size;
+                i.updated_at = now_micros();
+                if let Err(e) = self.save(&i, "saving").await {
+                    // Deleted meanwhile: drop the data.
+                    let _ = self.blobs.delete(id).await;
+                    return Err(e);
+                }
+                Ok(i)
+            }
+            Err(e) => {
+                let _ = self.blobs.delete(id).await;
+                i.status = "queued".into();
+                i.updated_at = now_micros();
+                let _ = self.save(&i, "saving").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn receive<S, E>(
+        &self,
+        i: &ImageRec,
+        disk_format: &str,
+        data: S,
+    ) -> Result<(stratus_blob::Digest, Option<i64>)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let digest = self
+            .blobs
+            .put(&i.id, data, self.max_size)
+            .await
+            .map_err(|e| match e {
+                BlobError::TooLarge { limit } => ServiceError::TooLarge(format!(
+                    "Image data is larger than the limit of {limit} bytes."
+                )),
+                BlobError::Source(m) => bad(format!("The upload was interrupted: {m}.")),
+                other => ServiceError::Internal(other.to_string()),
+            })?;
+        let format = match disk_format {
+            "raw" => Some(DiskFormat::Raw),
+            "qcow2" => Some(DiskFormat::Qcow2),
+            _ => None,
+        };
+        let virtual_size = match format {
+            Some(f) => Some(
+                inspect(&self.blob_dir.join(&i.id), f)
+                    .await
+                    .map_err(|e| bad(format!("Image data refused: {e}.")))?
+                    .virtual_size as i64,
+            ),
+            None => None,
+        };
+        Ok((digest, virtual_size))
+    }
+
+    /// The image's data, if it has any.
+    pub async fn download(
+        &self,
+        caller: &Authorized,
+        id: &str,
+    ) -> Result<(
+        ImageRec,
+        Option<impl Stream<Item = std::result::Result<Bytes, BlobError>> + use<>>,
+    )> {
+        let i = self.get(caller, id).await?;
+        if i.status == "deactivated" && i.owner != caller_project(caller)? {
+            return Err(ServiceError::Forbidden(format!(
+                "Image {id} is deactivated."
+            )));
+        }
+        if i.status != "active" {
+            return Ok((i, None));
+        }
+        let s = self
+            .blobs
+            .get(id)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok((i, Some(s)))
+    }
+}
+
+fn dedup(tags: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in tags {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+fn check_property_key(k: &str) -> Result<()> {
+    if READ_ONLY.contains(&k) || k.starts_with("os_glance") {
+        return Err(ServiceError::Forbidden(format!(
+            "Attribute '{k}' is read-only or reserved."
+        )));
+    }
+    if k.is_empty() || k.len() > 255 {
+        return Err(bad(format!("Invalid property name {k:?}.")));
+    }
+    Ok(())
+}
+
+fn as_string(path: &str, v: &Value) -> Result<String> {
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| bad(format!("The value of {path} must be a string.")))
+}
+
+fn as_int(path: &str, v: &Value) -> Result<i64> {
+    v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+        bad(format!(
+            "The value of {path} must be a non-negative integer."
+        ))
+    })
+}
+
+/// Applies one JSON-patch operation to an image.
+fn apply(
+    i: &mut ImageRec,
+    props: &mut Map<String, Value>,
+    tags: &mut Vec<String>,
+    op: PatchOp,
+) -> Result<()> {
+    let path = match &op {
+        PatchOp::Set { path, .. } | PatchOp::Remove { path } => path.clone(),
+    };
+    let key = path
+        .strip_prefix('/')
+        .filter(|k| !k.is_empty() && !k.contains('/'))
+        .ok_or_else(|| bad(format!("Invalid JSON-patch path {path:?}.")))?
+        .replace("~1", "/")
+        .replace("~0", "~");
+    if READ_ONLY.contains(&key.as_str()) || key.starts_with("os_glance") {
+        return Err(ServiceError::Forbidden(format!(
+            "Attribute '{key}' is read-only or reserved."
+        )));
+    }
+    match op {
+        PatchOp::Set {
+            value, must_exist, ..
+        } => match key.as_str() {
+            "name" => {
+                i.name = if value.is_null() {
+                    None
+                } else {
+                    Some(as_string(&path, &value)?)
+                }
+            }
+            "visibility" => {
+                let v = as_string(&path, &value)?;
+                one_of("visibility", &v, VISIBILITIES)?;
+                i.visibility = v;
+            }
+            "protected" => {
+                i.protected = value
+                    .as_bool()
+                    .ok_or_else(|| bad("protected must be a boolean."))?
+            }
+            "min_disk" => i.min_disk = as_int(&path, &value)?,
+            "min_ram" => i.min_ram = as_int(&path, &value)?,
+            "disk_format" | "container_format" => {
+                if i.status != "queued" {
+                    return Err(ServiceError::Forbidden(format!(
+                        "{key} can only change while the image is queued."
+                    )));
+                }
+                let v = as_string(&path, &value)?;
+                if key == "disk_format" {
+                    one_of("disk_format", &v, DISK_FORMATS)?;
+                    i.disk_format = Some(v);
+                } else {
+                    one_of("container_format", &v, CONTAINER_FORMATS)?;
+                    i.container_format = Some(v);
+                }
+            }
+            "tags" => {
+                *tags = value
+                    .as_array()
+                    .ok_or_else(|| bad("tags must be a list of strings."))?
+                    .iter()
+                    .map(|t| as_string(&path, t))
+                    .collect::<Result<_>>()?;
+            }
+            _ => {
+                check_property_key(&key)?;
+                if must_exist && !props.contains_key(&key) {
+                    return Err(ServiceError::Conflict(format!(
+                        "Property {key} does not exist."
+                    )));
+                }
+                props.insert(key, Value::String(as_string(&path, &value)?));
+            }
+        },
+        PatchOp::Remove { .. } => match key.as_str() {
+            "name" | "visibility" | "protected" | "min_disk" | "min_ram" | "disk_format"
+            | "container_format" | "tags" => {
+                return Err(ServiceError::Forbidden(format!(
+                    "Attribute '{key}' cannot be removed."
+                )))
+            }
+            _ => {
+                if props.remove(&key).is_none() {
+                    return Err(ServiceError::Conflict(format!(
+                        "Property {key} does not exist."
+                    )));
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Adds or removes one tag (`PUT`/`DELETE /v2/images/{id}/tags/{tag}`).
+impl Images {
+    pub async fn tag(&self, caller: &Authorized, id: &str, tag: &str, add: bool) -> Result<()> {
+        let mut i = self.owned(caller, id).await?;
+        let before = i.status.clone();
+        let mut tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
+        if add {
+            if tag.is_empty() || tag.chars().count() > 255 {
+                return Err(bad("A tag is 1 to 255 characters."));
+            }
+            tags.push(tag.to_string());
+        } else if let Some(pos) = tags.iter().position(|t| t == tag) {
+            tags.remove(pos);
+        } else {
+            return Err(ServiceError::not_found("tag", tag));
+        }
+        i.tags = Value::from(dedup(tags)).to_string();
+        i.updated_at = now_micros();
+        self.save(&i, &before).await
+    }
+}

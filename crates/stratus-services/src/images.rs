@@ -388,9 +388,9 @@ impl Images {
         Option<impl Stream<Item = std::result::Result<Bytes, BlobError>> + use<>>,
     )> {
         let i = self.get(caller, id).await?;
-        if i.status == "deactivated" && i.owner != caller_project(caller)? {
+        if i.status == "deactivated" {
             return Err(ServiceError::Forbidden(format!(
-                "Image {id} is deactivated."
+                "The data of image {id} is not available: the image is deactivated."
             )));
         }
         if i.status != "active" {
@@ -535,6 +535,31 @@ fn apply(
         },
     }
     Ok(())
+}
+
+impl Images {
+    /// `active ⇄ deactivated`; repeating either is a no-op, other states are refused (403).
+    pub async fn set_active(&self, caller: &Authorized, id: &str, active: bool) -> Result<()> {
+        let mut i = self.owned(caller, id).await?;
+        let (from, to) = if active {
+            ("deactivated", "active")
+        } else {
+            ("active", "deactivated")
+        };
+        if i.status == to {
+            return Ok(());
+        }
+        if i.status != from {
+            let verb = if active { "reactivate" } else { "deactivate" };
+            return Err(ServiceError::Forbidden(format!(
+                "Not allowed to {verb} image in status '{}'.",
+                i.status
+            )));
+        }
+        i.status = to.into();
+        i.updated_at = now_micros();
+        self.save(&i, from).await
+    }
 }
 
 /// Adds or removes one tag (`PUT`/`DELETE /v2/images/{id}/tags/{tag}`).

@@ -433,3 +433,58 @@ async fn oversized_data_is_413_and_discarded() {
     assert!(files.is_empty(), "{files:?}");
     c.stop().await;
 }
+
+async fn deactivated_images_keep_their_data_from_downloads(c: &TestCloud) {
+    let t = project_token(c, "admin").await;
+    let img = create(
+        c,
+        &t,
+        json!({"name": "d", "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
+    let id = img["id"].as_str().unwrap().to_string();
+    let act = |a: &'static str| format!("/image/v2/images/{id}/actions/{a}");
+    // Only an active image can be deactivated.
+    let (s, _, b) = c
+        .call(Method::POST, &act("deactivate"), Some(&t), None)
+        .await;
+    assert_glance_error(s, &b, StatusCode::FORBIDDEN);
+    let (s, _) = put_file(c, &t, &id, vec![1u8; 4096]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = c
+        .call(Method::POST, &act("deactivate"), Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, _, i) = c
+        .call(
+            Method::GET,
+            &format!("/image/v2/images/{id}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(i["status"], "deactivated");
+    let (s, _, b) = c
+        .call(
+            Method::GET,
+            &format!("/image/v2/images/{id}/file"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_glance_error(s, &b, StatusCode::FORBIDDEN);
+    let (s, _, _) = c
+        .call(Method::POST, &act("reactivate"), Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = c
+        .call(
+            Method::GET,
+            &format!("/image/v2/images/{id}/file"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+on_both_stores!(deactivated_images_keep_their_data_from_downloads);

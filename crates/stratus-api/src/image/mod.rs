@@ -40,6 +40,8 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::GET, &p("/{image_id}/file"), download)
         .at(M::PUT, &p("/{image_id}/tags/{tag}"), add_tag)
         .at(M::DELETE, &p("/{image_id}/tags/{tag}"), remove_tag)
+        .at(M::POST, &p("/{image_id}/actions/deactivate"), deactivate)
+        .at(M::POST, &p("/{image_id}/actions/reactivate"), reactivate)
 }
 
 fn versions_json(s: &AppState) -> Value {
@@ -343,6 +345,20 @@ async fn remove_tag(
     s.images.get(authz.caller(), &id).await?;
     let c = authz.allow().await?;
     s.images.tag(&c, &id, &tag, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn deactivate(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<StatusCode> {
+    s.images.get(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
+    s.images.set_active(&c, &id, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn reactivate(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<StatusCode> {
+    s.images.get(authz.caller(), &id).await?;
+    let c = authz.allow().await?;
+    s.images.set_active(&c, &id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,7 +2,7 @@
 //! the domain and on enterprise projects, enterprise projects, and policy simulation.
 
 use crate::authz::{Authorized, Authorizer};
-use crate::identity::TokenInfo;
+use crate::identity::{duplicate, TokenInfo};
 use crate::{new_id, Result, ServiceError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use stratus_iam::policy::MAX_CUSTOM_POLICIES_PER_DOMAIN;
 use stratus_iam::{parse_for, Limits, ServiceScope};
 use stratus_store::{
     self as store, now_micros, ActorKind, EnterpriseProjectRec, GrantRec, RoleRec, ScopeKind,
-    Store, StoreError, DEFAULT_ENTERPRISE_PROJECT,
+    Store, DEFAULT_ENTERPRISE_PROJECT,
 };
 
 pub struct Iam {
@@ -398,13 +398,9 @@ impl Iam {
             updated_at: now,
         };
         let mut w = self.store.write(true).await?;
-        store::ep_insert(w.conn(), &ep).await.map_err(|e| match e {
-            StoreError::Conflict(_) => ServiceError::Conflict(format!(
-                "An enterprise project named {:?} already exists.",
-                ep.name
-            )),
-            other => other.into(),
-        })?;
+        store::ep_insert(w.conn(), &ep)
+            .await
+            .map_err(|e| duplicate(e, "enterprise project", &ep.name))?;
         self.store.commit(w).await?;
         Ok(ep)
     }
@@ -433,13 +429,9 @@ impl Iam {
         }
         ep.updated_at = now_micros();
         let mut w = self.store.write(true).await?;
-        store::ep_update(w.conn(), &ep).await.map_err(|e| match e {
-            StoreError::Conflict(_) => ServiceError::Conflict(format!(
-                "An enterprise project named {:?} already exists.",
-                ep.name
-            )),
-            other => other.into(),
-        })?;
+        store::ep_update(w.conn(), &ep)
+            .await
+            .map_err(|e| duplicate(e, "enterprise project", &ep.name))?;
         self.store.commit(w).await?;
         Ok(ep)
     }

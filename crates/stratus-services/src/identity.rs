@@ -898,7 +898,7 @@ impl Identity {
 }
 
 /// Turns a unique-constraint failure into Keystone's duplicate message.
-fn duplicate(e: StoreError, kind: &str, name: &str) -> ServiceError {
+pub(crate) fn duplicate(e: StoreError, kind: &str, name: &str) -> ServiceError {
     match e {
         StoreError::Conflict(_) => ServiceError::Conflict(format!(
             "Conflict occurred attempting to store {kind} - Duplicate entry found with name {name}."

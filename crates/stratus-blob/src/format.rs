@@ -73,17 +73,17 @@ fn sniff(header: &[u8]) -> Option<&'static str> {
 const QEMU_IMG_CPU_SECONDS: u64 = 30;
 const QEMU_IMG_ADDRESS_SPACE: u64 = 1 << 30;
 
-async fn qemu_img_info(path: &Path, format: DiskFormat) -> Result<Value, FormatError> {
+/// Runs `qemu-img` with `args` under a CPU-time limit of `cpu_seconds` (and twice that in wall
+/// time) and the address-space limit; returns its standard output.
+async fn qemu_img(args: &[&std::ffi::OsStr], cpu_seconds: u64) -> Result<Vec<u8>, FormatError> {
     let mut cmd = tokio::process::Command::new("qemu-img");
-    cmd.args(["info", "--output=json", "-f", format.as_str()])
-        .arg(path)
-        .kill_on_drop(true);
+    cmd.args(args).kill_on_drop(true);
     // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let cpu = libc::rlimit {
-                rlim_cur: QEMU_IMG_CPU_SECONDS,
-                rlim_max: QEMU_IMG_CPU_SECONDS,
+                rlim_cur: cpu_seconds,
+                rlim_max: cpu_seconds,
             };
             let mem = libc::rlimit {
                 rlim_cur: QEMU_IMG_ADDRESS_SPACE,
@@ -97,16 +97,58 @@ async fn qemu_img_info(path: &Path, format: DiskFormat) -> Result<Value, FormatE
             Ok(())
         });
     }
-    let out = tokio::time::timeout(Duration::from_secs(QEMU_IMG_CPU_SECONDS * 2), cmd.output())
+    let out = tokio::time::timeout(Duration::from_secs(cpu_seconds * 2), cmd.output())
         .await
-        .map_err(|_| FormatError::Tool("qemu-img info timed out".into()))?
+        .map_err(|_| FormatError::Tool("qemu-img timed out".into()))?
         .map_err(|e| FormatError::Tool(format!("cannot run qemu-img: {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(FormatError::Invalid(err));
     }
-    serde_json::from_slice(&out.stdout)
+    Ok(out.stdout)
+}
+
+async fn qemu_img_info(path: &Path, format: DiskFormat) -> Result<Value, FormatError> {
+    let out = qemu_img(
+        &[
+            "info".as_ref(),
+            "--output=json".as_ref(),
+            "-f".as_ref(),
+            format.as_str().as_ref(),
+            path.as_os_str(),
+        ],
+        QEMU_IMG_CPU_SECONDS,
+    )
+    .await?;
+    serde_json::from_slice(&out)
         .map_err(|e| FormatError::Tool(format!("unreadable qemu-img output: {e}")))
+}
+
+/// CPU seconds a conversion may use (it copies whole disks).
+const QEMU_IMG_CONVERT_CPU_SECONDS: u64 = 3600;
+
+/// Writes the disk `src` (of format `from`, followed through its backing chain) as one
+/// self-contained image `dst` of format `to` (`qemu-img convert`, formats always explicit).
+pub async fn convert(
+    src: &Path,
+    from: DiskFormat,
+    dst: &Path,
+    to: DiskFormat,
+) -> Result<(), FormatError> {
+    qemu_img(
+        &[
+            "convert".as_ref(),
+            "-f".as_ref(),
+            from.as_str().as_ref(),
+            "-O".as_ref(),
+            to.as_str().as_ref(),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ],
+        QEMU_IMG_CONVERT_CPU_SECONDS,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Checks that the file at `path` is a safe image of the `declared` format; returns its

@@ -39,14 +39,38 @@ pub enum BlobError {
     Source(String),
     #[error("no blob {0}")]
     NotFound(String),
+    #[error("the stored data does not match its checksum: expected MD5 {expected}, read {actual}")]
+    Corrupt { expected: String, actual: String },
+    #[error("the blob store is out of space: {0}")]
+    Full(String),
     #[error("blob store error: {0}")]
     Store(String),
+}
+
+/// Whether an error, or anything in its chain of causes, is the file system running out of space
+/// (ENOSPC, EDQUOT, or EFBIG from a file-size limit).
+fn out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+            ) || io.kind() == std::io::ErrorKind::StorageFull
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl From<object_store::Error> for BlobError {
     fn from(e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { path, .. } => BlobError::NotFound(path),
+            other if out_of_space(&other) => BlobError::Full(other.to_string()),
             other => BlobError::Store(other.to_string()),
         }
     }
@@ -169,21 +193,18 @@ impl BlobStore {
         }
     }
 
-    /// Reads a blob as a stream of chunks.
+    /// Reads a blob, or the byte range `range` of it, as a stream of chunks.
     pub async fn get(
         &self,
         key: &str,
+        range: Option<std::ops::Range<u64>>,
     ) -> Result<impl Stream<Item = Result<Bytes, BlobError>> + use<>, BlobError> {
-        let r = self.inner.get(&ObjectPath::from(key)).await?;
+        let opts = object_store::GetOptions {
+            range: range.map(object_store::GetRange::Bounded),
+            ..Default::default()
+        };
+        let r = self.inner.get_opts(&ObjectPath::from(key), opts).await?;
         Ok(r.into_stream().map(|c| c.map_err(BlobError::from)))
-    }
-
-    /// Reads `start..end` of a blob.
-    pub async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, BlobError> {
-        Ok(self
-            .inner
-            .get_range(&ObjectPath::from(key), start..end)
-            .await?)
     }
 
     pub async fn size(&self, key: &str) -> Result<u64, BlobError> {
@@ -225,4 +246,79 @@ where
         writer.put(chunk);
     }
     Ok(size)
+}
+
+/// Passes a blob's chunks through while hashing them, one chunk behind: the last chunk is only
+/// released once the whole data matched the MD5 `expected`, otherwise the stream ends with
+/// [`BlobError::Corrupt`] instead, so a client sees a short, failed transfer rather than silently
+/// wrong bytes. Without `expected`, chunks pass straight through.
+pub fn verify_md5<S>(inner: S, expected: Option<String>) -> Verified<S>
+where
+    S: Stream<Item = Result<Bytes, BlobError>> + Unpin,
+{
+    Verified {
+        inner,
+        md5: expected.as_ref().map(|_| Md5::new()),
+        expected: expected.unwrap_or_default(),
+        held: None,
+        done: false,
+    }
+}
+
+pub struct Verified<S> {
+    inner: S,
+    md5: Option<Md5>,
+    expected: String,
+    /// The chunk read last, not yet released.
+    held: Option<Bytes>,
+    /// The inner stream has ended.
+    done: bool,
+}
+
+impl<S> Stream for Verified<S>
+where
+    S: Stream<Item = Result<Bytes, BlobError>> + Unpin,
+{
+    type Item = Result<Bytes, BlobError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(self.held.take().map(Ok));
+        }
+        if self.md5.is_none() {
+            return self.inner.poll_next_unpin(cx);
+        }
+        loop {
+            match self.inner.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if let Some(h) = self.md5.as_mut() {
+                        h.update(&chunk);
+                    }
+                    if let Some(previous) = self.held.replace(chunk) {
+                        return Poll::Ready(Some(Ok(previous)));
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    let actual = self.md5.take().map(|h| hex(&h.finalize()));
+                    return match actual {
+                        Some(actual) if actual != self.expected => {
+                            self.held = None;
+                            Poll::Ready(Some(Err(BlobError::Corrupt {
+                                expected: self.expected.clone(),
+                                actual,
+                            })))
+                        }
+                        // Verified: release the last chunk; the next poll ends the stream.
+                        _ => Poll::Ready(self.held.take().map(Ok)),
+                    };
+                }
+                other => return other,
+            }
+        }
+    }
 }

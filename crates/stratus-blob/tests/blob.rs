@@ -59,22 +59,27 @@ async fn round_trip_with_digests_equal_to_coreutils() {
     assert_eq!(d.md5, tool_digest("md5sum", &f));
     assert_eq!(d.sha512, tool_digest("sha512sum", &f));
 
-    let mut back = Vec::new();
-    let mut s = store.get("images/a").await.unwrap();
-    while let Some(c) = s.next().await {
-        back.extend_from_slice(&c.unwrap());
-    }
-    assert!(back == data, "read back differs");
+    let read = |range: Option<std::ops::Range<u64>>| {
+        let store = store.clone();
+        async move {
+            let mut back = Vec::new();
+            let mut s = store.get("images/a", range).await.unwrap();
+            while let Some(c) = s.next().await {
+                back.extend_from_slice(&c.unwrap());
+            }
+            back
+        }
+    };
+    assert!(read(None).await == data, "read back differs");
     assert_eq!(store.size("images/a").await.unwrap(), data.len() as u64);
-    assert_eq!(
-        &store.get_range("images/a", 10, 20).await.unwrap()[..],
-        &data[10..20]
-    );
+    assert_eq!(&read(Some(10..20)).await[..], &data[10..20]);
+    let tail = data.len() as u64 - 5..data.len() as u64;
+    assert_eq!(&read(Some(tail)).await[..], &data[data.len() - 5..]);
 
     store.delete("images/a").await.unwrap();
     store.delete("images/a").await.unwrap();
     assert!(matches!(
-        store.get("images/a").await,
+        store.get("images/a", None).await,
         Err(BlobError::NotFound(_))
     ));
     assert!(files(&tmp.path().join("blobs")).is_empty());
@@ -117,7 +122,7 @@ async fn failed_writes_leave_nothing_behind() {
         "{r:?}"
     );
     assert!(matches!(
-        store.get("big").await,
+        store.get("big", None).await,
         Err(BlobError::NotFound(_))
     ));
     assert!(files(&dir).is_empty(), "{:?}", files(&dir));
@@ -131,8 +136,40 @@ async fn failed_writes_leave_nothing_behind() {
         "{r:?}"
     );
     assert!(matches!(
-        store.get("cut").await,
+        store.get("cut", None).await,
         Err(BlobError::NotFound(_))
     ));
     assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+}
+
+#[tokio::test]
+async fn verified_reads_hold_back_the_last_chunk_until_the_digest_matches() {
+    let chunks = || {
+        stream::iter(
+            [&b"ab"[..], b"cd", b"e"]
+                .into_iter()
+                .map(|c| Ok::<_, BlobError>(Bytes::copy_from_slice(c))),
+        )
+    };
+    let good = "ab56b4d92b40713acc5af89985d4b786".to_string();
+    let out: Vec<_> = stratus_blob::verify_md5(chunks(), Some(good))
+        .collect()
+        .await;
+    let bytes: Vec<u8> = out.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+    assert_eq!(bytes, b"abcde");
+
+    let out: Vec<_> = stratus_blob::verify_md5(chunks(), Some("0".repeat(32)))
+        .collect()
+        .await;
+    assert_eq!(
+        out.len(),
+        3,
+        "two chunks, then the error instead of the last"
+    );
+    assert_eq!(&out[0].as_ref().unwrap()[..], b"ab");
+    assert_eq!(&out[1].as_ref().unwrap()[..], b"cd");
+    assert!(matches!(out[2], Err(BlobError::Corrupt { .. })));
+
+    let out: Vec<_> = stratus_blob::verify_md5(chunks(), None).collect().await;
+    assert_eq!(out.len(), 3);
 }

@@ -5,6 +5,8 @@ import hashlib
 import os
 import subprocess
 
+DEMO_IMAGE_ID = "1f3a7b52-6c0e-4d8a-9b1e-5d2c3a4f6e70"
+
 
 def test_image_lifecycle(cloud, tmp_path):
     disk = tmp_path / "disk.qcow2"
@@ -22,7 +24,7 @@ def test_image_lifecycle(cloud, tmp_path):
     assert img["properties"]["os_hash_value"] == hashlib.sha512(data).hexdigest()
 
     listed = cloud.openstack("image", "list", "-f", "json")
-    assert [i["Name"] for i in listed] == ["img"]
+    assert [i["Name"] for i in listed] == ["img", "stratus-demo"]
 
     cloud.openstack("image", "set", "--property", "k=v", "--tag", "t", "img")
     shown = cloud.openstack("image", "show", "img", "-f", "json")
@@ -33,5 +35,29 @@ def test_image_lifecycle(cloud, tmp_path):
     assert out.read_bytes() == data
 
     cloud.openstack("image", "delete", "img")
-    assert cloud.openstack("image", "list", "-f", "json") == []
-    assert not [f for f in os.listdir(os.path.join(cloud.data_dir, "images"))]
+    assert [i["Name"] for i in cloud.openstack("image", "list", "-f", "json")] == ["stratus-demo"]
+    assert os.listdir(os.path.join(cloud.data_dir, "images")) == [DEMO_IMAGE_ID]
+
+
+def test_visibility_and_list_permission(cloud):
+    cloud.openstack("image", "create", "--private", "priv", "-f", "json")
+    cloud.openstack("image", "create", "--public", "pub", "-f", "json")
+    cloud.openstack("user", "create", "--password", "pw", "reader", "-f", "json")
+    cloud.openstack("group", "create", "readers", "-f", "json")
+    cloud.openstack("group", "add", "user", "readers", "reader")
+    env = cloud.env(OS_AUTH_URL=cloud.url + "/identity", OS_USERNAME="reader", OS_PASSWORD="pw",
+                    OS_PROJECT_NAME="demo", OS_USER_DOMAIN_NAME="Default",
+                    OS_PROJECT_DOMAIN_NAME="Default", OS_IDENTITY_API_VERSION="3")
+    del env["OS_CLOUD"]
+
+    # No policy on the project: listing is refused, naming the action.
+    r = cloud.openstack("image", "list", check=False, env=env)
+    assert r.returncode != 0 and "ims:images:list" in r.stderr, r.stderr
+
+    cloud.openstack("role", "add", "--group", "readers", "--project", "demo", "system_all_ims_readonly")
+    names = {i["Name"] for i in cloud.openstack("image", "list", "-f", "json", env=env)}
+    assert names == {"pub", "stratus-demo"}, names
+    assert cloud.openstack("image", "show", "pub", "-f", "json", env=env)["visibility"] == "public"
+    priv = cloud.openstack("image", "show", "priv", "-f", "json")["id"]
+    r = cloud.openstack("image", "show", priv, check=False, env=env)
+    assert r.returncode != 0 and ("404" in r.stderr or "No Image found" in r.stderr), r.stderr

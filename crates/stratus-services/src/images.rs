@@ -5,14 +5,14 @@ use crate::authz::Authorized;
 use crate::identity::TokenInfo;
 use crate::{Result, ServiceError};
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::format::{inspect, DiskFormat};
 use stratus_blob::{BlobError, BlobStore};
 use stratus_store::{
-    self as store, now_micros, ImageFilter, ImageRec, Store, DEFAULT_ENTERPRISE_PROJECT,
+    self as store, now_micros, ImageFilter, ImageRec, MemberRec, Store, DEFAULT_ENTERPRISE_PROJECT,
 };
 
 pub const DISK_FORMATS: &[&str] = &[
@@ -84,15 +84,14 @@ pub enum PatchOp {
     },
 }
 
-#[derive(Debug, Clone, Default)]
+/// A listing: the filter (its project is the caller's) and the id of the marker image.
+#[derive(Debug, Clone)]
 pub struct ListQuery {
-    pub name: Option<String>,
-    pub status: Option<String>,
-    pub visibility: Option<String>,
-    pub owner: Option<String>,
+    pub filter: ImageFilter,
     pub marker: Option<String>,
-    pub limit: i64,
 }
+
+pub const MEMBER_STATUSES: &[&str] = &["pending", "accepted", "rejected"];
 
 fn bad(msg: impl Into<String>) -> ServiceError {
     ServiceError::BadRequest(msg.into())
@@ -127,15 +126,27 @@ impl Images {
         })
     }
 
-    /// The image if the caller's project may see it (its own, public or community); 404 otherwise.
+    /// The image if the caller's project may see it (its own, public, community, or shared with
+    /// the project whatever the membership status); 404 otherwise.
     pub async fn get(&self, caller: &TokenInfo, id: &str) -> Result<ImageRec> {
         let project = caller_project(caller)?;
-        store::image_get(self.store.pool(), id)
+        let missing = || ServiceError::not_found("image", id);
+        let i = store::image_get(self.store.pool(), id)
             .await?
-            .filter(|i| {
-                i.owner == project || i.visibility == "public" || i.visibility == "community"
-            })
-            .ok_or_else(|| ServiceError::not_found("image", id))
+            .ok_or_else(missing)?;
+        let visible = match i.visibility.as_str() {
+            _ if i.owner == project => true,
+            "public" | "community" => true,
+            "shared" => store::member_get(self.store.pool(), id, project)
+                .await?
+                .is_some(),
+            _ => false,
+        };
+        if visible {
+            Ok(i)
+        } else {
+            Err(missing())
+        }
     }
 
     /// The image if the caller's project owns it (what may change it).
@@ -214,27 +225,16 @@ impl Images {
     }
 
     pub async fn list(&self, caller: &Authorized, q: ListQuery) -> Result<Vec<ImageRec>> {
-        let project = caller_project(caller)?;
-        if let Some(v) = &q.visibility {
-            one_of("visibility", v, VISIBILITIES)?;
-        }
-        let marker = match &q.marker {
-            Some(m) => Some(
+        let mut f = q.filter;
+        f.project = caller_project(caller)?.to_string();
+        one_of("member_status", &f.member_status, MEMBER_STATUSES)?;
+        if let Some(m) = &q.marker {
+            f.after = Some(
                 self.get(caller, m)
                     .await
-                    .map_err(|_| bad(format!("Marker {m} not found.")))?,
-            ),
-            None => None,
-        };
-        let f = ImageFilter {
-            project,
-            name: q.name.as_deref(),
-            status: q.status.as_deref(),
-            visibility: q.visibility.as_deref(),
-            owner: q.owner.as_deref(),
-            after: marker.as_ref().map(|m| (m.created_at, m.id.as_str())),
-            limit: q.limit,
-        };
+                    .map_err(|_| bad(format!("Marker {m} could not be found.")))?,
+            );
+        }
         Ok(store::image_list(self.store.pool(), &f).await?)
     }
 
@@ -296,7 +296,18 @@ impl Images {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut i = self.owned(caller, id).await?;
+        let i = self.owned(caller, id).await?;
+        self.store_data(i, data).await
+    }
+
+    /// `queued → saving → active` with `data` as the image's content.
+    async fn store_data<S, E>(&self, mut i: ImageRec, data: S) -> Result<ImageRec>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let id = i.id.clone();
+        let id = id.as_str();
         if i.status != "queued" {
             return Err(ServiceError::Conflict(format!(
                 "Image {id} is {}; data can only be uploaded to a queued image.",
@@ -359,6 +370,12 @@ impl Images {
                     "Image data is larger than the limit of {limit} bytes."
                 )),
                 BlobError::Source(m) => bad(format!("The upload was interrupted: {m}.")),
+                BlobError::Full(m) => {
+                    tracing::warn!(image = %i.id, "image store full: {m}");
+                    ServiceError::TooLarge(
+                        "Image storage media is full; the upload was discarded.".into(),
+                    )
+                }
                 other => ServiceError::Internal(other.to_string()),
             })?;
         let format = match disk_format {
@@ -378,11 +395,12 @@ impl Images {
         Ok((digest, virtual_size))
     }
 
-    /// The image's data, if it has any.
+    /// The image's data (or the byte range `range` of it), if it has any.
     pub async fn download(
         &self,
         caller: &Authorized,
         id: &str,
+        range: Option<std::ops::Range<u64>>,
     ) -> Result<(
         ImageRec,
         Option<impl Stream<Item = std::result::Result<Bytes, BlobError>> + use<>>,
@@ -396,11 +414,21 @@ impl Images {
         if i.status != "active" {
             return Ok((i, None));
         }
+        let whole = range.is_none();
         let s = self
             .blobs
-            .get(id)
+            .get(id, range)
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // A whole download is checked against the stored checksum as it streams.
+        let expected = i.checksum.clone().filter(|_| whole);
+        let image_id = i.id.clone();
+        let s = stratus_blob::verify_md5(Box::pin(s), expected).map(move |c| {
+            if let Err(e) = &c {
+                tracing::error!(image = %image_id, "image data read failed: {e}");
+            }
+            c
+        });
         Ok((i, Some(s)))
     }
 }
@@ -581,5 +609,188 @@ impl Images {
         i.tags = Value::from(dedup(tags)).to_string();
         i.updated_at = now_micros();
         self.save(&i, &before).await
+    }
+}
+
+/// Image members: the projects a `shared` image is offered to, and their answers.
+impl Images {
+    fn only_shared(i: &ImageRec) -> Result<()> {
+        if i.visibility == "shared" {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "Image {} is {}; only shared images have members.",
+                i.id, i.visibility
+            )))
+        }
+    }
+
+    /// Offers a shared image the caller's project owns to another project (`pending`).
+    pub async fn add_member(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        member: &str,
+    ) -> Result<MemberRec> {
+        let i = self.owned(caller, id).await?;
+        Self::only_shared(&i)?;
+        if member.is_empty() || member.len() > 255 {
+            return Err(bad("The member is a project id of 1 to 255 characters."));
+        }
+        if member == i.owner {
+            return Err(bad("An image cannot be shared with its owner."));
+        }
+        let now = now_micros();
+        let m = MemberRec {
+            image_id: id.to_string(),
+            member: member.to_string(),
+            status: "pending".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut w = self.store.write(false).await?;
+        store::member_insert(w.conn(), &m)
+            .await
+            .map_err(|e| match e {
+                store::StoreError::Conflict(_) => ServiceError::Conflict(format!(
+                    "Member {member} already exists for image {id}."
+                )),
+                other => other.into(),
+            })?;
+        self.store.commit(w).await?;
+        Ok(m)
+    }
+
+    /// The owner sees every member; a member project sees only itself.
+    pub async fn members(&self, caller: &Authorized, id: &str) -> Result<Vec<MemberRec>> {
+        let i = self.get(caller, id).await?;
+        Self::only_shared(&i)?;
+        let project = caller_project(caller)?;
+        let all = store::member_list(self.store.pool(), id).await?;
+        Ok(all
+            .into_iter()
+            .filter(|m| i.owner == project || m.member == project)
+            .collect())
+    }
+
+    pub async fn member(&self, caller: &Authorized, id: &str, member: &str) -> Result<MemberRec> {
+        self.members(caller, id)
+            .await?
+            .into_iter()
+            .find(|m| m.member == member)
+            .ok_or_else(|| ServiceError::not_found("member", member))
+    }
+
+    /// Only the member project itself answers an offer.
+    pub async fn set_member_status(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        member: &str,
+        status: &str,
+    ) -> Result<MemberRec> {
+        let mut m = self.member(caller, id, member).await?;
+        if m.member != caller_project(caller)? {
+            return Err(ServiceError::Forbidden(
+                "Only the member project can change its membership status.".into(),
+            ));
+        }
+        one_of("status", status, MEMBER_STATUSES)?;
+        m.status = status.to_string();
+        m.updated_at = now_micros();
+        let mut w = self.store.write(false).await?;
+        store::member_set_status(w.conn(), id, member, status, m.updated_at).await?;
+        self.store.commit(w).await?;
+        Ok(m)
+    }
+
+    pub async fn remove_member(&self, caller: &Authorized, id: &str, member: &str) -> Result<()> {
+        let i = self.owned(caller, id).await?;
+        Self::only_shared(&i)?;
+        let mut w = self.store.write(false).await?;
+        let gone = store::member_delete(w.conn(), id, member).await?;
+        self.store.commit(w).await?;
+        if gone {
+            Ok(())
+        } else {
+            Err(ServiceError::not_found("member", member))
+        }
+    }
+}
+
+/// A local file as a stream of chunks of at most 1 MiB.
+pub fn file_stream(
+    f: tokio::fs::File,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin + Send + 'static {
+    use tokio::io::AsyncReadExt;
+    Box::pin(futures::stream::try_unfold(f, |mut f| async move {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((Bytes::from(buf), f)))
+    }))
+}
+
+impl Images {
+    /// Registers the public demo image from a local qcow2 file (bootstrap only; no caller). An
+    /// earlier interrupted registration is taken over.
+    pub async fn register_demo(
+        &self,
+        id: &str,
+        name: &str,
+        owner: &str,
+        qcow2: &std::path::Path,
+    ) -> Result<ImageRec> {
+        let now = now_micros();
+        let props = serde_json::json!({
+            "description": "A 1 MiB BIOS disk that prints a greeting and halts.",
+            "__os_type": "Other", "__platform": "Other", "__imagetype": "gold",
+            "hw_firmware_type": "bios",
+        });
+        let mut image = ImageRec {
+            id: id.to_string(),
+            owner: owner.to_string(),
+            enterprise_project_id: DEFAULT_ENTERPRISE_PROJECT.into(),
+            name: Some(name.to_string()),
+            status: "queued".into(),
+            visibility: "public".into(),
+            protected: false,
+            disk_format: Some("qcow2".into()),
+            container_format: Some("bare".into()),
+            min_disk: 0,
+            min_ram: 0,
+            size: None,
+            virtual_size: None,
+            checksum: None,
+            os_hash_algo: None,
+            os_hash_value: None,
+            properties: props.to_string(),
+            tags: "[]".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        match store::image_get(self.store.pool(), id).await? {
+            Some(existing) if existing.status == "active" => return Ok(existing),
+            Some(existing) => {
+                // Left `saving` or `queued` by a start that did not finish: start over.
+                let _ = self.blobs.delete(id).await;
+                let mut w = self.store.write(false).await?;
+                store::image_update_if(w.conn(), &image, &existing.status).await?;
+                self.store.commit(w).await?;
+            }
+            None => {
+                let mut w = self.store.write(false).await?;
+                store::image_insert(w.conn(), &image).await?;
+                self.store.commit(w).await?;
+            }
+        }
+        image.status = "queued".into();
+        let f = tokio::fs::File::open(qcow2)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("cannot read {}: {e}", qcow2.display())))?;
+        self.store_data(image, file_stream(f)).await
     }
 }

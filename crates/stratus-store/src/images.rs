@@ -2,7 +2,7 @@
 
 use crate::Result;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, AnyConnection, Executor, Row};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRec {
@@ -59,7 +59,7 @@ fn from_row(r: &AnyRow) -> Result<ImageRec> {
     })
 }
 
-pub async fn image_insert<'e, E: Executor<'e, Database = Any>>(e: E, i: &ImageRec) -> Result<()> {
+pub async fn image_insert(e: &mut AnyConnection, i: &ImageRec) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO images ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
     ))
@@ -83,15 +83,15 @@ pub async fn image_insert<'e, E: Executor<'e, Database = Any>>(e: E, i: &ImageRe
     .bind(&i.tags)
     .bind(i.created_at)
     .bind(i.updated_at)
-    .execute(e)
+    .execute(&mut *e)
     .await?;
-    Ok(())
+    write_search_rows(e, i).await
 }
 
 /// Replaces every column of an image whose status is still `expected_status`; false if the row
 /// is gone or its status moved (a concurrent change won).
-pub async fn image_update_if<'e, E: Executor<'e, Database = Any>>(
-    e: E,
+pub async fn image_update_if(
+    e: &mut AnyConnection,
     i: &ImageRec,
     expected_status: &str,
 ) -> Result<bool> {
@@ -119,9 +119,61 @@ pub async fn image_update_if<'e, E: Executor<'e, Database = Any>>(
     .bind(&i.tags)
     .bind(i.updated_at)
     .bind(expected_status)
-    .execute(e)
+    .execute(&mut *e)
     .await?;
-    Ok(r.rows_affected() > 0)
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    write_search_rows(e, i).await?;
+    Ok(true)
+}
+
+/// Rewrites the tag and property rows of an image from its display copy.
+async fn write_search_rows(e: &mut AnyConnection, i: &ImageRec) -> Result<()> {
+    sqlx::query("DELETE FROM image_tags WHERE image_id = $1")
+        .bind(&i.id)
+        .execute(&mut *e)
+        .await?;
+    sqlx::query("DELETE FROM image_properties WHERE image_id = $1")
+        .bind(&i.id)
+        .execute(&mut *e)
+        .await?;
+    let tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
+    for t in tags {
+        sqlx::query(
+            "INSERT INTO image_tags (image_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&i.id)
+        .bind(t)
+        .execute(&mut *e)
+        .await?;
+    }
+    let props: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&i.properties).unwrap_or_default();
+    for (k, v) in props {
+        let v = match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        sqlx::query("INSERT INTO image_properties (image_id, name, value) VALUES ($1, $2, $3)")
+            .bind(&i.id)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *e)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Rebuilds every image's tag and property rows (schema upgrade).
+pub(crate) async fn reindex_all(e: &mut AnyConnection) -> Result<()> {
+    let rows = sqlx::query(&format!("SELECT {COLS} FROM images"))
+        .fetch_all(&mut *e)
+        .await?;
+    for r in rows {
+        write_search_rows(e, &from_row(&r)?).await?;
+    }
+    Ok(())
 }
 
 pub async fn image_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
@@ -145,45 +197,437 @@ pub async fn image_get<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-/// A page of images visible to `project`, newest first, after the `marker` image if given.
-#[derive(Debug, Default, Clone)]
-pub struct ImageFilter<'a> {
-    pub project: &'a str,
-    pub name: Option<&'a str>,
-    pub status: Option<&'a str>,
-    pub visibility: Option<&'a str>,
-    pub owner: Option<&'a str>,
-    /// `(created_at, id)` of the marker image.
-    pub after: Option<(i64, &'a str)>,
+/// Which images a listing covers, relative to the caller's project (Glance's `visibility`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Own images of any visibility, public images, and images shared with the project and
+    /// accepted (Glance's default).
+    #[default]
+    Default,
+    /// As `Default`, plus community images.
+    All,
+    Public,
+    Community,
+    /// Own private images.
+    Private,
+    /// Own shared images and images shared with the project (with the given member status).
+    Shared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Neq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl Cmp {
+    fn sql(self) -> &'static str {
+        match self {
+            Cmp::Eq => "=",
+            Cmp::Neq => "<>",
+            Cmp::Gt => ">",
+            Cmp::Gte => ">=",
+            Cmp::Lt => "<",
+            Cmp::Lte => "<=",
+        }
+    }
+}
+
+/// The columns an image listing can be sorted by (Glance's `sort_key` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Name,
+    Status,
+    ContainerFormat,
+    DiskFormat,
+    Size,
+    Id,
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl SortKey {
+    /// `(name, sort key, SQL expression)`; nullable columns sort as the empty string or -1.
+    pub const ALL: &'static [(&'static str, SortKey, &'static str)] = &[
+        ("name", SortKey::Name, "COALESCE(name, '')"),
+        ("status", SortKey::Status, "status"),
+        (
+            "container_format",
+            SortKey::ContainerFormat,
+            "COALESCE(container_format, '')",
+        ),
+        (
+            "disk_format",
+            SortKey::DiskFormat,
+            "COALESCE(disk_format, '')",
+        ),
+        ("size", SortKey::Size, "COALESCE(size, -1)"),
+        ("id", SortKey::Id, "id"),
+        ("created_at", SortKey::CreatedAt, "created_at"),
+        ("updated_at", SortKey::UpdatedAt, "updated_at"),
+    ];
+
+    pub fn parse(s: &str) -> Option<SortKey> {
+        Self::ALL.iter().find(|k| k.0 == s).map(|k| k.1)
+    }
+
+    fn expr(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|k| k.1 == self)
+            .map(|k| k.2)
+            .unwrap_or("id")
+    }
+
+    /// The marker image's value for this key, as it sorts.
+    fn value(self, i: &ImageRec) -> Arg {
+        let text = |o: &Option<String>| Arg::Text(o.clone().unwrap_or_default());
+        match self {
+            SortKey::Name => text(&i.name),
+            SortKey::Status => Arg::Text(i.status.clone()),
+            SortKey::ContainerFormat => text(&i.container_format),
+            SortKey::DiskFormat => text(&i.disk_format),
+            SortKey::Size => Arg::Int(i.size.unwrap_or(-1)),
+            SortKey::Id => Arg::Text(i.id.clone()),
+            SortKey::CreatedAt => Arg::Int(i.created_at),
+            SortKey::UpdatedAt => Arg::Int(i.updated_at),
+        }
+    }
+}
+
+/// A page of an image listing. Every field narrows the result; empty lists mean "any".
+#[derive(Debug, Clone)]
+pub struct ImageFilter {
+    pub project: String,
+    pub scope: Scope,
+    /// Member status of images shared with the project (`accepted` unless asked otherwise).
+    pub member_status: String,
+    pub ids: Vec<String>,
+    pub names: Vec<String>,
+    pub statuses: Vec<String>,
+    pub disk_formats: Vec<String>,
+    pub container_formats: Vec<String>,
+    pub owner: Option<String>,
+    pub protected: Option<bool>,
+    pub checksum: Option<String>,
+    pub os_hash_value: Option<String>,
+    /// Every tag must be present.
+    pub tags: Vec<String>,
+    /// Every `(name, value)` property must be present.
+    pub properties: Vec<(String, String)>,
+    pub size_min: Option<i64>,
+    pub size_max: Option<i64>,
+    pub created_at: Vec<(Cmp, i64)>,
+    pub updated_at: Vec<(Cmp, i64)>,
+    /// Sort keys in order; `id` in the last direction is always appended as the tie-breaker.
+    pub sort: Vec<(SortKey, bool)>,
+    /// The marker image: the page starts after it.
+    pub after: Option<ImageRec>,
     pub limit: i64,
 }
 
+impl ImageFilter {
+    pub fn new(project: &str, limit: i64) -> ImageFilter {
+        ImageFilter {
+            project: project.to_string(),
+            scope: Scope::Default,
+            member_status: "accepted".into(),
+            ids: vec![],
+            names: vec![],
+            statuses: vec![],
+            disk_formats: vec![],
+            container_formats: vec![],
+            owner: None,
+            protected: None,
+            checksum: None,
+            os_hash_value: None,
+            tags: vec![],
+            properties: vec![],
+            size_min: None,
+            size_max: None,
+            created_at: vec![],
+            updated_at: vec![],
+            sort: vec![],
+            after: None,
+            limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// Builds SQL with numbered placeholders.
+#[derive(Default)]
+struct Sql {
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    fn arg(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+
+    fn text(&mut self, s: &str) -> String {
+        self.arg(Arg::Text(s.to_string()))
+    }
+
+    fn int(&mut self, n: i64) -> String {
+        self.arg(Arg::Int(n))
+    }
+
+    fn any_of(&mut self, col: &str, values: &[String]) -> Option<String> {
+        if values.is_empty() {
+            return None;
+        }
+        let ps: Vec<String> = values.iter().map(|v| self.text(v)).collect();
+        Some(format!("{col} IN ({})", ps.join(", ")))
+    }
+}
+
+/// A page of the images `f` selects, in its sort order.
+///
+/// Each way an image can be visible (owned, public, community, shared with the project) is its own
+/// indexed branch, limited on its own, and the branches are merged; so the default listing walks
+/// `(owner, created_at, id)` and `(visibility, created_at, id)` instead of scanning the table.
 pub async fn image_list<'e, E: Executor<'e, Database = Any>>(
     e: E,
-    f: &ImageFilter<'_>,
+    f: &ImageFilter,
 ) -> Result<Vec<ImageRec>> {
-    // Without a visibility filter: the project's own images and public ones (Glance's default).
-    let q = format!(
-        "SELECT {COLS} FROM images WHERE \
-         (CASE WHEN $2 IS NULL THEN (owner = $1 OR visibility = 'public') \
-               WHEN $2 IN ('public', 'community') THEN visibility = $2 \
-               ELSE (owner = $1 AND visibility = $2) END) \
-         AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR status = $4) AND ($5 IS NULL OR owner = $5) \
-         AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND id < $7)) \
-         ORDER BY created_at DESC, id DESC LIMIT $8"
-    );
-    sqlx::query(&q)
-        .bind(f.project)
-        .bind(f.visibility)
-        .bind(f.name)
-        .bind(f.status)
-        .bind(f.owner)
-        .bind(f.after.map(|a| a.0))
-        .bind(f.after.map(|a| a.1).unwrap_or(""))
-        .bind(f.limit)
-        .fetch_all(e)
-        .await?
+    let mut q = Sql::default();
+    let mut sort = f.sort.clone();
+    if sort.is_empty() {
+        sort.push((SortKey::CreatedAt, false));
+    }
+    let last_asc = sort.last().map(|s| s.1).unwrap_or(false);
+    if !sort.iter().any(|s| s.0 == SortKey::Id) {
+        sort.push((SortKey::Id, last_asc));
+    }
+    let order = sort
         .iter()
-        .map(from_row)
-        .collect()
+        .map(|(k, asc)| format!("{} {}", k.expr(), if *asc { "ASC" } else { "DESC" }))
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    let mut conds: Vec<String> = Vec::new();
+    let lists = [
+        ("id", &f.ids),
+        ("name", &f.names),
+        ("status", &f.statuses),
+        ("disk_format", &f.disk_formats),
+        ("container_format", &f.container_formats),
+    ];
+    for (col, values) in lists {
+        conds.extend(q.any_of(col, values));
+    }
+    let equal = [
+        ("owner", &f.owner),
+        ("checksum", &f.checksum),
+        ("os_hash_value", &f.os_hash_value),
+    ];
+    for (col, value) in equal {
+        if let Some(v) = value {
+            conds.push(format!("{col} = {}", q.text(v)));
+        }
+    }
+    if let Some(p) = f.protected {
+        conds.push(format!("protected = {}", q.int(crate::flag(p))));
+    }
+    if let Some(n) = f.size_min {
+        conds.push(format!("size >= {}", q.int(n)));
+    }
+    if let Some(n) = f.size_max {
+        conds.push(format!("size <= {}", q.int(n)));
+    }
+    for (col, cmps) in [("created_at", &f.created_at), ("updated_at", &f.updated_at)] {
+        for (cmp, t) in cmps {
+            conds.push(format!("{col} {} {}", cmp.sql(), q.int(*t)));
+        }
+    }
+    for t in &f.tags {
+        conds.push(format!(
+            "EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = images.id AND t.tag = {})",
+            q.text(t)
+        ));
+    }
+    for (k, v) in &f.properties {
+        let (k, v) = (q.text(k), q.text(v));
+        conds.push(format!(
+            "EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = images.id \
+             AND p.name = {k} AND p.value = {v})"
+        ));
+    }
+    // Keyset: strictly after the marker in the sort order.
+    if let Some(m) = &f.after {
+        let mut alts = Vec::new();
+        for n in 0..sort.len() {
+            let mut parts = Vec::new();
+            for (k, _) in &sort[..n] {
+                parts.push(format!("{} = {}", k.expr(), q.arg(k.value(m))));
+            }
+            let (k, asc) = sort[n];
+            let op = if asc { ">" } else { "<" };
+            parts.push(format!("{} {op} {}", k.expr(), q.arg(k.value(m))));
+            alts.push(format!("({})", parts.join(" AND ")));
+        }
+        conds.push(format!("({})", alts.join(" OR ")));
+    }
+
+    let project = q.text(&f.project);
+    let mut branches: Vec<String> = Vec::new();
+    let shared_with_me = |q: &mut Sql| {
+        let status = q.text(&f.member_status);
+        format!(
+            "visibility = 'shared' AND owner <> {project} AND id IN (SELECT image_id FROM \
+             image_members WHERE member = {project} AND status = {status})"
+        )
+    };
+    match f.scope {
+        Scope::Default | Scope::All => {
+            branches.push(format!("owner = {project}"));
+            branches.push(format!("visibility = 'public' AND owner <> {project}"));
+            if f.scope == Scope::All {
+                branches.push(format!("visibility = 'community' AND owner <> {project}"));
+            }
+            branches.push(shared_with_me(&mut q));
+        }
+        Scope::Public => branches.push("visibility = 'public'".into()),
+        Scope::Community => branches.push("visibility = 'community'".into()),
+        Scope::Private => branches.push(format!("owner = {project} AND visibility = 'private'")),
+        Scope::Shared => {
+            branches.push(format!("owner = {project} AND visibility = 'shared'"));
+            branches.push(shared_with_me(&mut q));
+        }
+    }
+    let limit = q.int(f.limit);
+    let common: String = conds.iter().map(|c| format!(" AND {c}")).collect();
+    let branch_sql = |b: &String| {
+        format!("SELECT {COLS} FROM images WHERE {b}{common} ORDER BY {order} LIMIT {limit}")
+    };
+    let sql = if branches.len() == 1 {
+        branch_sql(&branches[0])
+    } else {
+        let union = branches
+            .iter()
+            .enumerate()
+            .map(|(n, b)| format!("SELECT * FROM ({}) AS b{n}", branch_sql(b)))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        format!("SELECT * FROM ({union}) AS u ORDER BY {order} LIMIT {limit}")
+    };
+    let mut query = sqlx::query(&sql);
+    for a in q.args {
+        query = match a {
+            Arg::Text(s) => query.bind(s),
+            Arg::Int(n) => query.bind(n),
+        };
+    }
+    query.fetch_all(e).await?.iter().map(from_row).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRec {
+    pub image_id: String,
+    pub member: String,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn member_from_row(r: &AnyRow) -> Result<MemberRec> {
+    Ok(MemberRec {
+        image_id: r.try_get("image_id")?,
+        member: r.try_get("member")?,
+        status: r.try_get("status")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const MEMBER_COLS: &str = "image_id, member, status, created_at, updated_at";
+
+pub async fn member_insert<'e, E: Executor<'e, Database = Any>>(e: E, m: &MemberRec) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO image_members ({MEMBER_COLS}) VALUES ($1, $2, $3, $4, $5)"
+    ))
+    .bind(&m.image_id)
+    .bind(&m.member)
+    .bind(&m.status)
+    .bind(m.created_at)
+    .bind(m.updated_at)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn member_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    image_id: &str,
+    member: &str,
+) -> Result<Option<MemberRec>> {
+    sqlx::query(&format!(
+        "SELECT {MEMBER_COLS} FROM image_members WHERE image_id = $1 AND member = $2"
+    ))
+    .bind(image_id)
+    .bind(member)
+    .fetch_optional(e)
+    .await?
+    .as_ref()
+    .map(member_from_row)
+    .transpose()
+}
+
+pub async fn member_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    image_id: &str,
+) -> Result<Vec<MemberRec>> {
+    sqlx::query(&format!(
+        "SELECT {MEMBER_COLS} FROM image_members WHERE image_id = $1 ORDER BY created_at, member"
+    ))
+    .bind(image_id)
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(member_from_row)
+    .collect()
+}
+
+pub async fn member_set_status<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    image_id: &str,
+    member: &str,
+    status: &str,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE image_members SET status = $3, updated_at = $4 WHERE image_id = $1 AND member = $2",
+    )
+    .bind(image_id)
+    .bind(member)
+    .bind(status)
+    .bind(now)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn member_delete<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    image_id: &str,
+    member: &str,
+) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM image_members WHERE image_id = $1 AND member = $2")
+        .bind(image_id)
+        .bind(member)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }

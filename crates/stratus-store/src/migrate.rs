@@ -13,6 +13,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (2, "iam", include_str!("../migrations/0002_iam.sql")),
     (3, "images", include_str!("../migrations/0003_images.sql")),
+    (
+        4,
+        "image_search",
+        include_str!("../migrations/0004_image_search.sql"),
+    ),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -46,6 +51,10 @@ pub(crate) async fn run(store: &Store) -> Result<()> {
             .bind(crate::now_micros())
             .execute(w.conn())
             .await?;
+        if *version == 4 {
+            // Rows for the tags and properties of images stored before they were searchable.
+            crate::images::reindex_all(w.conn()).await?;
+        }
     }
     store.commit(w).await
 }

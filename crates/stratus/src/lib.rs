@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_api::AppState;
 use stratus_services::authz::Authorizer;
-use stratus_services::bootstrap;
 use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
 use stratus_services::images::Images;
 use stratus_services::policy::Catalogue;
+use stratus_services::{bootstrap, demo};
 use stratus_store::Store;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -118,6 +118,18 @@ pub async fn start(
         )
         .context("cannot open the image store")?,
     );
+    let admin_project = stratus_store::project_by_name(
+        store.pool(),
+        bootstrap::DEFAULT_DOMAIN_ID,
+        bootstrap::ADMIN_PROJECT,
+    )
+    .await?;
+    if let Some(p) = admin_project {
+        let work = data_dir.path().join("tmp");
+        if let Err(e) = demo::ensure_demo_image(&store, &images, &p.id, &work).await {
+            tracing::warn!("the demo image could not be registered: {e}");
+        }
+    }
     let state = Arc::new(AppState {
         identity,
         authz,

@@ -64,6 +64,8 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
             json!({"description": "x"})
         }
         "POST /image/v2/images" => json!({"name": "golden-i"}),
+        "POST /image/v2/images/{image_id}/members" => json!({"member": "golden-m"}),
+        "PUT /image/v2/images/{image_id}/members/{member_id}" => json!({"status": "accepted"}),
         "POST /identity/v3/stratus/policy-simulate" => {
             json!({"simulate": {"user_id": target_user, "actions": ["ecs:servers:get"]}})
         }
@@ -197,8 +199,9 @@ async fn other_domain(c: &TestCloud) -> Ids {
     )
     .await
     .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
     st::image_insert(
-        pool,
+        &mut conn,
         &stratus_store::ImageRec {
             id: ids.image.clone(),
             owner: ids.project.clone(),

@@ -64,6 +64,39 @@ async fn patch(c: &TestCloud, t: &str, id: &str, ct: &str, ops: Value) -> (Statu
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Files of the blob store other than the demo image's (staging files included).
+fn blob_files(c: &TestCloud) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![c.config.data_dir.join("images")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name != stratus_services::demo::DEMO_IMAGE_ID {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn get_json(c: &TestCloud, t: &str, path: &str) -> (StatusCode, Value) {
+    let (s, _, b) = c.call(Method::GET, path, Some(t), None).await;
+    (s, b)
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list["images"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no images in {list}"))
+        .iter()
+        .map(|i| i["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 fn qcow2(dir: &std::path::Path, name: &str, extra: &[&str]) -> Vec<u8> {
     let p = dir.join(name);
     let mut args = vec!["create", "-f", "qcow2"];
@@ -327,7 +360,7 @@ async fn visibility_between_projects(c: &TestCloud) {
         .iter()
         .map(|i| i["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["public"]);
+    assert_eq!(names, ["public", "stratus-demo"]);
     // Another project may see a public image but not change it.
     let (s, b) = patch(
         c,
@@ -427,10 +460,7 @@ async fn oversized_data_is_413_and_discarded() {
         )
         .await;
     assert_eq!(img["status"], "queued");
-    let files: Vec<_> = std::fs::read_dir(c.config.data_dir.join("images"))
-        .unwrap()
-        .collect();
-    assert!(files.is_empty(), "{files:?}");
+    assert!(blob_files(&c).is_empty(), "{:?}", blob_files(&c));
     c.stop().await;
 }
 
@@ -488,3 +518,530 @@ async fn deactivated_images_keep_their_data_from_downloads(c: &TestCloud) {
     assert_eq!(s, StatusCode::OK);
 }
 on_both_stores!(deactivated_images_keep_their_data_from_downloads);
+
+/// Creates `name` with data `size` bytes long (raw/bare), the given tags and properties.
+async fn image_with(
+    c: &TestCloud,
+    t: &str,
+    name: &str,
+    size: usize,
+    tags: &[&str],
+    props: Value,
+) -> String {
+    let mut body =
+        json!({"name": name, "disk_format": "raw", "container_format": "bare", "tags": tags});
+    for (k, v) in props.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let img = create(c, t, body).await;
+    let id = img["id"].as_str().unwrap().to_string();
+    if size > 0 {
+        let (s, b) = put_file(c, t, &id, vec![7u8; size]).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    }
+    id
+}
+
+async fn listing_filters_and_sorts(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    image_with(
+        c,
+        &t,
+        "alpha",
+        3000,
+        &["x", "y"],
+        json!({"__os_type": "Linux"}),
+    )
+    .await;
+    image_with(
+        c,
+        &t,
+        "bravo",
+        1000,
+        &["x"],
+        json!({"__os_type": "Windows"}),
+    )
+    .await;
+    // A second apart, so that created_at (whole seconds on the wire) separates them.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (_, charlie) = {
+        let id = image_with(c, &t, "charlie", 2000, &[], json!({"__os_type": "Linux"})).await;
+        get_json(c, &t, &format!("/image/v2/images/{id}")).await
+    };
+    create(
+        c,
+        &t,
+        json!({"name": "delta", "disk_format": "qcow2", "container_format": "bare"}),
+    )
+    .await;
+    let own = "owner=".to_string() + charlie["owner"].as_str().unwrap();
+
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (own.clone(), vec!["delta", "charlie", "bravo", "alpha"]),
+        (format!("{own}&name=bravo"), vec!["bravo"]),
+        (format!("{own}&name=in:alpha,delta"), vec!["delta", "alpha"]),
+        (format!("{own}&tag=x"), vec!["bravo", "alpha"]),
+        (format!("{own}&tag=x&tag=y"), vec!["alpha"]),
+        (format!("{own}&disk_format=qcow2"), vec!["delta"]),
+        (
+            format!("{own}&container_format=bare&status=queued"),
+            vec!["delta"],
+        ),
+        (format!("{own}&size_min=1500"), vec!["charlie", "alpha"]),
+        (
+            format!("{own}&size_min=1500&size_max=2500"),
+            vec!["charlie"],
+        ),
+        (format!("{own}&__os_type=Linux"), vec!["charlie", "alpha"]),
+        (
+            format!("{own}&sort_key=name&sort_dir=asc"),
+            vec!["alpha", "bravo", "charlie", "delta"],
+        ),
+        (
+            format!("{own}&sort_key=size&sort_dir=desc&status=active"),
+            vec!["alpha", "charlie", "bravo"],
+        ),
+        (
+            format!("{own}&sort=size:asc,name:desc&status=active"),
+            vec!["bravo", "charlie", "alpha"],
+        ),
+        (
+            format!("{own}&sort_key=status&sort_key=name&sort_dir=asc&sort_dir=desc"),
+            vec!["charlie", "bravo", "alpha", "delta"],
+        ),
+        (
+            format!(
+                "{own}&created_at=gte:{}",
+                charlie["created_at"].as_str().unwrap()
+            ),
+            vec!["delta", "charlie"],
+        ),
+        (
+            format!(
+                "{own}&created_at=lt:{}",
+                charlie["created_at"].as_str().unwrap()
+            ),
+            vec!["bravo", "alpha"],
+        ),
+        (
+            format!("{own}&updated_at=gt:2000-01-01T00:00:00Z&protected=false"),
+            vec!["delta", "charlie", "bravo", "alpha"],
+        ),
+        (format!("{own}&os_hidden=true"), vec![]),
+        (
+            format!("{own}&checksum={}", charlie["checksum"].as_str().unwrap()),
+            vec!["charlie"],
+        ),
+        ("visibility=public".to_string(), vec!["stratus-demo"]),
+        ("visibility=private".to_string(), vec![]),
+    ];
+    for (q, want) in cases {
+        let (s, l) = get_json(c, &t, &format!("/image/v2/images?{q}")).await;
+        assert_eq!(s, StatusCode::OK, "{q}: {l}");
+        assert_eq!(names(&l), want, "{q}");
+    }
+
+    // Walking pages of a non-default sort visits every image once, in order.
+    let mut seen = Vec::new();
+    let mut path = format!("/image/v2/images?{own}&sort_key=name&sort_dir=asc&limit=1");
+    loop {
+        let (s, l) = get_json(c, &t, &path).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {l}");
+        seen.extend(names(&l));
+        match l["next"].as_str() {
+            Some(next) => {
+                assert!(next.contains("sort_key=name"), "{next}");
+                path = format!("/image{next}");
+            }
+            None => break,
+        }
+        assert!(seen.len() <= 5, "paging does not end: {seen:?}");
+    }
+    assert_eq!(seen, ["alpha", "bravo", "charlie", "delta"]);
+
+    for q in [
+        "sort_key=colour",
+        "sort_dir=sideways",
+        "sort=name:up",
+        "sort=name&sort_key=size",
+        "sort_key=name&sort_key=size&sort_dir=asc&sort_dir=desc&sort_dir=asc",
+        "size_min=-1",
+        "size_min=5&size_max=1",
+        "created_at=gt:yesterday",
+        "protected=maybe",
+        "member_status=maybe",
+    ] {
+        let (s, b) = get_json(c, &t, &format!("/image/v2/images?{q}")).await;
+        assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
+    }
+}
+on_both_stores!(listing_filters_and_sorts);
+
+async fn range_downloads_and_schemas(c: &TestCloud) {
+    let t = project_token(c, "admin").await;
+    let data: Vec<u8> = (0..1000u32).map(|n| (n % 251) as u8).collect();
+    let img = create(
+        c,
+        &t,
+        json!({"name": "r", "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
+    let id = img["id"].as_str().unwrap();
+    assert_eq!(
+        put_file(c, &t, id, data.clone()).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let get = |range: Option<&'static str>| {
+        let mut r = c
+            .http
+            .get(format!("{}/image/v2/images/{id}/file", c.url))
+            .header("X-Auth-Token", &t);
+        if let Some(range) = range {
+            r = r.header("Range", range);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            let cr = r
+                .headers()
+                .get("content-range")
+                .map(|v| v.to_str().unwrap().to_string());
+            let md5 = r.headers().get("content-md5").is_some();
+            (status, cr, md5, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let cases: [(&str, usize, usize); 4] = [
+        ("bytes=0-9", 0, 10),
+        ("bytes=990-", 990, 1000),
+        ("bytes=-5", 995, 1000),
+        ("bytes=100-5000", 100, 1000),
+    ];
+    for (h, from, to) in cases {
+        let (s, cr, md5, body) = get(Some(h)).await;
+        assert_eq!(s, StatusCode::PARTIAL_CONTENT, "{h}");
+        assert_eq!(
+            cr.as_deref(),
+            Some(format!("bytes {from}-{}/1000", to - 1).as_str())
+        );
+        assert!(!md5, "a part has no Content-MD5");
+        assert!(body == data[from..to], "{h}");
+    }
+    let (s, cr, _, _) = get(Some("bytes=1000-")).await;
+    assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(cr.as_deref(), Some("bytes */1000"));
+    // Several ranges, or nonsense: the whole data, as RFC 9110 allows.
+    for h in ["bytes=0-1,5-6", "pages=1-2"] {
+        let (s, _, md5, body) = get(Some(h)).await;
+        assert_eq!(s, StatusCode::OK, "{h}");
+        assert!(md5 && body == data, "{h}");
+    }
+
+    for name in ["image", "images", "member", "members"] {
+        let (s, b) = get_json(c, &t, &format!("/image/v2/schemas/{name}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(b["name"], name);
+    }
+    let (s, b) = get_json(c, &t, &format!("/image/v2/images/{id}/tasks")).await;
+    assert_eq!((s, b), (StatusCode::OK, json!({"tasks": []})));
+    let demo = project_token(c, "demo").await;
+    let (s, b) = get_json(c, &demo, &format!("/image/v2/images/{id}/tasks")).await;
+    assert_glance_error(s, &b, StatusCode::NOT_FOUND);
+}
+on_both_stores!(range_downloads_and_schemas);
+
+async fn shared_images_and_members(c: &TestCloud) {
+    let admin = project_token(c, "admin").await;
+    let demo = project_token(c, "demo").await;
+    let demo_id = c.project_id(&c.admin_token().await, "demo").await;
+    let shared = create(c, &admin, json!({"name": "sh", "visibility": "shared"})).await;
+    let private = create(c, &admin, json!({"name": "pv", "visibility": "private"})).await;
+    let id = shared["id"].as_str().unwrap();
+    let members = format!("/image/v2/images/{id}/members");
+    let (s, _) = get_json(c, &demo, &format!("/image/v2/images/{id}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Only shared images have members; only the owner adds them.
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            &format!(
+                "/image/v2/images/{}/members",
+                private["id"].as_str().unwrap()
+            ),
+            Some(&admin),
+            Some(json!({"member": demo_id})),
+        )
+        .await;
+    assert_glance_error(s, &b, StatusCode::FORBIDDEN);
+    let (s, _, m) = c
+        .call(
+            Method::POST,
+            &members,
+            Some(&admin),
+            Some(json!({"member": demo_id})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    assert_eq!(
+        (m["status"].as_str(), m["member_id"].as_str()),
+        (Some("pending"), Some(demo_id.as_str()))
+    );
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            &members,
+            Some(&admin),
+            Some(json!({"member": demo_id})),
+        )
+        .await;
+    assert_glance_error(s, &b, StatusCode::CONFLICT);
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            &members,
+            Some(&admin),
+            Some(json!({"member": demo_id, "x": 1})),
+        )
+        .await;
+    assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
+
+    // Pending: visible by id, not in the default list, listed with member_status=pending.
+    let (s, _) = get_json(c, &demo, &format!("/image/v2/images/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, l) = get_json(c, &demo, "/image/v2/images").await;
+    assert!(!names(&l).contains(&"sh".to_string()), "{l}");
+    let (_, l) = get_json(
+        c,
+        &demo,
+        "/image/v2/images?visibility=shared&member_status=pending",
+    )
+    .await;
+    assert_eq!(names(&l), ["sh"]);
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            &members,
+            Some(&demo),
+            Some(json!({"member": "someone"})),
+        )
+        .await;
+    assert_glance_error(s, &b, StatusCode::FORBIDDEN);
+    // The owner cannot answer for the member; the member can.
+    let me = format!("{members}/{demo_id}");
+    let (s, _, b) = c
+        .call(
+            Method::PUT,
+            &me,
+            Some(&admin),
+            Some(json!({"status": "accepted"})),
+        )
+        .await;
+    assert_glance_error(s, &b, StatusCode::FORBIDDEN);
+    let (s, _, b) = c
+        .call(
+            Method::PUT,
+            &me,
+            Some(&demo),
+            Some(json!({"status": "sure"})),
+        )
+        .await;
+    assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
+    let (s, _, m) = c
+        .call(
+            Method::PUT,
+            &me,
+            Some(&demo),
+            Some(json!({"status": "accepted"})),
+        )
+        .await;
+    assert_eq!(
+        (s, m["status"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
+    let (_, l) = get_json(c, &demo, "/image/v2/images").await;
+    assert!(names(&l).contains(&"sh".to_string()), "{l}");
+    let (s, l) = get_json(c, &demo, &members).await;
+    assert_eq!(
+        (s, l["members"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    // A member cannot change the image.
+    let (s, b) = patch(
+        c,
+        &demo,
+        id,
+        PATCH,
+        json!([{"op": "replace", "path": "/name", "value": "x"}]),
+    )
+    .await;
+    assert_glance_error(s, &b, StatusCode::FORBIDDEN);
+
+    let (s, _, _) = c.call(Method::DELETE, &me, Some(&admin), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = get_json(c, &demo, &format!("/image/v2/images/{id}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, b) = c.call(Method::DELETE, &me, Some(&admin), None).await;
+    assert_glance_error(s, &b, StatusCode::NOT_FOUND);
+}
+on_both_stores!(shared_images_and_members);
+
+/// Opens a raw HTTP/1.1 upload of `total` bytes and sends the headers and `first` bytes of it.
+async fn start_upload(
+    c: &TestCloud,
+    t: &str,
+    id: &str,
+    total: usize,
+    first: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = c.url.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /image/v2/images/{id}/file HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {t}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {total}\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&vec![1u8; first]).await.unwrap();
+    sock.flush().await.unwrap();
+    sock
+}
+
+async fn status_of(c: &TestCloud, t: &str, id: &str) -> String {
+    let (_, b) = get_json(c, t, &format!("/image/v2/images/{id}")).await;
+    b["status"].as_str().unwrap_or("").to_string()
+}
+
+async fn wait_for_status(c: &TestCloud, t: &str, id: &str, want: &str) {
+    for _ in 0..500 {
+        if status_of(c, t, id).await == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "image {id} never became {want}: {}",
+        status_of(c, t, id).await
+    );
+}
+
+async fn interrupted_and_concurrent_uploads(c: &TestCloud) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = project_token(c, "admin").await;
+    let raw = json!({"name": "u", "disk_format": "raw", "container_format": "bare"});
+
+    // A client that goes away mid-upload: back to queued, no data, no staging file.
+    let id = create(c, &t, raw.clone()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sock = start_upload(c, &t, &id, 64 << 20, 4 << 20).await;
+    wait_for_status(c, &t, &id, "saving").await;
+    drop(sock);
+    wait_for_status(c, &t, &id, "queued").await;
+    let (_, img) = get_json(c, &t, &format!("/image/v2/images/{id}")).await;
+    assert!(img["size"].is_null() && img["checksum"].is_null(), "{img}");
+    let r = c
+        .http
+        .get(format!("{}/image/v2/images/{id}/file", c.url))
+        .header("X-Auth-Token", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(blob_files(c).is_empty(), "{:?}", blob_files(c));
+
+    // Two uploads at once: the second gets 409 while the first is saving; the first completes.
+    let mut first = start_upload(c, &t, &id, 2 << 20, 1 << 20).await;
+    wait_for_status(c, &t, &id, "saving").await;
+    let (s, b) = put_file(c, &t, &id, vec![2u8; 1 << 20]).await;
+    assert_glance_error(s, &b, StatusCode::CONFLICT);
+    first.write_all(&vec![1u8; 1 << 20]).await.unwrap();
+    let mut reply = vec![0u8; 12];
+    first.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"HTTP/1.1 204");
+    let (_, img) = get_json(c, &t, &format!("/image/v2/images/{id}")).await;
+    assert_eq!(
+        (img["status"].as_str(), img["size"].as_i64()),
+        (Some("active"), Some(2 << 20))
+    );
+    // The data is the first upload's.
+    let r = c
+        .http
+        .get(format!("{}/image/v2/images/{id}/file", c.url))
+        .header("X-Auth-Token", &t)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.bytes().await.unwrap().iter().all(|b| *b == 1));
+}
+on_both_stores!(interrupted_and_concurrent_uploads);
+
+async fn the_demo_image_is_a_bootable_disk(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let (s, l) = get_json(c, &t, "/image/v2/images?name=stratus-demo").await;
+    assert_eq!(s, StatusCode::OK);
+    let img = &l["images"][0];
+    assert_eq!(img["id"], stratus_services::demo::DEMO_IMAGE_ID);
+    assert_eq!(
+        (
+            img["status"].as_str(),
+            img["visibility"].as_str(),
+            img["disk_format"].as_str()
+        ),
+        (Some("active"), Some("public"), Some("qcow2"))
+    );
+    assert_eq!(img["virtual_size"], 1 << 20);
+    let r = c
+        .http
+        .get(format!(
+            "{}/image/v2/images/{}/file",
+            c.url,
+            img["id"].as_str().unwrap()
+        ))
+        .header("X-Auth-Token", &t)
+        .send()
+        .await
+        .unwrap();
+    let data = r.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.qcow2"), &data).unwrap();
+    assert!(Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw", "d.qcow2", "d.raw"])
+        .current_dir(dir.path())
+        .status()
+        .unwrap()
+        .success());
+    let disk = std::fs::read(dir.path().join("d.raw")).unwrap();
+    assert_eq!(disk.len(), 1 << 20);
+    assert_eq!(&disk[510..512], &[0x55, 0xaa], "boot signature");
+    assert_eq!(&disk[0..2], &[0x31, 0xc0], "boot code");
+}
+on_both_stores!(the_demo_image_is_a_bootable_disk);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_checked_against_the_stored_checksum() {
+    let c = TestCloud::start(Backend::Sqlite).await.unwrap();
+    let t = project_token(&c, "admin").await;
+    let id = image_with(&c, &t, "v", 3 << 20, &[], json!({})).await;
+    let fetch = || async {
+        c.http
+            .get(format!("{}/image/v2/images/{id}/file", c.url))
+            .header("X-Auth-Token", &t)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+    };
+    assert_eq!(fetch().await.unwrap().len(), 3 << 20);
+    // The stored bytes change behind the service's back (bit rot, a bad disk).
+    let blob = c.config.data_dir.join("images").join(&id);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1 << 20] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    assert!(
+        fetch().await.is_err(),
+        "a download whose data no longer matches its checksum must not end cleanly"
+    );
+    c.stop().await;
+}

@@ -35,7 +35,11 @@ fn serve(args: &[&str], envs: &[(&str, &str)]) -> Command {
 
 /// Starts a server and reads its banner up to the clouds.yaml lines.
 fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
-    let mut child = serve(args, envs).spawn().expect("spawn stratus");
+    start_cmd(serve(args, envs))
+}
+
+fn start_cmd(mut cmd: Command) -> Server {
+    let mut child = cmd.spawn().expect("spawn stratus");
     let out = child.stdout.take().expect("stdout");
     let mut lines = Vec::new();
     let mut reader = BufReader::new(out);
@@ -460,5 +464,101 @@ async fn policy_simulate_cli_explains_decisions() {
     let out = run(&["--action", "ims:images:get", "--route", "GET /"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("either --action"));
+    assert!(stop(s).success());
+}
+
+/// A data dir on a small file system of its own (a tmpfs in a private mount namespace): an upload
+/// larger than the free space fails with 413, and leaves the image queued with nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_upload_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    let d = d.to_str().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=24m stratus-full {d} && exec {BIN} serve --data-dir {d} --listen 127.0.0.1:0"
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("STRATUS_LOG", "warn");
+    let s = start_cmd(cmd);
+    let pw = s
+        .stdout
+        .iter()
+        .find(|l| l.contains("with password"))
+        .and_then(|l| l.split_whitespace().last())
+        .expect("password in banner")
+        .to_string();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/identity/v3/auth/tokens", s.url))
+        .json(&password_auth("admin", &pw, Some("admin")))
+        .send()
+        .await
+        .unwrap();
+    let t = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+    let img: Value = http
+        .post(format!("{}/image/v2/images", s.url))
+        .header("X-Auth-Token", &t)
+        .json(&serde_json::json!({"name": "big", "disk_format": "raw", "container_format": "bare"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = img["id"].as_str().unwrap();
+    let put = |len: usize| {
+        http.put(format!("{}/image/v2/images/{id}/file", s.url))
+            .header("X-Auth-Token", &t)
+            .header("Content-Type", "application/octet-stream")
+            .body(vec![9u8; len])
+            .send()
+    };
+    let r = put(40 << 20).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("storage media is full"),
+        "{body}"
+    );
+    let img: Value = http
+        .get(format!("{}/image/v2/images/{id}", s.url))
+        .header("X-Auth-Token", &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(img["status"], "queued");
+    assert!(img["size"].is_null());
+    // Inside the server's mount namespace: only the demo image's data is stored.
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &s.child.id().to_string(),
+            "-m",
+            "find",
+            &format!("{d}/images"),
+            "-type",
+            "f",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let files: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.rsplit('/').next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(files, [stratus_services::demo::DEMO_IMAGE_ID]);
+    // With room again, the same image takes data.
+    let r = put(1 << 20).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT);
     assert!(stop(s).success());
 }

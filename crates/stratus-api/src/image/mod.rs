@@ -13,18 +13,20 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use stratus_services::authz::{Authorized, Facts};
 use stratus_services::images::{ImageCreate, ListQuery, PatchOp};
 use stratus_services::store::ImageRec;
 use time::OffsetDateTime;
 
-type GResult<T> = ApiResult<T, Glance>;
-type GAuthz = Authz<Glance>;
-type St = State<Arc<AppState>>;
+pub(crate) type GResult<T> = ApiResult<T, Glance>;
+pub(crate) type GAuthz = Authz<Glance>;
+pub(crate) type St = State<Arc<AppState>>;
+
+mod members;
+mod query;
+mod schemas;
 
 const I: &str = "/image/v2/images";
-/// Largest page of a listing.
-const MAX_LIMIT: i64 = 1000;
-const DEFAULT_LIMIT: i64 = 25;
 
 pub fn routes() -> RouteTable<Arc<AppState>> {
     let p = |s: &str| format!("{I}{s}");
@@ -42,6 +44,45 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::DELETE, &p("/{image_id}/tags/{tag}"), remove_tag)
         .at(M::POST, &p("/{image_id}/actions/deactivate"), deactivate)
         .at(M::POST, &p("/{image_id}/actions/reactivate"), reactivate)
+        .at(M::GET, &p("/{image_id}/tasks"), tasks)
+        .at(M::GET, &p("/{image_id}/members"), members::list)
+        .at(M::POST, &p("/{image_id}/members"), members::add)
+        .at(M::GET, &p("/{image_id}/members/{member_id}"), members::show)
+        .at(
+            M::PUT,
+            &p("/{image_id}/members/{member_id}"),
+            members::update,
+        )
+        .at(
+            M::DELETE,
+            &p("/{image_id}/members/{member_id}"),
+            members::remove,
+        )
+        .at(M::GET, "/image/v2/schemas/image", schemas::image)
+        .at(M::GET, "/image/v2/schemas/images", schemas::images)
+        .at(M::GET, "/image/v2/schemas/member", schemas::member)
+        .at(M::GET, "/image/v2/schemas/members", schemas::members)
+}
+
+/// Authorizes the caller on an image, in the image's enterprise project.
+async fn allow_on(authz: GAuthz, i: &ImageRec) -> GResult<Authorized> {
+    authz
+        .require(Facts {
+            enterprise_project: Some(&i.enterprise_project_id),
+            ..Facts::default()
+        })
+        .await
+}
+
+/// The image the caller may see, and the caller authorized on it.
+pub(crate) async fn visible(
+    s: &AppState,
+    authz: GAuthz,
+    id: &str,
+) -> GResult<(ImageRec, Authorized)> {
+    let i = s.images.get(authz.caller(), id).await?;
+    let c = allow_on(authz, &i).await?;
+    Ok((i, c))
 }
 
 fn versions_json(s: &AppState) -> Value {
@@ -60,7 +101,7 @@ async fn versions_ok(State(s): St) -> impl IntoResponse {
     Json(versions_json(&s))
 }
 
-fn seconds_z(micros: i64) -> String {
+pub(crate) fn seconds_z(micros: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp(micros / 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     format!(
@@ -101,62 +142,40 @@ fn image_json(i: &ImageRec) -> Value {
 // ---------------------------------------------------------------------------------------------
 // list, create, show
 
-#[derive(Deserialize, Default)]
-struct ListParams {
-    #[serde(default)]
-    limit: Option<String>,
-    #[serde(default)]
-    marker: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    visibility: Option<String>,
-    #[serde(default)]
-    owner: Option<String>,
-}
-
 async fn list(
     State(s): St,
     authz: GAuthz,
-    ApiQuery(q, _): ApiQuery<ListParams, Glance>,
+    ApiQuery(pairs, _): ApiQuery<Vec<(String, String)>, Glance>,
 ) -> GResult<Json<Value>> {
-    let limit = match &q.limit {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "limit param must be a non-negative integer, not {l:?}"
-                ))
-            })?
-            .min(MAX_LIMIT),
-    };
+    let q = query::parse(&pairs)?;
     let c = authz.allow().await?;
-    let images = s
-        .images
-        .list(
-            &c,
-            ListQuery {
-                name: q.name,
-                status: q.status,
-                visibility: q.visibility,
-                owner: q.owner,
-                marker: q.marker,
-                limit,
-            },
-        )
-        .await?;
+    let limit = q.filter.limit;
+    let images = if q.nothing {
+        Vec::new()
+    } else {
+        s.images
+            .list(
+                &c,
+                ListQuery {
+                    filter: q.filter,
+                    marker: q.marker,
+                },
+            )
+            .await?
+    };
     let mut body = json!({
         "images": images.iter().map(image_json).collect::<Vec<_>>(),
         "first": "/v2/images", "schema": "/v2/schemas/images",
     });
     if images.len() as i64 == limit && limit > 0 {
         if let Some(last) = images.last() {
-            body["next"] = json!(format!("/v2/images?marker={}&limit={limit}", last.id));
+            // The same query from the last image on.
+            let mut next = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs.iter().filter(|(k, _)| k != "marker") {
+                next.append_pair(k, v);
+            }
+            next.append_pair("marker", &last.id);
+            body["next"] = json!(format!("/v2/images?{}", next.finish()));
         }
     }
     Ok(Json(body))
@@ -226,9 +245,14 @@ async fn create(
 }
 
 async fn show(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<Json<Value>> {
-    let i = s.images.get(authz.caller(), &id).await?;
-    authz.allow().await?;
+    let (i, _) = visible(&s, authz, &id).await?;
     Ok(Json(image_json(&i)))
+}
+
+/// Glance's import tasks of an image; this cloud imports nothing asynchronously.
+async fn tasks(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<Json<Value>> {
+    visible(&s, authz, &id).await?;
+    Ok(Json(json!({"tasks": []})))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,15 +337,13 @@ async fn update(
         .to_ascii_lowercase();
     let body = read_body::<Glance>(req).await?;
     let ops = patch_ops(&ct, &body)?;
-    s.images.get(authz.caller(), &id).await?;
-    let c = authz.allow().await?;
+    let (_, c) = visible(&s, authz, &id).await?;
     let i = s.images.update(&c, &id, ops).await?;
     Ok(Json(image_json(&i)))
 }
 
 async fn delete(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<StatusCode> {
-    s.images.get(authz.caller(), &id).await?;
-    let c = authz.allow().await?;
+    let (_, c) = visible(&s, authz, &id).await?;
     s.images.delete(&c, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -331,8 +353,7 @@ async fn add_tag(
     authz: GAuthz,
     Path((id, tag)): Path<(String, String)>,
 ) -> GResult<StatusCode> {
-    s.images.get(authz.caller(), &id).await?;
-    let c = authz.allow().await?;
+    let (_, c) = visible(&s, authz, &id).await?;
     s.images.tag(&c, &id, &tag, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -342,22 +363,19 @@ async fn remove_tag(
     authz: GAuthz,
     Path((id, tag)): Path<(String, String)>,
 ) -> GResult<StatusCode> {
-    s.images.get(authz.caller(), &id).await?;
-    let c = authz.allow().await?;
+    let (_, c) = visible(&s, authz, &id).await?;
     s.images.tag(&c, &id, &tag, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn deactivate(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<StatusCode> {
-    s.images.get(authz.caller(), &id).await?;
-    let c = authz.allow().await?;
+    let (_, c) = visible(&s, authz, &id).await?;
     s.images.set_active(&c, &id, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn reactivate(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<StatusCode> {
-    s.images.get(authz.caller(), &id).await?;
-    let c = authz.allow().await?;
+    let (_, c) = visible(&s, authz, &id).await?;
     s.images.set_active(&c, &id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -383,17 +401,69 @@ async fn upload(
             ));
         }
     }
-    s.images.get(authz.caller(), &id).await?;
-    let c = authz.allow().await?;
+    let (_, c) = visible(&s, authz, &id).await?;
     let stream = body.into_data_stream();
     s.images.upload(&c, &id, stream).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn download(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<Response> {
-    s.images.get(authz.caller(), &id).await?;
-    let c = authz.allow().await?;
-    let (i, data) = s.images.download(&c, &id).await?;
+/// A single byte range of a `Range: bytes=...` header, resolved against the data size: `Ok(None)`
+/// means the whole data (no header, or one this server ignores as RFC 9110 allows: several
+/// ranges, another unit, bad syntax); `Err` means no byte of the range exists (416).
+fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
+    let Some(spec) = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(start), Ok(end)) if start <= end => start..end.saturating_add(1).min(size),
+        (Ok(start), Err(_)) if b.is_empty() => start..size,
+        (Err(_), Ok(suffix)) if a.is_empty() => size.saturating_sub(suffix)..size,
+        _ => return Ok(None),
+    };
+    if range.start >= size || range.is_empty() {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+async fn download(
+    State(s): St,
+    authz: GAuthz,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> GResult<Response> {
+    let (seen, c) = visible(&s, authz, &id).await?;
+    let size = seen.size.unwrap_or(0).max(0) as u64;
+    let range = if seen.status == "active" {
+        match byte_range(&headers, size) {
+            Ok(r) => r,
+            Err(()) => {
+                let mut resp = ApiError::<Glance>::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    format!("The requested range is not satisfiable: the image has {size} bytes."),
+                )
+                .into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(resp);
+            }
+        }
+    } else {
+        None
+    };
+    let (i, data) = s.images.download(&c, &id, range.clone()).await?;
     let Some(data) = data else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -404,15 +474,27 @@ async fn download(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResul
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    if let Some(size) = i.size {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size as u64));
-    }
-    if let Some(md5) = i
-        .checksum
-        .as_deref()
-        .and_then(|c| HeaderValue::from_str(c).ok())
-    {
-        h.insert("content-md5", md5);
+    match range {
+        Some(r) => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1))
+            {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
+        None => {
+            if let Some(size) = i.size {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(size as u64));
+            }
+            if let Some(md5) = i
+                .checksum
+                .as_deref()
+                .and_then(|c| HeaderValue::from_str(c).ok())
+            {
+                h.insert("content-md5", md5);
+            }
+        }
     }
     Ok(resp)
 }

@@ -9,9 +9,10 @@
 
 pub mod format;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use md5::Md5;
+use object_store::chunked::ChunkedStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
@@ -80,6 +81,10 @@ impl From<object_store::Error> for BlobError {
 const HASH_QUEUE: usize = 4;
 /// Parts handed to the store are at least this large (its multipart unit).
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Incoming data is hashed and written in blocks of this size.
+const BLOCK_SIZE: usize = 1024 * 1024;
+/// Reads of local files come in chunks of this size.
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// Hashes chunks on a thread of its own.
 struct Hasher {
@@ -154,8 +159,11 @@ impl BlobStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| BlobError::Store(format!("cannot create {}: {e}", dir.display())))?;
         let fs = LocalFileSystem::new_with_prefix(dir)?;
+        // The local store reads files in 8 KiB pieces, one blocking task each; larger chunks
+        // keep downloads at disk and hashing speed.
+        let chunked = ChunkedStore::new(Arc::new(fs), READ_CHUNK);
         Ok(BlobStore {
-            inner: Arc::new(fs),
+            inner: Arc::new(chunked),
         })
     }
 
@@ -232,20 +240,40 @@ where
     E: std::fmt::Display,
 {
     let mut size = 0u64;
+    // Incoming chunks are small (network frames); they are gathered into blocks so that the
+    // hashing threads and the store see few, large pieces.
+    let mut block = BytesMut::with_capacity(BLOCK_SIZE);
     while let Some(chunk) = data.next().await {
         let chunk = chunk.map_err(|e| BlobError::Source(e.to_string()))?;
         size += chunk.len() as u64;
         if size > max_size {
             return Err(BlobError::TooLarge { limit: max_size });
         }
-        // Hash and write the same chunk; the hashers run on their own threads meanwhile.
-        let (a, b) = tokio::join!(md5.feed(chunk.clone()), sha.feed(chunk.clone()));
-        a?;
-        b?;
-        writer.wait_for_capacity(2).await?;
-        writer.put(chunk);
+        block.extend_from_slice(&chunk);
+        if block.len() >= BLOCK_SIZE {
+            let full = std::mem::replace(&mut block, BytesMut::with_capacity(BLOCK_SIZE));
+            write_block(full.freeze(), writer, md5, sha).await?;
+        }
+    }
+    if !block.is_empty() {
+        write_block(block.freeze(), writer, md5, sha).await?;
     }
     Ok(size)
+}
+
+/// Hashes and writes one block; the hashers run on their own threads meanwhile.
+async fn write_block(
+    block: Bytes,
+    writer: &mut WriteMultipart,
+    md5: &Hasher,
+    sha: &Hasher,
+) -> Result<(), BlobError> {
+    let (a, b) = tokio::join!(md5.feed(block.clone()), sha.feed(block.clone()));
+    a?;
+    b?;
+    writer.wait_for_capacity(2).await?;
+    writer.put(block);
+    Ok(())
 }
 
 /// Passes a blob's chunks through while hashing them, one chunk behind: the last chunk is only

@@ -1,0 +1,64 @@
+"""Helpers shared by the benchmark scripts: a release `stratus serve` on a free port, readiness,
+tokens, memory readings."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "stratus")
+
+
+def build_release():
+    subprocess.run(["cargo", "build", "--release", "--bin", "stratus"], cwd=ROOT, check=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(data_dir, port, *extra):
+    return subprocess.Popen(
+        [BIN, "serve", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, STRATUS_LOG="warn"))
+
+
+def wait_ready(port, deadline=30.0):
+    """Polls GET /identity/v3 until it answers 200; returns seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/identity/v3", timeout=1) as r:
+                if r.status == 200:
+                    return time.perf_counter() - start
+        except OSError:
+            time.sleep(0.0005)
+    raise RuntimeError("server did not become ready")
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+
+
+def admin_token(port, data_dir, project="admin"):
+    password = open(os.path.join(data_dir, "admin-password")).read().strip()
+    body = json.dumps({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"name": "Default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/identity/v3/auth/tokens", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return r.headers["X-Subject-Token"], json.load(r)["token"]["project"]["id"]
+
+
+def status_kib(pid, field):
+    """A VmRSS/VmHWM reading of /proc/PID/status, in KiB."""
+    return int(re.search(rf"{field}:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1))

@@ -116,12 +116,16 @@ pub fn parse(pairs: &[(String, String)]) -> GResult<Parsed> {
             "sort_key" => keys.push(sort_key(v)?),
             "sort_dir" => dirs.push(sort_dir(v)?),
             "sort" => sort = Some(v.clone()),
-            "visibility" => f.scope = match SCOPES.iter().find(|s| s.0 == v) {
-                Some(s) => s.1,
-                None => return bad(format!(
+            "visibility" => {
+                f.scope = match SCOPES.iter().find(|s| s.0 == v) {
+                    Some(s) => s.1,
+                    None => {
+                        return bad(format!(
                     "Invalid visibility value {v:?}: use public, private, shared, community or all"
-                )),
-            },
+                ))
+                    }
+                }
+            }
             "member_status" => f.member_status = v.clone(),
             "id" => f.ids.extend(values(v)),
             "name" => f.names.extend(values(v)),

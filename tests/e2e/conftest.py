@@ -30,13 +30,15 @@ class Cloud:
         self.tmp = tempfile.mkdtemp(prefix="stratus-e2e-")
         self.data_dir = os.path.join(self.tmp, "data")
         self.db_name = None
+        self.database_url = None
         args = [BIN, "serve", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"]
         if backend == "postgres":
             base = os.environ["STRATUS_TEST_DATABASE_URL"]
             self.pg_base = base
             self.db_name = "stratus_e2e_" + uuid.uuid4().hex
             _psql(base, f"CREATE DATABASE {self.db_name}")
-            args += ["--database-url", base.rsplit("/", 1)[0] + "/" + self.db_name]
+            self.database_url = base.rsplit("/", 1)[0] + "/" + self.db_name
+            args += ["--database-url", self.database_url]
         env = dict(os.environ, STRATUS_LOG="warn")
         self.log = open(os.path.join(self.tmp, "server.log"), "w")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
@@ -51,6 +53,10 @@ class Cloud:
                 break
         assert self.url, f"server did not start: {self.banner}"
         self.clouds_yaml = os.path.join(self.data_dir, "clouds.yaml")
+
+    def store_args(self):
+        """Arguments naming this cloud's metadata store, for operator commands."""
+        return ["--database-url", self.database_url] if self.database_url else []
 
     def env(self, **extra):
         env = dict(os.environ)

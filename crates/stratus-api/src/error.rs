@@ -16,7 +16,24 @@ pub enum ApiKind {
     Identity,
     /// Glance: `{"message", "code": "404 Not Found", "title"}`.
     Image,
+    /// Nova: `{"itemNotFound": {"code": 404, "message"}}`, keyed by [`NOVA_FAULTS`].
+    Compute,
 }
+
+/// Nova's fault name per status; anything else is a `computeFault`.
+pub const NOVA_FAULTS: &[(u16, &str)] = &[
+    (400, "badRequest"),
+    (401, "unauthorized"),
+    (403, "forbidden"),
+    (404, "itemNotFound"),
+    (405, "badMethod"),
+    (409, "conflictingRequest"),
+    (413, "overLimit"),
+    (415, "badMediaType"),
+    (429, "overLimit"),
+    (501, "notImplemented"),
+    (503, "serviceUnavailable"),
+];
 
 /// Marks an API, so errors and rejections render in its format.
 pub trait Api: Send + Sync + 'static {
@@ -33,6 +50,12 @@ impl Api for Keystone {
 pub struct Glance;
 impl Api for Glance {
     const KIND: ApiKind = ApiKind::Image;
+}
+
+/// The Compute API (Nova v2.1).
+pub struct Nova;
+impl Api for Nova {
+    const KIND: ApiKind = ApiKind::Compute;
 }
 
 pub struct ApiError<A: Api> {
@@ -109,6 +132,14 @@ pub fn error_response(kind: ApiKind, status: StatusCode, message: &str) -> Respo
             "code": format!("{} {}", status.as_u16(), title(status)),
             "title": title(status),
         }),
+        ApiKind::Compute => {
+            let fault = NOVA_FAULTS
+                .iter()
+                .find(|(code, _)| *code == status.as_u16())
+                .map(|(_, name)| *name)
+                .unwrap_or("computeFault");
+            json!({ fault: {"code": status.as_u16(), "message": message} })
+        }
     };
     let mut resp = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED && kind == ApiKind::Identity {

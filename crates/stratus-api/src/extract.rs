@@ -158,7 +158,11 @@ impl<A: Api> FromRequestParts<Arc<AppState>> for Caller<A> {
 pub struct Authz<A> {
     caller: TokenInfo,
     state: Arc<AppState>,
-    entry: usize,
+    /// The route's entry; `None` for a route whose entries are told apart by the body's key
+    /// (server actions) until [`Authz::for_body_key`] picks one.
+    entry: Option<usize>,
+    method: axum::http::Method,
+    path: String,
     source_ip: Option<IpAddr>,
     api: PhantomData<A>,
 }
@@ -169,8 +173,16 @@ impl<A: Api> Authz<A> {
         &self.caller
     }
 
-    pub fn entry(&self) -> &Entry {
-        &self.state.authz.catalogue().entries()[self.entry]
+    pub fn entry(&self) -> Option<&Entry> {
+        self.entry
+            .map(|e| &self.state.authz.catalogue().entries()[e])
+    }
+
+    /// Picks the entry of a route whose body's single key names the operation (`POST
+    /// .../action` with `{"os-stop": null}`); `None` if the catalogue has no such operation.
+    pub fn for_body_key(mut self, key: &str) -> Option<Self> {
+        self.entry = entry_index(&self.state, &self.method, &self.path, Some(key));
+        self.entry.map(|_| self)
     }
 
     /// Decides the route for the caller with `facts` (the source address is filled in).
@@ -179,7 +191,14 @@ impl<A: Api> Authz<A> {
             source_ip: self.source_ip,
             ..facts
         };
-        let entry = &self.state.authz.catalogue().entries()[self.entry];
+        let Some(entry) = self.entry else {
+            tracing::error!(method = %self.method, path = %self.path, "route decided without a catalogue entry");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error prevented the server from fulfilling your request.",
+            ));
+        };
+        let entry = &self.state.authz.catalogue().entries()[entry];
         Ok(self
             .state
             .authz
@@ -230,13 +249,19 @@ impl<A: Api> FromRequestParts<Arc<AppState>> for Authz<A> {
             .get::<MatchedPath>()
             .map(|m| m.as_str().to_string())
             .unwrap_or_default();
-        let Some(entry) = entry_index(state, &parts.method, &path, None) else {
+        let entry = entry_index(state, &parts.method, &path, None);
+        let keyed = || {
+            state.authz.catalogue().entries().iter().any(|e| {
+                e.method == parts.method.as_str() && e.path == path && e.body_key.is_some()
+            })
+        };
+        if entry.is_none() && !keyed() {
             tracing::error!(method = %parts.method, %path, "route has no action catalogue entry");
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "An unexpected error prevented the server from fulfilling your request.",
             ));
-        };
+        }
         let Caller(caller, _) = Caller::<A>::from_request_parts(parts, state).await?;
         let source_ip = parts
             .extensions
@@ -246,6 +271,8 @@ impl<A: Api> FromRequestParts<Arc<AppState>> for Authz<A> {
             caller,
             state: state.clone(),
             entry,
+            method: parts.method.clone(),
+            path,
             source_ip,
             api: PhantomData,
         })

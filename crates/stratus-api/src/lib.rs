@@ -3,6 +3,7 @@
 //! Wire types live here and only here; handlers translate between them and the domain types of
 //! `stratus-services`, and every error goes through [`error`] to reach its API's format.
 
+mod compute;
 pub mod error;
 pub mod extract;
 mod iam;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub authz: Arc<Authorizer>,
     pub iam: Arc<Iam>,
     pub images: Arc<Images>,
+    pub compute: Arc<stratus_services::compute::Compute>,
     /// Base URL clients reach this server at, without a trailing slash (e.g.
     /// `http://127.0.0.1:8080`); catalogue URLs and links are made from it.
     pub public_url: String,
@@ -47,15 +49,20 @@ pub fn routes() -> routes::RouteTable<Arc<AppState>> {
         .merge(identity::routes())
         .merge(iam::routes())
         .merge(image::routes())
+        .merge(compute::routes())
 }
 
 /// The whole HTTP application.
 pub fn router(state: Arc<AppState>) -> Router {
-    routes()
+    let inner = routes()
         .into_router()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    // The compute layer rewrites paths, so it runs before routing, around the router.
+    let compute = tower::Layer::layer(&axum::middleware::from_fn(compute::compute_layer), inner);
+    Router::new()
+        .fallback_service(compute)
         .layer(axum::middleware::from_fn(middleware::request_id))
 }
 
@@ -64,7 +71,8 @@ async fn root(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> i
     Json(serde_json::json!({
         "stratus": {
             "version": env!("CARGO_PKG_VERSION"),
-            "services": {"identity": s.url("/identity"), "image": s.url("/image")},
+            "services": {"identity": s.url("/identity"), "image": s.url("/image"),
+                         "compute": s.url("/compute")},
         }
     }))
 }
@@ -73,6 +81,8 @@ async fn root(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> i
 fn api_of(path: &str) -> ApiKind {
     if path == "/image" || path.starts_with("/image/") {
         ApiKind::Image
+    } else if path == "/compute" || path.starts_with("/compute/") {
+        ApiKind::Compute
     } else {
         ApiKind::Identity
     }

@@ -151,6 +151,61 @@ pub async fn convert(
     .map(|_| ())
 }
 
+/// Creates `path`, a qcow2 of `size` bytes whose unwritten clusters read from `backing` (of
+/// format `backing_format`, named explicitly so QEMU never probes it).
+pub async fn create_overlay(
+    backing: &Path,
+    backing_format: DiskFormat,
+    path: &Path,
+    size: u64,
+) -> Result<(), FormatError> {
+    qemu_img(
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            backing.as_os_str(),
+            "-F".as_ref(),
+            backing_format.as_str().as_ref(),
+            path.as_os_str(),
+            size.to_string().as_ref(),
+        ],
+        QEMU_IMG_CPU_SECONDS,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Creates `path`, an empty qcow2 of `size` bytes.
+pub async fn create_blank(path: &Path, size: u64) -> Result<(), FormatError> {
+    qemu_img(
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            path.as_os_str(),
+            size.to_string().as_ref(),
+        ],
+        QEMU_IMG_CPU_SECONDS,
+    )
+    .await
+    .map(|_| ())
+}
+
+impl DiskFormat {
+    /// The format named `s` (Glance's `disk_format` values this cloud can run).
+    pub fn parse(s: &str) -> Option<DiskFormat> {
+        match s {
+            "raw" => Some(DiskFormat::Raw),
+            "qcow2" => Some(DiskFormat::Qcow2),
+            _ => None,
+        }
+    }
+}
+
 /// Checks that the file at `path` is a safe image of the `declared` format; returns its
 /// virtual size.
 pub async fn inspect(path: &Path, declared: DiskFormat) -> Result<DiskInfo, FormatError> {

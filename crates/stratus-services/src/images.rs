@@ -794,3 +794,10 @@ impl Images {
         self.store_data(image, file_stream(f)).await
     }
 }
+
+impl Images {
+    /// Where the data of image `id` lives on this host (the local blob store's file).
+    pub fn local_data_path(&self, id: &str) -> PathBuf {
+        self.blob_dir.join(id)
+    }
+}

@@ -6,6 +6,7 @@
 pub mod authz;
 pub mod bootstrap;
 mod cache;
+pub mod compute;
 pub mod demo;
 mod error;
 pub mod iam;

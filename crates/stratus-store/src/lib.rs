@@ -5,11 +5,13 @@
 //! microseconds since the epoch, flags as 0/1. Every transaction that changes identity or
 //! authorization data bumps the `revision` row so that caches on every node can tell when to reload.
 
+mod compute;
 mod iam;
 mod identity;
 mod images;
 mod migrate;
 
+pub use compute::*;
 pub use iam::*;
 pub use identity::*;
 pub use images::*;

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "image_search",
         include_str!("../migrations/0004_image_search.sql"),
     ),
+    (5, "compute", include_str!("../migrations/0005_compute.sql")),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -67,10 +67,7 @@ impl DataDir {
     }
 
     pub fn sqlite_url(&self) -> String {
-        format!(
-            "sqlite://{}?mode=rwc",
-            self.path.join("stratus.db").display()
-        )
+        sqlite_url_of(&self.path)
     }
 
     /// Writes a file readable by the owner only, atomically.
@@ -116,4 +113,9 @@ impl DataDir {
         );
         self.write_secret("clouds.yaml", &text)
     }
+}
+
+/// The URL of the embedded store of data dir `dir`.
+pub fn sqlite_url_of(dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("stratus.db").display())
 }

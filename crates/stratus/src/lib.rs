@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_api::AppState;
 use stratus_services::authz::Authorizer;
+use stratus_services::compute::{Compute, LocalDriver};
 use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
 use stratus_services::images::Images;
@@ -130,11 +131,14 @@ pub async fn start(
             tracing::warn!("the demo image could not be registered: {e}");
         }
     }
+    let driver = Arc::new(LocalDriver::new(data_dir.path().join("disks")));
+    let compute = Arc::new(Compute::new(store.clone(), images.clone(), driver));
     let state = Arc::new(AppState {
         identity,
         authz,
         iam,
         images,
+        compute,
         public_url: public_url.clone(),
     });
     let app = stratus_api::router(state);
@@ -184,4 +188,24 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The disk files of a server (operator tooling; reads the store, does not lock the data dir).
+pub async fn server_disks(cfg: &Config, server_id: &str) -> Result<Vec<std::path::PathBuf>> {
+    let url = match &cfg.database_url {
+        Some(u) => u.clone(),
+        None => datadir::sqlite_url_of(&cfg.data_dir),
+    };
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("cannot open the metadata store {}", redact(&url)))?;
+    let server = stratus_store::server_get(store.pool(), server_id).await?;
+    store.close().await;
+    let server = server.with_context(|| format!("no server {server_id}"))?;
+    let disks = cfg.data_dir.join("disks");
+    Ok([server.root_disk]
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .map(|d| disks.join(d))
+        .collect())
 }

@@ -23,6 +23,30 @@ enum Command {
     /// Inspect IAM policies of a running cloud.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Operator tools for servers.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Print the disk files of a server, one path per line (root disk first).
+    Disks(DisksArgs),
+}
+
+#[derive(Args)]
+struct DisksArgs {
+    /// The server's id
+    server_id: String,
+    /// Data directory [default: ./stratus-data]
+    #[arg(long, env = "STRATUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Metadata store, if not SQLite in the data dir
+    #[arg(long, env = "STRATUS_DATABASE_URL")]
+    database_url: Option<String>,
+    /// TOML configuration file
+    #[arg(long, env = "STRATUS_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +129,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Server(ServerCommand::Disks(args)) => server_disks(args),
         Command::Policy(PolicyCommand::Simulate(args)) => match simulate(args) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(3),
@@ -188,6 +213,21 @@ fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+fn server_disks(a: DisksArgs) -> Result<()> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let cfg = Config::resolve(a.data_dir, None, a.database_url, None, None, file)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for p in rt.block_on(stratus::server_disks(&cfg, &a.server_id))? {
+        println!("{}", p.display());
+    }
+    Ok(())
 }
 
 fn simulate(a: SimulateArgs) -> Result<bool> {

@@ -4,8 +4,7 @@ use std::collections::BTreeSet;
 use stratus_iam::Catalogue;
 
 /// Entries of services whose routes are not served yet. Serving them must empty this list.
-const NOT_YET_SERVED: &[&str] =
-    &["POST /compute/v2.1/{project_id}/servers/{server_id}/action createImage"];
+const NOT_YET_SERVED: &[&str] = &[];
 
 #[test]
 fn served_routes_and_catalogue_entries_match_one_to_one() {

@@ -1,0 +1,433 @@
+//! Servers: create, list, show, delete, and the power actions, shaped per microversion.
+
+use super::{project_of, time_z, Microversion, NAuthz, NResult, St, P};
+use crate::error::{ApiError, Nova};
+use crate::extract::{parse_json, read_body, ApiQuery};
+use crate::routes::RouteTable;
+use crate::AppState;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, Method as M, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use stratus_services::authz::{Authorized, Facts};
+use stratus_services::compute::{host_id, status_of, Action, ServerCreate};
+use stratus_services::store::ServerRec;
+
+pub fn routes() -> RouteTable<Arc<AppState>> {
+    let p = |s: &str| format!("{P}{s}");
+    RouteTable::default()
+        .at(M::GET, &p("/servers"), list)
+        .at(M::GET, &p("/servers/detail"), detail)
+        .at(M::POST, &p("/servers"), create)
+        .at(M::GET, &p("/servers/{server_id}"), show)
+        .at(M::DELETE, &p("/servers/{server_id}"), delete)
+        .at(M::POST, &p("/servers/{server_id}/action"), action)
+}
+
+fn links(s: &AppState, project: &str, kind: &str, id: &str) -> Value {
+    json!([
+        {"rel": "self", "href": s.url(&format!("/compute/v2.1/{project}/{kind}/{id}"))},
+        {"rel": "bookmark", "href": s.url(&format!("/compute/{project}/{kind}/{id}"))},
+    ])
+}
+
+/// Nova's `OS-SRV-USG` time format (no zone, microseconds).
+fn usage_time(micros: i64) -> String {
+    let z = time_z(micros);
+    format!(
+        "{}.{:06}",
+        z.trim_end_matches('Z'),
+        micros.rem_euclid(1_000_000)
+    )
+}
+
+fn brief(s: &AppState, v: &ServerRec) -> Value {
+    json!({"id": v.id, "name": v.name, "links": links(s, &v.project_id, "servers", &v.id)})
+}
+
+/// A server as `GET /servers/{id}` shows it at microversion `mv`.
+fn server_json(s: &AppState, mv: Microversion, v: &ServerRec) -> Value {
+    let status = status_of(v);
+    let image = if v.image_id.is_empty() {
+        json!("")
+    } else {
+        json!({"id": v.image_id, "links": [{"rel": "bookmark",
+            "href": s.url(&format!("/compute/{}/images/{}", v.project_id, v.image_id))}]})
+    };
+    let flavor = if mv.at_least(47) {
+        serde_json::from_str::<Value>(&v.flavor).unwrap_or_else(|_| json!({}))
+    } else {
+        json!({"id": v.flavor_id, "links": [{"rel": "bookmark",
+            "href": s.url(&format!("/compute/{}/flavors/{}", v.project_id, v.flavor_id))}]})
+    };
+    let mut out = json!({
+        "id": v.id, "name": v.name, "status": status, "tenant_id": v.project_id,
+        "user_id": v.user_id,
+        "metadata": serde_json::from_str::<Value>(&v.metadata).unwrap_or_else(|_| json!({})),
+        "hostId": if v.vm_state == "building" { String::new() } else { host_id(&v.project_id) },
+        "image": image, "flavor": flavor,
+        "created": time_z(v.created_at), "updated": time_z(v.updated_at),
+        "addresses": {}, "accessIPv4": "", "accessIPv6": "",
+        "links": links(s, &v.project_id, "servers", &v.id),
+        "OS-DCF:diskConfig": "MANUAL",
+        "OS-EXT-AZ:availability_zone": v.availability_zone,
+        "config_drive": "", "key_name": null,
+        "OS-SRV-USG:launched_at": v.launched_at.map(usage_time),
+        "OS-SRV-USG:terminated_at": null,
+        "OS-EXT-STS:task_state": v.task_state, "OS-EXT-STS:vm_state": v.vm_state,
+        "OS-EXT-STS:power_state": v.power_state,
+        "os-extended-volumes:volumes_attached": [],
+        "security_groups": [{"name": "default"}],
+    });
+    if matches!(status, "ACTIVE" | "BUILD") {
+        out["progress"] = json!(0);
+    }
+    if status == "ERROR" {
+        if let Some(f) = v
+            .fault
+            .as_deref()
+            .and_then(|f| serde_json::from_str::<Value>(f).ok())
+        {
+            out["fault"] = json!({"code": f["code"], "message": f["message"],
+                                  "created": f["created"].as_i64().map(time_z)});
+        }
+    }
+    if mv.at_least(9) {
+        out["locked"] = json!(false);
+    }
+    if mv.at_least(19) {
+        out["description"] = json!(v.description);
+    }
+    if mv.at_least(26) {
+        out["tags"] = json!([]);
+    }
+    out
+}
+
+#[derive(Deserialize, Default)]
+struct ListParams {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+async fn servers(s: &AppState, authz: NAuthz, pid: &str, q: ListParams) -> NResult<Vec<ServerRec>> {
+    project_of(authz.caller(), pid)?;
+    let limit = match &q.limit {
+        None => 1000,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("Invalid limit {l:?}: a non-negative integer."))
+            })?
+            .min(1000),
+    };
+    let c = authz.allow().await?;
+    Ok(s.compute
+        .list(&c, q.name.as_deref(), q.status.as_deref(), limit)
+        .await?)
+}
+
+async fn list(
+    State(s): St,
+    authz: NAuthz,
+    Path(pid): Path<String>,
+    ApiQuery(q, _): ApiQuery<ListParams, Nova>,
+) -> NResult<Json<Value>> {
+    let all = servers(&s, authz, &pid, q).await?;
+    Ok(Json(
+        json!({"servers": all.iter().map(|v| brief(&s, v)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn detail(
+    State(s): St,
+    mv: Microversion,
+    authz: NAuthz,
+    Path(pid): Path<String>,
+    ApiQuery(q, _): ApiQuery<ListParams, Nova>,
+) -> NResult<Json<Value>> {
+    let all = servers(&s, authz, &pid, q).await?;
+    Ok(Json(
+        json!({"servers": all.iter().map(|v| server_json(&s, mv, v)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn visible(
+    s: &AppState,
+    authz: NAuthz,
+    pid: &str,
+    id: &str,
+) -> NResult<(ServerRec, Authorized)> {
+    project_of(authz.caller(), pid)?;
+    let v = s.compute.get(authz.caller(), id).await?;
+    let c = authz
+        .require(Facts {
+            enterprise_project: Some(&v.enterprise_project_id),
+            ..Facts::default()
+        })
+        .await?;
+    Ok((v, c))
+}
+
+async fn show(
+    State(s): St,
+    mv: Microversion,
+    authz: NAuthz,
+    Path((pid, id)): Path<(String, String)>,
+) -> NResult<Json<Value>> {
+    let (v, _) = visible(&s, authz, &pid, &id).await?;
+    Ok(Json(json!({"server": server_json(&s, mv, &v)})))
+}
+
+async fn delete(
+    State(s): St,
+    authz: NAuthz,
+    Path((pid, id)): Path<(String, String)>,
+) -> NResult<StatusCode> {
+    let (_, c) = visible(&s, authz, &pid, &id).await?;
+    s.compute.delete(&c, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The last path segment of a reference that may be a URL (`imageRef`, `flavorRef`).
+fn reference(v: &Value, field: &str) -> NResult<String> {
+    let s = v.as_str().ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Invalid input for field/attribute {field}: a string is required."
+        ))
+    })?;
+    let id = s.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if id.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute {field}: empty reference."
+        )));
+    }
+    Ok(id.to_string())
+}
+
+/// The server attributes `POST /servers` accepts at microversion `mv` (anything else is 400, as
+/// upstream's schema says).
+fn known_attribute(mv: Microversion, k: &str) -> bool {
+    matches!(
+        k,
+        "name"
+            | "imageRef"
+            | "flavorRef"
+            | "metadata"
+            | "availability_zone"
+            | "networks"
+            | "adminPass"
+            | "security_groups"
+            | "user_data"
+            | "config_drive"
+            | "min_count"
+            | "max_count"
+            | "return_reservation_id"
+            | "key_name"
+            | "block_device_mapping_v2"
+            | "OS-DCF:diskConfig"
+            | "accessIPv4"
+            | "accessIPv6"
+    ) || (k == "description" && mv.at_least(19))
+}
+
+fn parse_create(mv: Microversion, body: &Value) -> NResult<ServerCreate> {
+    let bad = |m: String| ApiError::<Nova>::bad_request(m);
+    let top = body
+        .as_object()
+        .ok_or_else(|| bad("The request body must be a JSON object.".into()))?;
+    if let Some(k) = top.keys().find(|k| {
+        *k != "server" && *k != "os:scheduler_hints" && *k != "OS-SCH-HNT:scheduler_hints"
+    }) {
+        return Err(bad(format!(
+            "Additional properties are not allowed ('{k}' was unexpected)"
+        )));
+    }
+    let srv = top
+        .get("server")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("'server' is a required property".into()))?;
+    if let Some(k) = srv.keys().find(|k| !known_attribute(mv, k)) {
+        return Err(bad(format!(
+            "Additional properties are not allowed ('{k}' was unexpected)"
+        )));
+    }
+    let name = srv
+        .get("name")
+        .ok_or_else(|| bad("'name' is a required property".into()))?
+        .as_str()
+        .ok_or_else(|| bad("Invalid input for field/attribute name: a string is required.".into()))?
+        .to_string();
+    let flavor_id = reference(
+        srv.get("flavorRef")
+            .ok_or_else(|| bad("'flavorRef' is a required property".into()))?,
+        "flavorRef",
+    )?;
+    // A mapping of the image to the local root disk is the same as imageRef; volumes are not yet.
+    let mut bdm_image = None;
+    if let Some(bdm) = srv.get("block_device_mapping_v2") {
+        let list = bdm.as_array().ok_or_else(|| {
+            bad(
+                "Invalid input for field/attribute block_device_mapping_v2: a list is required."
+                    .into(),
+            )
+        })?;
+        for m in list {
+            let local_image = m["source_type"] == "image"
+                && m.get("destination_type").is_none_or(|d| d == "local")
+                && m.get("boot_index").is_some_and(|b| b == 0 || b == "0");
+            if !local_image {
+                return Err(bad("Booting from volumes (block_device_mapping_v2 with volumes) is not available in this cloud yet.".into()));
+            }
+            bdm_image = Some(reference(&m["uuid"], "block_device_mapping_v2.uuid")?);
+        }
+    }
+    let image_id = match (srv.get("imageRef"), bdm_image) {
+        (Some(r), _) if r.as_str() != Some("") => reference(r, "imageRef")?,
+        (_, Some(id)) => id,
+        _ => return Err(bad("'imageRef' is a required property".into())),
+    };
+    match srv.get("networks") {
+        None if mv.at_least(37) => return Err(bad("'networks' is a required property".into())),
+        None => {}
+        Some(Value::String(n)) if (n == "auto" || n == "none") && mv.at_least(37) => {}
+        Some(Value::Array(a)) if a.is_empty() => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "Invalid networks {other}: this cloud has no networks; use \"auto\" or \"none\" (2.37+) or leave them out."
+            )))
+        }
+    }
+    if srv.get("key_name").is_some_and(|k| !k.is_null()) {
+        return Err(bad(
+            "Invalid key_name provided: this cloud has no key pairs.".into(),
+        ));
+    }
+    for count in ["min_count", "max_count"] {
+        if let Some(c) = srv.get(count) {
+            if c.as_i64() != Some(1) && c.as_str() != Some("1") {
+                return Err(bad(format!(
+                    "Invalid {count} {c}: this cloud creates one server per request."
+                )));
+            }
+        }
+    }
+    let metadata: Map<String, Value> = match srv.get("metadata") {
+        None => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            return Err(bad(
+                "Invalid input for field/attribute metadata: an object is required.".into(),
+            ))
+        }
+    };
+    let text = |k: &str| -> NResult<Option<String>> {
+        match srv.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(format!(
+                "Invalid input for field/attribute {k}: a string is required."
+            ))),
+        }
+    };
+    Ok(ServerCreate {
+        name,
+        description: text("description")?,
+        image_id,
+        flavor_id,
+        metadata,
+        availability_zone: text("availability_zone")?,
+        admin_pass: text("adminPass")?,
+    })
+}
+
+async fn create(
+    State(s): St,
+    mv: Microversion,
+    authz: NAuthz,
+    Path(pid): Path<String>,
+    req: Request,
+) -> NResult<Response> {
+    let body: Value = parse_json(&read_body::<Nova>(req).await?)?;
+    let create = parse_create(mv, &body)?;
+    project_of(authz.caller(), &pid)?;
+    let c = authz.allow().await?;
+    let (v, pass) = s.compute.create(&c, create).await?;
+    let out = json!({"server": {
+        "id": v.id, "links": links(&s, &v.project_id, "servers", &v.id),
+        "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}], "adminPass": pass,
+    }});
+    let mut resp = (StatusCode::ACCEPTED, Json(out)).into_response();
+    let loc = s.url(&format!("/compute/v2.1/{}/servers/{}", v.project_id, v.id));
+    if let Ok(h) = HeaderValue::from_str(&loc) {
+        resp.headers_mut().insert(header::LOCATION, h);
+    }
+    Ok(resp)
+}
+
+/// The power action a body names; `None` for an action of the catalogue not served yet.
+fn power_action(key: &str, arg: &Value) -> NResult<Option<Action>> {
+    Ok(Some(match key {
+        "os-stop" => Action::Stop,
+        "os-start" => Action::Start,
+        "pause" => Action::Pause,
+        "unpause" => Action::Unpause,
+        "suspend" => Action::Suspend,
+        "resume" => Action::Resume,
+        "reboot" => match arg.get("type").and_then(Value::as_str) {
+            Some(t) if t.eq_ignore_ascii_case("SOFT") => Action::SoftReboot,
+            Some(t) if t.eq_ignore_ascii_case("HARD") => Action::HardReboot,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "Invalid reboot: 'type' is required and must be SOFT or HARD.",
+                ))
+            }
+        },
+        _ => return Ok(None),
+    }))
+}
+
+async fn action(
+    State(s): St,
+    authz: NAuthz,
+    Path((pid, id)): Path<(String, String)>,
+    req: Request,
+) -> NResult<StatusCode> {
+    let body: Value = parse_json(&read_body::<Nova>(req).await?)?;
+    let (key, arg) = match body.as_object() {
+        Some(o) if o.len() == 1 => o
+            .iter()
+            .next()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .unwrap_or_default(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "The action body must be an object with exactly one key naming the action.",
+            ))
+        }
+    };
+    let Some(authz) = authz.for_body_key(&key) else {
+        return Err(ApiError::bad_request(format!(
+            "There is no such action: {key}"
+        )));
+    };
+    let action = power_action(&key, &arg)?;
+    let (_, c) = visible(&s, authz, &pid, &id).await?;
+    let Some(action) = action else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("The server action {key} is not available in this cloud yet."),
+        ));
+    };
+    s.compute.act(&c, &id, action).await?;
+    Ok(StatusCode::ACCEPTED)
+}

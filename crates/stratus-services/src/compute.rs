@@ -1,0 +1,562 @@
+//! Compute: servers, their state machine, and the driver that makes their disks.
+//!
+//! A server is created `building`; a background task asks the driver for its root disk (a qcow2
+//! overlay on the image) and moves it to `active`, or to `error` with a fault. Power actions are
+//! conditional moves between vm_states, described by the [`ACTIONS`] table.
+
+use crate::authz::Authorized;
+use crate::identity::TokenInfo;
+use crate::images::Images;
+use crate::{Result, ServiceError};
+use futures::future::BoxFuture;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use stratus_blob::format::{create_overlay, DiskFormat};
+use stratus_store::{self as store, now_micros, FlavorRec, ServerRec, Store};
+
+/// Nova's power_state values.
+pub mod power {
+    pub const NOSTATE: i64 = 0;
+    pub const RUNNING: i64 = 1;
+    pub const PAUSED: i64 = 3;
+    pub const SHUTDOWN: i64 = 4;
+    pub const SUSPENDED: i64 = 7;
+}
+
+/// One server action: the vm_states it may start from (with no task running), and where it
+/// leaves the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionRule {
+    /// The action's name in messages (`Cannot 'stop' instance ...`).
+    pub verb: &'static str,
+    pub from: &'static [&'static str],
+    pub vm_state: &'static str,
+    pub power_state: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Stop,
+    Start,
+    SoftReboot,
+    HardReboot,
+    Pause,
+    Unpause,
+    Suspend,
+    Resume,
+}
+
+/// The state machine of power actions, as upstream allows them.
+pub const ACTIONS: &[(Action, ActionRule)] = &[
+    (
+        Action::Stop,
+        rule("stop", &["active", "error"], "stopped", power::SHUTDOWN),
+    ),
+    (
+        Action::Start,
+        rule("start", &["stopped"], "active", power::RUNNING),
+    ),
+    (
+        Action::SoftReboot,
+        rule("reboot", &["active"], "active", power::RUNNING),
+    ),
+    (
+        Action::HardReboot,
+        rule(
+            "reboot",
+            &["active", "stopped", "paused", "suspended", "error"],
+            "active",
+            power::RUNNING,
+        ),
+    ),
+    (
+        Action::Pause,
+        rule("pause", &["active"], "paused", power::PAUSED),
+    ),
+    (
+        Action::Unpause,
+        rule("unpause", &["paused"], "active", power::RUNNING),
+    ),
+    (
+        Action::Suspend,
+        rule("suspend", &["active"], "suspended", power::SUSPENDED),
+    ),
+    (
+        Action::Resume,
+        rule("resume", &["suspended"], "active", power::RUNNING),
+    ),
+];
+
+const fn rule(
+    verb: &'static str,
+    from: &'static [&'static str],
+    vm_state: &'static str,
+    power_state: i64,
+) -> ActionRule {
+    ActionRule {
+        verb,
+        from,
+        vm_state,
+        power_state,
+    }
+}
+
+/// Nova's status of a server, from its vm_state and task_state.
+pub fn status_of(s: &ServerRec) -> &'static str {
+    match (s.vm_state.as_str(), s.task_state.as_deref()) {
+        ("active", Some("rebooting")) => "REBOOT",
+        ("active", Some("rebooting_hard")) => "HARD_REBOOT",
+        ("active", _) => "ACTIVE",
+        ("building", _) => "BUILD",
+        ("stopped", _) => "SHUTOFF",
+        ("paused", _) => "PAUSED",
+        ("suspended", _) => "SUSPENDED",
+        ("error", _) => "ERROR",
+        ("deleted", _) => "DELETED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Status values a listing can filter on, and the vm_states they stand for.
+pub const STATUS_FILTERS: &[(&str, &str)] = &[
+    ("ACTIVE", "active"),
+    ("BUILD", "building"),
+    ("SHUTOFF", "stopped"),
+    ("PAUSED", "paused"),
+    ("SUSPENDED", "suspended"),
+    ("ERROR", "error"),
+];
+
+/// Makes and removes the disks of servers. The local driver keeps qcow2 files in a directory; a
+/// QEMU/libvirt driver would also run the guests.
+pub trait ComputeDriver: Send + Sync {
+    /// Creates the root disk of `server` over the image data at `image` (its id `image_id`,
+    /// format `format`), `size` bytes large; returns the disk's path relative to [`disks_dir`].
+    ///
+    /// [`disks_dir`]: ComputeDriver::disks_dir
+    fn create_root<'a>(
+        &'a self,
+        server: &'a str,
+        image_id: &'a str,
+        image: &'a Path,
+        format: DiskFormat,
+        size: u64,
+    ) -> BoxFuture<'a, Result<String>>;
+
+    /// Removes every disk of `server` (nothing to remove is not an error).
+    fn destroy<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    fn disks_dir(&self) -> &Path;
+}
+
+/// Disks as files: `cache/<image id>` (a hard link to the image data, so a server keeps working
+/// if its image is deleted) and `servers/<server id>/disk` (a qcow2 overlay on it).
+pub struct LocalDriver {
+    dir: PathBuf,
+}
+
+impl LocalDriver {
+    pub fn new(dir: PathBuf) -> LocalDriver {
+        LocalDriver { dir }
+    }
+}
+
+fn io(what: &str, e: std::io::Error) -> ServiceError {
+    ServiceError::Internal(format!("{what}: {e}"))
+}
+
+impl ComputeDriver for LocalDriver {
+    fn create_root<'a>(
+        &'a self,
+        server: &'a str,
+        image_id: &'a str,
+        image: &'a Path,
+        format: DiskFormat,
+        size: u64,
+    ) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let cache_dir = self.dir.join("cache");
+            tokio::fs::create_dir_all(&cache_dir)
+                .await
+                .map_err(|e| io("image cache", e))?;
+            let cached = cache_dir.join(image_id);
+            if !tokio::fs::try_exists(&cached).await.unwrap_or(false) {
+                let tmp = cache_dir.join(format!(".{image_id}.{}", crate::new_id()));
+                if tokio::fs::hard_link(image, &tmp).await.is_err() {
+                    tokio::fs::copy(image, &tmp)
+                        .await
+                        .map_err(|e| io("image cache copy", e))?;
+                }
+                tokio::fs::rename(&tmp, &cached)
+                    .await
+                    .map_err(|e| io("image cache", e))?;
+            }
+            let rel = format!("servers/{server}/disk");
+            let path = self.dir.join(&rel);
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| io("server disk dir", e))?;
+            }
+            create_overlay(&cached, format, &path, size)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("root disk: {e}")))?;
+            Ok(rel)
+        })
+    }
+
+    fn destroy<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match tokio::fs::remove_dir_all(self.dir.join("servers").join(server)).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io("server disks", e)),
+            }
+        })
+    }
+
+    fn disks_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServerCreate {
+    pub name: String,
+    pub description: Option<String>,
+    pub image_id: String,
+    pub flavor_id: String,
+    pub metadata: Map<String, Value>,
+    pub availability_zone: Option<String>,
+    pub admin_pass: Option<String>,
+}
+
+pub const AVAILABILITY_ZONE: &str = "nova";
+
+pub struct Compute {
+    store: Arc<Store>,
+    images: Arc<Images>,
+    driver: Arc<dyn ComputeDriver>,
+}
+
+fn bad(msg: impl Into<String>) -> ServiceError {
+    ServiceError::BadRequest(msg.into())
+}
+
+fn caller_project(caller: &TokenInfo) -> Result<&str> {
+    caller.project().map(|p| p.id.as_str()).ok_or_else(|| {
+        ServiceError::Forbidden("The compute service needs a project-scoped token.".into())
+    })
+}
+
+/// Checks Nova's metadata rules: keys 1–255 characters, values strings of at most 255.
+pub fn check_metadata(m: &Map<String, Value>) -> Result<()> {
+    for (k, v) in m {
+        if k.is_empty() || k.chars().count() > 255 {
+            return Err(bad(format!(
+                "Invalid metadata key {k:?}: 1 to 255 characters."
+            )));
+        }
+        match v.as_str() {
+            Some(s) if s.chars().count() <= 255 => {}
+            _ => {
+                return Err(bad(format!(
+                    "Invalid metadata value for {k:?}: a string of at most 255 characters."
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Compute {
+    pub fn new(store: Arc<Store>, images: Arc<Images>, driver: Arc<dyn ComputeDriver>) -> Compute {
+        Compute {
+            store,
+            images,
+            driver,
+        }
+    }
+
+    pub fn disks_dir(&self) -> &Path {
+        self.driver.disks_dir()
+    }
+
+    pub async fn flavors(&self) -> Result<Vec<FlavorRec>> {
+        Ok(store::flavor_list(self.store.pool()).await?)
+    }
+
+    pub async fn flavor(&self, id: &str) -> Result<FlavorRec> {
+        self.flavors()
+            .await?
+            .into_iter()
+            .find(|f| f.id == id)
+            .ok_or_else(|| ServiceError::not_found("flavor", id))
+    }
+
+    /// The server if it belongs to the caller's project; 404 otherwise (malformed ids included).
+    pub async fn get(&self, caller: &TokenInfo, id: &str) -> Result<ServerRec> {
+        let project = caller_project(caller)?;
+        store::server_get(self.store.pool(), id)
+            .await?
+            .filter(|s| s.project_id == project)
+            .ok_or_else(|| ServiceError::not_found("instance", id))
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Authorized,
+        name: Option<&str>,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ServerRec>> {
+        let project = caller_project(caller)?;
+        let states: Vec<&str> = match status {
+            None => vec![],
+            Some(st) => {
+                let st = st.to_ascii_uppercase();
+                match STATUS_FILTERS.iter().find(|(s, _)| *s == st) {
+                    Some((_, vm)) => vec![*vm],
+                    None => return Err(bad(format!("Invalid status value {st:?}."))),
+                }
+            }
+        };
+        let all = store::server_list(self.store.pool(), project, None, &states, limit).await?;
+        // Nova matches `name` as a pattern anywhere in the name; a plain name is a substring.
+        Ok(match name {
+            Some(n) => all.into_iter().filter(|s| s.name.contains(n)).collect(),
+            None => all,
+        })
+    }
+
+    /// Accepts a server for building; returns it (`building`) and its admin password.
+    pub async fn create(
+        &self,
+        caller: &Authorized,
+        req: ServerCreate,
+    ) -> Result<(ServerRec, String)> {
+        let project = caller_project(caller)?.to_string();
+        let name = req.name.trim();
+        if name.is_empty() || req.name.chars().count() > 255 || name.len() != req.name.len() {
+            return Err(bad(
+                "Invalid server name: 1 to 255 characters, no leading or trailing white space.",
+            ));
+        }
+        check_metadata(&req.metadata)?;
+        if let Some(az) = &req.availability_zone {
+            if az != AVAILABILITY_ZONE {
+                return Err(bad(format!(
+                    "The requested availability zone {az:?} is not available."
+                )));
+            }
+        }
+        let flavor = self
+            .flavor(&req.flavor_id)
+            .await
+            .map_err(|_| bad(format!("Flavor {} could not be found.", req.flavor_id)))?;
+        let image = self
+            .images
+            .get(caller, &req.image_id)
+            .await
+            .map_err(|_| bad(format!("Can not find requested image {}.", req.image_id)))?;
+        if image.status != "active" {
+            return Err(bad(format!(
+                "Image {} is not active (it is {}).",
+                image.id, image.status
+            )));
+        }
+        let format = image
+            .disk_format
+            .as_deref()
+            .and_then(DiskFormat::parse)
+            .ok_or_else(|| {
+                bad(format!(
+                    "Image {} has disk_format {:?}; servers boot from raw or qcow2 images.",
+                    image.id,
+                    image.disk_format.as_deref().unwrap_or("none")
+                ))
+            })?;
+        let gib = 1i64 << 30;
+        let virtual_size = image.virtual_size.unwrap_or(0);
+        if flavor.disk_gb > 0
+            && (image.min_disk > flavor.disk_gb || virtual_size > flavor.disk_gb * gib)
+        {
+            return Err(bad(format!(
+                "Flavor's disk is too small for requested image. Flavor disk is {} bytes, image is {} bytes.",
+                flavor.disk_gb * gib,
+                virtual_size.max(image.min_disk * gib)
+            )));
+        }
+        if image.min_ram > flavor.ram_mb {
+            return Err(bad("Flavor's memory is too small for requested image."));
+        }
+        let admin_pass = req.admin_pass.clone().unwrap_or_else(|| {
+            rand::thread_rng()
+                .sample_iter(&Alphanumeric)
+                .take(12)
+                .map(char::from)
+                .collect()
+        });
+        let now = now_micros();
+        let server = ServerRec {
+            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            project_id: project,
+            user_id: caller.user.id.clone(),
+            enterprise_project_id: store::DEFAULT_ENTERPRISE_PROJECT.into(),
+            name: req.name.clone(),
+            description: req.description.clone(),
+            flavor_id: flavor.id.clone(),
+            flavor: flavor_json(&flavor).to_string(),
+            image_id: image.id.clone(),
+            vm_state: "building".into(),
+            task_state: Some("spawning".into()),
+            power_state: power::NOSTATE,
+            metadata: Value::Object(req.metadata).to_string(),
+            availability_zone: AVAILABILITY_ZONE.into(),
+            fault: None,
+            root_disk: String::new(),
+            created_at: now,
+            updated_at: now,
+            launched_at: None,
+        };
+        let mut w = self.store.write(false).await?;
+        store::server_insert(w.conn(), &server).await?;
+        self.store.commit(w).await?;
+
+        let size = (flavor.disk_gb * gib).max(virtual_size).max(1) as u64;
+        let data = self.images.local_data_path(&image.id);
+        let (store, driver, id, image_id) = (
+            self.store.clone(),
+            self.driver.clone(),
+            server.id.clone(),
+            image.id.clone(),
+        );
+        tokio::spawn(async move {
+            let built = driver
+                .create_root(&id, &image_id, &data, format, size)
+                .await;
+            let (disk, fault) = match built {
+                Ok(disk) => (disk, None),
+                Err(e) => {
+                    tracing::error!(server = %id, "build failed: {e}");
+                    let fault = json!({"code": 500, "message": format!("Build of instance {id} failed: {e}"),
+                                       "created": now_micros()});
+                    (String::new(), Some(fault.to_string()))
+                }
+            };
+            let recorded = async {
+                let mut w = store.write(false).await?;
+                let ok = store::server_built(w.conn(), &id, &disk, fault.as_deref(), now_micros())
+                    .await?;
+                store.commit(w).await?;
+                Ok::<bool, store::StoreError>(ok)
+            }
+            .await;
+            if !matches!(recorded, Ok(true)) {
+                // Deleted while building (or the store failed): its disks are not wanted.
+                let _ = driver.destroy(&id).await;
+            }
+        });
+        Ok((server, admin_pass))
+    }
+
+    /// Runs a power action through the [`ACTIONS`] table; 409 in a state it cannot start from.
+    pub async fn act(&self, caller: &Authorized, id: &str, action: Action) -> Result<ServerRec> {
+        let s = self.get(caller, id).await?;
+        let rule = ACTIONS
+            .iter()
+            .find(|(a, _)| *a == action)
+            .map(|(_, r)| *r)
+            .ok_or_else(|| ServiceError::Internal(format!("no rule for {action:?}")))?;
+        let refuse = |s: &ServerRec| {
+            let (attr, state) = match &s.task_state {
+                Some(t) => ("task_state", t.clone()),
+                None => ("vm_state", s.vm_state.clone()),
+            };
+            ServiceError::Conflict(format!(
+                "Cannot '{}' instance {} while it is in {attr} {state}",
+                rule.verb, s.id
+            ))
+        };
+        if s.task_state.is_some() || !rule.from.contains(&s.vm_state.as_str()) {
+            return Err(refuse(&s));
+        }
+        let mut w = self.store.write(false).await?;
+        let moved = store::server_transition(
+            w.conn(),
+            id,
+            rule.from,
+            None,
+            rule.vm_state,
+            None,
+            rule.power_state,
+            now_micros(),
+        )
+        .await?;
+        self.store.commit(w).await?;
+        let now = self.get(caller, id).await?;
+        if moved {
+            Ok(now)
+        } else {
+            Err(refuse(&now))
+        }
+    }
+
+    /// Deletes a server in any state, with its disks.
+    pub async fn delete(&self, caller: &Authorized, id: &str) -> Result<()> {
+        let s = self.get(caller, id).await?;
+        let mut w = self.store.write(false).await?;
+        store::server_delete(w.conn(), &s.id).await?;
+        self.store.commit(w).await?;
+        self.driver.destroy(&s.id).await
+    }
+
+    /// The absolute path of a server's root disk, if it has one (operator tooling).
+    pub async fn root_disk_path(&self, id: &str) -> Result<Option<PathBuf>> {
+        let s = store::server_get(self.store.pool(), id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("instance", id))?;
+        Ok((!s.root_disk.is_empty()).then(|| self.driver.disks_dir().join(&s.root_disk)))
+    }
+}
+
+/// The flavor as a server embeds it (from 2.47).
+pub fn flavor_json(f: &FlavorRec) -> Value {
+    json!({
+        "original_name": f.name, "vcpus": f.vcpus, "ram": f.ram_mb, "disk": f.disk_gb,
+        "ephemeral": f.ephemeral_gb, "swap": f.swap_mb,
+        "extra_specs": serde_json::from_str::<Value>(&f.extra_specs).unwrap_or_else(|_| json!({})),
+    })
+}
+
+/// Nova's `hostId`: an opaque hash of the project and the host, the same for a project's servers
+/// on one host.
+pub fn host_id(project_id: &str) -> String {
+    use sha2::{Digest, Sha224};
+    let d = Sha224::digest(format!("{project_id}{HOST}").as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The one compute host of the local driver.
+pub const HOST: &str = "stratus-local";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_has_one_rule_ending_in_a_reachable_state() {
+        for (a, r) in ACTIONS {
+            assert_eq!(ACTIONS.iter().filter(|(b, _)| b == a).count(), 1);
+            assert!(!r.from.is_empty());
+            // Every target state is a state some action can leave (or active).
+            assert!(
+                r.vm_state == "active" || ACTIONS.iter().any(|(_, o)| o.from.contains(&r.vm_state)),
+                "{a:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Records and queries of servers.
+
+use crate::Result;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRec {
+    pub id: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub enterprise_project_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub flavor_id: String,
+    /// JSON object: the flavor at creation.
+    pub flavor: String,
+    /// Empty for a server booted from a volume.
+    pub image_id: String,
+    pub vm_state: String,
+    pub task_state: Option<String>,
+    pub power_state: i64,
+    /// JSON object text.
+    pub metadata: String,
+    pub availability_zone: String,
+    /// JSON object text.
+    pub fault: Option<String>,
+    /// Relative to the disks directory; empty until the disk exists.
+    pub root_disk: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub launched_at: Option<i64>,
+}
+
+const COLS: &str = "id, project_id, user_id, enterprise_project_id, name, description, flavor_id, flavor, \
+    image_id, vm_state, task_state, power_state, metadata, availability_zone, fault, root_disk, created_at, \
+    updated_at, launched_at";
+
+fn from_row(r: &AnyRow) -> Result<ServerRec> {
+    Ok(ServerRec {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        user_id: r.try_get("user_id")?,
+        enterprise_project_id: r.try_get("enterprise_project_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        flavor_id: r.try_get("flavor_id")?,
+        flavor: r.try_get("flavor")?,
+        image_id: r.try_get("image_id")?,
+        vm_state: r.try_get("vm_state")?,
+        task_state: r.try_get("task_state")?,
+        power_state: r.try_get("power_state")?,
+        metadata: r.try_get("metadata")?,
+        availability_zone: r.try_get("availability_zone")?,
+        fault: r.try_get("fault")?,
+        root_disk: r.try_get("root_disk")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        launched_at: r.try_get("launched_at")?,
+    })
+}
+
+pub async fn server_insert<'e, E: Executor<'e, Database = Any>>(e: E, s: &ServerRec) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO servers ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $19)"
+    ))
+    .bind(&s.id)
+    .bind(&s.project_id)
+    .bind(&s.user_id)
+    .bind(&s.enterprise_project_id)
+    .bind(&s.name)
+    .bind(&s.description)
+    .bind(&s.flavor_id)
+    .bind(&s.flavor)
+    .bind(&s.image_id)
+    .bind(&s.vm_state)
+    .bind(&s.task_state)
+    .bind(s.power_state)
+    .bind(&s.metadata)
+    .bind(&s.availability_zone)
+    .bind(&s.fault)
+    .bind(&s.root_disk)
+    .bind(s.created_at)
+    .bind(s.updated_at)
+    .bind(s.launched_at)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn server_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<ServerRec>> {
+    sqlx::query(&format!("SELECT {COLS} FROM servers WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// A project's servers, newest first; optional exact name and vm_state filters.
+pub async fn server_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    project_id: &str,
+    name: Option<&str>,
+    vm_states: &[&str],
+    limit: i64,
+) -> Result<Vec<ServerRec>> {
+    let states = if vm_states.is_empty() {
+        String::new()
+    } else {
+        let ps: Vec<String> = (0..vm_states.len())
+            .map(|n| format!("${}", n + 4))
+            .collect();
+        format!(" AND vm_state IN ({})", ps.join(", "))
+    };
+    let sql = format!(
+        "SELECT {COLS} FROM servers WHERE project_id = $1 AND ($2 = '' OR name = $2){states} \
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(project_id)
+        .bind(name.unwrap_or(""))
+        .bind(limit);
+    for s in vm_states {
+        q = q.bind(*s);
+    }
+    q.fetch_all(e).await?.iter().map(from_row).collect()
+}
+
+/// Moves a server between states if it is still in one of `from_vm` with no task running (the
+/// one way every action starts); false if another change got there first.
+#[allow(clippy::too_many_arguments)]
+pub async fn server_transition<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+    from_vm: &[&str],
+    from_task: Option<&str>,
+    vm_state: &str,
+    task_state: Option<&str>,
+    power_state: i64,
+    now: i64,
+) -> Result<bool> {
+    let ps: Vec<String> = (0..from_vm.len()).map(|n| format!("${}", n + 7)).collect();
+    let sql = format!(
+        "UPDATE servers SET vm_state = $2, task_state = $3, power_state = $4, updated_at = $5 \
+         WHERE id = $1 AND COALESCE(task_state, '') = $6 AND vm_state IN ({})",
+        ps.join(", ")
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(id)
+        .bind(vm_state)
+        .bind(task_state)
+        .bind(power_state)
+        .bind(now)
+        .bind(from_task.unwrap_or(""));
+    for s in from_vm {
+        q = q.bind(*s);
+    }
+    Ok(q.execute(e).await?.rows_affected() > 0)
+}
+
+/// The end of a build: the root disk exists (`active`) or the build failed (`error` + fault).
+pub async fn server_built<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+    root_disk: &str,
+    fault: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let (vm_state, power_state) = if fault.is_some() {
+        ("error", 0)
+    } else {
+        ("active", 1)
+    };
+    let r = sqlx::query(
+        "UPDATE servers SET vm_state = $2, task_state = NULL, power_state = $3, root_disk = $4, fault = $5, \
+         updated_at = $6, launched_at = CASE WHEN $5 IS NULL THEN $6 ELSE NULL END \
+         WHERE id = $1 AND vm_state = 'building'",
+    )
+    .bind(id)
+    .bind(vm_state)
+    .bind(power_state)
+    .bind(root_disk)
+    .bind(fault)
+    .bind(now)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn server_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM servers WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}

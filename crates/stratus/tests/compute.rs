@@ -1,0 +1,477 @@
+//! The Compute API over real HTTP: microversions, discovery, flavors, servers with real qcow2
+//! disks, the power state machine, and bad input.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::process::Command;
+use stratus_services::demo::DEMO_IMAGE_ID;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stratus");
+
+/// A compute request at microversion `mv` ("" for none); returns status, headers, body.
+async fn nova(
+    c: &TestCloud,
+    method: Method,
+    path: &str,
+    t: Option<&str>,
+    mv: &str,
+    body: Option<Value>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut req = c.http.request(method, format!("{}{}", c.url, path));
+    if let Some(t) = t {
+        req = req.header("X-Auth-Token", t);
+    }
+    if !mv.is_empty() {
+        req = req.header("OpenStack-API-Version", format!("compute {mv}"));
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let (s, h) = (r.status(), r.headers().clone());
+    let text = r.text().await.unwrap();
+    (s, h, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn assert_nova_error(s: StatusCode, b: &Value, expected: StatusCode, fault: &str) {
+    assert_eq!(s, expected, "{b}");
+    assert_eq!(b[fault]["code"], expected.as_u16(), "{b}");
+    assert!(
+        b[fault]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{b}"
+    );
+}
+
+async fn project_token(c: &TestCloud, project: &str) -> String {
+    let pw = c.admin_password.clone();
+    c.token_for("admin", &pw, Some(project)).await
+}
+
+async fn create_server(c: &TestCloud, t: &str, name: &str) -> Value {
+    let (s, h, b) = nova(
+        c,
+        Method::POST,
+        "/compute/v2.1/servers",
+        Some(t),
+        "2.47",
+        Some(json!({"server": {"name": name, "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert!(b["server"]["adminPass"]
+        .as_str()
+        .is_some_and(|p| p.len() >= 8));
+    let id = b["server"]["id"].as_str().unwrap();
+    assert!(h["location"]
+        .to_str()
+        .unwrap()
+        .ends_with(&format!("/servers/{id}")));
+    b["server"].clone()
+}
+
+async fn wait_status(c: &TestCloud, t: &str, id: &str, want: &str) -> Value {
+    for _ in 0..500 {
+        let (_, _, b) = nova(
+            c,
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(t),
+            "2.47",
+            None,
+        )
+        .await;
+        if b["server"]["status"] == want {
+            return b["server"].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("server {id} never became {want}");
+}
+
+async fn discovery_and_microversions(c: &TestCloud) {
+    let (s, h, b) = nova(c, Method::GET, "/compute/", None, "", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["versions"][1]["version"], "2.47");
+    assert_eq!(h["openstack-api-version"], "compute 2.1");
+    let (s, h, b) = nova(c, Method::GET, "/compute/v2.1/", None, "latest", None).await;
+    assert_eq!(
+        (s, b["version"]["min_version"].as_str()),
+        (StatusCode::OK, Some("2.1"))
+    );
+    assert_eq!(h["openstack-api-version"], "compute 2.47");
+    assert_eq!(h["x-openstack-nova-api-version"], "2.47");
+    assert!(h["vary"]
+        .to_str()
+        .unwrap()
+        .contains("OpenStack-API-Version"));
+    let (s, h, b) = nova(c, Method::GET, "/compute/v2.1/", None, "2.48", None).await;
+    assert_eq!(s, StatusCode::NOT_ACCEPTABLE, "{b}");
+    assert!(h.contains_key("openstack-api-version"));
+    let (s, _, b) = nova(c, Method::GET, "/compute/v2.1/", None, "2.x", None).await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    // Errors carry the headers too, in Nova's format.
+    let (s, h, b) = nova(c, Method::GET, "/compute/v2.1/servers", None, "2.10", None).await;
+    assert_nova_error(s, &b, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(h["openstack-api-version"], "compute 2.10");
+    let (s, h, b) = nova(
+        c,
+        Method::GET,
+        "/compute/v2.1/nothing/here",
+        None,
+        "2.3",
+        None,
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    assert_eq!(h["x-openstack-nova-api-version"], "2.3");
+
+    let t = project_token(c, "demo").await;
+    let (s, _, b) = nova(c, Method::GET, "/compute/v2.1/flavors", Some(&t), "", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(b["flavors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"] == "m1.tiny"));
+    let (_, _, b) = nova(
+        c,
+        Method::GET,
+        "/compute/v2/flavors/detail",
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    let tiny = b["flavors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (tiny["ram"].as_i64(), tiny["disk"].as_i64()),
+        (Some(512), Some(1))
+    );
+    let (s, _, b) = nova(
+        c,
+        Method::GET,
+        "/compute/v2.1/flavors/nope",
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+}
+on_both_stores!(discovery_and_microversions);
+
+async fn server_lifecycle_and_state_machine(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let pid = c.project_id(&c.admin_token().await, "demo").await;
+    let created = create_server(c, &t, "s1").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/compute/v2.1/{pid}/servers/{id}");
+    let active = wait_status(c, &t, &id, "ACTIVE").await;
+    assert_eq!(active["OS-EXT-STS:vm_state"], "active");
+    assert_eq!(active["OS-EXT-STS:power_state"], 1);
+    assert!(active["OS-EXT-STS:task_state"].is_null());
+    assert_eq!(active["image"]["id"], DEMO_IMAGE_ID);
+    assert!(active["OS-SRV-USG:launched_at"].is_string());
+
+    // The same server at 2.1 and at 2.47 differs exactly as upstream.
+    let (_, _, old) = nova(c, Method::GET, &path, Some(&t), "2.1", None).await;
+    let (_, _, new) = nova(c, Method::GET, &path, Some(&t), "2.47", None).await;
+    let (old, new) = (
+        old["server"].as_object().unwrap(),
+        new["server"].as_object().unwrap(),
+    );
+    let only_new: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
+    assert_eq!(only_new, ["description", "locked", "tags"]);
+    assert!(old.keys().all(|k| new.contains_key(k)));
+    assert_eq!(old["flavor"]["id"], "1");
+    assert!(new["flavor"].get("id").is_none());
+    assert_eq!(new["flavor"]["original_name"], "m1.tiny");
+    assert_eq!(new["flavor"]["vcpus"], 1);
+    for (k, v) in old {
+        if k != "flavor" && k != "updated" {
+            assert_eq!(&new[k], v, "{k}");
+        }
+    }
+
+    // Its root disk is a qcow2 overlay on the cached image, as the operator command shows.
+    let mut cmd = Command::new(BIN);
+    cmd.args(["server", "disks", &id, "--data-dir"])
+        .arg(&c.config.data_dir);
+    if let Some(url) = &c.config.database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let disk = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json", "-f", "qcow2", &disk])
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["virtual-size"], 1u64 << 30);
+    assert!(info["backing-filename"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("cache/{DEMO_IMAGE_ID}")));
+    let w = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0xab 0 64k", &disk])
+        .output()
+        .unwrap();
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+
+    // Listing with filters.
+    create_server(c, &t, "other").await;
+    let (_, _, l) = nova(
+        c,
+        Method::GET,
+        "/compute/v2.1/servers?name=s1",
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(l["servers"].as_array().unwrap().len(), 1);
+    assert_eq!(l["servers"][0]["id"], id.as_str());
+    let (_, _, l) = nova(
+        c,
+        Method::GET,
+        "/compute/v2.1/servers/detail?status=ACTIVE&name=s1",
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(l["servers"][0]["status"], "ACTIVE");
+    let (s, _, b) = nova(
+        c,
+        Method::GET,
+        "/compute/v2.1/servers?status=NAPPING",
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+
+    // The state machine: each action from where it may start; 409 elsewhere.
+    let act = |body: Value| {
+        let (t, path) = (t.clone(), format!("{path}/action"));
+        async move { nova(c, Method::POST, &path, Some(&t), "", Some(body)).await }
+    };
+    let steps: Vec<(Value, StatusCode, &str)> = vec![
+        (json!({"resume": null}), StatusCode::CONFLICT, "ACTIVE"),
+        (json!({"os-stop": null}), StatusCode::ACCEPTED, "SHUTOFF"),
+        (json!({"os-stop": null}), StatusCode::CONFLICT, "SHUTOFF"),
+        (json!({"pause": null}), StatusCode::CONFLICT, "SHUTOFF"),
+        (
+            json!({"reboot": {"type": "SOFT"}}),
+            StatusCode::CONFLICT,
+            "SHUTOFF",
+        ),
+        (json!({"os-start": null}), StatusCode::ACCEPTED, "ACTIVE"),
+        (
+            json!({"reboot": {"type": "SOFT"}}),
+            StatusCode::ACCEPTED,
+            "ACTIVE",
+        ),
+        (json!({"pause": null}), StatusCode::ACCEPTED, "PAUSED"),
+        (json!({"suspend": null}), StatusCode::CONFLICT, "PAUSED"),
+        (json!({"unpause": null}), StatusCode::ACCEPTED, "ACTIVE"),
+        (json!({"suspend": null}), StatusCode::ACCEPTED, "SUSPENDED"),
+        (
+            json!({"reboot": {"type": "HARD"}}),
+            StatusCode::ACCEPTED,
+            "ACTIVE",
+        ),
+        (json!({"suspend": null}), StatusCode::ACCEPTED, "SUSPENDED"),
+        (json!({"resume": null}), StatusCode::ACCEPTED, "ACTIVE"),
+    ];
+    for (body, want, status) in steps {
+        let (s, _, b) = act(body.clone()).await;
+        assert_eq!(s, want, "{body}: {b}");
+        if want == StatusCode::CONFLICT {
+            let msg = b["conflictingRequest"]["message"].as_str().unwrap();
+            assert!(
+                msg.starts_with("Cannot '") && msg.contains(&id) && msg.contains("vm_state"),
+                "{msg}"
+            );
+        }
+        let (_, _, now) = nova(c, Method::GET, &path, Some(&t), "", None).await;
+        assert_eq!(now["server"]["status"], status, "after {body}");
+    }
+    let (_, _, b) = act(json!({"os-stop": null})).await;
+    assert!(b.is_null());
+    let (_, _, b) = act(json!({"os-stop": null})).await;
+    assert_eq!(
+        b["conflictingRequest"]["message"],
+        format!("Cannot 'stop' instance {id} while it is in vm_state stopped")
+    );
+
+    let (s, _, _) = nova(c, Method::DELETE, &path, Some(&t), "", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(!std::path::Path::new(&disk).exists());
+    let (s, _, b) = nova(c, Method::GET, &path, Some(&t), "", None).await;
+    assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+}
+on_both_stores!(server_lifecycle_and_state_machine);
+
+async fn bad_input_and_visibility(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let admin = project_token(c, "admin").await;
+    let server = |fields: Value| json!({"server": fields});
+    let base =
+        json!({"name": "x", "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        if v.is_null() {
+            b.as_object_mut().unwrap().remove(k);
+        } else {
+            b[k] = v;
+        }
+        server(b)
+    };
+    let cases: Vec<(&str, Value)> = vec![
+        ("2.47", with("flavorRef", json!("nope"))),
+        (
+            "2.47",
+            with("imageRef", json!("5d5b4a10-0000-4000-8000-000000000000")),
+        ),
+        ("2.47", with("networks", Value::Null)),
+        ("2.47", with("networks", json!([{"uuid": "n1"}]))),
+        ("2.47", with("name", json!(""))),
+        ("2.47", with("name", json!(" padded "))),
+        ("2.47", with("colour", json!("red"))),
+        ("2.1", with("description", json!("only from 2.19"))),
+        ("2.47", with("metadata", json!({"k": 1}))),
+        ("2.47", with("key_name", json!("k"))),
+        ("2.47", with("availability_zone", json!("elsewhere"))),
+        ("2.47", json!({"server": "x"})),
+        ("2.47", json!({"servers": {}})),
+    ];
+    for (mv, body) in cases {
+        let (s, _, b) = nova(
+            c,
+            Method::POST,
+            "/compute/v2.1/servers",
+            Some(&t),
+            mv,
+            Some(body.clone()),
+        )
+        .await;
+        assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    }
+    let (_, _, l) = nova(c, Method::GET, "/compute/v2.1/servers", Some(&t), "", None).await;
+    assert_eq!(l["servers"], json!([]), "bad input created nothing");
+
+    let mine = create_server(c, &admin, "admins").await;
+    let id = mine["id"].as_str().unwrap();
+    for path in [
+        format!("/compute/v2.1/servers/{id}"),
+        "/compute/v2.1/servers/not-a-uuid".to_string(),
+    ] {
+        let (s, _, b) = nova(c, Method::GET, &path, Some(&t), "", None).await;
+        assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+        let (s, _, b) = nova(
+            c,
+            Method::POST,
+            &format!("{path}/action"),
+            Some(&t),
+            "",
+            Some(json!({"os-stop": null})),
+        )
+        .await;
+        assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    }
+    let (s, _, b) = nova(
+        c,
+        Method::GET,
+        "/compute/v2.1/someoneelse/servers",
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let act = format!("/compute/v2.1/servers/{id}/action");
+    for body in [
+        json!({"reboot": {}}),
+        json!({"fly": null}),
+        json!({"os-stop": null, "os-start": null}),
+        json!([]),
+    ] {
+        let (s, _, b) = nova(c, Method::POST, &act, Some(&admin), "", Some(body.clone())).await;
+        assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    }
+}
+on_both_stores!(bad_input_and_visibility);
+
+async fn server_actions_need_their_action(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let uid = c.create_user(&admin, "viewer", "pw").await;
+    let gid = c.group_with(&admin, "viewers", &uid).await;
+    let demo = c.project_id(&admin, "demo").await;
+    let role = c.role_id(&admin, "system_all_ecs_readonly").await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{role}"),
+    )
+    .await;
+    let owner = project_token(c, "demo").await;
+    let id = create_server(c, &owner, "guarded").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_status(c, &owner, &id, "ACTIVE").await;
+    let t = c.token_for("viewer", "pw", Some("demo")).await;
+    let (s, _, _) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/servers/{id}"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        &format!("/compute/v2.1/servers/{id}/action"),
+        Some(&t),
+        "",
+        Some(json!({"os-stop": null})),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        b["forbidden"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ecs:servers:stop"),
+        "{b}"
+    );
+    let (_, _, now) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/servers/{id}"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(now["server"]["status"], "ACTIVE");
+}
+on_both_stores!(server_actions_need_their_action);

@@ -18,6 +18,8 @@ pub enum ApiKind {
     Image,
     /// Nova: `{"itemNotFound": {"code": 404, "message"}}`, keyed by [`NOVA_FAULTS`].
     Compute,
+    /// Cinder: the same shape as Nova's.
+    Volume,
 }
 
 /// Nova's fault name per status; anything else is a `computeFault`.
@@ -56,6 +58,12 @@ impl Api for Glance {
 pub struct Nova;
 impl Api for Nova {
     const KIND: ApiKind = ApiKind::Compute;
+}
+
+/// The Block Storage API (Cinder v3 / EVS).
+pub struct Cinder;
+impl Api for Cinder {
+    const KIND: ApiKind = ApiKind::Volume;
 }
 
 pub struct ApiError<A: Api> {
@@ -132,7 +140,7 @@ pub fn error_response(kind: ApiKind, status: StatusCode, message: &str) -> Respo
             "code": format!("{} {}", status.as_u16(), title(status)),
             "title": title(status),
         }),
-        ApiKind::Compute => {
+        ApiKind::Compute | ApiKind::Volume => {
             let fault = NOVA_FAULTS
                 .iter()
                 .find(|(code, _)| *code == status.as_u16())

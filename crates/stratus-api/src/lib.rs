@@ -12,6 +12,7 @@ mod image;
 pub mod middleware;
 pub mod routes;
 mod timefmt;
+mod volume;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub iam: Arc<Iam>,
     pub images: Arc<Images>,
     pub compute: Arc<stratus_services::compute::Compute>,
+    pub volumes: Arc<stratus_services::volumes::Volumes>,
     /// Base URL clients reach this server at, without a trailing slash (e.g.
     /// `http://127.0.0.1:8080`); catalogue URLs and links are made from it.
     pub public_url: String,
@@ -50,6 +52,7 @@ pub fn routes() -> routes::RouteTable<Arc<AppState>> {
         .merge(iam::routes())
         .merge(image::routes())
         .merge(compute::routes())
+        .merge(volume::routes())
 }
 
 /// The whole HTTP application.
@@ -61,8 +64,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state);
     // The compute layer rewrites paths, so it runs before routing, around the router.
     let compute = tower::Layer::layer(&axum::middleware::from_fn(compute::compute_layer), inner);
+    let volume = tower::Layer::layer(&axum::middleware::from_fn(volume::volume_layer), compute);
     Router::new()
-        .fallback_service(compute)
+        .fallback_service(volume)
         .layer(axum::middleware::from_fn(middleware::request_id))
 }
 
@@ -72,7 +76,7 @@ async fn root(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> i
         "stratus": {
             "version": env!("CARGO_PKG_VERSION"),
             "services": {"identity": s.url("/identity"), "image": s.url("/image"),
-                         "compute": s.url("/compute")},
+                         "compute": s.url("/compute"), "volume": s.url("/volume")},
         }
     }))
 }
@@ -83,6 +87,8 @@ fn api_of(path: &str) -> ApiKind {
         ApiKind::Image
     } else if path == "/compute" || path.starts_with("/compute/") {
         ApiKind::Compute
+    } else if path == "/volume" || path.starts_with("/volume/") {
+        ApiKind::Volume
     } else {
         ApiKind::Identity
     }

@@ -65,3 +65,39 @@ impl<S: Clone + Send + Sync + 'static> RouteTable<S> {
             .fold(Router::new(), |r, (path, mr)| r.route(&path, mr))
     }
 }
+
+/// The canonical form of a path of an API with optional project ids: under any of the `accepted`
+/// version prefixes, a path whose first segment is one of `collections` gets `_` (the token's
+/// project) inserted; the prefix becomes `canonical`. `None` for paths outside those prefixes.
+pub fn canonical_path(
+    path: &str,
+    accepted: &[&str],
+    canonical: &str,
+    collections: &[&str],
+) -> Option<String> {
+    let rest = accepted.iter().find_map(|p| path.strip_prefix(p))?;
+    if rest.is_empty() {
+        return Some(canonical.to_string());
+    }
+    let first = rest.split('/').next().unwrap_or("");
+    if collections.contains(&first) {
+        Some(format!("{canonical}_/{rest}"))
+    } else {
+        Some(format!("{canonical}{rest}"))
+    }
+}
+
+/// Replaces a request's path, keeping its query.
+pub fn set_path(req: &mut axum::extract::Request, path: &str) {
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}

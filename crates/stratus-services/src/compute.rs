@@ -5,6 +5,7 @@
 //! conditional moves between vm_states, described by the [`ACTIONS`] table.
 
 use crate::authz::Authorized;
+use crate::disks::Disks;
 use crate::identity::TokenInfo;
 use crate::images::Images;
 use crate::{Result, ServiceError};
@@ -12,9 +13,9 @@ use futures::future::BoxFuture;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Map, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use stratus_blob::format::{create_overlay, DiskFormat};
+use stratus_blob::format::DiskFormat;
 use stratus_store::{self as store, now_micros, FlavorRec, ServerRec, Store};
 
 /// Nova's power_state values.
@@ -130,97 +131,56 @@ pub const STATUS_FILTERS: &[(&str, &str)] = &[
     ("ERROR", "error"),
 ];
 
-/// Makes and removes the disks of servers. The local driver keeps qcow2 files in a directory; a
-/// QEMU/libvirt driver would also run the guests.
+/// Makes and removes the disks of servers. The local driver keeps qcow2 files in the disks
+/// directory; a QEMU/libvirt driver would also run the guests.
 pub trait ComputeDriver: Send + Sync {
-    /// Creates the root disk of `server` over the image data at `image` (its id `image_id`,
-    /// format `format`), `size` bytes large; returns the disk's path relative to [`disks_dir`].
-    ///
-    /// [`disks_dir`]: ComputeDriver::disks_dir
+    /// Creates the root disk `root` (a path under the disks directory) of `size` bytes over the
+    /// cached image layer `image` of format `format`.
     fn create_root<'a>(
         &'a self,
-        server: &'a str,
-        image_id: &'a str,
-        image: &'a Path,
+        root: &'a str,
+        image: &'a str,
         format: DiskFormat,
         size: u64,
-    ) -> BoxFuture<'a, Result<String>>;
+    ) -> BoxFuture<'a, Result<()>>;
 
-    /// Removes every disk of `server` (nothing to remove is not an error).
+    /// Removes the disks of `server` that belong to it alone (nothing to remove is not an error).
     fn destroy<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<()>>;
-
-    fn disks_dir(&self) -> &Path;
 }
 
-/// Disks as files: `cache/<image id>` (a hard link to the image data, so a server keeps working
-/// if its image is deleted) and `servers/<server id>/disk` (a qcow2 overlay on it).
+/// Root disks as qcow2 files (`servers/<id>/disk`) over the image cache.
 pub struct LocalDriver {
-    dir: PathBuf,
+    disks: Arc<Disks>,
 }
 
 impl LocalDriver {
-    pub fn new(dir: PathBuf) -> LocalDriver {
-        LocalDriver { dir }
+    pub fn new(disks: Arc<Disks>) -> LocalDriver {
+        LocalDriver { disks }
     }
-}
-
-fn io(what: &str, e: std::io::Error) -> ServiceError {
-    ServiceError::Internal(format!("{what}: {e}"))
 }
 
 impl ComputeDriver for LocalDriver {
     fn create_root<'a>(
         &'a self,
-        server: &'a str,
-        image_id: &'a str,
-        image: &'a Path,
+        root: &'a str,
+        image: &'a str,
         format: DiskFormat,
         size: u64,
-    ) -> BoxFuture<'a, Result<String>> {
-        Box::pin(async move {
-            let cache_dir = self.dir.join("cache");
-            tokio::fs::create_dir_all(&cache_dir)
-                .await
-                .map_err(|e| io("image cache", e))?;
-            let cached = cache_dir.join(image_id);
-            if !tokio::fs::try_exists(&cached).await.unwrap_or(false) {
-                let tmp = cache_dir.join(format!(".{image_id}.{}", crate::new_id()));
-                if tokio::fs::hard_link(image, &tmp).await.is_err() {
-                    tokio::fs::copy(image, &tmp)
-                        .await
-                        .map_err(|e| io("image cache copy", e))?;
-                }
-                tokio::fs::rename(&tmp, &cached)
-                    .await
-                    .map_err(|e| io("image cache", e))?;
-            }
-            let rel = format!("servers/{server}/disk");
-            let path = self.dir.join(&rel);
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| io("server disk dir", e))?;
-            }
-            create_overlay(&cached, format, &path, size)
-                .await
-                .map_err(|e| ServiceError::Internal(format!("root disk: {e}")))?;
-            Ok(rel)
-        })
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.disks.overlay(root, image, format, size))
     }
 
     fn destroy<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            match tokio::fs::remove_dir_all(self.dir.join("servers").join(server)).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io("server disks", e)),
-            }
+            self.disks.remove(&root_disk_of(server)).await;
+            Ok(())
         })
     }
+}
 
-    fn disks_dir(&self) -> &Path {
-        &self.dir
-    }
+/// Where a server's root disk lives under the disks directory.
+pub fn root_disk_of(server: &str) -> String {
+    format!("servers/{server}/disk")
 }
 
 #[derive(Debug, Clone, Default)]
@@ -239,6 +199,7 @@ pub const AVAILABILITY_ZONE: &str = "nova";
 pub struct Compute {
     store: Arc<Store>,
     images: Arc<Images>,
+    disks: Arc<Disks>,
     driver: Arc<dyn ComputeDriver>,
 }
 
@@ -273,16 +234,18 @@ pub fn check_metadata(m: &Map<String, Value>) -> Result<()> {
 }
 
 impl Compute {
-    pub fn new(store: Arc<Store>, images: Arc<Images>, driver: Arc<dyn ComputeDriver>) -> Compute {
+    pub fn new(
+        store: Arc<Store>,
+        images: Arc<Images>,
+        disks: Arc<Disks>,
+        driver: Arc<dyn ComputeDriver>,
+    ) -> Compute {
         Compute {
             store,
             images,
+            disks,
             driver,
         }
-    }
-
-    pub fn disks_dir(&self) -> &Path {
-        self.driver.disks_dir()
     }
 
     pub async fn flavors(&self) -> Result<Vec<FlavorRec>> {
@@ -401,8 +364,13 @@ impl Compute {
                 .collect()
         });
         let now = now_micros();
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let root = root_disk_of(&id);
+        let cache = format!("cache/{}", image.id);
+        // The layers are known before the files exist, so collection never takes them.
+        crate::disks::register(&self.store, &[(&cache, None), (&root, Some(&cache))]).await?;
         let server = ServerRec {
-            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            id,
             project_id: project,
             user_id: caller.user.id.clone(),
             enterprise_project_id: store::DEFAULT_ENTERPRISE_PROJECT.into(),
@@ -417,7 +385,7 @@ impl Compute {
             metadata: Value::Object(req.metadata).to_string(),
             availability_zone: AVAILABILITY_ZONE.into(),
             fault: None,
-            root_disk: String::new(),
+            root_disk: root.clone(),
             created_at: now,
             updated_at: now,
             launched_at: None,
@@ -428,28 +396,31 @@ impl Compute {
 
         let size = (flavor.disk_gb * gib).max(virtual_size).max(1) as u64;
         let data = self.images.local_data_path(&image.id);
-        let (store, driver, id, image_id) = (
+        let (store, driver, disks, id, image_id) = (
             self.store.clone(),
             self.driver.clone(),
+            self.disks.clone(),
             server.id.clone(),
             image.id.clone(),
         );
         tokio::spawn(async move {
-            let built = driver
-                .create_root(&id, &image_id, &data, format, size)
-                .await;
-            let (disk, fault) = match built {
-                Ok(disk) => (disk, None),
+            let built = async {
+                let cache = disks.cache_image(&image_id, &data).await?;
+                driver.create_root(&root, &cache, format, size).await
+            }
+            .await;
+            let fault = match built {
+                Ok(()) => None,
                 Err(e) => {
                     tracing::error!(server = %id, "build failed: {e}");
                     let fault = json!({"code": 500, "message": format!("Build of instance {id} failed: {e}"),
                                        "created": now_micros()});
-                    (String::new(), Some(fault.to_string()))
+                    Some(fault.to_string())
                 }
             };
             let recorded = async {
                 let mut w = store.write(false).await?;
-                let ok = store::server_built(w.conn(), &id, &disk, fault.as_deref(), now_micros())
+                let ok = store::server_built(w.conn(), &id, &root, fault.as_deref(), now_micros())
                     .await?;
                 store.commit(w).await?;
                 Ok::<bool, store::StoreError>(ok)
@@ -458,6 +429,7 @@ impl Compute {
             if !matches!(recorded, Ok(true)) {
                 // Deleted while building (or the store failed): its disks are not wanted.
                 let _ = driver.destroy(&id).await;
+                let _ = disks.collect(&store).await;
             }
         });
         Ok((server, admin_pass))
@@ -511,7 +483,9 @@ impl Compute {
         let mut w = self.store.write(false).await?;
         store::server_delete(w.conn(), &s.id).await?;
         self.store.commit(w).await?;
-        self.driver.destroy(&s.id).await
+        self.driver.destroy(&s.id).await?;
+        self.disks.collect(&self.store).await?;
+        Ok(())
     }
 
     /// The absolute path of a server's root disk, if it has one (operator tooling).
@@ -519,7 +493,7 @@ impl Compute {
         let s = store::server_get(self.store.pool(), id)
             .await?
             .ok_or_else(|| ServiceError::not_found("instance", id))?;
-        Ok((!s.root_disk.is_empty()).then(|| self.driver.disks_dir().join(&s.root_disk)))
+        Ok((!s.root_disk.is_empty()).then(|| self.disks.path(&s.root_disk)))
     }
 }
 

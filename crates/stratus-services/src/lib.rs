@@ -8,12 +8,14 @@ pub mod bootstrap;
 mod cache;
 pub mod compute;
 pub mod demo;
+pub mod disks;
 mod error;
 pub mod iam;
 pub mod identity;
 pub mod images;
 mod password;
 pub mod token;
+pub mod volumes;
 
 pub use error::{Result, ServiceError};
 pub use stratus_iam as policy;

@@ -10,12 +10,14 @@ mod iam;
 mod identity;
 mod images;
 mod migrate;
+mod volumes;
 
 pub use compute::*;
 pub use iam::*;
 pub use identity::*;
 pub use images::*;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
+pub use volumes::*;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};

@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0004_image_search.sql"),
     ),
     (5, "compute", include_str!("../migrations/0005_compute.sql")),
+    (
+        6,
+        "block_storage",
+        include_str!("../migrations/0006_block_storage.sql"),
+    ),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use stratus_api::AppState;
 use stratus_services::authz::Authorizer;
 use stratus_services::compute::{Compute, LocalDriver};
+use stratus_services::disks::Disks;
 use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
 use stratus_services::images::Images;
 use stratus_services::policy::Catalogue;
+use stratus_services::volumes::Volumes;
 use stratus_services::{bootstrap, demo};
 use stratus_store::Store;
 use tokio::sync::oneshot;
@@ -131,14 +133,22 @@ pub async fn start(
             tracing::warn!("the demo image could not be registered: {e}");
         }
     }
-    let driver = Arc::new(LocalDriver::new(data_dir.path().join("disks")));
-    let compute = Arc::new(Compute::new(store.clone(), images.clone(), driver));
+    let disks = Arc::new(Disks::new(data_dir.path().join("disks")));
+    let driver = Arc::new(LocalDriver::new(disks.clone()));
+    let compute = Arc::new(Compute::new(
+        store.clone(),
+        images.clone(),
+        disks.clone(),
+        driver,
+    ));
+    let volumes = Arc::new(Volumes::new(store.clone(), images.clone(), disks));
     let state = Arc::new(AppState {
         identity,
         authz,
         iam,
         images,
         compute,
+        volumes,
         public_url: public_url.clone(),
     });
     let app = stratus_api::router(state);

@@ -70,6 +70,11 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
         "POST /identity/v3/stratus/policy-simulate" => {
             json!({"simulate": {"user_id": target_user, "actions": ["ecs:servers:get"]}})
         }
+        "POST /volume/v3/{project_id}/volumes" => json!({"volume": {"size": 1}}),
+        "POST /volume/v3/{project_id}/snapshots" => json!({"snapshot": {"volume_id": "golden-v"}}),
+        "POST /volume/v3/{project_id}/volumes/{volume_id}/action os-set_bootable" => {
+            json!({"os-set_bootable": {"bootable": true}})
+        }
         k if k.starts_with("POST /compute/v2.1/{project_id}/servers/{server_id}/action ") => {
             let action = k.rsplit(' ').next().unwrap_or("");
             match action {
@@ -91,6 +96,8 @@ struct Ids {
     domain: String,
     ep: String,
     server: String,
+    volume: String,
+    snapshot: String,
 }
 
 /// Fills a path template; `{id}` means the resource its collection names.
@@ -105,7 +112,9 @@ fn fill(path: &str, ids: &Ids) -> String {
         &ids.domain
     };
     // Compute paths name the token's project as `_`.
-    let path = path.replace("/compute/v2.1/{project_id}", "/compute/v2.1/_");
+    let path = path
+        .replace("/compute/v2.1/{project_id}", "/compute/v2.1/_")
+        .replace("/volume/v3/{project_id}", "/volume/v3/_");
     path.replace("{id}", id)
         .replace("{user_id}", &ids.user)
         .replace("{group_id}", &ids.group)
@@ -116,6 +125,8 @@ fn fill(path: &str, ids: &Ids) -> String {
         .replace("{image_id}", &ids.image)
         .replace("{tag}", "t")
         .replace("{server_id}", &ids.server)
+        .replace("{volume_id}", &ids.volume)
+        .replace("{snapshot_id}", &ids.snapshot)
         .replace("{flavor_id}", "1")
         .replace("{member_id}", "m")
 }
@@ -145,6 +156,8 @@ async fn other_domain(c: &TestCloud) -> Ids {
         domain: d.into(),
         ep: "otherep".into(),
         server: String::new(),
+        volume: String::new(),
+        snapshot: String::new(),
     };
     st::project_insert(
         pool,
@@ -314,6 +327,22 @@ async fn golden_table(c: &TestCloud) {
             Some(json!({"server": {"name": "tserver", "imageRef": stratus_services::demo::DEMO_IMAGE_ID, "flavorRef": "1"}})),
         )
         .await;
+    let (_, _, volume) = c
+        .call(
+            Method::POST,
+            "/volume/v3/volumes",
+            t.as_deref(),
+            Some(json!({"volume": {"size": 1}})),
+        )
+        .await;
+    let (_, _, snapshot) = c
+        .call(
+            Method::POST,
+            "/volume/v3/snapshots",
+            t.as_deref(),
+            Some(json!({"snapshot": {"volume_id": volume["volume"]["id"]}})),
+        )
+        .await;
     let own = Ids {
         image: img["id"].as_str().expect("image id").to_string(),
         user: target.clone(),
@@ -326,10 +355,20 @@ async fn golden_table(c: &TestCloud) {
             .as_str()
             .expect("server id")
             .to_string(),
+        volume: volume["volume"]["id"]
+            .as_str()
+            .expect("volume id")
+            .to_string(),
+        snapshot: snapshot["snapshot"]["id"]
+            .as_str()
+            .expect("snapshot id")
+            .to_string(),
     };
     // The demo project's server, seen from the admin project, is another project's resource.
     let other = Ids {
         server: own.server.clone(),
+        volume: own.volume.clone(),
+        snapshot: own.snapshot.clone(),
         ..other_domain(c).await
     };
     let nobody_token = c.token_for("nobody", "pw", Some("demo")).await;

@@ -3,7 +3,7 @@
 use crate::error::{error_response, ApiKind};
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -97,18 +97,12 @@ fn negotiate(h: &HeaderMap) -> Result<u16, (StatusCode, String)> {
 
 /// `/compute/v2/...` → `/compute/v2.1/...`; a missing project id → `_`.
 fn canonical(path: &str) -> Option<String> {
-    let rest = path
-        .strip_prefix("/compute/v2.1/")
-        .or_else(|| path.strip_prefix("/compute/v2/"))?;
-    if rest.is_empty() {
-        return Some("/compute/v2.1/".into());
-    }
-    let first = rest.split('/').next().unwrap_or("");
-    if COLLECTIONS.contains(&first) {
-        Some(format!("/compute/v2.1/_/{rest}"))
-    } else {
-        Some(format!("/compute/v2.1/{rest}"))
-    }
+    crate::routes::canonical_path(
+        path,
+        &["/compute/v2.1/", "/compute/v2/"],
+        "/compute/v2.1/",
+        COLLECTIONS,
+    )
 }
 
 fn set_version_headers(resp: &mut Response, minor: u16) {
@@ -146,17 +140,7 @@ pub async fn compute_layer(mut req: Request, next: Next) -> Response {
         }
     };
     if let Some(p) = canonical(&path) {
-        let pq = match req.uri().query() {
-            Some(q) => format!("{p}?{q}"),
-            None => p,
-        };
-        let mut parts = req.uri().clone().into_parts();
-        if let Ok(pq) = pq.parse() {
-            parts.path_and_query = Some(pq);
-            if let Ok(uri) = Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
+        crate::routes::set_path(&mut req, &p);
     }
     req.extensions_mut().insert(Microversion(minor));
     let mut resp = next.run(req).await;

@@ -1,0 +1,135 @@
+//! Disk files of servers and volumes: qcow2 layers in one directory, each registered with its
+//! backing file, and a collector that removes the layers nothing reaches any more.
+//!
+//! Layout under the disks directory: `cache/<image id>` (hard links to image data),
+//! `servers/<id>/disk`, `volumes/<id>/<layer>.qcow2` (a volume's writable layer) and
+//! `snapshots/<id>.qcow2` (a volume's frozen layer as of a snapshot). Taking a snapshot renames the
+//! volume's writable layer to the snapshot's and starts a new empty layer over it, so it costs the
+//! same whatever the volume's size; a volume made from a snapshot is a new layer over it too.
+
+use crate::{Result, ServiceError};
+use std::path::{Path, PathBuf};
+use stratus_blob::format::{create_blank, create_overlay, DiskFormat};
+use stratus_store::{self as store, now_micros, Store};
+
+pub struct Disks {
+    dir: PathBuf,
+    /// Serialises collection against the linking of cached images.
+    lock: tokio::sync::Mutex<()>,
+}
+
+fn io(what: &str, e: std::io::Error) -> ServiceError {
+    ServiceError::Internal(format!("{what}: {e}"))
+}
+
+fn qemu(what: &str, e: stratus_blob::format::FormatError) -> ServiceError {
+    ServiceError::Internal(format!("{what}: {e}"))
+}
+
+impl Disks {
+    pub fn new(dir: PathBuf) -> Disks {
+        Disks {
+            dir,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    async fn parent_dir(&self, rel: &str) -> Result<()> {
+        if let Some(p) = self.path(rel).parent() {
+            tokio::fs::create_dir_all(p)
+                .await
+                .map_err(|e| io("disk directory", e))?;
+        }
+        Ok(())
+    }
+
+    /// The cache layer of an image (`cache/<id>`), linked from the image data at `src` if missing.
+    pub async fn cache_image(&self, image_id: &str, src: &Path) -> Result<String> {
+        let _held = self.lock.lock().await;
+        let rel = format!("cache/{image_id}");
+        let cached = self.path(&rel);
+        if !tokio::fs::try_exists(&cached).await.unwrap_or(false) {
+            self.parent_dir(&rel).await?;
+            let tmp = self.path(&format!("cache/.{image_id}.{}", crate::new_id()));
+            if tokio::fs::hard_link(src, &tmp).await.is_err() {
+                tokio::fs::copy(src, &tmp)
+                    .await
+                    .map_err(|e| io("image cache copy", e))?;
+            }
+            tokio::fs::rename(&tmp, &cached)
+                .await
+                .map_err(|e| io("image cache", e))?;
+        }
+        Ok(rel)
+    }
+
+    /// A new qcow2 layer `rel` of `size` bytes over `backing` (of format `format`).
+    pub async fn overlay(
+        &self,
+        rel: &str,
+        backing: &str,
+        format: DiskFormat,
+        size: u64,
+    ) -> Result<()> {
+        self.parent_dir(rel).await?;
+        create_overlay(&self.path(backing), format, &self.path(rel), size)
+            .await
+            .map_err(|e| qemu("disk layer", e))
+    }
+
+    /// A new empty qcow2 `rel` of `size` bytes.
+    pub async fn blank(&self, rel: &str, size: u64) -> Result<()> {
+        self.parent_dir(rel).await?;
+        create_blank(&self.path(rel), size)
+            .await
+            .map_err(|e| qemu("blank disk", e))
+    }
+
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.parent_dir(to).await?;
+        tokio::fs::rename(self.path(from), self.path(to))
+            .await
+            .map_err(|e| io("disk rename", e))
+    }
+
+    pub async fn remove(&self, rel: &str) {
+        let p = self.path(rel);
+        let _ = tokio::fs::remove_file(&p).await;
+        // Empty per-object directories go too.
+        if let Some(parent) = p.parent() {
+            if parent != self.dir {
+                let _ = tokio::fs::remove_dir(parent).await;
+            }
+        }
+    }
+
+    /// Removes every layer nothing reaches any more (rows, then files).
+    pub async fn collect(&self, store: &Store) -> Result<Vec<String>> {
+        let _held = self.lock.lock().await;
+        let mut w = store.write(false).await?;
+        let dead = store::layers_collect(w.conn()).await?;
+        store.commit(w).await?;
+        for rel in &dead {
+            self.remove(rel).await;
+        }
+        Ok(dead)
+    }
+}
+
+/// Registers layers `(path, parent)` in one transaction.
+pub async fn register(store: &Store, layers: &[(&str, Option<&str>)]) -> Result<()> {
+    let mut w = store.write(false).await?;
+    let now = now_micros();
+    for (path, parent) in layers {
+        store::layer_add(w.conn(), path, *parent, now).await?;
+    }
+    Ok(store.commit(w).await?)
+}

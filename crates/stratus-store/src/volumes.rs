@@ -1,0 +1,331 @@
+//! Records and queries of volumes, snapshots and disk layers.
+
+use crate::Result;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRec {
+    pub id: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub enterprise_project_id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub size_gb: i64,
+    pub status: String,
+    pub bootable: bool,
+    pub image_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub image_metadata: Option<String>,
+    pub disk: String,
+    pub server_id: Option<String>,
+    pub device: Option<String>,
+    pub delete_on_termination: bool,
+    pub metadata: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRec {
+    pub id: String,
+    pub project_id: String,
+    pub volume_id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub size_gb: i64,
+    pub status: String,
+    pub disk: String,
+    pub metadata: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const VCOLS: &str = "id, project_id, user_id, enterprise_project_id, name, description, size_gb, status, \
+    bootable, image_id, snapshot_id, image_metadata, disk, server_id, device, delete_on_termination, metadata, \
+    created_at, updated_at";
+const SCOLS: &str =
+    "id, project_id, volume_id, name, description, size_gb, status, disk, metadata, created_at, updated_at";
+
+fn volume_from(r: &AnyRow) -> Result<VolumeRec> {
+    Ok(VolumeRec {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        user_id: r.try_get("user_id")?,
+        enterprise_project_id: r.try_get("enterprise_project_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        size_gb: r.try_get("size_gb")?,
+        status: r.try_get("status")?,
+        bootable: crate::get_flag(r, "bootable")?,
+        image_id: r.try_get("image_id")?,
+        snapshot_id: r.try_get("snapshot_id")?,
+        image_metadata: r.try_get("image_metadata")?,
+        disk: r.try_get("disk")?,
+        server_id: r.try_get("server_id")?,
+        device: r.try_get("device")?,
+        delete_on_termination: crate::get_flag(r, "delete_on_termination")?,
+        metadata: r.try_get("metadata")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn snapshot_from(r: &AnyRow) -> Result<SnapshotRec> {
+    Ok(SnapshotRec {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        volume_id: r.try_get("volume_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        size_gb: r.try_get("size_gb")?,
+        status: r.try_get("status")?,
+        disk: r.try_get("disk")?,
+        metadata: r.try_get("metadata")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// Inserts or replaces every column of a volume.
+pub async fn volume_put<'e, E: Executor<'e, Database = Any>>(e: E, v: &VolumeRec) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO volumes ({VCOLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $19) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+         description = excluded.description, size_gb = excluded.size_gb, status = excluded.status, \
+         bootable = excluded.bootable, disk = excluded.disk, server_id = excluded.server_id, \
+         device = excluded.device, delete_on_termination = excluded.delete_on_termination, \
+         metadata = excluded.metadata, updated_at = excluded.updated_at"
+    ))
+    .bind(&v.id)
+    .bind(&v.project_id)
+    .bind(&v.user_id)
+    .bind(&v.enterprise_project_id)
+    .bind(&v.name)
+    .bind(&v.description)
+    .bind(v.size_gb)
+    .bind(&v.status)
+    .bind(crate::flag(v.bootable))
+    .bind(&v.image_id)
+    .bind(&v.snapshot_id)
+    .bind(&v.image_metadata)
+    .bind(&v.disk)
+    .bind(&v.server_id)
+    .bind(&v.device)
+    .bind(crate::flag(v.delete_on_termination))
+    .bind(&v.metadata)
+    .bind(v.created_at)
+    .bind(v.updated_at)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn volume_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<VolumeRec>> {
+    sqlx::query(&format!("SELECT {VCOLS} FROM volumes WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(volume_from)
+        .transpose()
+}
+
+pub async fn volume_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    project_id: &str,
+) -> Result<Vec<VolumeRec>> {
+    sqlx::query(&format!(
+        "SELECT {VCOLS} FROM volumes WHERE project_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(project_id)
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(volume_from)
+    .collect()
+}
+
+pub async fn volumes_of_server<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    server_id: &str,
+) -> Result<Vec<VolumeRec>> {
+    sqlx::query(&format!(
+        "SELECT {VCOLS} FROM volumes WHERE server_id = $1 ORDER BY device, id"
+    ))
+    .bind(server_id)
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(volume_from)
+    .collect()
+}
+
+pub async fn volume_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM volumes WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn snapshot_put<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    s: &SnapshotRec,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO snapshots ({SCOLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description, \
+         status = excluded.status, metadata = excluded.metadata, updated_at = excluded.updated_at"
+    ))
+    .bind(&s.id)
+    .bind(&s.project_id)
+    .bind(&s.volume_id)
+    .bind(&s.name)
+    .bind(&s.description)
+    .bind(s.size_gb)
+    .bind(&s.status)
+    .bind(&s.disk)
+    .bind(&s.metadata)
+    .bind(s.created_at)
+    .bind(s.updated_at)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn snapshot_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<SnapshotRec>> {
+    sqlx::query(&format!("SELECT {SCOLS} FROM snapshots WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(e)
+        .await?
+        .as_ref()
+        .map(snapshot_from)
+        .transpose()
+}
+
+pub async fn snapshot_list<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    project_id: &str,
+) -> Result<Vec<SnapshotRec>> {
+    sqlx::query(&format!(
+        "SELECT {SCOLS} FROM snapshots WHERE project_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(project_id)
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(snapshot_from)
+    .collect()
+}
+
+pub async fn snapshot_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM snapshots WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// `(volumes, gigabytes, snapshots)` a project uses.
+pub async fn block_usage<'e, E: Executor<'e, Database = Any> + Copy>(
+    e: E,
+    project_id: &str,
+) -> Result<(i64, i64, i64)> {
+    let v = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) FROM volumes WHERE project_id = $1")
+        .bind(project_id)
+        .fetch_one(e)
+        .await?;
+    let s = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) FROM snapshots WHERE project_id = $1")
+        .bind(project_id)
+        .fetch_one(e)
+        .await?;
+    let count = |r: &AnyRow, i: usize| -> Result<i64> { Ok(r.try_get::<i64, _>(i)?) };
+    Ok((count(&v, 0)?, count(&v, 1)? + count(&s, 1)?, count(&s, 0)?))
+}
+
+/// Registers a disk file and its backing file (idempotent).
+pub async fn layer_add<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    path: &str,
+    parent: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO disk_layers (path, parent, created_at) VALUES ($1, $2, $3) ON CONFLICT (path) DO NOTHING",
+    )
+    .bind(path)
+    .bind(parent)
+    .bind(now)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// Moves a layer's row to a new path (a file renamed), keeping its parent; children follow.
+pub async fn layer_rename(conn: &mut sqlx::AnyConnection, from: &str, to: &str) -> Result<()> {
+    sqlx::query("UPDATE disk_layers SET path = $2 WHERE path = $1")
+        .bind(from)
+        .bind(to)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE disk_layers SET parent = $2 WHERE parent = $1")
+        .bind(from)
+        .bind(to)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes and returns every layer that no server, volume or snapshot reaches through `parent`
+/// links; the caller removes the files.
+pub async fn layers_collect(conn: &mut sqlx::AnyConnection) -> Result<Vec<String>> {
+    let layers: Vec<(String, Option<String>)> = sqlx::query("SELECT path, parent FROM disk_layers")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_>>()?;
+    let roots: Vec<String> = sqlx::query(
+        "SELECT root_disk FROM servers WHERE root_disk <> '' UNION SELECT disk FROM volumes \
+         UNION SELECT disk FROM snapshots",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| Ok(r.try_get(0)?))
+    .collect::<Result<_>>()?;
+    let parent: std::collections::HashMap<&str, Option<&str>> = layers
+        .iter()
+        .map(|(p, parent)| (p.as_str(), parent.as_deref()))
+        .collect();
+    let mut live = std::collections::HashSet::new();
+    for root in &roots {
+        let mut cur = Some(root.as_str());
+        while let Some(p) = cur {
+            if !live.insert(p) {
+                break;
+            }
+            cur = parent.get(p).copied().flatten();
+        }
+    }
+    let dead: Vec<String> = layers
+        .iter()
+        .filter(|(p, _)| !live.contains(p.as_str()))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in &dead {
+        sqlx::query("DELETE FROM disk_layers WHERE path = $1")
+            .bind(p)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(dead)
+}

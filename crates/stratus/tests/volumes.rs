@@ -1,0 +1,266 @@
+//! The Block Storage API over real HTTP: volumes (blank, from an image, from a snapshot),
+//! snapshots as qcow2 layers, limits, and bad input.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::process::Command;
+use stratus_services::demo::DEMO_IMAGE_ID;
+
+fn assert_cinder_error(s: StatusCode, b: &Value, expected: StatusCode, fault: &str) {
+    assert_eq!(s, expected, "{b}");
+    assert_eq!(b[fault]["code"], expected.as_u16(), "{b}");
+}
+
+async fn project_token(c: &TestCloud, project: &str) -> String {
+    let pw = c.admin_password.clone();
+    c.token_for("admin", &pw, Some(project)).await
+}
+
+async fn post(c: &TestCloud, t: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    let (s, _, b) = c.call(Method::POST, path, Some(t), Some(body)).await;
+    (s, b)
+}
+
+async fn get(c: &TestCloud, t: &str, path: &str) -> (StatusCode, Value) {
+    let (s, _, b) = c.call(Method::GET, path, Some(t), None).await;
+    (s, b)
+}
+
+fn qemu_io(disk: &std::path::Path, cmd: &str) -> std::process::Output {
+    Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", cmd])
+        .arg(disk)
+        .output()
+        .unwrap()
+}
+
+fn backing_of(disk: &std::path::Path) -> Option<String> {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json", "-f", "qcow2"])
+        .arg(disk)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["backing-filename"].as_str().map(str::to_string)
+}
+
+/// The writable layer of a volume, from the store.
+async fn volume_disk(c: &TestCloud, id: &str) -> std::path::PathBuf {
+    let v = stratus_store::volume_get(c.store().pool(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    c.config.data_dir.join("disks").join(v.disk)
+}
+
+async fn volumes_and_snapshots(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let (s, h, b) = c.call(Method::GET, "/volume/", None, None).await;
+    assert_eq!(s, StatusCode::MULTIPLE_CHOICES);
+    assert_eq!(b["versions"][0]["id"], "v3.0");
+    assert_eq!(h["openstack-api-version"], "volume 3.0");
+
+    let (s, v1) = post(
+        c,
+        &t,
+        "/volume/v3/volumes",
+        json!({"volume": {"size": 1, "name": "v1"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v1}");
+    let v1 = v1["volume"].clone();
+    assert_eq!(
+        (v1["status"].as_str(), v1["bootable"].as_str()),
+        (Some("available"), Some("false"))
+    );
+    let id = v1["id"].as_str().unwrap().to_string();
+    let disk = volume_disk(c, &id).await;
+    assert!(qemu_io(&disk, "write -P 0x5a 0 1M").status.success());
+
+    // A snapshot freezes the written layer; the volume continues on a new layer over it.
+    let (s, sn) = post(
+        c,
+        &t,
+        "/volume/v3/snapshots",
+        json!({"snapshot": {"volume_id": id, "name": "sn1"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{sn}");
+    let sn = sn["snapshot"].clone();
+    assert_eq!(sn["status"], "available");
+    let sid = sn["id"].as_str().unwrap().to_string();
+    let frozen = c
+        .config
+        .data_dir
+        .join(format!("disks/snapshots/{sid}.qcow2"));
+    let now = volume_disk(c, &id).await;
+    assert_ne!(now, disk);
+    assert_eq!(backing_of(&now).as_deref(), frozen.to_str());
+    assert!(qemu_io(&now, "write -P 0x11 0 4k").status.success());
+    // A volume from the snapshot sees the data as of the snapshot, without copying it.
+    let (s, v2) = post(
+        c,
+        &t,
+        "/volume/v3/volumes",
+        json!({"volume": {"snapshot_id": sid, "name": "v2"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v2}");
+    let v2id = v2["volume"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v2["volume"]["size"], 1);
+    assert_eq!(v2["volume"]["snapshot_id"], sid.as_str());
+    let v2disk = volume_disk(c, &v2id).await;
+    assert!(
+        std::fs::metadata(&v2disk).unwrap().len() < 1 << 20,
+        "not copied"
+    );
+    assert!(qemu_io(&v2disk, "read -P 0x5a 0 1M").status.success());
+
+    let (s, l) = get(c, &t, "/volume/v3/snapshots/detail").await;
+    assert_eq!(
+        (s, l["snapshots"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    let (_, l) = get(c, &t, "/volume/v3/volumes/detail").await;
+    assert_eq!(l["volumes"].as_array().unwrap().len(), 2);
+    let (_, lim) = get(c, &t, "/volume/v3/limits").await;
+    let abs = &lim["limits"]["absolute"];
+    assert_eq!(
+        (
+            abs["totalVolumesUsed"].as_i64(),
+            abs["totalSnapshotsUsed"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(abs["maxTotalSnapshots"], 10);
+
+    // A volume with snapshots cannot go; without, it can, and unreachable layers go with it.
+    let (s, _, b) = c
+        .call(
+            Method::DELETE,
+            &format!("/volume/v3/volumes/{id}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_cinder_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let (s, _, _) = c
+        .call(
+            Method::DELETE,
+            &format!("/volume/v3/snapshots/{sid}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert!(frozen.exists(), "still under v1 and v2");
+    for v in [&id, &v2id] {
+        let (s, _, _) = c
+            .call(
+                Method::DELETE,
+                &format!("/volume/v3/volumes/{v}"),
+                Some(&t),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    assert!(!frozen.exists() && !now.exists() && !v2disk.exists());
+
+    // From the demo image: bootable, with the image's metadata.
+    let (s, b) = post(
+        c,
+        &t,
+        "/volume/v3/volumes",
+        json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["volume"]["bootable"], "true");
+    assert_eq!(
+        b["volume"]["volume_image_metadata"]["image_id"],
+        DEMO_IMAGE_ID
+    );
+    let bid = b["volume"]["id"].as_str().unwrap();
+    let (s, _, _) = c
+        .call(
+            Method::POST,
+            &format!("/volume/v3/volumes/{bid}/action"),
+            Some(&t),
+            Some(json!({"os-set_bootable": {"bootable": false}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, b) = get(c, &t, &format!("/volume/v3/volumes/{bid}")).await;
+    assert_eq!(b["volume"]["bootable"], "false");
+}
+on_both_stores!(volumes_and_snapshots);
+
+async fn bad_volume_input(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let admin = project_token(c, "admin").await;
+    for body in [
+        json!({"volume": {"size": 0}}),
+        json!({"volume": {"size": "x"}}),
+        json!({"volume": {}}),
+        json!({"volume": {"size": 1, "colour": "red"}}),
+        json!({"volume": {"size": 1, "imageRef": "5d5b4a10-0000-4000-8000-000000000000"}}),
+        json!({"volume": {"snapshot_id": "nope"}}),
+        json!({"volume": {"size": 1, "volume_type": "gold"}}),
+        json!({"volume": {"size": 1, "source_volid": "x"}}),
+        json!({"volumes": {"size": 1}}),
+    ] {
+        let (s, b) = post(c, &t, "/volume/v3/volumes", body.clone()).await;
+        assert_cinder_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    }
+    let (_, l) = get(c, &t, "/volume/v3/volumes").await;
+    assert_eq!(l["volumes"], json!([]), "bad input created nothing");
+    let (_, other) = post(
+        c,
+        &admin,
+        "/volume/v3/volumes",
+        json!({"volume": {"size": 1}}),
+    )
+    .await;
+    let oid = other["volume"]["id"].as_str().unwrap();
+    for path in [
+        format!("/volume/v3/volumes/{oid}"),
+        "/volume/v3/volumes/not-a-uuid".into(),
+    ] {
+        let (s, b) = get(c, &t, &path).await;
+        assert_cinder_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    }
+    let (s, b) = post(
+        c,
+        &t,
+        "/volume/v3/snapshots",
+        json!({"snapshot": {"volume_id": oid}}),
+    )
+    .await;
+    assert_cinder_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    // The snapshot quota.
+    let (_, v) = post(c, &t, "/volume/v3/volumes", json!({"volume": {"size": 1}})).await;
+    let vid = v["volume"]["id"].as_str().unwrap();
+    for n in 0..10 {
+        let (s, b) = post(
+            c,
+            &t,
+            "/volume/v3/snapshots",
+            json!({"snapshot": {"volume_id": vid, "name": format!("s{n}")}}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    }
+    let (s, b) = post(
+        c,
+        &t,
+        "/volume/v3/snapshots",
+        json!({"snapshot": {"volume_id": vid}}),
+    )
+    .await;
+    assert_cinder_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "overLimit");
+}
+on_both_stores!(bad_volume_input);

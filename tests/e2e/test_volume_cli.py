@@ -22,6 +22,15 @@ def test_volumes_and_snapshots(cloud):
     boot1 = wait_status(cloud, ["volume"], "boot1", "available")
     assert boot1["bootable"] in ("true", True), boot1
 
+    s2 = cloud.openstack("server", "create", "--volume", "boot1", "--flavor", "m1.tiny", "--wait", "s2",
+                         "-f", "json")
+    assert s2["status"] == "ACTIVE", s2
+    assert cloud.openstack("volume", "show", "boot1", "-f", "json")["status"] == "in-use"
+    r = cloud.openstack("volume", "delete", "boot1", check=False)
+    assert r.returncode != 0 and "400" in r.stderr, r.stderr
+    cloud.openstack("server", "delete", "--wait", "s2")
+    wait_status(cloud, ["volume"], "boot1", "available")
+
     cloud.openstack("volume", "snapshot", "create", "--volume", "v1", "--force", "sn1", "-f", "json")
     wait_status(cloud, ["volume", "snapshot"], "sn1", "available")
     snaps = cloud.openstack("volume", "snapshot", "list", "-f", "json")

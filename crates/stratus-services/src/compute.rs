@@ -8,6 +8,7 @@ use crate::authz::Authorized;
 use crate::disks::Disks;
 use crate::identity::TokenInfo;
 use crate::images::Images;
+use crate::volumes::{VolumeCreate, Volumes};
 use crate::{Result, ServiceError};
 use futures::future::BoxFuture;
 use rand::distributions::Alphanumeric;
@@ -16,7 +17,7 @@ use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
-use stratus_store::{self as store, now_micros, FlavorRec, ServerRec, Store};
+use stratus_store::{self as store, now_micros, FlavorRec, ServerRec, Store, VolumeRec};
 
 /// Nova's power_state values.
 pub mod power {
@@ -183,11 +184,37 @@ pub fn root_disk_of(server: &str) -> String {
     format!("servers/{server}/disk")
 }
 
+/// Where a volume of a server booted from volumes comes from (`block_device_mapping_v2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// An existing volume.
+    Volume,
+    /// A new volume made from an image.
+    Image,
+    /// A new volume made from a snapshot.
+    Snapshot,
+    /// A new empty volume.
+    Blank,
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeMapping {
+    pub source: VolumeSource,
+    pub uuid: Option<String>,
+    pub boot_index: Option<i64>,
+    /// GiB, for new volumes.
+    pub volume_size: Option<i64>,
+    pub delete_on_termination: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ServerCreate {
     pub name: String,
     pub description: Option<String>,
+    /// Empty when the server boots from volumes.
     pub image_id: String,
+    /// Volumes to attach; one has boot index 0 when the server boots from volumes.
+    pub volumes: Vec<VolumeMapping>,
     pub flavor_id: String,
     pub metadata: Map<String, Value>,
     pub availability_zone: Option<String>,
@@ -199,6 +226,7 @@ pub const AVAILABILITY_ZONE: &str = "nova";
 pub struct Compute {
     store: Arc<Store>,
     images: Arc<Images>,
+    volumes: Arc<Volumes>,
     disks: Arc<Disks>,
     driver: Arc<dyn ComputeDriver>,
 }
@@ -237,12 +265,14 @@ impl Compute {
     pub fn new(
         store: Arc<Store>,
         images: Arc<Images>,
+        volumes: Arc<Volumes>,
         disks: Arc<Disks>,
         driver: Arc<dyn ComputeDriver>,
     ) -> Compute {
         Compute {
             store,
             images,
+            volumes,
             disks,
             driver,
         }
@@ -320,6 +350,9 @@ impl Compute {
             .flavor(&req.flavor_id)
             .await
             .map_err(|_| bad(format!("Flavor {} could not be found.", req.flavor_id)))?;
+        if !req.volumes.is_empty() {
+            return self.create_from_volumes(caller, req, &flavor).await;
+        }
         let image = self
             .images
             .get(caller, &req.image_id)
@@ -356,13 +389,7 @@ impl Compute {
         if image.min_ram > flavor.ram_mb {
             return Err(bad("Flavor's memory is too small for requested image."));
         }
-        let admin_pass = req.admin_pass.clone().unwrap_or_else(|| {
-            rand::thread_rng()
-                .sample_iter(&Alphanumeric)
-                .take(12)
-                .map(char::from)
-                .collect()
-        });
+        let admin_pass = admin_pass(&req);
         let now = now_micros();
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let root = root_disk_of(&id);
@@ -477,15 +504,174 @@ impl Compute {
         }
     }
 
-    /// Deletes a server in any state, with its disks.
+    /// Deletes a server in any state, with its disks: attached volumes are detached, or deleted
+    /// if they were marked `delete_on_termination`.
     pub async fn delete(&self, caller: &Authorized, id: &str) -> Result<()> {
         let s = self.get(caller, id).await?;
+        let attached = store::volumes_of_server(self.store.pool(), &s.id).await?;
         let mut w = self.store.write(false).await?;
         store::server_delete(w.conn(), &s.id).await?;
+        for mut v in attached {
+            if v.delete_on_termination {
+                store::volume_delete(w.conn(), &v.id).await?;
+            } else {
+                v.server_id = None;
+                v.device = None;
+                v.status = "available".into();
+                v.updated_at = now_micros();
+                store::volume_put(w.conn(), &v).await?;
+            }
+        }
         self.store.commit(w).await?;
         self.driver.destroy(&s.id).await?;
         self.disks.collect(&self.store).await?;
         Ok(())
+    }
+
+    /// A server booted from volumes: existing volumes are attached, new ones are made from images,
+    /// snapshots or nothing (no data copied), the one with boot index 0 is the root disk.
+    async fn create_from_volumes(
+        &self,
+        caller: &Authorized,
+        req: ServerCreate,
+        flavor: &FlavorRec,
+    ) -> Result<(ServerRec, String)> {
+        let project = caller_project(caller)?.to_string();
+        let boots = req
+            .volumes
+            .iter()
+            .filter(|m| m.boot_index == Some(0))
+            .count();
+        if boots != 1 {
+            return Err(bad(
+                "Boot sequence for the instance and image/block device mapping combination is not valid.",
+            ));
+        }
+        let mut order: Vec<&VolumeMapping> = req.volumes.iter().collect();
+        order.sort_by_key(|m| m.boot_index.map_or(i64::MAX, |b| b.max(0)));
+        let mut made: Vec<String> = Vec::new();
+        let mut attached = Vec::new();
+        let mut failure = None;
+        for m in &order {
+            match self.volume_for(caller, m, &mut made).await {
+                Ok(v) => attached.push((v, m.delete_on_termination)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            self.drop_volumes(&made).await;
+            return Err(e);
+        }
+        if !attached[0].0.bootable {
+            self.drop_volumes(&made).await;
+            return Err(bad(format!(
+                "Block Device {} is not bootable.",
+                attached[0].0.id
+            )));
+        }
+        let now = now_micros();
+        let server = ServerRec {
+            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            project_id: project,
+            user_id: caller.user.id.clone(),
+            enterprise_project_id: store::DEFAULT_ENTERPRISE_PROJECT.into(),
+            name: req.name.clone(),
+            description: req.description.clone(),
+            flavor_id: flavor.id.clone(),
+            flavor: flavor_json(flavor).to_string(),
+            image_id: String::new(),
+            vm_state: "building".into(),
+            task_state: Some("block_device_mapping".into()),
+            power_state: power::NOSTATE,
+            metadata: Value::Object(req.metadata.clone()).to_string(),
+            availability_zone: AVAILABILITY_ZONE.into(),
+            fault: None,
+            root_disk: String::new(),
+            created_at: now,
+            updated_at: now,
+            launched_at: None,
+        };
+        let recorded = async {
+            let mut w = self.store.write(false).await?;
+            store::server_insert(w.conn(), &server).await?;
+            for (n, (v, delete)) in attached.iter_mut().enumerate() {
+                v.server_id = Some(server.id.clone());
+                v.device = Some(format!("/dev/vd{}", (b'a' + n as u8) as char));
+                v.status = "in-use".into();
+                v.delete_on_termination = *delete;
+                v.updated_at = now;
+                store::volume_put(w.conn(), v).await?;
+            }
+            // The volumes exist already: the server is built.
+            store::server_built(w.conn(), &server.id, "", None, now_micros()).await?;
+            self.store.commit(w).await
+        }
+        .await;
+        if let Err(e) = recorded {
+            self.drop_volumes(&made).await;
+            return Err(e.into());
+        }
+        Ok((server, admin_pass(&req)))
+    }
+
+    /// The volume a mapping names, available (and made now if the mapping asks for a new one).
+    async fn volume_for(
+        &self,
+        caller: &Authorized,
+        m: &VolumeMapping,
+        made: &mut Vec<String>,
+    ) -> Result<VolumeRec> {
+        let uuid = m.uuid.clone().unwrap_or_default();
+        let new = |image_id: Option<String>, snapshot_id: Option<String>| VolumeCreate {
+            size_gb: m.volume_size,
+            image_id,
+            snapshot_id,
+            ..VolumeCreate::default()
+        };
+        let v = match m.source {
+            VolumeSource::Volume => {
+                let v = self.volumes.get(caller, &uuid).await.map_err(|_| {
+                    bad(format!(
+                        "Block Device Mapping is Invalid: failed to get volume {uuid}."
+                    ))
+                })?;
+                if v.status != "available" {
+                    return Err(bad(format!(
+                        "Invalid volume: volume {uuid} is {}, not available.",
+                        v.status
+                    )));
+                }
+                return Ok(v);
+            }
+            VolumeSource::Image => self.volumes.create(caller, new(Some(uuid), None)).await,
+            VolumeSource::Snapshot => self.volumes.create(caller, new(None, Some(uuid))).await,
+            VolumeSource::Blank => self.volumes.create(caller, new(None, None)).await,
+        }
+        .map_err(|e| match e {
+            ServiceError::BadRequest(m) => bad(format!("Block Device Mapping is Invalid: {m}")),
+            other => other,
+        })?;
+        made.push(v.id.clone());
+        Ok(v)
+    }
+
+    /// Removes volumes made for a server that was not created after all.
+    async fn drop_volumes(&self, ids: &[String]) {
+        for id in ids {
+            if let Ok(mut w) = self.store.write(false).await {
+                let _ = store::volume_delete(w.conn(), id).await;
+                let _ = self.store.commit(w).await;
+            }
+        }
+        let _ = self.disks.collect(&self.store).await;
+    }
+
+    /// The volumes attached to a server, boot volume first.
+    pub async fn attached_volumes(&self, server_id: &str) -> Result<Vec<VolumeRec>> {
+        Ok(store::volumes_of_server(self.store.pool(), server_id).await?)
     }
 
     /// The absolute path of a server's root disk, if it has one (operator tooling).
@@ -495,6 +681,16 @@ impl Compute {
             .ok_or_else(|| ServiceError::not_found("instance", id))?;
         Ok((!s.root_disk.is_empty()).then(|| self.disks.path(&s.root_disk)))
     }
+}
+
+fn admin_pass(req: &ServerCreate) -> String {
+    req.admin_pass.clone().unwrap_or_else(|| {
+        rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(12)
+            .map(char::from)
+            .collect()
+    })
 }
 
 /// The flavor as a server embeds it (from 2.47).

@@ -135,13 +135,14 @@ pub async fn start(
     }
     let disks = Arc::new(Disks::new(data_dir.path().join("disks")));
     let driver = Arc::new(LocalDriver::new(disks.clone()));
+    let volumes = Arc::new(Volumes::new(store.clone(), images.clone(), disks.clone()));
     let compute = Arc::new(Compute::new(
         store.clone(),
         images.clone(),
-        disks.clone(),
+        volumes.clone(),
+        disks,
         driver,
     ));
-    let volumes = Arc::new(Volumes::new(store.clone(), images.clone(), disks));
     let state = Arc::new(AppState {
         identity,
         authz,
@@ -210,11 +211,12 @@ pub async fn server_disks(cfg: &Config, server_id: &str) -> Result<Vec<std::path
         .await
         .with_context(|| format!("cannot open the metadata store {}", redact(&url)))?;
     let server = stratus_store::server_get(store.pool(), server_id).await?;
-    store.close().await;
     let server = server.with_context(|| format!("no server {server_id}"))?;
+    let volumes = stratus_store::volumes_of_server(store.pool(), server_id).await?;
+    store.close().await;
     let disks = cfg.data_dir.join("disks");
-    Ok([server.root_disk]
-        .into_iter()
+    Ok(std::iter::once(server.root_disk)
+        .chain(volumes.into_iter().map(|v| v.disk))
         .filter(|d| !d.is_empty())
         .map(|d| disks.join(d))
         .collect())

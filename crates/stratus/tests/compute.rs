@@ -475,3 +475,161 @@ async fn server_actions_need_their_action(c: &TestCloud) {
     assert_eq!(now["server"]["status"], "ACTIVE");
 }
 on_both_stores!(server_actions_need_their_action);
+
+async fn boot_from_volumes(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let post = |path: &'static str, body: Value| {
+        let t = t.clone();
+        async move { nova(c, Method::POST, path, Some(&t), "2.47", Some(body)).await }
+    };
+    let (s, _, b) = post(
+        "/volume/v3/volumes",
+        json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID, "name": "boot1"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let boot1 = b["volume"]["id"].as_str().unwrap().to_string();
+    let (_, _, b) = post(
+        "/volume/v3/volumes",
+        json!({"volume": {"size": 1, "name": "blank"}}),
+    )
+    .await;
+    let blank = b["volume"]["id"].as_str().unwrap().to_string();
+
+    // A volume that is not bootable cannot be the root; nothing is left behind.
+    let bdm = |uuid: &str, source: &str| {
+        json!({"server": {"name": "s", "flavorRef": "1", "networks": "none",
+        "block_device_mapping_v2": [{"uuid": uuid, "source_type": source, "destination_type": "volume",
+                                     "boot_index": 0, "volume_size": 1, "delete_on_termination": source != "volume"}]}})
+    };
+    let (s, _, b) = post("/compute/v2.1/servers", bdm(&blank, "volume")).await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let (s, _, b) = post(
+        "/compute/v2.1/servers",
+        bdm("5d5b4a10-0000-4000-8000-000000000000", "volume"),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+
+    let (s, _, b) = post("/compute/v2.1/servers", bdm(&boot1, "volume")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let s2 = b["server"]["id"].as_str().unwrap().to_string();
+    let shown = wait_status(c, &t, &s2, "ACTIVE").await;
+    assert_eq!(shown["image"], "");
+    assert_eq!(
+        shown["os-extended-volumes:volumes_attached"],
+        json!([{"id": boot1, "delete_on_termination": false}])
+    );
+    let (_, _, old) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/servers/{s2}"),
+        Some(&t),
+        "2.1",
+        None,
+    )
+    .await;
+    assert_eq!(
+        old["server"]["os-extended-volumes:volumes_attached"],
+        json!([{"id": boot1}])
+    );
+    let (_, _, v) = nova(
+        c,
+        Method::GET,
+        &format!("/volume/v3/volumes/{boot1}"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(v["volume"]["status"], "in-use");
+    assert_eq!(v["volume"]["attachments"][0]["server_id"], s2.as_str());
+    // The same volume cannot boot a second server.
+    let (s, _, b) = post("/compute/v2.1/servers", bdm(&boot1, "volume")).await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+
+    // An attached volume cannot be deleted; a snapshot of it needs force.
+    let (s, _, b) = nova(
+        c,
+        Method::DELETE,
+        &format!("/volume/v3/volumes/{boot1}"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let (s, _, b) = post(
+        "/volume/v3/snapshots",
+        json!({"snapshot": {"volume_id": boot1}}),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let (s, _, b) = post(
+        "/volume/v3/snapshots",
+        json!({"snapshot": {"volume_id": boot1, "force": true}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let snap = b["snapshot"]["id"].as_str().unwrap().to_string();
+
+    // The operator command names the volume's disk.
+    let mut cmd = Command::new(BIN);
+    cmd.args(["server", "disks", &s2, "--data-dir"])
+        .arg(&c.config.data_dir);
+    if let Some(url) = &c.config.database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+    assert!(out.trim().contains(&format!("volumes/{boot1}/")), "{out}");
+
+    // From a snapshot and from an image: new volumes, deleted with the server.
+    let (s, _, b) = post("/compute/v2.1/servers", bdm(&snap, "snapshot")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let s3 = b["server"]["id"].as_str().unwrap().to_string();
+    let (s, _, b) = post("/compute/v2.1/servers", bdm(DEMO_IMAGE_ID, "image")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let s4 = b["server"]["id"].as_str().unwrap().to_string();
+    for id in [&s3, &s4] {
+        let shown = wait_status(c, &t, id, "ACTIVE").await;
+        assert_eq!(
+            shown["os-extended-volumes:volumes_attached"][0]["delete_on_termination"],
+            true
+        );
+    }
+    let (_, _, l) = nova(c, Method::GET, "/volume/v3/volumes", Some(&t), "", None).await;
+    assert_eq!(l["volumes"].as_array().unwrap().len(), 4);
+    for id in [&s2, &s3, &s4] {
+        let (s, _, _) = nova(
+            c,
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+    }
+    let (_, _, l) = nova(
+        c,
+        Method::GET,
+        "/volume/v3/volumes/detail",
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    let left: Vec<(&str, &str)> = l["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["id"].as_str().unwrap(), v["status"].as_str().unwrap()))
+        .collect();
+    let mut want = vec![(boot1.as_str(), "available"), (blank.as_str(), "available")];
+    want.sort();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, want);
+}
+on_both_stores!(boot_from_volumes);

@@ -13,8 +13,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_services::authz::{Authorized, Facts};
-use stratus_services::compute::{host_id, status_of, Action, ServerCreate};
-use stratus_services::store::ServerRec;
+use stratus_services::compute::{
+    host_id, status_of, Action, ServerCreate, VolumeMapping, VolumeSource,
+};
+use stratus_services::store::{ServerRec, VolumeRec};
 
 pub fn routes() -> RouteTable<Arc<AppState>> {
     let p = |s: &str| format!("{P}{s}");
@@ -49,7 +51,7 @@ fn brief(s: &AppState, v: &ServerRec) -> Value {
 }
 
 /// A server as `GET /servers/{id}` shows it at microversion `mv`.
-fn server_json(s: &AppState, mv: Microversion, v: &ServerRec) -> Value {
+fn server_json(s: &AppState, mv: Microversion, v: &ServerRec, attached: &[VolumeRec]) -> Value {
     let status = status_of(v);
     let image = if v.image_id.is_empty() {
         json!("")
@@ -79,7 +81,11 @@ fn server_json(s: &AppState, mv: Microversion, v: &ServerRec) -> Value {
         "OS-SRV-USG:terminated_at": null,
         "OS-EXT-STS:task_state": v.task_state, "OS-EXT-STS:vm_state": v.vm_state,
         "OS-EXT-STS:power_state": v.power_state,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": attached.iter().map(|a| if mv.at_least(3) {
+            json!({"id": a.id, "delete_on_termination": a.delete_on_termination})
+        } else {
+            json!({"id": a.id})
+        }).collect::<Vec<_>>(),
         "security_groups": [{"name": "default"}],
     });
     if matches!(status, "ACTIVE" | "BUILD") {
@@ -156,9 +162,12 @@ async fn detail(
     ApiQuery(q, _): ApiQuery<ListParams, Nova>,
 ) -> NResult<Json<Value>> {
     let all = servers(&s, authz, &pid, q).await?;
-    Ok(Json(
-        json!({"servers": all.iter().map(|v| server_json(&s, mv, v)).collect::<Vec<_>>()}),
-    ))
+    let mut out = Vec::with_capacity(all.len());
+    for v in &all {
+        let attached = s.compute.attached_volumes(&v.id).await?;
+        out.push(server_json(&s, mv, v, &attached));
+    }
+    Ok(Json(json!({"servers": out})))
 }
 
 async fn visible(
@@ -185,7 +194,8 @@ async fn show(
     Path((pid, id)): Path<(String, String)>,
 ) -> NResult<Json<Value>> {
     let (v, _) = visible(&s, authz, &pid, &id).await?;
-    Ok(Json(json!({"server": server_json(&s, mv, &v)})))
+    let attached = s.compute.attached_volumes(&v.id).await?;
+    Ok(Json(json!({"server": server_json(&s, mv, &v, &attached)})))
 }
 
 async fn delete(
@@ -272,8 +282,10 @@ fn parse_create(mv: Microversion, body: &Value) -> NResult<ServerCreate> {
             .ok_or_else(|| bad("'flavorRef' is a required property".into()))?,
         "flavorRef",
     )?;
-    // A mapping of the image to the local root disk is the same as imageRef; volumes are not yet.
+    // A mapping of the image to the local root disk is the same as imageRef; mappings to volumes
+    // attach (or make) volumes.
     let mut bdm_image = None;
+    let mut volumes = Vec::new();
     if let Some(bdm) = srv.get("block_device_mapping_v2") {
         let list = bdm.as_array().ok_or_else(|| {
             bad(
@@ -282,18 +294,13 @@ fn parse_create(mv: Microversion, body: &Value) -> NResult<ServerCreate> {
             )
         })?;
         for m in list {
-            let local_image = m["source_type"] == "image"
-                && m.get("destination_type").is_none_or(|d| d == "local")
-                && m.get("boot_index").is_some_and(|b| b == 0 || b == "0");
-            if !local_image {
-                return Err(bad("Booting from volumes (block_device_mapping_v2 with volumes) is not available in this cloud yet.".into()));
-            }
-            bdm_image = Some(reference(&m["uuid"], "block_device_mapping_v2.uuid")?);
+            volumes_or_image(m, &mut volumes, &mut bdm_image)?;
         }
     }
     let image_id = match (srv.get("imageRef"), bdm_image) {
         (Some(r), _) if r.as_str() != Some("") => reference(r, "imageRef")?,
         (_, Some(id)) => id,
+        _ if !volumes.is_empty() => String::new(),
         _ => return Err(bad("'imageRef' is a required property".into())),
     };
     match srv.get("networks") {
@@ -343,11 +350,82 @@ fn parse_create(mv: Microversion, body: &Value) -> NResult<ServerCreate> {
         name,
         description: text("description")?,
         image_id,
+        volumes,
         flavor_id,
         metadata,
         availability_zone: text("availability_zone")?,
         admin_pass: text("adminPass")?,
     })
+}
+
+/// One `block_device_mapping_v2` entry: the image as the local root disk, or a volume.
+fn volumes_or_image(
+    m: &Value,
+    volumes: &mut Vec<VolumeMapping>,
+    image: &mut Option<String>,
+) -> NResult<()> {
+    let bad = |msg: String| {
+        ApiError::<Nova>::bad_request(format!("Block Device Mapping is Invalid: {msg}"))
+    };
+    let o = m
+        .as_object()
+        .ok_or_else(|| bad("each mapping is an object.".into()))?;
+    let text = |k: &str| o.get(k).and_then(Value::as_str);
+    let boot_index = match o.get("boot_index") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| bad(format!("boot_index {v} is not an integer.")))?,
+        ),
+    };
+    let destination = text("destination_type").unwrap_or("local");
+    let source = text("source_type").unwrap_or("");
+    let uuid = text("uuid").map(str::to_string);
+    if destination == "local" {
+        if source == "image" && boot_index == Some(0) {
+            *image = Some(uuid.ok_or_else(|| bad("an image mapping needs a uuid.".into()))?);
+            return Ok(());
+        }
+        return Err(bad(format!(
+            "local disks from {source:?} are not supported; map volumes instead."
+        )));
+    }
+    if destination != "volume" {
+        return Err(bad(format!("unknown destination_type {destination:?}.")));
+    }
+    let source = match source {
+        "volume" => VolumeSource::Volume,
+        "image" => VolumeSource::Image,
+        "snapshot" => VolumeSource::Snapshot,
+        "blank" => VolumeSource::Blank,
+        other => return Err(bad(format!("unknown source_type {other:?}."))),
+    };
+    if source != VolumeSource::Blank && uuid.is_none() {
+        return Err(bad("the mapping needs a uuid.".into()));
+    }
+    let volume_size = match o.get("volume_size") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| bad(format!("volume_size {v} is not an integer.")))?,
+        ),
+    };
+    let delete_on_termination = match o.get("delete_on_termination") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        Some(v) => return Err(bad(format!("delete_on_termination {v} is not a boolean."))),
+    };
+    volumes.push(VolumeMapping {
+        source,
+        uuid,
+        boot_index,
+        volume_size,
+        delete_on_termination,
+    });
+    Ok(())
 }
 
 async fn create(

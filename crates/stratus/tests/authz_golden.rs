@@ -71,6 +71,12 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
             json!({"simulate": {"user_id": target_user, "actions": ["ecs:servers:get"]}})
         }
         "POST /volume/v3/{project_id}/volumes" => json!({"volume": {"size": 1}}),
+        "POST /compute/v2.1/{project_id}/images/{image_id}/metadata" => {
+            json!({"metadata": {"k": "v"}})
+        }
+        "PUT /compute/v2.1/{project_id}/images/{image_id}/metadata/{key}" => {
+            json!({"meta": {"k": "v"}})
+        }
         "POST /volume/v3/{project_id}/snapshots" => json!({"snapshot": {"volume_id": "golden-v"}}),
         "POST /volume/v3/{project_id}/volumes/{volume_id}/action os-set_bootable" => {
             json!({"os-set_bootable": {"bootable": true}})
@@ -129,6 +135,7 @@ fn fill(path: &str, ids: &Ids) -> String {
         .replace("{snapshot_id}", &ids.snapshot)
         .replace("{flavor_id}", "1")
         .replace("{member_id}", "m")
+        .replace("{key}", "k")
 }
 
 /// Another domain with one of everything, written straight to the store.

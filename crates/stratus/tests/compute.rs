@@ -633,3 +633,203 @@ async fn boot_from_volumes(c: &TestCloud) {
     assert_eq!(left, want);
 }
 on_both_stores!(boot_from_volumes);
+
+async fn the_image_proxy(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let (s, _, b) = nova(
+        c,
+        Method::GET,
+        "/compute/v2.1/images/detail",
+        Some(&t),
+        "2.35",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let demo = b["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == DEMO_IMAGE_ID)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (demo["status"].as_str(), demo["progress"].as_i64()),
+        (Some("ACTIVE"), Some(100))
+    );
+    assert_eq!(demo["metadata"]["__os_type"], "Other");
+    assert!(demo["OS-EXT-IMG-SIZE:size"].as_i64().unwrap() > 0);
+    // A queued image shows as SAVING at 25 %.
+    let (_, _, q) = c.call(Method::POST, "/image/v2/images", Some(&t),
+        Some(json!({"name": "q", "min_disk": 5, "image_type": "snapshot", "instance_uuid": "abc"}))).await;
+    let qid = q["id"].as_str().unwrap().to_string();
+    let (_, _, b) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/images/{qid}"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            b["image"]["status"].as_str(),
+            b["image"]["progress"].as_i64()
+        ),
+        (Some("SAVING"), Some(25))
+    );
+    assert_eq!(b["image"]["server"]["id"], "abc");
+    for (q, want) in [
+        ("status=SAVING", vec!["q"]),
+        ("status=ACTIVE", vec!["stratus-demo"]),
+        ("minDisk=5", vec!["q"]),
+        ("name=stratus-demo", vec!["stratus-demo"]),
+        ("server=abc", vec!["q"]),
+        ("type=snapshot", vec!["q"]),
+        ("changes-since=2000-01-01T00:00:00Z&minDisk=1", vec!["q"]),
+    ] {
+        let (s, _, b) = nova(
+            c,
+            Method::GET,
+            &format!("/compute/v2.1/images?{q}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{q}: {b}");
+        let names: Vec<&str> = b["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, want, "{q}");
+    }
+    // Metadata, up to 2.38.
+    let meta = format!("/compute/v2.1/images/{qid}/metadata");
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        &meta,
+        Some(&t),
+        "2.38",
+        Some(json!({"metadata": {"k": "v"}})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["metadata"]["k"].as_str()),
+        (StatusCode::OK, Some("v"))
+    );
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &format!("{meta}/k"),
+        Some(&t),
+        "",
+        Some(json!({"meta": {"k": "w"}})),
+    )
+    .await;
+    assert_eq!((s, b["meta"]["k"].as_str()), (StatusCode::OK, Some("w")));
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &format!("{meta}/k"),
+        Some(&t),
+        "",
+        Some(json!({"meta": {"j": "w"}})),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let (_, _, b) = nova(c, Method::GET, &format!("{meta}/k"), Some(&t), "", None).await;
+    assert_eq!(b["meta"]["k"], "w");
+    let (s, _, _) = nova(c, Method::DELETE, &format!("{meta}/k"), Some(&t), "", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, b) = nova(c, Method::GET, &format!("{meta}/k"), Some(&t), "", None).await;
+    assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    let (s, _, b) = nova(c, Method::GET, &meta, Some(&t), "2.39", None).await;
+    assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    let (s, _, b) = nova(
+        c,
+        Method::GET,
+        "/compute/v2.1/images",
+        Some(&t),
+        "2.36",
+        None,
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    // Delete through the proxy; another project's image stays invisible.
+    let (s, _, _) = nova(
+        c,
+        Method::DELETE,
+        &format!("/compute/v2.1/images/{qid}"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, b) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/images/{qid}"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+}
+on_both_stores!(the_image_proxy);
+
+async fn a_failed_build_records_a_fault(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    // An image whose stored data vanished: the build cannot make the root disk.
+    let (_, _, img) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(&t),
+            Some(json!({"name": "broken", "disk_format": "raw", "container_format": "bare"})),
+        )
+        .await;
+    let iid = img["id"].as_str().unwrap().to_string();
+    let r = c
+        .http
+        .put(format!("{}/image/v2/images/{iid}/file", c.url))
+        .header("X-Auth-Token", &t)
+        .header("Content-Type", "application/octet-stream")
+        .body(vec![0u8; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    std::fs::remove_file(c.config.data_dir.join("images").join(&iid)).unwrap();
+    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+        Some(json!({"server": {"name": "doomed", "imageRef": iid, "flavorRef": "1", "networks": "none"}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    let failed = wait_status(c, &t, &id, "ERROR").await;
+    assert_eq!(failed["fault"]["code"], 500);
+    assert!(
+        failed["fault"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed"),
+        "{failed}"
+    );
+    assert!(failed["fault"]["created"].is_string());
+    let (s, _, _) = nova(
+        c,
+        Method::DELETE,
+        &format!("/compute/v2.1/servers/{id}"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}
+on_both_stores!(a_failed_build_records_a_fault);

@@ -6,6 +6,7 @@
 //! token's project) before routing, negotiates the microversion, and puts the version headers on
 //! every compute response, errors included.
 
+mod images;
 mod servers;
 mod version;
 
@@ -41,6 +42,7 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::GET, &p("/flavors/detail"), flavors_detail)
         .at(M::GET, &p("/flavors/{flavor_id}"), flavor)
         .merge(servers::routes())
+        .merge(images::routes())
 }
 
 /// The project a request acts in: the token's. A project id in the URL must be the token's

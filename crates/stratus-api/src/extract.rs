@@ -278,3 +278,27 @@ impl<A: Api> FromRequestParts<Arc<AppState>> for Authz<A> {
         })
     }
 }
+
+/// Reads the body of an action route (`{"<action>": <argument>}`) and picks the route's catalogue
+/// entry for that action; 400 for a body that is not one key, or names no action of the route.
+pub async fn action_body<A: Api>(
+    authz: Authz<A>,
+    req: Request,
+) -> Result<(Authz<A>, String, serde_json::Value), ApiError<A>> {
+    let body: serde_json::Value = parse_json(&read_body::<A>(req).await?)?;
+    let one = match body {
+        serde_json::Value::Object(o) if o.len() == 1 => o.into_iter().next(),
+        _ => None,
+    };
+    let Some((key, arg)) = one else {
+        return Err(ApiError::bad_request(
+            "The action body must be an object with exactly one key naming the action.",
+        ));
+    };
+    match authz.for_body_key(&key) {
+        Some(authz) => Ok((authz, key, arg)),
+        None => Err(ApiError::bad_request(format!(
+            "There is no such action: {key}"
+        ))),
+    }
+}

@@ -17,7 +17,9 @@ use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
-use stratus_store::{self as store, now_micros, FlavorRec, ServerRec, Store, VolumeRec};
+use stratus_store::{
+    self as store, now_micros, FlavorRec, ImageFilter, ImageRec, ServerRec, Store, VolumeRec,
+};
 
 /// Nova's power_state values.
 pub mod power {
@@ -669,6 +671,189 @@ impl Compute {
         let _ = self.disks.collect(&self.store).await;
     }
 
+    /// Starts `createImage` of an image-backed server: moves it to `image_snapshot_pending` (409
+    /// if it is busy or in a state that cannot be snapshotted), registers the image (`queued`)
+    /// and returns it; a task then flattens the disk chain into one qcow2 and uploads it.
+    pub async fn create_image(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        name: &str,
+        metadata: Map<String, Value>,
+    ) -> Result<ImageRec> {
+        let work = self.disks.path("tmp");
+        let s = self.get(caller, id).await?;
+        const FROM: &[&str] = &["active", "stopped", "paused", "suspended"];
+        let refuse = |s: &ServerRec| {
+            let (attr, state) = match &s.task_state {
+                Some(t) => ("task_state", t.clone()),
+                None => ("vm_state", s.vm_state.clone()),
+            };
+            ServiceError::Conflict(format!(
+                "Cannot 'createImage' instance {} while it is in {attr} {state}",
+                s.id
+            ))
+        };
+        if s.task_state.is_some() || !FROM.contains(&s.vm_state.as_str()) {
+            return Err(refuse(&s));
+        }
+        if s.image_id.is_empty() {
+            return Err(ServiceError::Conflict(format!(
+                "Snapshots of servers booted from volumes are not available yet (instance {}).",
+                s.id
+            )));
+        }
+        let mut w = self.store.write(false).await?;
+        let moved = store::server_transition(
+            w.conn(),
+            id,
+            FROM,
+            None,
+            &s.vm_state,
+            Some("image_snapshot_pending"),
+            s.power_state,
+            now_micros(),
+        )
+        .await?;
+        self.store.commit(w).await?;
+        if !moved {
+            return Err(refuse(&self.get(caller, id).await?));
+        }
+        let image = match self.register_snapshot(caller, &s, name, metadata).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.set_task(&s, "image_snapshot_pending", None).await;
+                return Err(e);
+            }
+        };
+        let (this_store, images, disks, caller, server, image_id) = (
+            self.store.clone(),
+            self.images.clone(),
+            self.disks.clone(),
+            caller.clone(),
+            s.clone(),
+            image.id.clone(),
+        );
+        tokio::spawn(async move {
+            let run = Snapshotter {
+                store: this_store,
+                images,
+                disks,
+                server,
+                image_id,
+                work,
+            };
+            run.run(&caller).await;
+        });
+        Ok(image)
+    }
+
+    /// The snapshot image's record, with upstream's properties; the user's metadata wins.
+    async fn register_snapshot(
+        &self,
+        caller: &Authorized,
+        s: &ServerRec,
+        name: &str,
+        metadata: Map<String, Value>,
+    ) -> Result<ImageRec> {
+        const NOT_INHERITED: &[&str] = &[
+            "cache_in_nova",
+            "bittorrent",
+            "img_signature_hash_method",
+            "img_signature",
+            "img_signature_key_type",
+            "img_signature_certificate_uuid",
+            "instance_uuid",
+            "user_id",
+            "image_type",
+            "base_image_ref",
+            "owner_project_name",
+            "owner_user_name",
+        ];
+        let base = self.images.get(caller, &s.image_id).await.ok();
+        let flavor: Value = serde_json::from_str(&s.flavor).unwrap_or_default();
+        let mut props = Map::new();
+        if let Some(b) = &base {
+            let inherited: Map<String, Value> =
+                serde_json::from_str(&b.properties).unwrap_or_default();
+            for (k, v) in inherited {
+                if !NOT_INHERITED.contains(&k.as_str()) {
+                    props.insert(k, v);
+                }
+            }
+        }
+        let project_name = caller.project().map(|p| p.name.clone()).unwrap_or_default();
+        for (k, v) in [
+            ("instance_uuid", s.id.clone()),
+            ("user_id", caller.user.id.clone()),
+            ("image_type", "snapshot".into()),
+            ("base_image_ref", s.image_id.clone()),
+            ("owner_project_name", project_name),
+            ("owner_user_name", caller.user.name.clone()),
+        ] {
+            props.insert(k.into(), Value::String(v));
+        }
+        props.extend(metadata);
+        let base_min_disk = base.as_ref().map_or(0, |b| b.min_disk);
+        let req = crate::images::ImageCreate {
+            name: Some(name.to_string()),
+            visibility: Some("private".into()),
+            disk_format: Some("qcow2".into()),
+            container_format: Some("bare".into()),
+            min_disk: base_min_disk.max(flavor["disk"].as_i64().unwrap_or(0)),
+            min_ram: base.as_ref().map_or(0, |b| b.min_ram),
+            properties: props,
+            ..Default::default()
+        };
+        self.images.create(caller, req).await
+    }
+
+    async fn set_task(&self, s: &ServerRec, from: &str, to: Option<&str>) {
+        if let Ok(mut w) = self.store.write(false).await {
+            let _ = store::server_transition(
+                w.conn(),
+                &s.id,
+                &[s.vm_state.as_str()],
+                Some(from),
+                &s.vm_state,
+                to,
+                s.power_state,
+                now_micros(),
+            )
+            .await;
+            let _ = self.store.commit(w).await;
+        }
+    }
+
+    /// Settles `createImage` tasks a stopped process left behind: their unfinished images are
+    /// deleted, the task_state is cleared with a fault saying why, temporary files go.
+    pub async fn recover(&self) -> Result<usize> {
+        let stuck = store::servers_in_task(self.store.pool(), "image_").await?;
+        for s in &stuck {
+            let mut f = ImageFilter::new(&s.project_id, 1000);
+            f.scope = stratus_store::Scope::Private;
+            f.statuses = vec!["queued".into(), "saving".into()];
+            f.properties = vec![("instance_uuid".into(), s.id.clone())];
+            for i in store::image_list(self.store.pool(), &f).await? {
+                self.images.discard(&i.id).await?;
+                let _ = tokio::fs::remove_file(
+                    self.disks.path(&format!("tmp/snapshot-{}.qcow2", i.id)),
+                )
+                .await;
+            }
+            let mut w = self.store.write(false).await?;
+            store::server_clear_task(
+                w.conn(),
+                &s.id,
+                "createImage was interrupted by a restart; the unfinished image was deleted",
+                now_micros(),
+            )
+            .await?;
+            self.store.commit(w).await?;
+        }
+        Ok(stuck.len())
+    }
+
     /// The volumes attached to a server, boot volume first.
     pub async fn attached_volumes(&self, server_id: &str) -> Result<Vec<VolumeRec>> {
         Ok(store::volumes_of_server(self.store.pool(), server_id).await?)
@@ -712,6 +897,86 @@ pub fn host_id(project_id: &str) -> String {
 
 /// The one compute host of the local driver.
 pub const HOST: &str = "stratus-local";
+
+/// The background part of an image-backed `createImage`: the task_state steps of upstream, the
+/// disk chain flattened by `qemu-img convert` into a temporary file, uploaded through the image
+/// service (size, MD5, SHA-512 in one pass). Any failure deletes the image, resets the
+/// task_state and records a fault message on the server.
+struct Snapshotter {
+    store: Arc<Store>,
+    images: Arc<Images>,
+    disks: Arc<Disks>,
+    server: ServerRec,
+    image_id: String,
+    work: PathBuf,
+}
+
+impl Snapshotter {
+    async fn step(&self, from: &str, to: Option<&str>) -> Result<()> {
+        let s = &self.server;
+        let mut w = self.store.write(false).await?;
+        let moved = store::server_transition(
+            w.conn(),
+            &s.id,
+            &[s.vm_state.as_str()],
+            Some(from),
+            &s.vm_state,
+            to,
+            s.power_state,
+            now_micros(),
+        )
+        .await?;
+        self.store.commit(w).await?;
+        if moved {
+            Ok(())
+        } else {
+            Err(ServiceError::Conflict(format!(
+                "instance {} changed meanwhile",
+                s.id
+            )))
+        }
+    }
+
+    async fn run(self, caller: &Authorized) {
+        let tmp = self.work.join(format!("snapshot-{}.qcow2", self.image_id));
+        let steps = async {
+            self.step("image_snapshot_pending", Some("image_snapshot"))
+                .await?;
+            tokio::fs::create_dir_all(&self.work)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("work dir: {e}")))?;
+            let root = self.disks.path(&self.server.root_disk);
+            stratus_blob::format::convert(&root, DiskFormat::Qcow2, &tmp, DiskFormat::Qcow2)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("flattening the disk: {e}")))?;
+            self.step("image_snapshot", Some("image_pending_upload"))
+                .await?;
+            self.step("image_pending_upload", Some("image_uploading"))
+                .await?;
+            self.images
+                .upload_file(caller, &self.image_id, &tmp)
+                .await?;
+            self.step("image_uploading", None).await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        if let Err(e) = steps {
+            tracing::error!(server = %self.server.id, image = %self.image_id, "createImage failed: {e}");
+            let _ = self.images.discard(&self.image_id).await;
+            // Whatever step it stopped at, the task is over.
+            if let Ok(mut w) = self.store.write(false).await {
+                let _ = store::server_clear_task(
+                    w.conn(),
+                    &self.server.id,
+                    &format!("createImage failed: {e}"),
+                    now_micros(),
+                )
+                .await;
+                let _ = self.store.commit(w).await;
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

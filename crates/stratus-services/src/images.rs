@@ -801,3 +801,29 @@ impl Images {
         self.blob_dir.join(id)
     }
 }
+
+impl Images {
+    /// Uploads the local file `path` as the data of image `id` (same path as `PUT /file`).
+    pub async fn upload_file(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        path: &std::path::Path,
+    ) -> Result<ImageRec> {
+        let f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("cannot read {}: {e}", path.display())))?;
+        self.upload(caller, id, file_stream(f)).await
+    }
+
+    /// Deletes an image whatever its state (undoing a snapshot that did not finish).
+    pub async fn discard(&self, id: &str) -> Result<()> {
+        let mut w = self.store.write(false).await?;
+        store::image_delete(w.conn(), id).await?;
+        self.store.commit(w).await?;
+        self.blobs
+            .delete(id)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+}

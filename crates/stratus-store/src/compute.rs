@@ -200,3 +200,38 @@ pub async fn server_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) 
         .await?;
     Ok(r.rows_affected() > 0)
 }
+
+/// Ends whatever task a server runs, recording why in its fault (the server keeps its vm_state).
+pub async fn server_clear_task<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+    message: &str,
+    now: i64,
+) -> Result<bool> {
+    let fault = serde_json::json!({"code": 500, "message": message, "created": now}).to_string();
+    let r = sqlx::query(
+        "UPDATE servers SET task_state = NULL, fault = $2, updated_at = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(fault)
+    .bind(now)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Servers whose task_state starts with `prefix` (tasks a restart must settle).
+pub async fn servers_in_task<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    prefix: &str,
+) -> Result<Vec<ServerRec>> {
+    sqlx::query(&format!(
+        "SELECT {COLS} FROM servers WHERE task_state LIKE $1"
+    ))
+    .bind(format!("{prefix}%"))
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}

@@ -143,6 +143,16 @@ pub async fn start(
         disks,
         driver,
     ));
+    let settled = compute
+        .recover()
+        .await
+        .context("cannot settle interrupted server tasks")?;
+    if settled > 0 {
+        tracing::warn!(
+            servers = settled,
+            "settled createImage tasks interrupted by a stop"
+        );
+    }
     let state = Arc::new(AppState {
         identity,
         authz,

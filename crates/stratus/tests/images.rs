@@ -1045,3 +1045,35 @@ async fn downloads_are_checked_against_the_stored_checksum() {
     );
     c.stop().await;
 }
+
+/// Image get/update/delete count grants on the image's enterprise project; list and create do
+/// not (the catalogue's scope rules).
+async fn enterprise_project_grants_reach_only_what_the_catalogue_allows(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let uid = c.create_user(&admin, "epuser", "pw").await;
+    let gid = c.group_with(&admin, "epgroup", &uid).await;
+    let role = c.role_id(&admin, "system_all_ims_full").await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3.0/OS-PERMISSION/enterprise-projects/0/groups/{gid}/roles/{role}"),
+    )
+    .await;
+    let t = c.token_for("epuser", "pw", Some("demo")).await;
+    let (s, _, b) = c
+        .call(Method::GET, "/image/v2/images", Some(&t), None)
+        .await;
+    assert_glance_error(s, &b, StatusCode::FORBIDDEN);
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(&t),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_glance_error(s, &b, StatusCode::FORBIDDEN);
+    let demo = stratus_services::demo::DEMO_IMAGE_ID;
+    let (s, b) = get_json(c, &t, &format!("/image/v2/images/{demo}")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+on_both_stores!(enterprise_project_grants_reach_only_what_the_catalogue_allows);

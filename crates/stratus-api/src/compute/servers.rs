@@ -2,7 +2,7 @@
 
 use super::{project_of, time_z, Microversion, NAuthz, NResult, St, P};
 use crate::error::{ApiError, Nova};
-use crate::extract::{parse_json, read_body, ApiQuery};
+use crate::extract::{action_body, parse_json, read_body, ApiQuery};
 use crate::routes::RouteTable;
 use crate::AppState;
 use axum::extract::{Path, Request, State};
@@ -474,30 +474,95 @@ fn power_action(key: &str, arg: &Value) -> NResult<Option<Action>> {
     }))
 }
 
-async fn action(
-    State(s): St,
-    authz: NAuthz,
-    Path((pid, id)): Path<(String, String)>,
-    req: Request,
-) -> NResult<StatusCode> {
-    let body: Value = parse_json(&read_body::<Nova>(req).await?)?;
-    let (key, arg) = match body.as_object() {
-        Some(o) if o.len() == 1 => o
-            .iter()
-            .next()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .unwrap_or_default(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "The action body must be an object with exactly one key naming the action.",
+/// Metadata items a createImage may carry before 2.39 (the metadata-items quota).
+const METADATA_ITEMS: usize = 128;
+
+/// `{"name", "metadata"}` of createImage, checked as upstream's schema does.
+fn parse_create_image(mv: Microversion, arg: &Value) -> NResult<(String, Map<String, Value>)> {
+    let bad = |m: String| ApiError::<Nova>::bad_request(m);
+    let o = arg
+        .as_object()
+        .ok_or_else(|| bad("Invalid createImage: an object is required.".into()))?;
+    if let Some(k) = o.keys().find(|k| *k != "name" && *k != "metadata") {
+        return Err(bad(format!(
+            "Additional properties are not allowed ('{k}' was unexpected)"
+        )));
+    }
+    let name = o
+        .get("name")
+        .ok_or_else(|| bad("'name' is a required property".into()))?
+        .as_str()
+        .ok_or_else(|| {
+            bad("Invalid input for field/attribute name: a string is required.".into())
+        })?;
+    let count = name.chars().count();
+    if count == 0 || count > 255 || name.trim() != name || name.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "Invalid input for field/attribute name. Value: {name}. 1 to 255 printable characters without leading or trailing white space."
+        )));
+    }
+    let metadata = match o.get("metadata") {
+        None => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            return Err(bad(
+                "Invalid input for field/attribute metadata: an object is required.".into(),
             ))
         }
     };
-    let Some(authz) = authz.for_body_key(&key) else {
-        return Err(ApiError::bad_request(format!(
-            "There is no such action: {key}"
-        )));
-    };
+    for (k, v) in &metadata {
+        let key_ok = (1..=255).contains(&k.chars().count())
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_:. ".contains(c));
+        if !key_ok {
+            return Err(bad(format!(
+                "Invalid input for field/attribute metadata. Invalid key {k:?}."
+            )));
+        }
+        if v.as_str().is_none_or(|s| s.chars().count() > 255) {
+            return Err(bad(format!(
+                "Invalid input for field/attribute metadata. Value of {k:?} must be a string of at most 255 characters."
+            )));
+        }
+    }
+    if !mv.at_least(39) && metadata.len() > METADATA_ITEMS {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("Quota exceeded for metadata_items: Requested {}, but already used 0 of {METADATA_ITEMS} metadata_items", metadata.len()),
+        ));
+    }
+    Ok((name.to_string(), metadata))
+}
+
+async fn action(
+    State(s): St,
+    mv: Microversion,
+    authz: NAuthz,
+    Path((pid, id)): Path<(String, String)>,
+    req: Request,
+) -> NResult<Response> {
+    let (authz, key, arg) = action_body(authz, req).await?;
+    if key == "createImage" {
+        let (name, metadata) = parse_create_image(mv, &arg)?;
+        let (server, c) = visible(&s, authz, &pid, &id).await?;
+        if server.image_id.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "createImage of a server booted from volumes is not available in this cloud yet.",
+            ));
+        }
+        let image = s.compute.create_image(&c, &id, &name, metadata).await?;
+        return Ok(if mv.at_least(45) {
+            (StatusCode::ACCEPTED, Json(json!({"image_id": image.id}))).into_response()
+        } else {
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            let loc = s.url(&format!("/image/v2/images/{}", image.id));
+            if let Ok(h) = HeaderValue::from_str(&loc) {
+                resp.headers_mut().insert(header::LOCATION, h);
+            }
+            resp
+        });
+    }
     let action = power_action(&key, &arg)?;
     let (_, c) = visible(&s, authz, &pid, &id).await?;
     let Some(action) = action else {
@@ -507,5 +572,5 @@ async fn action(
         ));
     };
     s.compute.act(&c, &id, action).await?;
-    Ok(StatusCode::ACCEPTED)
+    Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -4,7 +4,7 @@
 //! rewrites project-less paths (`_` is the token's project) and answers with the version header.
 
 use crate::error::{ApiError, ApiResult, Cinder};
-use crate::extract::{parse_json, read_body, Authz};
+use crate::extract::{action_body, parse_json, read_body, Authz};
 use crate::routes::RouteTable;
 use crate::AppState;
 use axum::extract::{Path, Request, State};
@@ -251,6 +251,16 @@ fn opt_text(o: &Map<String, Value>, k: &str) -> VResult<Option<String>> {
     }
 }
 
+/// The first of `keys` present (Cinder still takes the v1 `display_*` names).
+fn first_text(o: &Map<String, Value>, keys: &[&str]) -> VResult<Option<String>> {
+    for k in keys {
+        if let Some(v) = opt_text(o, k)? {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
 fn metadata(o: &Map<String, Value>) -> VResult<Map<String, Value>> {
     match o.get("metadata") {
         None | Some(Value::Null) => Ok(Map::new()),
@@ -333,19 +343,10 @@ async fn create(
             )));
         }
     }
-    let image_id = match opt_text(&o, "imageRef")? {
-        Some(i) => Some(i),
-        None => opt_text(&o, "image_id")?,
-    };
+    let image_id = first_text(&o, &["imageRef", "image_id"])?;
     let req = VolumeCreate {
-        name: match opt_text(&o, "name")? {
-            Some(n) => Some(n),
-            None => opt_text(&o, "display_name")?,
-        },
-        description: match opt_text(&o, "description")? {
-            Some(d) => Some(d),
-            None => opt_text(&o, "display_description")?,
-        },
+        name: first_text(&o, &["name", "display_name"])?,
+        description: first_text(&o, &["description", "display_description"])?,
         size_gb: size,
         image_id,
         snapshot_id: opt_text(&o, "snapshot_id")?,
@@ -367,24 +368,7 @@ async fn action(
     Path((pid, id)): Path<(String, String)>,
     req: Request,
 ) -> VResult<StatusCode> {
-    let body: Value = parse_json(&read_body::<Cinder>(req).await?)?;
-    let (key, arg) = match body.as_object() {
-        Some(o) if o.len() == 1 => o
-            .iter()
-            .next()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .unwrap_or_default(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "The action body must be an object with exactly one key naming the action.",
-            ))
-        }
-    };
-    let Some(authz) = authz.for_body_key(&key) else {
-        return Err(ApiError::bad_request(format!(
-            "There is no such action: {key}"
-        )));
-    };
+    let (authz, _, arg) = action_body(authz, req).await?;
     let bootable = flag(arg.as_object().unwrap_or(&Map::new()), "bootable")?;
     if arg.get("bootable").is_none() {
         return Err(ApiError::bad_request("'bootable' is a required property"));
@@ -445,14 +429,8 @@ async fn create_snapshot(
         .ok_or_else(|| ApiError::bad_request("'volume_id' is a required property"))?;
     let req = SnapshotCreate {
         volume_id,
-        name: match opt_text(&o, "name")? {
-            Some(n) => Some(n),
-            None => opt_text(&o, "display_name")?,
-        },
-        description: match opt_text(&o, "description")? {
-            Some(d) => Some(d),
-            None => opt_text(&o, "display_description")?,
-        },
+        name: first_text(&o, &["name", "display_name"])?,
+        description: first_text(&o, &["description", "display_description"])?,
         force: flag(&o, "force")?,
         metadata: metadata(&o)?,
     };

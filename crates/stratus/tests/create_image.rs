@@ -1,0 +1,395 @@
+//! createImage of an image-backed server over real HTTP: validation, authorization of the seed
+//! row, conflicts, the task_state steps, and the image's data and properties.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::process::Command;
+use stratus_services::demo::DEMO_IMAGE_ID;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stratus");
+
+async fn nova(
+    c: &TestCloud,
+    method: Method,
+    path: &str,
+    t: &str,
+    mv: &str,
+    body: Option<Value>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut req = c
+        .http
+        .request(method, format!("{}{}", c.url, path))
+        .header("X-Auth-Token", t);
+    if !mv.is_empty() {
+        req = req.header("OpenStack-API-Version", format!("compute {mv}"));
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let (s, h) = (r.status(), r.headers().clone());
+    let text = r.text().await.unwrap();
+    (s, h, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn server(c: &TestCloud, t: &str, name: &str) -> String {
+    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", t, "2.47",
+        Some(json!({"server": {"name": name, "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    wait(c, t, &format!("/compute/v2.1/servers/{id}"), |v| {
+        v["server"]["status"] == "ACTIVE"
+    })
+    .await;
+    id
+}
+
+async fn wait(c: &TestCloud, t: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..1000 {
+        let (_, _, v) = nova(c, Method::GET, path, t, "2.47", None).await;
+        if done(&v) {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{path} never reached the expected state");
+}
+
+fn disk_of(c: &TestCloud, id: &str) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["server", "disks", id, "--data-dir"])
+        .arg(&c.config.data_dir);
+    if let Some(url) = &c.config.database_url {
+        cmd.args(["--database-url", url]);
+    }
+    String::from_utf8(cmd.output().unwrap().stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn image_backed_snapshot_and_boot(c: &TestCloud) {
+    let pw = c.admin_password.clone();
+    let t = c.token_for("admin", &pw, Some("demo")).await;
+    let id = server(c, &t, "src").await;
+    let disk = disk_of(c, &id);
+    let w = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x5a 1M 2M", &disk])
+        .output()
+        .unwrap();
+    assert!(w.status.success());
+    let action = format!("/compute/v2.1/servers/{id}/action");
+
+    let (s, h, b) = nova(c, Method::POST, &action, &t, "2.45",
+        Some(json!({"createImage": {"name": "snap-1", "metadata": {"image_type": "mine", "k": "v"}}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert!(h.get("location").is_none());
+    let image_id = b["image_id"].as_str().unwrap().to_string();
+    // A second one right after is refused with upstream's message.
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        &action,
+        &t,
+        "2.45",
+        Some(json!({"createImage": {"name": "snap-2"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let msg = b["conflictingRequest"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!(
+            "Cannot 'createImage' instance {id} while it is in task_state image_"
+        )),
+        "{msg}"
+    );
+
+    let img = wait(c, &t, &format!("/image/v2/images/{image_id}"), |v| {
+        v["status"] == "active"
+    })
+    .await;
+    let srv = wait(c, &t, &format!("/compute/v2.1/servers/{id}"), |v| {
+        v["server"]["OS-EXT-STS:task_state"].is_null()
+    })
+    .await;
+    assert_eq!(srv["server"]["status"], "ACTIVE");
+    assert_eq!(
+        (
+            img["disk_format"].as_str(),
+            img["container_format"].as_str()
+        ),
+        (Some("qcow2"), Some("bare"))
+    );
+    assert_eq!(img["visibility"], "private");
+    assert_eq!(img["instance_uuid"], id.as_str());
+    assert_eq!(img["base_image_ref"], DEMO_IMAGE_ID);
+    assert_eq!(img["owner_project_name"], "demo");
+    assert_eq!(img["owner_user_name"], "admin");
+    assert_eq!(img["image_type"], "mine", "the user's metadata wins");
+    assert_eq!(img["__os_type"], "Other", "inherited from the base image");
+    assert_eq!(img["min_disk"], 1, "the flavor's disk");
+    assert_eq!(img["virtual_size"], 1u64 << 30);
+
+    // The image holds the server's data: same content as the disk chain, digests as tools say.
+    let r = c
+        .http
+        .get(format!("{}/image/v2/images/{image_id}/file", c.url))
+        .header("X-Auth-Token", &t)
+        .send()
+        .await
+        .unwrap();
+    let data = r.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("img.qcow2");
+    std::fs::write(&f, &data).unwrap();
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "qcow2"])
+        .arg(&f)
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json", "-f", "qcow2"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert!(info.get("backing-filename").is_none(), "flattened");
+    assert_eq!(img["size"], data.len());
+
+    // A server boots from the snapshot.
+    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", &t, "2.47",
+        Some(json!({"server": {"name": "from-snap", "imageRef": image_id, "flavorRef": "1", "networks": "none"}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let new = b["server"]["id"].as_str().unwrap().to_string();
+    wait(c, &t, &format!("/compute/v2.1/servers/{new}"), |v| {
+        v["server"]["status"] == "ACTIVE"
+    })
+    .await;
+    let read = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "read -P 0x5a 1M 2M", &disk_of(c, &new)])
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stdout)
+    );
+
+    // Below 2.45: Location and no body.
+    let (s, h, b) = nova(
+        c,
+        Method::POST,
+        &action,
+        &t,
+        "2.44",
+        Some(json!({"createImage": {"name": "snap-3"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert!(b.is_null());
+    let loc = h["location"].to_str().unwrap().to_string();
+    assert!(loc.contains("/image/v2/images/"), "{loc}");
+    let third = loc.rsplit('/').next().unwrap().to_string();
+    wait(c, &t, &format!("/image/v2/images/{third}"), |v| {
+        v["status"] == "active"
+    })
+    .await;
+}
+on_both_stores!(image_backed_snapshot_and_boot);
+
+async fn create_image_bad_input(c: &TestCloud) {
+    let pw = c.admin_password.clone();
+    let t = c.token_for("admin", &pw, Some("demo")).await;
+    let id = server(c, &t, "v").await;
+    let action = format!("/compute/v2.1/servers/{id}/action");
+    let many: serde_json::Map<String, Value> =
+        (0..129).map(|n| (format!("k{n}"), json!("v"))).collect();
+    for (mv, body, want) in [
+        ("", json!({"createImage": {}}), StatusCode::BAD_REQUEST),
+        (
+            "",
+            json!({"createImage": {"name": ""}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "",
+            json!({"createImage": {"name": " lead"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "",
+            json!({"createImage": {"name": "x".repeat(256)}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "",
+            json!({"createImage": {"name": "ok", "colour": 1}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "",
+            json!({"createImage": {"name": "ok", "metadata": {"bad/key": "v"}}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "",
+            json!({"createImage": {"name": "ok", "metadata": {"k": 1}}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("", json!({"createImage": "x"}), StatusCode::BAD_REQUEST),
+        (
+            "2.38",
+            json!({"createImage": {"name": "ok", "metadata": many}}),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let (s, _, b) = nova(c, Method::POST, &action, &t, mv, Some(body.clone())).await;
+        assert_eq!(s, want, "{body}: {b}");
+    }
+    // Multibyte names are fine; an unknown server is 404 after validation.
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        "/compute/v2.1/servers/nope/action",
+        &t,
+        "",
+        Some(json!({"createImage": {"name": "镜像"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    let (_, _, l) = nova(
+        c,
+        Method::GET,
+        "/image/v2/images?visibility=private",
+        &t,
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(l["images"], json!([]), "bad input made no image");
+    let (_, _, v) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/servers/{id}"),
+        &t,
+        "",
+        None,
+    )
+    .await;
+    assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
+}
+on_both_stores!(create_image_bad_input);
+
+/// Every action of the seed row is required: a user granted all but one gets 403 naming it, and
+/// nothing is created or changed; grants on the project suffice.
+async fn the_seed_row_authorizes_create_image(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let demo = c.project_id(&admin, "demo").await;
+    let owner = {
+        let pw = c.admin_password.clone();
+        c.token_for("admin", &pw, Some("demo")).await
+    };
+    let id = server(c, &owner, "guarded").await;
+    let all = [
+        "ecs:servers:createImage",
+        "evs:volumes:get",
+        "evs:snapshots:create",
+        "ims:images:create",
+        "ims:images:get",
+        "ims:images:list",
+        "ims:images:update",
+        "ims:images:delete",
+    ];
+    for (n, missing) in all.iter().enumerate() {
+        let user = format!("u{n}");
+        let uid = c.create_user(&admin, &user, "pw").await;
+        let gid = c.group_with(&admin, &format!("g{n}"), &uid).await;
+        let mut actions: Vec<&str> = all.iter().copied().filter(|a| a != missing).collect();
+        actions.push("ecs:servers:get");
+        let policy = c
+            .custom_policy(
+                &admin,
+                &format!("all but {missing}"),
+                json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": actions}]}),
+            )
+            .await;
+        c.grant(
+            &admin,
+            &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{policy}"),
+        )
+        .await;
+        let t = c.token_for(&user, "pw", Some("demo")).await;
+        let (s, _, b) = nova(
+            c,
+            Method::POST,
+            &format!("/compute/v2.1/servers/{id}/action"),
+            &t,
+            "",
+            Some(json!({"createImage": {"name": "nope"}})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{missing}: {b}");
+        assert_eq!(
+            b["forbidden"]["message"],
+            format!("Policy doesn't allow {missing} to be performed.")
+        );
+    }
+    let (_, _, l) = nova(
+        c,
+        Method::GET,
+        "/image/v2/images?visibility=private",
+        &owner,
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(l["images"], json!([]));
+    let (_, _, v) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/servers/{id}"),
+        &owner,
+        "",
+        None,
+    )
+    .await;
+    assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
+
+    // ECS FullAccess on the project: allowed.
+    let uid = c.create_user(&admin, "full", "pw").await;
+    let gid = c.group_with(&admin, "full", &uid).await;
+    let role = c.role_id(&admin, "system_all_ecs_full").await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{role}"),
+    )
+    .await;
+    let t = c.token_for("full", "pw", Some("demo")).await;
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        &format!("/compute/v2.1/servers/{id}/action"),
+        &t,
+        "2.45",
+        Some(json!({"createImage": {"name": "allowed"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let image = b["image_id"].as_str().unwrap().to_string();
+    wait(c, &owner, &format!("/image/v2/images/{image}"), |v| {
+        v["status"] == "active"
+    })
+    .await;
+}
+on_both_stores!(the_seed_row_authorizes_create_image);

@@ -57,3 +57,18 @@ def test_create_server_image_with_the_sdk(cloud):
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["status"] == "active" and got["instance_uuid"] == s1["id"], got
+
+
+def test_server_image_create_of_a_volume_backed_server(cloud):
+    cloud.openstack("volume", "create", "--image", "stratus-demo", "--size", "1", "--bootable", "boot1",
+                    "-f", "json")
+    s2 = cloud.openstack("server", "create", "--volume", "boot1", "--flavor", "m1.tiny", "--wait", "s2",
+                         "-f", "json")
+    img = cloud.openstack("server", "image", "create", "--name", "i2", "--wait", "s2", "-f", "json")
+    assert img["status"] == "active", img
+    snaps = cloud.openstack("volume", "snapshot", "list", "-f", "json")
+    assert [s["Name"] for s in snaps] == ["snapshot for i2"]
+    s3 = cloud.openstack("server", "create", "--image", "i2", "--flavor", "m1.tiny", "--wait", "s3",
+                         "-f", "json")
+    assert s3["status"] == "ACTIVE", s3
+    assert s2["id"] != s3["id"]

@@ -366,6 +366,11 @@ impl Compute {
                 image.id, image.status
             )));
         }
+        if let Some(volumes) = volume_mappings_of(&image)? {
+            let mut req = req;
+            req.volumes = volumes;
+            return self.create_from_volumes(caller, req, &flavor).await;
+        }
         let format = image
             .disk_format
             .as_deref()
@@ -697,12 +702,22 @@ impl Compute {
         if s.task_state.is_some() || !FROM.contains(&s.vm_state.as_str()) {
             return Err(refuse(&s));
         }
-        if s.image_id.is_empty() {
-            return Err(ServiceError::Conflict(format!(
-                "Snapshots of servers booted from volumes are not available yet (instance {}).",
-                s.id
-            )));
-        }
+        let attached = if s.image_id.is_empty() {
+            let attached = store::volumes_of_server(self.store.pool(), &s.id).await?;
+            // Upstream checks the snapshot quota before anything else.
+            let usage = self.volumes.usage(caller).await?;
+            let limit = crate::volumes::quota("maxTotalSnapshots");
+            if usage.snapshots + attached.len() as i64 > limit {
+                return Err(ServiceError::Forbidden(format!(
+                    "Quota exceeded for snapshots: requested {}, but already used {} of {limit} snapshots",
+                    attached.len(),
+                    usage.snapshots
+                )));
+            }
+            Some(attached)
+        } else {
+            None
+        };
         let mut w = self.store.write(false).await?;
         let moved = store::server_transition(
             w.conn(),
@@ -719,13 +734,26 @@ impl Compute {
         if !moved {
             return Err(refuse(&self.get(caller, id).await?));
         }
-        let image = match self.register_snapshot(caller, &s, name, metadata).await {
+        let registered = match &attached {
+            None => {
+                self.register_snapshot(caller, &s, name, metadata, "qcow2")
+                    .await
+            }
+            Some(volumes) => {
+                self.register_volume_snapshot(caller, &s, name, metadata, volumes)
+                    .await
+            }
+        };
+        let image = match registered {
             Ok(i) => i,
             Err(e) => {
                 self.set_task(&s, "image_snapshot_pending", None).await;
                 return Err(e);
             }
         };
+        if attached.is_some() {
+            return Ok(image);
+        }
         let (this_store, images, disks, caller, server, image_id) = (
             self.store.clone(),
             self.images.clone(),
@@ -748,6 +776,90 @@ impl Compute {
         Ok(image)
     }
 
+    /// createImage of a server booted from volumes: one forced snapshot per attached volume
+    /// (`snapshot for <image name>`), then a zero-size raw image whose `block_device_mapping`
+    /// describes them, active at once (the snapshots are available when made). Any failure
+    /// deletes the snapshots made and the image.
+    async fn register_volume_snapshot(
+        &self,
+        caller: &Authorized,
+        s: &ServerRec,
+        name: &str,
+        metadata: Map<String, Value>,
+        volumes: &[VolumeRec],
+    ) -> Result<ImageRec> {
+        self.set_task(s, "image_snapshot_pending", Some("image_snapshot"))
+            .await;
+        let mut snapshots: Vec<String> = Vec::new();
+        let mut mapping = Vec::new();
+        let mut made = async {
+            for (n, v) in volumes.iter().enumerate() {
+                let snap = self
+                    .volumes
+                    .create_snapshot(
+                        caller,
+                        crate::volumes::SnapshotCreate {
+                            volume_id: v.id.clone(),
+                            name: Some(format!("snapshot for {name}")),
+                            force: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                snapshots.push(snap.id.clone());
+                mapping.push(json!({
+                    "source_type": "snapshot", "destination_type": "volume",
+                    "snapshot_id": snap.id, "volume_id": null, "image_id": null,
+                    "boot_index": if n == 0 { json!(0) } else { Value::Null },
+                    "volume_size": v.size_gb, "device_name": v.device,
+                    "delete_on_termination": v.delete_on_termination,
+                    "disk_bus": null, "device_type": null, "guest_format": null,
+                    "no_device": null, "tag": null, "volume_type": null,
+                }));
+            }
+            let mut props = metadata;
+            props.insert(
+                "block_device_mapping".into(),
+                Value::String(Value::Array(mapping.clone()).to_string()),
+            );
+            props.insert("bdm_v2".into(), Value::String("True".into()));
+            props.insert(
+                "root_device_name".into(),
+                Value::String(
+                    volumes
+                        .first()
+                        .and_then(|v| v.device.clone())
+                        .unwrap_or_default(),
+                ),
+            );
+            let image = self
+                .register_snapshot(caller, s, name, props, "raw")
+                .await?;
+            let empty =
+                futures::stream::empty::<std::result::Result<bytes::Bytes, std::io::Error>>();
+            self.images.upload(caller, &image.id, empty).await
+        }
+        .await;
+        if let Err(e) = &made {
+            tracing::error!(server = %s.id, "createImage of a volume-backed server failed: {e}");
+            for id in &snapshots {
+                let _ = self.volumes.delete_snapshot(caller, id).await;
+            }
+        }
+        let fault = made
+            .as_ref()
+            .err()
+            .map(|e| format!("createImage failed: {e}"));
+        if let Ok(mut w) = self.store.write(false).await {
+            let _ = store::server_clear_task(w.conn(), &s.id, fault.as_deref(), now_micros()).await;
+            let _ = self.store.commit(w).await;
+        }
+        if let Ok(i) = &mut made {
+            i.status = "active".into();
+        }
+        made
+    }
+
     /// The snapshot image's record, with upstream's properties; the user's metadata wins.
     async fn register_snapshot(
         &self,
@@ -755,6 +867,7 @@ impl Compute {
         s: &ServerRec,
         name: &str,
         metadata: Map<String, Value>,
+        disk_format: &str,
     ) -> Result<ImageRec> {
         const NOT_INHERITED: &[&str] = &[
             "cache_in_nova",
@@ -798,7 +911,7 @@ impl Compute {
         let req = crate::images::ImageCreate {
             name: Some(name.to_string()),
             visibility: Some("private".into()),
-            disk_format: Some("qcow2".into()),
+            disk_format: Some(disk_format.into()),
             container_format: Some("bare".into()),
             min_disk: base_min_disk.max(flavor["disk"].as_i64().unwrap_or(0)),
             min_ram: base.as_ref().map_or(0, |b| b.min_ram),
@@ -845,7 +958,7 @@ impl Compute {
             store::server_clear_task(
                 w.conn(),
                 &s.id,
-                "createImage was interrupted by a restart; the unfinished image was deleted",
+                Some("createImage was interrupted by a restart; the unfinished image was deleted"),
                 now_micros(),
             )
             .await?;
@@ -866,6 +979,42 @@ impl Compute {
             .ok_or_else(|| ServiceError::not_found("instance", id))?;
         Ok((!s.root_disk.is_empty()).then(|| self.disks.path(&s.root_disk)))
     }
+}
+
+/// The volumes an image made by createImage of a volume-backed server stands for
+/// (`bdm_v2=True` and its `block_device_mapping`): new volumes from its snapshots.
+fn volume_mappings_of(image: &ImageRec) -> Result<Option<Vec<VolumeMapping>>> {
+    let props: Map<String, Value> = serde_json::from_str(&image.properties).unwrap_or_default();
+    if props.get("bdm_v2").and_then(Value::as_str) != Some("True") {
+        return Ok(None);
+    }
+    let list: Vec<Value> = props
+        .get("block_device_mapping")
+        .and_then(Value::as_str)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or_else(|| {
+            bad(format!(
+                "Image {} has an unreadable block_device_mapping.",
+                image.id
+            ))
+        })?;
+    let mut out = Vec::new();
+    for m in list {
+        let Some(snapshot) = m["snapshot_id"].as_str() else {
+            return Err(bad(format!(
+                "Image {} maps a volume without a snapshot.",
+                image.id
+            )));
+        };
+        out.push(VolumeMapping {
+            source: VolumeSource::Snapshot,
+            uuid: Some(snapshot.to_string()),
+            boot_index: m["boot_index"].as_i64(),
+            volume_size: m["volume_size"].as_i64(),
+            delete_on_termination: m["delete_on_termination"].as_bool().unwrap_or(false),
+        });
+    }
+    Ok(Some(out))
 }
 
 fn admin_pass(req: &ServerCreate) -> String {
@@ -961,14 +1110,24 @@ impl Snapshotter {
         .await;
         let _ = tokio::fs::remove_file(&tmp).await;
         if let Err(e) = steps {
-            tracing::error!(server = %self.server.id, image = %self.image_id, "createImage failed: {e}");
+            // The user deleted the image meanwhile: stop quietly (no fault), as upstream does.
+            let gone = matches!(
+                store::image_get(self.store.pool(), &self.image_id).await,
+                Ok(None)
+            );
+            let fault = (!gone).then(|| format!("createImage failed: {e}"));
+            if gone {
+                tracing::info!(server = %self.server.id, image = %self.image_id, "image deleted during createImage; stopped");
+            } else {
+                tracing::error!(server = %self.server.id, image = %self.image_id, "createImage failed: {e}");
+            }
+            // A deleted server, or any failure: the unfinished image goes.
             let _ = self.images.discard(&self.image_id).await;
-            // Whatever step it stopped at, the task is over.
             if let Ok(mut w) = self.store.write(false).await {
                 let _ = store::server_clear_task(
                     w.conn(),
                     &self.server.id,
-                    &format!("createImage failed: {e}"),
+                    fault.as_deref(),
                     now_micros(),
                 )
                 .await;

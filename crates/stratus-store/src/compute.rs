@@ -201,16 +201,18 @@ pub async fn server_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) 
     Ok(r.rows_affected() > 0)
 }
 
-/// Ends whatever task a server runs, recording why in its fault (the server keeps its vm_state).
+/// Ends whatever task a server runs, recording why in its fault if there is a reason to tell
+/// (the server keeps its vm_state and any earlier fault).
 pub async fn server_clear_task<'e, E: Executor<'e, Database = Any>>(
     e: E,
     id: &str,
-    message: &str,
+    message: Option<&str>,
     now: i64,
 ) -> Result<bool> {
-    let fault = serde_json::json!({"code": 500, "message": message, "created": now}).to_string();
+    let fault =
+        message.map(|m| serde_json::json!({"code": 500, "message": m, "created": now}).to_string());
     let r = sqlx::query(
-        "UPDATE servers SET task_state = NULL, fault = $2, updated_at = $3 WHERE id = $1",
+        "UPDATE servers SET task_state = NULL, fault = COALESCE($2, fault), updated_at = $3 WHERE id = $1",
     )
     .bind(id)
     .bind(fault)

@@ -393,3 +393,248 @@ async fn the_seed_row_authorizes_create_image(c: &TestCloud) {
     .await;
 }
 on_both_stores!(the_seed_row_authorizes_create_image);
+
+/// Grants on all projects count; grants on an enterprise project do not; a Deny of any one of
+/// the eight actions wins.
+async fn where_grants_count_for_create_image(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let demo = c.project_id(&admin, "demo").await;
+    let pw = c.admin_password.clone();
+    let owner = c.token_for("admin", &pw, Some("demo")).await;
+    let id = server(c, &owner, "scoped").await;
+    let full = c.role_id(&admin, "system_all_ecs_full").await;
+    let try_as = |user: &'static str| {
+        let id = id.clone();
+        async move {
+            let t = c.token_for(user, "pw", Some("demo")).await;
+            let (s, _, b) = nova(
+                c,
+                Method::POST,
+                &format!("/compute/v2.1/servers/{id}/action"),
+                &t,
+                "2.45",
+                Some(json!({"createImage": {"name": user}})),
+            )
+            .await;
+            (s, b)
+        }
+    };
+    // ECS FullAccess on the enterprise project only: 403.
+    let uid = c.create_user(&admin, "epu", "pw").await;
+    let gid = c.group_with(&admin, "epg", &uid).await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3.0/OS-PERMISSION/enterprise-projects/0/groups/{gid}/roles/{full}"),
+    )
+    .await;
+    let (s, b) = try_as("epu").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    // The same on the project, plus a Deny of one dependency: 403 naming it.
+    let uid = c.create_user(&admin, "denied", "pw").await;
+    let gid = c.group_with(&admin, "deniedg", &uid).await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{full}"),
+    )
+    .await;
+    let deny = c.custom_policy(&admin, "no snapshots",
+        json!({"Version": "1.1", "Statement": [{"Effect": "Deny", "Action": ["evs:snapshots:create"]}]})).await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{deny}"),
+    )
+    .await;
+    let (s, b) = try_as("denied").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(
+        b["forbidden"]["message"],
+        "Policy doesn't allow evs:snapshots:create to be performed."
+    );
+    let (_, _, v) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/servers/{id}"),
+        &owner,
+        "",
+        None,
+    )
+    .await;
+    assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
+    // On all projects (inherited from the domain): 202.
+    let uid = c.create_user(&admin, "inh", "pw").await;
+    let gid = c.group_with(&admin, "inhg", &uid).await;
+    c.grant(&admin, &format!("/identity/v3/OS-INHERIT/domains/default/groups/{gid}/roles/{full}/inherited_to_projects")).await;
+    let (s, b) = try_as("inh").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let image = b["image_id"].as_str().unwrap().to_string();
+    wait(c, &owner, &format!("/image/v2/images/{image}"), |v| {
+        v["status"] == "active"
+    })
+    .await;
+}
+on_both_stores!(where_grants_count_for_create_image);
+
+/// Twenty createImage calls at once on one server: exactly one is accepted.
+async fn concurrent_create_image_calls(c: &TestCloud) {
+    let pw = c.admin_password.clone();
+    let t = c.token_for("admin", &pw, Some("demo")).await;
+    let id = server(c, &t, "busy").await;
+    let calls = (0..20).map(|n| {
+        let (t, id) = (t.clone(), id.clone());
+        async move {
+            nova(
+                c,
+                Method::POST,
+                &format!("/compute/v2.1/servers/{id}/action"),
+                &t,
+                "2.45",
+                Some(json!({"createImage": {"name": format!("c{n}")}})),
+            )
+            .await
+            .0
+        }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    let conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((accepted, conflicts), (1, 19), "{statuses:?}");
+    wait(c, &t, &format!("/compute/v2.1/servers/{id}"), |v| {
+        v["server"]["OS-EXT-STS:task_state"].is_null()
+    })
+    .await;
+    let (_, _, l) = nova(
+        c,
+        Method::GET,
+        "/image/v2/images?visibility=private",
+        &t,
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(l["images"].as_array().unwrap().len(), 1);
+    assert_eq!(l["images"][0]["status"], "active");
+}
+on_both_stores!(concurrent_create_image_calls);
+
+async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
+    let pw = c.admin_password.clone();
+    let t = c.token_for("admin", &pw, Some("demo")).await;
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        "/volume/v3/volumes",
+        &t,
+        "",
+        Some(json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID, "name": "root"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let root = b["volume"]["id"].as_str().unwrap().to_string();
+    let (_, _, b) = nova(
+        c,
+        Method::POST,
+        "/volume/v3/volumes",
+        &t,
+        "",
+        Some(json!({"volume": {"size": 2, "name": "data"}})),
+    )
+    .await;
+    let data = b["volume"]["id"].as_str().unwrap().to_string();
+    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", &t, "2.47", Some(json!({"server": {
+        "name": "bfv", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": [
+            {"uuid": root, "source_type": "volume", "destination_type": "volume", "boot_index": 0},
+            {"uuid": data, "source_type": "volume", "destination_type": "volume", "boot_index": 1}]}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    wait(c, &t, &format!("/compute/v2.1/servers/{id}"), |v| {
+        v["server"]["status"] == "ACTIVE"
+    })
+    .await;
+    let boot_disk = disk_of(c, &id);
+    let w = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x77 0 1M", &boot_disk])
+        .output()
+        .unwrap();
+    assert!(w.status.success());
+
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        &format!("/compute/v2.1/servers/{id}/action"),
+        &t,
+        "2.45",
+        Some(json!({"createImage": {"name": "bfv-image"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let image_id = b["image_id"].as_str().unwrap().to_string();
+    let img = wait(c, &t, &format!("/image/v2/images/{image_id}"), |v| {
+        v["status"] == "active"
+    })
+    .await;
+    assert_eq!(
+        (
+            img["disk_format"].as_str(),
+            img["container_format"].as_str(),
+            img["size"].as_i64()
+        ),
+        (Some("raw"), Some("bare"), Some(0))
+    );
+    assert_eq!(img["bdm_v2"], "True");
+    assert_eq!(img["root_device_name"], "/dev/vda");
+    let bdm: Value = serde_json::from_str(img["block_device_mapping"].as_str().unwrap()).unwrap();
+    assert_eq!(bdm.as_array().unwrap().len(), 2);
+    assert_eq!(bdm[0]["boot_index"], 0);
+    assert_eq!(bdm[1]["volume_size"], 2);
+    let (_, _, snaps) = nova(c, Method::GET, "/volume/v3/snapshots/detail", &t, "", None).await;
+    let names: Vec<&str> = snaps["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["snapshot for bfv-image", "snapshot for bfv-image"]);
+    let (_, _, v) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/servers/{id}"),
+        &t,
+        "",
+        None,
+    )
+    .await;
+    assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
+
+    // Booting from the image makes volumes from the snapshots, with the data of the snapshot.
+    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", &t, "2.47",
+        Some(json!({"server": {"name": "again", "imageRef": image_id, "flavorRef": "1", "networks": "none"}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let new = b["server"]["id"].as_str().unwrap().to_string();
+    let shown = wait(c, &t, &format!("/compute/v2.1/servers/{new}"), |v| {
+        v["server"]["status"] == "ACTIVE"
+    })
+    .await;
+    assert_eq!(
+        shown["server"]["os-extended-volumes:volumes_attached"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let read = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "read -P 0x77 0 1M", &disk_of(c, &new)])
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stdout)
+    );
+}
+on_both_stores!(volume_backed_snapshot_and_boot);

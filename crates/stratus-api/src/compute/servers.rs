@@ -544,13 +544,7 @@ async fn action(
     let (authz, key, arg) = action_body(authz, req).await?;
     if key == "createImage" {
         let (name, metadata) = parse_create_image(mv, &arg)?;
-        let (server, c) = visible(&s, authz, &pid, &id).await?;
-        if server.image_id.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "createImage of a server booted from volumes is not available in this cloud yet.",
-            ));
-        }
+        let (_, c) = visible(&s, authz, &pid, &id).await?;
         let image = s.compute.create_image(&c, &id, &name, metadata).await?;
         return Ok(if mv.at_least(45) {
             (StatusCode::ACCEPTED, Json(json!({"image_id": image.id}))).into_response()

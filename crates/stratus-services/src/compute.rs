@@ -238,9 +238,7 @@ fn bad(msg: impl Into<String>) -> ServiceError {
 }
 
 fn caller_project(caller: &TokenInfo) -> Result<&str> {
-    caller.project().map(|p| p.id.as_str()).ok_or_else(|| {
-        ServiceError::Forbidden("The compute service needs a project-scoped token.".into())
-    })
+    crate::caller_project(caller, "The compute service")
 }
 
 /// Checks Nova's metadata rules: keys 1–255 characters, values strings of at most 255.
@@ -319,7 +317,7 @@ impl Compute {
                 }
             }
         };
-        let all = store::server_list(self.store.pool(), project, None, &states, limit).await?;
+        let all = store::server_list(self.store.pool(), project, &states, limit).await?;
         // Nova matches `name` as a pattern anywhere in the name; a plain name is a substring.
         Ok(match name {
             Some(n) => all.into_iter().filter(|s| s.name.contains(n)).collect(),
@@ -398,7 +396,7 @@ impl Compute {
         }
         let admin_pass = admin_pass(&req);
         let now = now_micros();
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let id = crate::new_uuid();
         let root = root_disk_of(&id);
         let cache = format!("cache/{}", image.id);
         // The layers are known before the files exist, so collection never takes them.
@@ -477,16 +475,7 @@ impl Compute {
             .find(|(a, _)| *a == action)
             .map(|(_, r)| *r)
             .ok_or_else(|| ServiceError::Internal(format!("no rule for {action:?}")))?;
-        let refuse = |s: &ServerRec| {
-            let (attr, state) = match &s.task_state {
-                Some(t) => ("task_state", t.clone()),
-                None => ("vm_state", s.vm_state.clone()),
-            };
-            ServiceError::Conflict(format!(
-                "Cannot '{}' instance {} while it is in {attr} {state}",
-                rule.verb, s.id
-            ))
-        };
+        let refuse = |s: &ServerRec| cannot(rule.verb, s);
         if s.task_state.is_some() || !rule.from.contains(&s.vm_state.as_str()) {
             return Err(refuse(&s));
         }
@@ -581,7 +570,7 @@ impl Compute {
         }
         let now = now_micros();
         let server = ServerRec {
-            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            id: crate::new_uuid(),
             project_id: project,
             user_id: caller.user.id.clone(),
             enterprise_project_id: store::DEFAULT_ENTERPRISE_PROJECT.into(),
@@ -689,16 +678,7 @@ impl Compute {
         let work = self.disks.path("tmp");
         let s = self.get(caller, id).await?;
         const FROM: &[&str] = &["active", "stopped", "paused", "suspended"];
-        let refuse = |s: &ServerRec| {
-            let (attr, state) = match &s.task_state {
-                Some(t) => ("task_state", t.clone()),
-                None => ("vm_state", s.vm_state.clone()),
-            };
-            ServiceError::Conflict(format!(
-                "Cannot 'createImage' instance {} while it is in {attr} {state}",
-                s.id
-            ))
-        };
+        let refuse = |s: &ServerRec| cannot("createImage", s);
         if s.task_state.is_some() || !FROM.contains(&s.vm_state.as_str()) {
             return Err(refuse(&s));
         }
@@ -1015,6 +995,18 @@ fn volume_mappings_of(image: &ImageRec) -> Result<Option<Vec<VolumeMapping>>> {
         });
     }
     Ok(Some(out))
+}
+
+/// Upstream's 409 for an action a server's task or state does not allow.
+fn cannot(verb: &str, s: &ServerRec) -> ServiceError {
+    let (attr, state) = match &s.task_state {
+        Some(t) => ("task_state", t.as_str()),
+        None => ("vm_state", s.vm_state.as_str()),
+    };
+    ServiceError::Conflict(format!(
+        "Cannot '{verb}' instance {} while it is in {attr} {state}",
+        s.id
+    ))
 }
 
 fn admin_pass(req: &ServerCreate) -> String {

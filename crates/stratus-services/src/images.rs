@@ -109,9 +109,7 @@ fn one_of(field: &str, v: &str, allowed: &[&str]) -> Result<()> {
 }
 
 fn caller_project(caller: &TokenInfo) -> Result<&str> {
-    caller.project().map(|p| p.id.as_str()).ok_or_else(|| {
-        ServiceError::Forbidden("The image service needs a project-scoped token.".into())
-    })
+    crate::caller_project(caller, "The image service")
 }
 
 impl Images {
@@ -186,7 +184,7 @@ impl Images {
                 .map_err(|_| bad(format!("Image id {id:?} is not a UUID.")))?
                 .hyphenated()
                 .to_string(),
-            None => uuid::Uuid::new_v4().hyphenated().to_string(),
+            None => crate::new_uuid(),
         };
         let now = now_micros();
         let image = ImageRec {

@@ -32,3 +32,19 @@ pub mod data {
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
+
+/// A new id in the hyphenated form OpenStack uses for servers, images, volumes and snapshots.
+pub fn new_uuid() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string()
+}
+
+/// The caller's project; 403 naming `service` for a token without one.
+pub(crate) fn caller_project<'a>(
+    caller: &'a identity::TokenInfo,
+    service: &str,
+) -> Result<&'a str> {
+    caller
+        .project()
+        .map(|p| p.id.as_str())
+        .ok_or_else(|| ServiceError::Forbidden(format!("{service} needs a project-scoped token.")))
+}

@@ -68,13 +68,7 @@ fn bad(msg: impl Into<String>) -> ServiceError {
 }
 
 fn caller_project(caller: &TokenInfo) -> Result<&str> {
-    caller.project().map(|p| p.id.as_str()).ok_or_else(|| {
-        ServiceError::Forbidden("Block storage needs a project-scoped token.".into())
-    })
-}
-
-fn new_uuid() -> String {
-    uuid::Uuid::new_v4().hyphenated().to_string()
+    crate::caller_project(caller, "Block storage")
 }
 
 impl Volumes {
@@ -127,7 +121,7 @@ impl Volumes {
             return Err(bad("Give at most one of imageRef and snapshot_id."));
         }
         crate::compute::check_metadata(&req.metadata)?;
-        let id = new_uuid();
+        let id = crate::new_uuid();
         let disk = format!("volumes/{id}/{}.qcow2", crate::new_id());
         let mut image_metadata = None;
         let mut bootable = false;
@@ -321,7 +315,7 @@ impl Volumes {
                 quota("maxTotalSnapshots")
             )));
         }
-        let id = new_uuid();
+        let id = crate::new_uuid();
         let frozen = format!("snapshots/{id}.qcow2");
         let active = format!("volumes/{}/{}.qcow2", v.id, crate::new_id());
         let old = v.disk.clone();

@@ -102,11 +102,10 @@ pub async fn server_get<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-/// A project's servers, newest first; optional exact name and vm_state filters.
+/// A project's servers, newest first, optionally only those in `vm_states`.
 pub async fn server_list<'e, E: Executor<'e, Database = Any>>(
     e: E,
     project_id: &str,
-    name: Option<&str>,
     vm_states: &[&str],
     limit: i64,
 ) -> Result<Vec<ServerRec>> {
@@ -114,18 +113,15 @@ pub async fn server_list<'e, E: Executor<'e, Database = Any>>(
         String::new()
     } else {
         let ps: Vec<String> = (0..vm_states.len())
-            .map(|n| format!("${}", n + 4))
+            .map(|n| format!("${}", n + 3))
             .collect();
         format!(" AND vm_state IN ({})", ps.join(", "))
     };
     let sql = format!(
-        "SELECT {COLS} FROM servers WHERE project_id = $1 AND ($2 = '' OR name = $2){states} \
-         ORDER BY created_at DESC, id DESC LIMIT $3"
+        "SELECT {COLS} FROM servers WHERE project_id = $1{states} \
+         ORDER BY created_at DESC, id DESC LIMIT $2"
     );
-    let mut q = sqlx::query(&sql)
-        .bind(project_id)
-        .bind(name.unwrap_or(""))
-        .bind(limit);
+    let mut q = sqlx::query(&sql).bind(project_id).bind(limit);
     for s in vm_states {
         q = q.bind(*s);
     }

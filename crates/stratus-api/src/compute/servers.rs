@@ -36,16 +36,6 @@ fn links(s: &AppState, project: &str, kind: &str, id: &str) -> Value {
     ])
 }
 
-/// Nova's `OS-SRV-USG` time format (no zone, microseconds).
-fn usage_time(micros: i64) -> String {
-    let z = time_z(micros);
-    format!(
-        "{}.{:06}",
-        z.trim_end_matches('Z'),
-        micros.rem_euclid(1_000_000)
-    )
-}
-
 fn brief(s: &AppState, v: &ServerRec) -> Value {
     json!({"id": v.id, "name": v.name, "links": links(s, &v.project_id, "servers", &v.id)})
 }
@@ -77,7 +67,7 @@ fn server_json(s: &AppState, mv: Microversion, v: &ServerRec, attached: &[Volume
         "OS-DCF:diskConfig": "MANUAL",
         "OS-EXT-AZ:availability_zone": v.availability_zone,
         "config_drive": "", "key_name": null,
-        "OS-SRV-USG:launched_at": v.launched_at.map(usage_time),
+        "OS-SRV-USG:launched_at": v.launched_at.map(crate::image::micros_naive),
         "OS-SRV-USG:terminated_at": null,
         "OS-EXT-STS:task_state": v.task_state, "OS-EXT-STS:vm_state": v.vm_state,
         "OS-EXT-STS:power_state": v.power_state,

@@ -101,6 +101,16 @@ async fn versions_ok(State(s): St) -> impl IntoResponse {
     Json(versions_json(&s))
 }
 
+/// `YYYY-MM-DDThh:mm:ss.ffffff` without a zone (Nova's `OS-SRV-USG` times, Cinder's times).
+pub(crate) fn micros_naive(micros: i64) -> String {
+    let z = seconds_z(micros);
+    format!(
+        "{}.{:06}",
+        z.trim_end_matches('Z'),
+        micros.rem_euclid(1_000_000)
+    )
+}
+
 pub(crate) fn seconds_z(micros: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp(micros / 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);

@@ -115,15 +115,7 @@ async fn version_doc(State(s): St) -> Json<Value> {
     Json(json!({"versions": [version_json(&s)]}))
 }
 
-/// Cinder's time format (no zone, microseconds).
-fn time(micros: i64) -> String {
-    let z = crate::image::seconds_z(micros);
-    format!(
-        "{}.{:06}",
-        z.trim_end_matches('Z'),
-        micros.rem_euclid(1_000_000)
-    )
-}
+use crate::image::micros_naive as time;
 
 fn links(s: &AppState, project: &str, kind: &str, id: &str) -> Value {
     json!([{"rel": "self", "href": s.url(&format!("/volume/v3/{project}/{kind}/{id}"))},

@@ -72,22 +72,33 @@ fn sniff(header: &[u8]) -> Option<&'static str> {
 /// CPU seconds and address space `qemu-img` may use.
 const QEMU_IMG_CPU_SECONDS: u64 = 30;
 const QEMU_IMG_ADDRESS_SPACE: u64 = 1 << 30;
+/// `qemu-img convert` runs a pool of I/O threads (each with its stack reserved): more room.
+const QEMU_IMG_CONVERT_ADDRESS_SPACE: u64 = 8 << 30;
 
 /// Runs `qemu-img` with `args` under a CPU-time limit of `cpu_seconds` (and twice that in wall
 /// time) and the address-space limit; returns its standard output.
-async fn qemu_img(args: &[&std::ffi::OsStr], cpu_seconds: u64) -> Result<Vec<u8>, FormatError> {
+async fn qemu_img(
+    args: &[&std::ffi::OsStr],
+    cpu_seconds: u64,
+    address_space: u64,
+) -> Result<Vec<u8>, FormatError> {
     let mut cmd = tokio::process::Command::new("qemu-img");
     cmd.args(args).kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
+    // SAFETY: only async-signal-safe calls (setrlimit, prctl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // If this process dies (even by SIGKILL), qemu-img dies with it: a convert must not
+            // go on writing a file that a restarted process writes or removes.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             let cpu = libc::rlimit {
                 rlim_cur: cpu_seconds,
                 rlim_max: cpu_seconds,
             };
             let mem = libc::rlimit {
-                rlim_cur: QEMU_IMG_ADDRESS_SPACE,
-                rlim_max: QEMU_IMG_ADDRESS_SPACE,
+                rlim_cur: address_space,
+                rlim_max: address_space,
             };
             if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0
                 || libc::setrlimit(libc::RLIMIT_AS, &mem) != 0
@@ -118,6 +129,7 @@ async fn qemu_img_info(path: &Path, format: DiskFormat) -> Result<Value, FormatE
             path.as_os_str(),
         ],
         QEMU_IMG_CPU_SECONDS,
+        QEMU_IMG_ADDRESS_SPACE,
     )
     .await?;
     serde_json::from_slice(&out)
@@ -146,6 +158,7 @@ pub async fn convert(
             dst.as_os_str(),
         ],
         QEMU_IMG_CONVERT_CPU_SECONDS,
+        QEMU_IMG_CONVERT_ADDRESS_SPACE,
     )
     .await
     .map(|_| ())
@@ -173,6 +186,7 @@ pub async fn create_overlay(
             size.to_string().as_ref(),
         ],
         QEMU_IMG_CPU_SECONDS,
+        QEMU_IMG_ADDRESS_SPACE,
     )
     .await
     .map(|_| ())
@@ -190,6 +204,7 @@ pub async fn create_blank(path: &Path, size: u64) -> Result<(), FormatError> {
             size.to_string().as_ref(),
         ],
         QEMU_IMG_CPU_SECONDS,
+        QEMU_IMG_ADDRESS_SPACE,
     )
     .await
     .map(|_| ())

@@ -8,6 +8,7 @@ use crate::authz::Authorized;
 use crate::disks::Disks;
 use crate::identity::TokenInfo;
 use crate::images::Images;
+use crate::saga::Sagas;
 use crate::volumes::{VolumeCreate, Volumes};
 use crate::{Result, ServiceError};
 use futures::future::BoxFuture;
@@ -17,9 +18,7 @@ use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
-use stratus_store::{
-    self as store, now_micros, FlavorRec, ImageFilter, ImageRec, ServerRec, Store, VolumeRec,
-};
+use stratus_store::{self as store, now_micros, FlavorRec, ImageRec, ServerRec, Store, VolumeRec};
 
 /// Nova's power_state values.
 pub mod power {
@@ -226,11 +225,12 @@ pub struct ServerCreate {
 pub const AVAILABILITY_ZONE: &str = "nova";
 
 pub struct Compute {
-    store: Arc<Store>,
-    images: Arc<Images>,
-    volumes: Arc<Volumes>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) images: Arc<Images>,
+    pub(crate) volumes: Arc<Volumes>,
     disks: Arc<Disks>,
     driver: Arc<dyn ComputeDriver>,
+    pub(crate) sagas: Arc<Sagas>,
 }
 
 fn bad(msg: impl Into<String>) -> ServiceError {
@@ -268,6 +268,7 @@ impl Compute {
         volumes: Arc<Volumes>,
         disks: Arc<Disks>,
         driver: Arc<dyn ComputeDriver>,
+        sagas: Arc<Sagas>,
     ) -> Compute {
         Compute {
             store,
@@ -275,6 +276,7 @@ impl Compute {
             volumes,
             disks,
             driver,
+            sagas,
         }
     }
 
@@ -665,288 +667,6 @@ impl Compute {
         let _ = self.disks.collect(&self.store).await;
     }
 
-    /// Starts `createImage` of an image-backed server: moves it to `image_snapshot_pending` (409
-    /// if it is busy or in a state that cannot be snapshotted), registers the image (`queued`)
-    /// and returns it; a task then flattens the disk chain into one qcow2 and uploads it.
-    pub async fn create_image(
-        &self,
-        caller: &Authorized,
-        id: &str,
-        name: &str,
-        metadata: Map<String, Value>,
-    ) -> Result<ImageRec> {
-        let work = self.disks.path("tmp");
-        let s = self.get(caller, id).await?;
-        const FROM: &[&str] = &["active", "stopped", "paused", "suspended"];
-        let refuse = |s: &ServerRec| cannot("createImage", s);
-        if s.task_state.is_some() || !FROM.contains(&s.vm_state.as_str()) {
-            return Err(refuse(&s));
-        }
-        let attached = if s.image_id.is_empty() {
-            let attached = store::volumes_of_server(self.store.pool(), &s.id).await?;
-            // Upstream checks the snapshot quota before anything else.
-            let usage = self.volumes.usage(caller).await?;
-            let limit = crate::volumes::quota("maxTotalSnapshots");
-            if usage.snapshots + attached.len() as i64 > limit {
-                return Err(ServiceError::Forbidden(format!(
-                    "Quota exceeded for snapshots: requested {}, but already used {} of {limit} snapshots",
-                    attached.len(),
-                    usage.snapshots
-                )));
-            }
-            Some(attached)
-        } else {
-            None
-        };
-        let mut w = self.store.write(false).await?;
-        let moved = store::server_transition(
-            w.conn(),
-            id,
-            FROM,
-            None,
-            &s.vm_state,
-            Some("image_snapshot_pending"),
-            s.power_state,
-            now_micros(),
-        )
-        .await?;
-        self.store.commit(w).await?;
-        if !moved {
-            return Err(refuse(&self.get(caller, id).await?));
-        }
-        let registered = match &attached {
-            None => {
-                self.register_snapshot(caller, &s, name, metadata, "qcow2")
-                    .await
-            }
-            Some(volumes) => {
-                self.register_volume_snapshot(caller, &s, name, metadata, volumes)
-                    .await
-            }
-        };
-        let image = match registered {
-            Ok(i) => i,
-            Err(e) => {
-                self.set_task(&s, "image_snapshot_pending", None).await;
-                return Err(e);
-            }
-        };
-        if attached.is_some() {
-            return Ok(image);
-        }
-        let (this_store, images, disks, caller, server, image_id) = (
-            self.store.clone(),
-            self.images.clone(),
-            self.disks.clone(),
-            caller.clone(),
-            s.clone(),
-            image.id.clone(),
-        );
-        tokio::spawn(async move {
-            let run = Snapshotter {
-                store: this_store,
-                images,
-                disks,
-                server,
-                image_id,
-                work,
-            };
-            run.run(&caller).await;
-        });
-        Ok(image)
-    }
-
-    /// createImage of a server booted from volumes: one forced snapshot per attached volume
-    /// (`snapshot for <image name>`), then a zero-size raw image whose `block_device_mapping`
-    /// describes them, active at once (the snapshots are available when made). Any failure
-    /// deletes the snapshots made and the image.
-    async fn register_volume_snapshot(
-        &self,
-        caller: &Authorized,
-        s: &ServerRec,
-        name: &str,
-        metadata: Map<String, Value>,
-        volumes: &[VolumeRec],
-    ) -> Result<ImageRec> {
-        self.set_task(s, "image_snapshot_pending", Some("image_snapshot"))
-            .await;
-        let mut snapshots: Vec<String> = Vec::new();
-        let mut mapping = Vec::new();
-        let mut made = async {
-            for (n, v) in volumes.iter().enumerate() {
-                let snap = self
-                    .volumes
-                    .create_snapshot(
-                        caller,
-                        crate::volumes::SnapshotCreate {
-                            volume_id: v.id.clone(),
-                            name: Some(format!("snapshot for {name}")),
-                            force: true,
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
-                snapshots.push(snap.id.clone());
-                mapping.push(json!({
-                    "source_type": "snapshot", "destination_type": "volume",
-                    "snapshot_id": snap.id, "volume_id": null, "image_id": null,
-                    "boot_index": if n == 0 { json!(0) } else { Value::Null },
-                    "volume_size": v.size_gb, "device_name": v.device,
-                    "delete_on_termination": v.delete_on_termination,
-                    "disk_bus": null, "device_type": null, "guest_format": null,
-                    "no_device": null, "tag": null, "volume_type": null,
-                }));
-            }
-            let mut props = metadata;
-            props.insert(
-                "block_device_mapping".into(),
-                Value::String(Value::Array(mapping.clone()).to_string()),
-            );
-            props.insert("bdm_v2".into(), Value::String("True".into()));
-            props.insert(
-                "root_device_name".into(),
-                Value::String(
-                    volumes
-                        .first()
-                        .and_then(|v| v.device.clone())
-                        .unwrap_or_default(),
-                ),
-            );
-            let image = self
-                .register_snapshot(caller, s, name, props, "raw")
-                .await?;
-            let empty =
-                futures::stream::empty::<std::result::Result<bytes::Bytes, std::io::Error>>();
-            self.images.upload(caller, &image.id, empty).await
-        }
-        .await;
-        if let Err(e) = &made {
-            tracing::error!(server = %s.id, "createImage of a volume-backed server failed: {e}");
-            for id in &snapshots {
-                let _ = self.volumes.delete_snapshot(caller, id).await;
-            }
-        }
-        let fault = made
-            .as_ref()
-            .err()
-            .map(|e| format!("createImage failed: {e}"));
-        if let Ok(mut w) = self.store.write(false).await {
-            let _ = store::server_clear_task(w.conn(), &s.id, fault.as_deref(), now_micros()).await;
-            let _ = self.store.commit(w).await;
-        }
-        if let Ok(i) = &mut made {
-            i.status = "active".into();
-        }
-        made
-    }
-
-    /// The snapshot image's record, with upstream's properties; the user's metadata wins.
-    async fn register_snapshot(
-        &self,
-        caller: &Authorized,
-        s: &ServerRec,
-        name: &str,
-        metadata: Map<String, Value>,
-        disk_format: &str,
-    ) -> Result<ImageRec> {
-        const NOT_INHERITED: &[&str] = &[
-            "cache_in_nova",
-            "bittorrent",
-            "img_signature_hash_method",
-            "img_signature",
-            "img_signature_key_type",
-            "img_signature_certificate_uuid",
-            "instance_uuid",
-            "user_id",
-            "image_type",
-            "base_image_ref",
-            "owner_project_name",
-            "owner_user_name",
-        ];
-        let base = self.images.get(caller, &s.image_id).await.ok();
-        let flavor: Value = serde_json::from_str(&s.flavor).unwrap_or_default();
-        let mut props = Map::new();
-        if let Some(b) = &base {
-            let inherited: Map<String, Value> =
-                serde_json::from_str(&b.properties).unwrap_or_default();
-            for (k, v) in inherited {
-                if !NOT_INHERITED.contains(&k.as_str()) {
-                    props.insert(k, v);
-                }
-            }
-        }
-        let project_name = caller.project().map(|p| p.name.clone()).unwrap_or_default();
-        for (k, v) in [
-            ("instance_uuid", s.id.clone()),
-            ("user_id", caller.user.id.clone()),
-            ("image_type", "snapshot".into()),
-            ("base_image_ref", s.image_id.clone()),
-            ("owner_project_name", project_name),
-            ("owner_user_name", caller.user.name.clone()),
-        ] {
-            props.insert(k.into(), Value::String(v));
-        }
-        props.extend(metadata);
-        let base_min_disk = base.as_ref().map_or(0, |b| b.min_disk);
-        let req = crate::images::ImageCreate {
-            name: Some(name.to_string()),
-            visibility: Some("private".into()),
-            disk_format: Some(disk_format.into()),
-            container_format: Some("bare".into()),
-            min_disk: base_min_disk.max(flavor["disk"].as_i64().unwrap_or(0)),
-            min_ram: base.as_ref().map_or(0, |b| b.min_ram),
-            properties: props,
-            ..Default::default()
-        };
-        self.images.create(caller, req).await
-    }
-
-    async fn set_task(&self, s: &ServerRec, from: &str, to: Option<&str>) {
-        if let Ok(mut w) = self.store.write(false).await {
-            let _ = store::server_transition(
-                w.conn(),
-                &s.id,
-                &[s.vm_state.as_str()],
-                Some(from),
-                &s.vm_state,
-                to,
-                s.power_state,
-                now_micros(),
-            )
-            .await;
-            let _ = self.store.commit(w).await;
-        }
-    }
-
-    /// Settles `createImage` tasks a stopped process left behind: their unfinished images are
-    /// deleted, the task_state is cleared with a fault saying why, temporary files go.
-    pub async fn recover(&self) -> Result<usize> {
-        let stuck = store::servers_in_task(self.store.pool(), "image_").await?;
-        for s in &stuck {
-            let mut f = ImageFilter::new(&s.project_id, 1000);
-            f.scope = stratus_store::Scope::Private;
-            f.statuses = vec!["queued".into(), "saving".into()];
-            f.properties = vec![("instance_uuid".into(), s.id.clone())];
-            for i in store::image_list(self.store.pool(), &f).await? {
-                self.images.discard(&i.id).await?;
-                let _ = tokio::fs::remove_file(
-                    self.disks.path(&format!("tmp/snapshot-{}.qcow2", i.id)),
-                )
-                .await;
-            }
-            let mut w = self.store.write(false).await?;
-            store::server_clear_task(
-                w.conn(),
-                &s.id,
-                Some("createImage was interrupted by a restart; the unfinished image was deleted"),
-                now_micros(),
-            )
-            .await?;
-            self.store.commit(w).await?;
-        }
-        Ok(stuck.len())
-    }
-
     /// The volumes attached to a server, boot volume first.
     pub async fn attached_volumes(&self, server_id: &str) -> Result<Vec<VolumeRec>> {
         Ok(store::volumes_of_server(self.store.pool(), server_id).await?)
@@ -998,7 +718,7 @@ fn volume_mappings_of(image: &ImageRec) -> Result<Option<Vec<VolumeMapping>>> {
 }
 
 /// Upstream's 409 for an action a server's task or state does not allow.
-fn cannot(verb: &str, s: &ServerRec) -> ServiceError {
+pub(crate) fn cannot(verb: &str, s: &ServerRec) -> ServiceError {
     let (attr, state) = match &s.task_state {
         Some(t) => ("task_state", t.as_str()),
         None => ("vm_state", s.vm_state.as_str()),
@@ -1038,96 +758,6 @@ pub fn host_id(project_id: &str) -> String {
 
 /// The one compute host of the local driver.
 pub const HOST: &str = "stratus-local";
-
-/// The background part of an image-backed `createImage`: the task_state steps of upstream, the
-/// disk chain flattened by `qemu-img convert` into a temporary file, uploaded through the image
-/// service (size, MD5, SHA-512 in one pass). Any failure deletes the image, resets the
-/// task_state and records a fault message on the server.
-struct Snapshotter {
-    store: Arc<Store>,
-    images: Arc<Images>,
-    disks: Arc<Disks>,
-    server: ServerRec,
-    image_id: String,
-    work: PathBuf,
-}
-
-impl Snapshotter {
-    async fn step(&self, from: &str, to: Option<&str>) -> Result<()> {
-        let s = &self.server;
-        let mut w = self.store.write(false).await?;
-        let moved = store::server_transition(
-            w.conn(),
-            &s.id,
-            &[s.vm_state.as_str()],
-            Some(from),
-            &s.vm_state,
-            to,
-            s.power_state,
-            now_micros(),
-        )
-        .await?;
-        self.store.commit(w).await?;
-        if moved {
-            Ok(())
-        } else {
-            Err(ServiceError::Conflict(format!(
-                "instance {} changed meanwhile",
-                s.id
-            )))
-        }
-    }
-
-    async fn run(self, caller: &Authorized) {
-        let tmp = self.work.join(format!("snapshot-{}.qcow2", self.image_id));
-        let steps = async {
-            self.step("image_snapshot_pending", Some("image_snapshot"))
-                .await?;
-            tokio::fs::create_dir_all(&self.work)
-                .await
-                .map_err(|e| ServiceError::Internal(format!("work dir: {e}")))?;
-            let root = self.disks.path(&self.server.root_disk);
-            stratus_blob::format::convert(&root, DiskFormat::Qcow2, &tmp, DiskFormat::Qcow2)
-                .await
-                .map_err(|e| ServiceError::Internal(format!("flattening the disk: {e}")))?;
-            self.step("image_snapshot", Some("image_pending_upload"))
-                .await?;
-            self.step("image_pending_upload", Some("image_uploading"))
-                .await?;
-            self.images
-                .upload_file(caller, &self.image_id, &tmp)
-                .await?;
-            self.step("image_uploading", None).await
-        }
-        .await;
-        let _ = tokio::fs::remove_file(&tmp).await;
-        if let Err(e) = steps {
-            // The user deleted the image meanwhile: stop quietly (no fault), as upstream does.
-            let gone = matches!(
-                store::image_get(self.store.pool(), &self.image_id).await,
-                Ok(None)
-            );
-            let fault = (!gone).then(|| format!("createImage failed: {e}"));
-            if gone {
-                tracing::info!(server = %self.server.id, image = %self.image_id, "image deleted during createImage; stopped");
-            } else {
-                tracing::error!(server = %self.server.id, image = %self.image_id, "createImage failed: {e}");
-            }
-            // A deleted server, or any failure: the unfinished image goes.
-            let _ = self.images.discard(&self.image_id).await;
-            if let Ok(mut w) = self.store.write(false).await {
-                let _ = store::server_clear_task(
-                    w.conn(),
-                    &self.server.id,
-                    fault.as_deref(),
-                    now_micros(),
-                )
-                .await;
-                let _ = self.store.commit(w).await;
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

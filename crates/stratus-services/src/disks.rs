@@ -93,6 +93,10 @@ impl Disks {
             .map_err(|e| qemu("blank disk", e))
     }
 
+    pub async fn exists(&self, rel: &str) -> bool {
+        tokio::fs::try_exists(self.path(rel)).await.unwrap_or(false)
+    }
+
     pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.parent_dir(to).await?;
         tokio::fs::rename(self.path(from), self.path(to))

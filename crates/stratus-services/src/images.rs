@@ -160,6 +160,12 @@ impl Images {
 
     pub async fn create(&self, caller: &Authorized, req: ImageCreate) -> Result<ImageRec> {
         let project = caller_project(caller)?.to_string();
+        self.create_in(project, req).await
+    }
+
+    /// Registers an image owned by `project` (for operations authorized earlier, such as a
+    /// server's createImage).
+    pub async fn create_in(&self, project: String, req: ImageCreate) -> Result<ImageRec> {
         let visibility = req.visibility.unwrap_or_else(|| "shared".into());
         one_of("visibility", &visibility, VISIBILITIES)?;
         if let Some(d) = &req.disk_format {
@@ -280,11 +286,7 @@ impl Images {
         let mut w = self.store.write(false).await?;
         store::image_delete(w.conn(), id).await?;
         self.store.commit(w).await?;
-        self.blobs
-            .delete(id)
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(())
+        self.drop_data(id).await
     }
 
     /// Receives image data: `queued → saving → active`, or back to `queued` with nothing kept if
@@ -801,27 +803,65 @@ impl Images {
 }
 
 impl Images {
-    /// Uploads the local file `path` as the data of image `id` (same path as `PUT /file`).
-    pub async fn upload_file(
-        &self,
-        caller: &Authorized,
-        id: &str,
-        path: &std::path::Path,
-    ) -> Result<ImageRec> {
-        let f = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| ServiceError::Internal(format!("cannot read {}: {e}", path.display())))?;
-        self.upload(caller, id, file_stream(f)).await
-    }
-
-    /// Deletes an image whatever its state (undoing a snapshot that did not finish).
+    /// Deletes an image whatever its state (undoing a snapshot that did not finish), with its
+    /// data and any staging data of an interrupted upload.
     pub async fn discard(&self, id: &str) -> Result<()> {
         let mut w = self.store.write(false).await?;
         store::image_delete(w.conn(), id).await?;
         self.store.commit(w).await?;
+        self.drop_data(id).await
+    }
+
+    async fn drop_data(&self, id: &str) -> Result<()> {
         self.blobs
             .delete(id)
             .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // Staging files of the local store are `<key>#<n>`.
+        let prefix = format!("{id}#");
+        if let Ok(mut dir) = tokio::fs::read_dir(&self.blob_dir).await {
+            while let Ok(Some(e)) = dir.next_entry().await {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = tokio::fs::remove_file(e.path()).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The image by id whoever owns it, or `None` (internal use).
+    pub async fn find(&self, id: &str) -> Result<Option<ImageRec>> {
+        Ok(store::image_get(self.store.pool(), id).await?)
+    }
+
+    /// Stores `path` (or nothing, for `None`) as the data of image `id`, for an operation
+    /// authorized earlier. An upload an earlier attempt left `saving` is discarded first, so this
+    /// can be run again after an interruption; an image already `active` is left as it is.
+    pub async fn put_data(&self, id: &str, path: Option<&std::path::Path>) -> Result<ImageRec> {
+        let mut i = self
+            .find(id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("image", id))?;
+        if i.status == "active" {
+            return Ok(i);
+        }
+        if i.status == "saving" {
+            self.drop_data(id).await?;
+            i.status = "queued".into();
+            i.updated_at = now_micros();
+            self.save(&i, "saving").await?;
+        }
+        match path {
+            Some(p) => {
+                let f = tokio::fs::File::open(p).await.map_err(|e| {
+                    ServiceError::Internal(format!("cannot read {}: {e}", p.display()))
+                })?;
+                self.store_data(i, file_stream(f)).await
+            }
+            None => {
+                let empty = futures::stream::empty::<std::result::Result<Bytes, std::io::Error>>();
+                self.store_data(i, empty).await
+            }
+        }
     }
 }

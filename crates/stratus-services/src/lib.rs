@@ -7,6 +7,7 @@ pub mod authz;
 pub mod bootstrap;
 mod cache;
 pub mod compute;
+pub mod create_image;
 pub mod demo;
 pub mod disks;
 mod error;
@@ -14,6 +15,7 @@ pub mod iam;
 pub mod identity;
 pub mod images;
 mod password;
+pub mod saga;
 pub mod token;
 pub mod volumes;
 

@@ -5,6 +5,7 @@ use crate::disks::Disks;
 use crate::identity::TokenInfo;
 use crate::images::Images;
 use crate::{Result, ServiceError};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
@@ -55,6 +56,43 @@ pub struct SnapshotCreate {
     pub description: Option<String>,
     pub force: bool,
     pub metadata: Map<String, Value>,
+}
+
+/// A snapshot to take, with every name it will use chosen beforehand, so that taking it can be
+/// retried or undone from the plan alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotPlan {
+    pub id: String,
+    pub volume_id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// The volume's new writable layer.
+    pub active: String,
+}
+
+impl SnapshotPlan {
+    pub fn new(
+        volume_id: &str,
+        name: Option<String>,
+        description: Option<String>,
+        metadata: Map<String, Value>,
+    ) -> SnapshotPlan {
+        SnapshotPlan {
+            id: crate::new_uuid(),
+            volume_id: volume_id.to_string(),
+            name,
+            description,
+            metadata,
+            active: format!("volumes/{volume_id}/{}.qcow2", crate::new_id()),
+        }
+    }
+
+    /// The snapshot's layer: the volume's writable layer as it was.
+    pub fn frozen(&self) -> String {
+        format!("snapshots/{}.qcow2", self.id)
+    }
 }
 
 pub struct Volumes {
@@ -294,7 +332,7 @@ impl Volumes {
         req: SnapshotCreate,
     ) -> Result<SnapshotRec> {
         crate::compute::check_metadata(&req.metadata)?;
-        let mut v = self
+        let v = self
             .get(caller, &req.volume_id)
             .await
             .map_err(|_| ServiceError::NotFound {
@@ -315,55 +353,96 @@ impl Volumes {
                 quota("maxTotalSnapshots")
             )));
         }
-        let id = crate::new_uuid();
-        let frozen = format!("snapshots/{id}.qcow2");
-        let active = format!("volumes/{}/{}.qcow2", v.id, crate::new_id());
+        let plan = SnapshotPlan::new(&v.id, req.name, req.description, req.metadata);
+        match self.snapshot_apply(&plan).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let _ = self.snapshot_revert(&plan).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the snapshot `plan` describes; idempotent, so that it can be run again after being
+    /// interrupted at any point: the volume's writable layer is renamed to the snapshot's layer
+    /// (unless it already was), a new empty layer is made over it, then the store records both.
+    pub async fn snapshot_apply(&self, plan: &SnapshotPlan) -> Result<SnapshotRec> {
+        if let Some(s) = store::snapshot_get(self.store.pool(), &plan.id).await? {
+            return Ok(s);
+        }
+        let mut v = store::volume_get(self.store.pool(), &plan.volume_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("volume", &plan.volume_id))?;
+        let frozen = plan.frozen();
         let old = v.disk.clone();
-        self.disks.rename(&old, &frozen).await?;
-        if let Err(e) = self
-            .disks
+        if self.disks.exists(&old).await {
+            self.disks.rename(&old, &frozen).await?;
+        } else if !self.disks.exists(&frozen).await {
+            return Err(ServiceError::Internal(format!(
+                "volume {} has lost its disk {old}",
+                v.id
+            )));
+        }
+        // A layer left by an interrupted attempt is made again.
+        self.disks.remove(&plan.active).await;
+        self.disks
             .overlay(
-                &active,
+                &plan.active,
                 &frozen,
                 DiskFormat::Qcow2,
                 (v.size_gb * GIB) as u64,
             )
-            .await
-        {
-            let _ = self.disks.rename(&frozen, &old).await;
-            return Err(e);
-        }
+            .await?;
         let now = now_micros();
         let snap = SnapshotRec {
-            id,
+            id: plan.id.clone(),
             project_id: v.project_id.clone(),
             volume_id: v.id.clone(),
-            name: req.name,
-            description: req.description,
+            name: plan.name.clone(),
+            description: plan.description.clone(),
             size_gb: v.size_gb,
             status: "available".into(),
             disk: frozen.clone(),
-            metadata: Value::Object(req.metadata).to_string(),
+            metadata: Value::Object(plan.metadata.clone()).to_string(),
             created_at: now,
             updated_at: now,
         };
-        v.disk = active.clone();
+        v.disk = plan.active.clone();
         v.updated_at = now;
-        let recorded = async {
-            let mut w = self.store.write(false).await?;
-            store::layer_rename(w.conn(), &old, &frozen).await?;
-            store::layer_add(w.conn(), &active, Some(&frozen), now).await?;
-            store::snapshot_put(w.conn(), &snap).await?;
-            store::volume_put(w.conn(), &v).await?;
-            self.store.commit(w).await
-        }
-        .await;
-        if let Err(e) = recorded {
-            self.disks.remove(&active).await;
-            let _ = self.disks.rename(&frozen, &old).await;
-            return Err(e.into());
-        }
+        let mut w = self.store.write(false).await?;
+        store::layer_rename(w.conn(), &old, &frozen).await?;
+        store::layer_add(w.conn(), &plan.active, Some(&frozen), now).await?;
+        store::snapshot_put(w.conn(), &snap).await?;
+        store::volume_put(w.conn(), &v).await?;
+        self.store.commit(w).await?;
         Ok(snap)
+    }
+
+    /// Undoes [`Volumes::snapshot_apply`] wherever it stopped: a recorded snapshot is deleted; an
+    /// unrecorded one has its new layer removed and the volume's layer put back.
+    pub async fn snapshot_revert(&self, plan: &SnapshotPlan) -> Result<()> {
+        if store::snapshot_get(self.store.pool(), &plan.id)
+            .await?
+            .is_some()
+        {
+            let mut w = self.store.write(false).await?;
+            store::snapshot_delete(w.conn(), &plan.id).await?;
+            self.store.commit(w).await?;
+            self.disks.collect(&self.store).await?;
+            return Ok(());
+        }
+        // Nothing was recorded, so neither file is a layer of the store.
+        self.disks.remove(&plan.active).await;
+        let frozen = plan.frozen();
+        if self.disks.exists(&frozen).await {
+            match store::volume_get(self.store.pool(), &plan.volume_id).await? {
+                Some(v) if !self.disks.exists(&v.disk).await => {
+                    self.disks.rename(&frozen, &v.disk).await?
+                }
+                _ => self.disks.remove(&frozen).await,
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a snapshot; its layer stays while a volume still stands on it.

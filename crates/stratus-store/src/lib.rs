@@ -10,6 +10,7 @@ mod iam;
 mod identity;
 mod images;
 mod migrate;
+mod sagas;
 mod volumes;
 
 pub use compute::*;
@@ -17,6 +18,7 @@ pub use iam::*;
 pub use identity::*;
 pub use images::*;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
+pub use sagas::*;
 pub use volumes::*;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "block_storage",
         include_str!("../migrations/0006_block_storage.sql"),
     ),
+    (7, "sagas", include_str!("../migrations/0007_sagas.sql")),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

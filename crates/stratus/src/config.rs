@@ -11,6 +11,8 @@ pub const DEFAULT_TOKEN_EXPIRATION: i64 = 24 * 3600;
 pub const DEFAULT_REGION: &str = "RegionOne";
 /// 1 TiB, as Glance's default `image_size_cap`.
 pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 1 << 40;
+/// How long a node holds a saga without renewing its lease before another node may take it.
+pub const DEFAULT_SAGA_LEASE_SECONDS: f64 = 30.0;
 
 /// Settings a config file may carry (all optional). Unknown keys are an error, so typos show.
 #[derive(Debug, Default, Deserialize)]
@@ -23,6 +25,8 @@ pub struct FileConfig {
     pub token_expiration: Option<i64>,
     pub region: Option<String>,
     pub max_image_size: Option<u64>,
+    pub storage_dir: Option<PathBuf>,
+    pub saga_lease_seconds: Option<f64>,
     #[serde(default)]
     pub catalogue: CatalogueConfig,
 }
@@ -59,10 +63,24 @@ pub struct Config {
     pub region: String,
     /// Largest image data accepted, in bytes (413 above).
     pub max_image_size: u64,
+    /// Where image data, disks and work files live; `None` means the data dir. Nodes sharing a
+    /// PostgreSQL store share it too (a shared file system), so any node can finish another's work.
+    pub storage_dir: Option<std::path::PathBuf>,
+    /// Saga lease, in seconds.
+    pub saga_lease_seconds: f64,
+    /// Fault injection for crash tests (`STRATUS_SAGA_FAULTS`); empty in normal use.
+    pub saga_faults: String,
     pub catalogue: CatalogueConfig,
 }
 
 impl Config {
+    /// Where image data, disks and work files live.
+    pub fn storage(&self) -> PathBuf {
+        self.storage_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
+    }
+
     pub fn with_data_dir(dir: impl Into<PathBuf>) -> Config {
         Config {
             data_dir: dir.into(),
@@ -72,6 +90,9 @@ impl Config {
             token_expiration: DEFAULT_TOKEN_EXPIRATION,
             region: DEFAULT_REGION.into(),
             max_image_size: DEFAULT_MAX_IMAGE_SIZE,
+            storage_dir: None,
+            saga_lease_seconds: DEFAULT_SAGA_LEASE_SECONDS,
+            saga_faults: String::new(),
             catalogue: CatalogueConfig::default(),
         }
     }
@@ -93,6 +114,14 @@ impl Config {
                 "token expiration must be a positive number of seconds, not {token_expiration}"
             );
         }
+        let saga_lease_seconds = file
+            .saga_lease_seconds
+            .unwrap_or(DEFAULT_SAGA_LEASE_SECONDS);
+        if !(saga_lease_seconds > 0.0 && saga_lease_seconds <= 86400.0) {
+            anyhow::bail!(
+                "saga_lease_seconds must be between 0 and 86400 seconds, not {saga_lease_seconds}"
+            );
+        }
         Ok(Config {
             data_dir: cli_data_dir
                 .or(file.data_dir)
@@ -107,6 +136,9 @@ impl Config {
             token_expiration,
             region: file.region.unwrap_or_else(|| DEFAULT_REGION.into()),
             max_image_size: file.max_image_size.unwrap_or(DEFAULT_MAX_IMAGE_SIZE),
+            storage_dir: file.storage_dir,
+            saga_lease_seconds,
+            saga_faults: String::new(),
             catalogue: file.catalogue,
         })
     }

@@ -89,6 +89,20 @@ impl DataDir {
         Ok(target)
     }
 
+    /// This node's name in leases: made once per data dir, so a restarted node knows its own
+    /// sagas.
+    pub fn node_id(&self) -> Result<String> {
+        if let Some(id) = self.read_secret("node-id")? {
+            let id = id.trim().to_string();
+            if !id.is_empty() {
+                return Ok(id);
+            }
+        }
+        let id = format!("node-{}", stratus_services::new_id());
+        self.write_secret("node-id", &format!("{id}\n"))?;
+        Ok(id)
+    }
+
     pub fn read_secret(&self, name: &str) -> Result<Option<String>> {
         match fs::read_to_string(self.path.join(name)) {
             Ok(s) => Ok(Some(s)),

@@ -3,6 +3,7 @@
 pub mod config;
 mod datadir;
 pub mod policy_cli;
+pub mod saga_cli;
 
 use anyhow::{Context, Result};
 use config::Config;
@@ -12,11 +13,13 @@ use std::sync::Arc;
 use stratus_api::AppState;
 use stratus_services::authz::Authorizer;
 use stratus_services::compute::{Compute, LocalDriver};
+use stratus_services::create_image::CreateImageSaga;
 use stratus_services::disks::Disks;
 use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
 use stratus_services::images::Images;
 use stratus_services::policy::Catalogue;
+use stratus_services::saga::{Faults, LeaseTimes, Sagas};
 use stratus_services::volumes::Volumes;
 use stratus_services::{bootstrap, demo};
 use stratus_store::Store;
@@ -41,6 +44,8 @@ pub struct Running {
     /// Dropping the sender would stop the server, so it is held until the task ends.
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// Looks for sagas to resume; stopped with the server.
+    scanner: JoinHandle<()>,
 }
 
 impl Running {
@@ -59,9 +64,12 @@ impl Running {
             store,
             data_dir,
             stop,
+            scanner,
             ..
         } = self;
-        task.await.context("server task panicked")??;
+        let served = task.await.context("server task panicked");
+        scanner.abort();
+        served??;
         drop(stop);
         store.close().await;
         drop(data_dir);
@@ -113,13 +121,10 @@ pub async fn start(
     );
     let authz = Arc::new(Authorizer::new(store.clone(), catalogue));
     let iam = Arc::new(Iam::new(store.clone(), authz.clone()));
+    let storage = cfg.storage();
     let images = Arc::new(
-        Images::new(
-            store.clone(),
-            data_dir.path().join("images"),
-            cfg.max_image_size,
-        )
-        .context("cannot open the image store")?,
+        Images::new(store.clone(), storage.join("images"), cfg.max_image_size)
+            .context("cannot open the image store")?,
     );
     let admin_project = stratus_store::project_by_name(
         store.pool(),
@@ -128,31 +133,43 @@ pub async fn start(
     )
     .await?;
     if let Some(p) = admin_project {
-        let work = data_dir.path().join("tmp");
+        let work = storage.join("tmp");
         if let Err(e) = demo::ensure_demo_image(&store, &images, &p.id, &work).await {
             tracing::warn!("the demo image could not be registered: {e}");
         }
     }
-    let disks = Arc::new(Disks::new(data_dir.path().join("disks")));
+    let disks = Arc::new(Disks::new(storage.join("disks")));
     let driver = Arc::new(LocalDriver::new(disks.clone()));
     let volumes = Arc::new(Volumes::new(store.clone(), images.clone(), disks.clone()));
+    let node = data_dir.node_id()?;
+    let sagas = Arc::new(Sagas::new(
+        store.clone(),
+        node,
+        LeaseTimes {
+            lease: std::time::Duration::from_secs_f64(cfg.saga_lease_seconds),
+        },
+        Faults::parse(&cfg.saga_faults),
+        data_dir.path().to_path_buf(),
+    ));
+    for volume_backed in [false, true] {
+        sagas.register(Arc::new(CreateImageSaga::new(
+            store.clone(),
+            images.clone(),
+            volumes.clone(),
+            disks.clone(),
+            volume_backed,
+        )));
+    }
     let compute = Arc::new(Compute::new(
         store.clone(),
         images.clone(),
         volumes.clone(),
         disks,
         driver,
+        sagas.clone(),
     ));
-    let settled = compute
-        .recover()
-        .await
-        .context("cannot settle interrupted server tasks")?;
-    if settled > 0 {
-        tracing::warn!(
-            servers = settled,
-            "settled createImage tasks interrupted by a stop"
-        );
-    }
+    // Resumes this node's interrupted sagas now, and any node's whose lease runs out later.
+    let scanner = sagas.spawn_scanner();
     let state = Arc::new(AppState {
         identity,
         authz,
@@ -184,6 +201,7 @@ pub async fn start(
         clouds_yaml,
         stop: Some(stop),
         task,
+        scanner,
     })
 }
 
@@ -224,7 +242,7 @@ pub async fn server_disks(cfg: &Config, server_id: &str) -> Result<Vec<std::path
     let server = server.with_context(|| format!("no server {server_id}"))?;
     let volumes = stratus_store::volumes_of_server(store.pool(), server_id).await?;
     store.close().await;
-    let disks = cfg.data_dir.join("disks");
+    let disks = cfg.storage().join("disks");
     Ok(std::iter::once(server.root_disk)
         .chain(volumes.into_iter().map(|v| v.disk))
         .filter(|d| !d.is_empty())

@@ -26,6 +26,52 @@ enum Command {
     /// Operator tools for servers.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Operator tools for sagas (multi-step operations such as createImage).
+    #[command(subcommand)]
+    Saga(SagaCommand),
+}
+
+#[derive(Subcommand)]
+enum SagaCommand {
+    /// List sagas, newest first.
+    List(SagaListArgs),
+    /// Show a saga with its data and steps.
+    Show(SagaIdArgs),
+    /// Send a stuck saga back to its undo (a running node retries it).
+    Retry(SagaIdArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Data directory [default: ./stratus-data]
+    #[arg(long, env = "STRATUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Metadata store, if not SQLite in the data dir
+    #[arg(long, env = "STRATUS_DATABASE_URL")]
+    database_url: Option<String>,
+    /// TOML configuration file
+    #[arg(long, env = "STRATUS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SagaListArgs {
+    /// Only sagas in this state (repeatable): running, undoing, done, undone, stuck
+    #[arg(long = "state")]
+    states: Vec<String>,
+    /// At most this many
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+struct SagaIdArgs {
+    /// The saga's id
+    saga_id: String,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Subcommand)]
@@ -38,15 +84,11 @@ enum ServerCommand {
 struct DisksArgs {
     /// The server's id
     server_id: String,
-    /// Data directory [default: ./stratus-data]
-    #[arg(long, env = "STRATUS_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Metadata store, if not SQLite in the data dir
-    #[arg(long, env = "STRATUS_DATABASE_URL")]
-    database_url: Option<String>,
-    /// TOML configuration file
-    #[arg(long, env = "STRATUS_CONFIG")]
-    config: Option<PathBuf>,
+    /// Where image data and disks live, if not the data dir
+    #[arg(long, env = "STRATUS_STORAGE_DIR")]
+    storage_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Subcommand)]
@@ -119,7 +161,12 @@ struct ServeArgs {
     /// Token lifetime in seconds [default: 86400]
     #[arg(long, env = "STRATUS_TOKEN_EXPIRATION")]
     token_expiration: Option<i64>,
-    /// TOML file with any of: data_dir, listen, database_url, public_url, token_expiration, region
+    /// Where image data and disks live, if not the data dir (shared by nodes of one PostgreSQL
+    /// store)
+    #[arg(long, env = "STRATUS_STORAGE_DIR")]
+    storage_dir: Option<PathBuf>,
+    /// TOML file with any of: data_dir, listen, database_url, public_url, token_expiration,
+    /// region, max_image_size, storage_dir, saga_lease_seconds, [catalogue.dependencies]
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -130,6 +177,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Server(ServerCommand::Disks(args)) => server_disks(args),
+        Command::Saga(cmd) => saga(cmd),
         Command::Policy(PolicyCommand::Simulate(args)) => match simulate(args) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(3),
@@ -174,7 +222,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let cfg = Config::resolve(
+    let mut cfg = Config::resolve(
         args.data_dir,
         args.listen,
         args.database_url,
@@ -182,6 +230,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         args.token_expiration,
         file,
     )?;
+    if args.storage_dir.is_some() {
+        cfg.storage_dir = args.storage_dir;
+    }
+    if let Ok(lease) = std::env::var("STRATUS_SAGA_LEASE_SECONDS") {
+        cfg.saga_lease_seconds = lease
+            .parse::<f64>()
+            .ok()
+            .filter(|l| *l > 0.0 && *l <= 86400.0)
+            .ok_or_else(|| anyhow::anyhow!("invalid STRATUS_SAGA_LEASE_SECONDS {lease:?}"))?;
+    }
+    cfg.saga_faults = std::env::var("STRATUS_SAGA_FAULTS").unwrap_or_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -216,16 +275,57 @@ fn serve(args: ServeArgs) -> Result<()> {
 }
 
 fn server_disks(a: DisksArgs) -> Result<()> {
-    let file = match &a.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
-    };
-    let cfg = Config::resolve(a.data_dir, None, a.database_url, None, None, file)?;
+    let mut cfg = store_config(a.store)?;
+    if a.storage_dir.is_some() {
+        cfg.storage_dir = a.storage_dir;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     for p in rt.block_on(stratus::server_disks(&cfg, &a.server_id))? {
         println!("{}", p.display());
+    }
+    Ok(())
+}
+
+fn store_config(a: StoreArgs) -> Result<Config> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    Config::resolve(a.data_dir, None, a.database_url, None, None, file)
+}
+
+fn saga(cmd: SagaCommand) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cmd {
+        SagaCommand::List(a) => {
+            const STATES: &[&str] = &["running", "undoing", "done", "undone", "stuck"];
+            if let Some(bad) = a.states.iter().find(|s| !STATES.contains(&s.as_str())) {
+                anyhow::bail!("unknown saga state {bad:?}; one of {}", STATES.join(", "));
+            }
+            let cfg = store_config(a.store)?;
+            print!(
+                "{}",
+                rt.block_on(stratus::saga_cli::list(&cfg, &a.states, a.limit))?
+            );
+        }
+        SagaCommand::Show(a) => {
+            let cfg = store_config(a.store)?;
+            print!(
+                "{}",
+                rt.block_on(stratus::saga_cli::show(&cfg, &a.saga_id))?
+            );
+        }
+        SagaCommand::Retry(a) => {
+            let cfg = store_config(a.store)?;
+            if !rt.block_on(stratus::saga_cli::retry(&cfg, &a.saga_id))? {
+                anyhow::bail!("saga {} is not stuck (or does not exist)", a.saga_id);
+            }
+            println!("saga {} will be undone again by a running node", a.saga_id);
+        }
     }
     Ok(())
 }

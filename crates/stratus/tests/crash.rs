@@ -1,0 +1,724 @@
+//! Crash harness for the createImage sagas: `stratus serve` processes are killed with SIGKILL at
+//! every step boundary of both flows (paused there by `STRATUS_SAGA_FAULTS=pause:...`) and at
+//! random points of the data copy, restarted, and the invariants checked once the saga settled:
+//! every image is `active` or gone, no server has a task_state, and no volume snapshot, blob,
+//! staging file, temporary file or disk file exists that no live object owns. Also: a failed undo
+//! leaves a visible `stuck` saga (no crash loop) that `stratus saga retry` sends back to its undo,
+//! and on PostgreSQL a second node finishes or undoes the saga of a killed node once its lease ran
+//! out.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use stratus_services::demo::DEMO_IMAGE_ID;
+use stratus_store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stratus");
+/// Short leases so that takeovers and scans happen within a second.
+const LEASE: &str = "1";
+
+const IMAGE_BACKED: (&str, &[&str]) = (
+    "create-image",
+    &["reserve", "register", "flatten", "upload", "finish"],
+);
+const VOLUME_BACKED: (&str, &[&str]) = (
+    "create-image-volumes",
+    &["reserve", "register", "snapshot", "activate", "finish"],
+);
+
+struct Node {
+    child: Child,
+    url: String,
+    data: PathBuf,
+}
+
+impl Node {
+    fn kill(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One cloud's files and metadata store, across the processes that serve it.
+struct Site {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    storage: PathBuf,
+    db: Option<String>,
+    pg: Option<(String, String)>,
+    store: Option<Store>,
+}
+
+impl Site {
+    async fn new(postgres: bool) -> Option<Site> {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let pg = if postgres {
+            let Some(base) = postgres_base() else {
+                eprintln!("STRATUS_TEST_DATABASE_URL is not set: skipping the PostgreSQL variant");
+                return None;
+            };
+            let (url, name) = fresh_postgres_db(&base).await;
+            Some((base, name, url))
+        } else {
+            None
+        };
+        Some(Site {
+            storage: root.join("storage"),
+            db: pg.as_ref().map(|p| p.2.clone()),
+            pg: pg.map(|(b, n, _)| (b, n)),
+            root,
+            _dir: dir,
+            store: None,
+        })
+    }
+
+    fn data(&self, node: &str) -> PathBuf {
+        self.root.join(node)
+    }
+
+    fn store_args(&self, node: &str) -> Vec<String> {
+        let mut a = vec![
+            "--data-dir".to_string(),
+            self.data(node).display().to_string(),
+        ];
+        if let Some(db) = &self.db {
+            a.extend(["--database-url".to_string(), db.clone()]);
+        }
+        a
+    }
+
+    /// Starts `stratus serve` for node `node` with fault rules `faults`.
+    fn spawn(&self, node: &str, faults: &str) -> Node {
+        let data = self.data(node);
+        let _ = std::fs::remove_file(data.join("saga-paused"));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(self.store_args(node))
+            .args(["--listen", "127.0.0.1:0", "--storage-dir"])
+            .arg(&self.storage)
+            .env("STRATUS_SAGA_FAULTS", faults)
+            .env("STRATUS_SAGA_LEASE_SECONDS", LEASE)
+            .env("STRATUS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn stratus");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let prefix = format!("stratus {} listening on ", env!("CARGO_PKG_VERSION"));
+        let url = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read banner");
+            assert!(n > 0, "stratus exited before listening");
+            if let Some(u) = line.trim().strip_prefix(&prefix) {
+                break u.to_string();
+            }
+        };
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = reader.read_to_string(&mut sink);
+        });
+        Node { child, url, data }
+    }
+
+    async fn store(&mut self) -> &Store {
+        if self.store.is_none() {
+            let url = match &self.db {
+                Some(u) => u.clone(),
+                None => format!(
+                    "sqlite://{}?mode=rwc",
+                    self.data("a").join("stratus.db").display()
+                ),
+            };
+            self.store = Some(Store::open(&url).await.expect("open the store"));
+        }
+        self.store.as_ref().unwrap()
+    }
+
+    fn cli(&self, node: &str, args: &[&str]) -> (bool, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(self.store_args(node))
+            .output()
+            .expect("run stratus");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    async fn finish(mut self) {
+        if let Some(s) = self.store.take() {
+            s.close().await;
+        }
+        if let Some((base, name)) = self.pg.take() {
+            drop_postgres_db(&base, &name).await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn login(node: &Node) -> Api {
+        let http = reqwest::Client::new();
+        let pw = std::fs::read_to_string(node.data.join("admin-password")).unwrap_or_default();
+        let pw = if pw.is_empty() {
+            // A second node of a shared store has no password file: read the first node's.
+            std::fs::read_to_string(node.data.parent().unwrap().join("a/admin-password")).unwrap()
+        } else {
+            pw
+        };
+        let r = http
+            .post(format!("{}/identity/v3/auth/tokens", node.url))
+            .json(&password_auth("admin", pw.trim(), Some("demo")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let token = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+        Api {
+            http,
+            url: node.url.clone(),
+            token,
+        }
+    }
+
+    fn at(&self, node: &Node) -> Api {
+        Api {
+            url: node.url.clone(),
+            ..self.clone()
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.url, path))
+            .header("X-Auth-Token", &self.token)
+            .header("OpenStack-API-Version", "compute 2.47");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let s = r.status();
+        let text = r.text().await.unwrap();
+        (s, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn server(&self, id: &str) -> Value {
+        self.call(Method::GET, &format!("/compute/v2.1/servers/{id}"), None)
+            .await
+            .1["server"]
+            .clone()
+    }
+
+    async fn wait_active(&self, id: &str) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while self.server(id).await["status"] != "ACTIVE" {
+            assert!(Instant::now() < until, "server {id} never became ACTIVE");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn create_image_request(&self, server: &str, name: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{server}/action"),
+            Some(json!({"createImage": {"name": name}})),
+        )
+        .await
+    }
+
+    async fn images(&self) -> Vec<Value> {
+        let (s, b) = self
+            .call(Method::GET, "/image/v2/images?limit=1000", None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["images"].as_array().unwrap().clone()
+    }
+}
+
+/// An image-backed server with `mib` MiB written into its disk, and a server booted from two
+/// volumes.
+async fn servers(site: &Site, api: &Api, mib: u32) -> (String, String) {
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/compute/v2.1/servers",
+            Some(json!({"server": {
+        "name": "s1", "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let s1 = b["server"]["id"].as_str().unwrap().to_string();
+    api.wait_active(&s1).await;
+    let out = Command::new(BIN)
+        .args(["server", "disks", &s1, "--storage-dir"])
+        .arg(&site.storage)
+        .args(site.store_args("a"))
+        .output()
+        .unwrap();
+    let disk = String::from_utf8(out.stdout).unwrap();
+    let disk = disk.lines().next().expect("a root disk").to_string();
+    let w = Command::new("qemu-io")
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            &format!("write -P 0x5a 1M {mib}M"),
+            &disk,
+        ])
+        .output()
+        .unwrap();
+    assert!(w.status.success(), "{w:?}");
+
+    let mut vols = Vec::new();
+    for (size, image) in [(1, Some(DEMO_IMAGE_ID)), (1, None)] {
+        let mut v = json!({"size": size, "name": format!("v{}", vols.len())});
+        if let Some(i) = image {
+            v["imageRef"] = json!(i);
+        }
+        let (s, b) = api
+            .call(
+                Method::POST,
+                "/volume/v3/volumes",
+                Some(json!({ "volume": v })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        vols.push(b["volume"]["id"].as_str().unwrap().to_string());
+    }
+    let (s, b) = api.call(Method::POST, "/compute/v2.1/servers", Some(json!({"server": {
+        "name": "s2", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": [
+            {"uuid": vols[0], "source_type": "volume", "destination_type": "volume", "boot_index": 0},
+            {"uuid": vols[1], "source_type": "volume", "destination_type": "volume", "boot_index": 1}]}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let s2 = b["server"]["id"].as_str().unwrap().to_string();
+    api.wait_active(&s2).await;
+    (s1, s2)
+}
+
+/// Deletes the images the harness made and every snapshot (which stay when their image is
+/// deleted), so that quotas do not run out between rounds.
+async fn clean_up(api: &Api) {
+    for i in api.images().await {
+        if i["id"] != DEMO_IMAGE_ID {
+            let (s, b) = api
+                .call(
+                    Method::DELETE,
+                    &format!("/image/v2/images/{}", i["id"].as_str().unwrap()),
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+        }
+    }
+    let (_, snaps) = api.call(Method::GET, "/volume/v3/snapshots", None).await;
+    for sn in snaps["snapshots"].as_array().unwrap() {
+        let (s, b) = api
+            .call(
+                Method::DELETE,
+                &format!("/volume/v3/snapshots/{}", sn["id"].as_str().unwrap()),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    }
+}
+
+/// Waits until no saga is running or undoing.
+async fn settle(site: &mut Site) {
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let live = stratus_store::saga_list(
+            site.store().await.pool(),
+            stratus_store::SAGA_LIVE_STATES,
+            100,
+        )
+        .await
+        .unwrap();
+        if live.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "sagas never settled: {:?}",
+            live.iter()
+                .map(|s| (&s.kind, &s.state, s.step))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                files_under(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+}
+
+/// The invariants of SPEC §6 "Failure and crash", checked through the API, the store and the
+/// files.
+async fn check_invariants(site: &mut Site, api: &Api, servers: &[&str], when: &str) {
+    // Every image active (or gone).
+    let images = api.images().await;
+    for i in &images {
+        assert_eq!(
+            i["status"], "active",
+            "{when}: image {} is {}",
+            i["id"], i["status"]
+        );
+    }
+    // No task_state.
+    for s in servers {
+        let v = api.server(s).await;
+        assert!(
+            v["OS-EXT-STS:task_state"].is_null(),
+            "{when}: server {s} has task_state {}",
+            v["OS-EXT-STS:task_state"]
+        );
+    }
+    // Every snapshot owned by an image's block_device_mapping.
+    let mut owned = HashSet::new();
+    for i in &images {
+        if let Some(t) = i["block_device_mapping"].as_str() {
+            let bdm: Value = serde_json::from_str(t).unwrap();
+            for m in bdm.as_array().unwrap() {
+                owned.insert(m["snapshot_id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let (_, snaps) = api.call(Method::GET, "/volume/v3/snapshots", None).await;
+    for s in snaps["snapshots"].as_array().unwrap() {
+        let id = s["id"].as_str().unwrap();
+        assert!(
+            owned.contains(id),
+            "{when}: snapshot {id} is owned by no image"
+        );
+    }
+    // Blobs: one per active image, no staging files.
+    let ids: HashSet<String> = images
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut blobs = Vec::new();
+    files_under(&site.storage.join("images"), &mut blobs);
+    for b in &blobs {
+        let name = b.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            ids.contains(&name),
+            "{when}: blob {name} belongs to no active image"
+        );
+    }
+    // No temporary files.
+    let mut tmp = Vec::new();
+    files_under(&site.storage.join("disks/tmp"), &mut tmp);
+    assert!(tmp.is_empty(), "{when}: temporary files left: {tmp:?}");
+    // Every disk file is a layer of the store, and every layer's file exists.
+    let rows = sqlx::query_scalar::<_, String>("SELECT path FROM disk_layers")
+        .fetch_all(site.store().await.pool())
+        .await
+        .unwrap();
+    let layers: HashSet<String> = rows.into_iter().collect();
+    let disks = site.storage.join("disks");
+    let mut files = Vec::new();
+    files_under(&disks, &mut files);
+    let files: HashSet<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&disks).unwrap().display().to_string())
+        .collect();
+    assert_eq!(files, layers, "{when}: disk files and layers differ");
+}
+
+async fn wait_for_pause(node: &mut Node, what: &str) {
+    let f = node.data.join("saga-paused");
+    let until = Instant::now() + Duration::from_secs(60);
+    while !f.exists() {
+        assert!(node.alive(), "{what}: the server died before pausing");
+        assert!(Instant::now() < until, "{what}: never paused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Kills the node at each step boundary of each flow and checks the invariants after a restart.
+async fn kill_at_every_boundary(site: &mut Site) {
+    let mut node = site.spawn("a", "");
+    let api = Api::login(&node).await;
+    let (s1, s2) = servers(site, &api, 128).await;
+    let mut outcomes = Vec::new();
+    for ((kind, steps), server) in [(IMAGE_BACKED, &s1), (VOLUME_BACKED, &s2)] {
+        for step in steps {
+            for when in ["before", "after"] {
+                let what = format!("{kind}.{step}.{when}");
+                node.kill();
+                node = site.spawn("a", &format!("pause:{what}"));
+                let api = api.at(&node);
+                let name = format!("img-{what}");
+                // The request may never be answered (a pause before the 202): sent on the side.
+                let request = {
+                    let req = api
+                        .http
+                        .post(format!("{}/compute/v2.1/servers/{server}/action", api.url))
+                        .header("X-Auth-Token", &api.token)
+                        .json(&json!({"createImage": {"name": name}}));
+                    tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+                };
+                wait_for_pause(&mut node, &what).await;
+                node.kill();
+                request.abort();
+                node = site.spawn("a", "");
+                let api = api.at(&node);
+                settle(site).await;
+                check_invariants(site, &api, &[&s1, &s2], &what).await;
+                let kept = api
+                    .images()
+                    .await
+                    .iter()
+                    .any(|i| i["name"] == name.as_str());
+                outcomes.push(format!(
+                    "{what}: {}",
+                    if kept {
+                        "resumed, image active"
+                    } else {
+                        "undone, image gone"
+                    }
+                ));
+                clean_up(&api).await;
+            }
+        }
+    }
+    println!("{}", outcomes.join("\n"));
+    // Something resumed and something was undone is not required; but every boundary after the
+    // image was registered ends with the image active (the saga resumes forward).
+    assert!(outcomes
+        .iter()
+        .filter(|o| !o.contains(".reserve.") && !o.contains(".register.before"))
+        .all(|o| o.ends_with("image active")));
+
+    // Random points of the data copy (flattening or uploading 128 MiB).
+    let mut api = api.at(&node);
+    for (round, target) in [
+        "image_snapshot",
+        "image_uploading",
+        "image_snapshot",
+        "image_uploading",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (s, b) = api
+            .create_image_request(&s1, &format!("random-{round}"))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let until = Instant::now() + Duration::from_secs(60);
+        let phase = loop {
+            let t = api.server(&s1).await["OS-EXT-STS:task_state"].clone();
+            if t == target {
+                break t;
+            }
+            assert!(Instant::now() < until, "the copy never started");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let delay = (uuid::Uuid::new_v4().as_u128() % 100) as u64;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        node.kill();
+        println!("random kill {round}: {delay} ms into {phase}");
+        node = site.spawn("a", "");
+        api = api.at(&node);
+        settle(site).await;
+        check_invariants(site, &api, &[&s1, &s2], &format!("random kill {round}")).await;
+        clean_up(&api).await;
+    }
+
+    // A failing undo: the saga is stuck and visible, the server keeps serving, a restart does not
+    // retry it, an operator's retry finishes the undo.
+    node.kill();
+    node = site.spawn(
+        "a",
+        "fail:create-image.upload,fail-undo:create-image.register",
+    );
+    let api = api.at(&node);
+    let (s, b) = api.create_image_request(&s1, "doomed").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let until = Instant::now() + Duration::from_secs(60);
+    let stuck = loop {
+        let l = stratus_store::saga_list(site.store().await.pool(), &["stuck"], 10)
+            .await
+            .unwrap();
+        if let Some(s) = l.into_iter().next() {
+            break s;
+        }
+        assert!(Instant::now() < until, "the saga never got stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(stuck
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("undo of register failed"));
+    assert!(node.alive());
+    let (s, _) = api.call(Method::GET, "/compute/v2.1/flavors", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (ok, listed) = site.cli("a", &["saga", "list", "--state", "stuck"]);
+    assert!(ok && listed.contains(&stuck.id), "{listed}");
+    let (ok, shown) = site.cli("a", &["saga", "show", &stuck.id]);
+    assert!(
+        ok && shown.contains("undo_failed") && shown.contains("state:       stuck"),
+        "{shown}"
+    );
+    node.kill();
+    node = site.spawn("a", "");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = stratus_store::saga_get(site.store().await.pool(), &stuck.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.state, "stuck",
+        "a stuck saga is left for the operator"
+    );
+    let (ok, out) = site.cli("a", &["saga", "retry", &stuck.id]);
+    assert!(ok, "{out}");
+    settle(site).await;
+    let done = stratus_store::saga_get(site.store().await.pool(), &stuck.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, "undone");
+    let api = api.at(&node);
+    check_invariants(site, &api, &[&s1, &s2], "after retry").await;
+    assert!(!api.images().await.iter().any(|i| i["name"] == "doomed"));
+    let v = api.server(&s1).await;
+    assert_eq!(v["status"], "ACTIVE");
+    node.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_every_step_sqlite() {
+    let mut site = Site::new(false).await.unwrap();
+    kill_at_every_boundary(&mut site).await;
+    site.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_every_step_postgres() {
+    let Some(mut site) = Site::new(true).await else {
+        return;
+    };
+    kill_at_every_boundary(&mut site).await;
+    site.finish().await;
+}
+
+/// Two nodes on one PostgreSQL store and one storage directory: the node running a saga is
+/// killed; the other takes the saga over once the lease has run out, and finishes it, or (when
+/// its step fails there) undoes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_takes_over_after_the_lease() {
+    let Some(mut site) = Site::new(true).await else {
+        return;
+    };
+    let node_a = site.spawn("a", "");
+    let api = Api::login(&node_a).await;
+    let (s1, s2) = servers(&site, &api, 16).await;
+    node_a.kill();
+
+    // Finishes.
+    let mut a = site.spawn("a", "pause:create-image.upload.before");
+    let b = site.spawn("b", "");
+    let (s, body) = api.at(&a).create_image_request(&s1, "taken-over").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    wait_for_pause(&mut a, "upload.before").await;
+    let killed = Instant::now();
+    a.kill();
+    let on_b = api.at(&b);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let img = on_b.images().await;
+        if img
+            .iter()
+            .any(|i| i["name"] == "taken-over" && i["status"] == "active")
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "node b never finished the saga");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "node b finished the saga {} ms after node a was killed",
+        killed.elapsed().as_millis()
+    );
+    settle(&mut site).await;
+    let b_id = std::fs::read_to_string(site.data("b").join("node-id")).unwrap();
+    let sagas = stratus_store::saga_list(site.store().await.pool(), &["done"], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        sagas[0].owner,
+        b_id.trim(),
+        "node b holds the finished saga"
+    );
+    check_invariants(&mut site, &on_b, &[&s1, &s2], "taken over").await;
+    b.kill();
+
+    // Undoes: node b's upload fails, so it undoes what node a started.
+    let mut a = site.spawn("a", "pause:create-image.flatten.after");
+    let b = site.spawn("b", "fail:create-image.upload");
+    let (s, body) = api.at(&a).create_image_request(&s1, "undone-by-b").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    wait_for_pause(&mut a, "flatten.after").await;
+    a.kill();
+    let on_b = api.at(&b);
+    settle(&mut site).await;
+    check_invariants(&mut site, &on_b, &[&s1, &s2], "undone by b").await;
+    assert!(!on_b
+        .images()
+        .await
+        .iter()
+        .any(|i| i["name"] == "undone-by-b"));
+    let server = stratus_store::server_get(site.store().await.pool(), &s1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        server
+            .fault
+            .as_deref()
+            .unwrap_or_default()
+            .contains("injected failure of step upload"),
+        "{:?}",
+        server.fault
+    );
+    b.kill();
+    site.finish().await;
+}

@@ -461,6 +461,19 @@ async fn check_invariants(site: &mut Site, api: &Api, servers: &[&str], when: &s
     assert_eq!(files, layers, "{when}: disk files and layers differ");
 }
 
+/// Whether the node paused (within a minute) at its fault rule.
+async fn paused(node: &mut Node) -> bool {
+    let f = node.data.join("saga-paused");
+    let until = Instant::now() + Duration::from_secs(60);
+    while !f.exists() {
+        if !node.alive() || Instant::now() > until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
 async fn wait_for_pause(node: &mut Node, what: &str) {
     let f = node.data.join("saga-paused");
     let until = Instant::now() + Duration::from_secs(60);
@@ -494,7 +507,13 @@ async fn kill_at_every_boundary(site: &mut Site) {
                         .json(&json!({"createImage": {"name": name}}));
                     tokio::spawn(async move { req.send().await.map(|r| r.status()) })
                 };
-                wait_for_pause(&mut node, &what).await;
+                if !paused(&mut node).await {
+                    let answer = request.await.unwrap();
+                    let (ok, sagas) = site.cli("a", &["saga", "list"]);
+                    panic!(
+                        "{what}: never paused; the request got {answer:?}; sagas ({ok}):\n{sagas}"
+                    );
+                }
                 node.kill();
                 request.abort();
                 node = site.spawn("a", "");
@@ -720,5 +739,68 @@ async fn another_node_takes_over_after_the_lease() {
         server.fault
     );
     b.kill();
+    site.finish().await;
+}
+
+/// A failure at any step undoes the saga: no image, no snapshot, no temporary file, the
+/// task_state reset, and the server's fault says why.
+async fn failures_are_undone(site: &mut Site) {
+    let node = site.spawn("a", "");
+    let api = Api::login(&node).await;
+    let (s1, s2) = servers(site, &api, 8).await;
+    let mut node = node;
+    for ((kind, steps), server) in [(IMAGE_BACKED, &s1), (VOLUME_BACKED, &s2)] {
+        for step in &steps[1..] {
+            node.kill();
+            node = site.spawn("a", &format!("fail:{kind}.{step}"));
+            let api = api.at(&node);
+            let name = format!("fails-at-{kind}-{step}");
+            let (s, b) = api.create_image_request(server, &name).await;
+            // The first two steps run before the answer: their failure is the answer.
+            let expected = if *step == "register" {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::ACCEPTED
+            };
+            assert_eq!(s, expected, "{kind}.{step}: {b}");
+            settle(site).await;
+            let what = format!("failure at {kind}.{step}");
+            check_invariants(site, &api, &[&s1, &s2], &what).await;
+            assert!(
+                !api.images()
+                    .await
+                    .iter()
+                    .any(|i| i["name"] == name.as_str()),
+                "{what}: the image stayed"
+            );
+            let rec = stratus_store::server_get(site.store().await.pool(), server)
+                .await
+                .unwrap()
+                .unwrap();
+            let fault = rec.fault.unwrap_or_default();
+            assert!(
+                fault.contains(&format!("injected failure of step {step}")),
+                "{what}: fault {fault}"
+            );
+            let (_, snaps) = api.call(Method::GET, "/volume/v3/snapshots", None).await;
+            assert_eq!(snaps["snapshots"], json!([]), "{what}");
+        }
+    }
+    node.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_undone_sqlite() {
+    let mut site = Site::new(false).await.unwrap();
+    failures_are_undone(&mut site).await;
+    site.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_undone_postgres() {
+    let Some(mut site) = Site::new(true).await else {
+        return;
+    };
+    failures_are_undone(&mut site).await;
     site.finish().await;
 }

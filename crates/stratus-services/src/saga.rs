@@ -408,15 +408,15 @@ impl Sagas {
         }
     }
 
-    /// Saves the saga (and a step row) in one transaction, if this node still holds the lease.
-    async fn persist(&self, rec: &mut SagaRec, step: Option<&SagaStepRec>) -> Result<bool> {
+    /// Saves the saga (and step rows) in one transaction, if this node still holds the lease.
+    async fn persist(&self, rec: &mut SagaRec, steps: &[&SagaStepRec]) -> Result<bool> {
         rec.updated_at = now_micros();
         rec.lease_until = self.lease_end();
         let mut w = self.store.write(false).await?;
         if !store::saga_save(w.conn(), rec, &self.node).await? {
             return Ok(false);
         }
-        if let Some(s) = step {
+        for s in steps {
             store::saga_step_put(w.conn(), s).await?;
         }
         self.store.commit(w).await?;
@@ -438,16 +438,28 @@ impl Sagas {
         let mut data: Data = serde_json::from_str(&rec.data)
             .map_err(|e| ServiceError::Internal(format!("saga {} data: {e}", rec.id)))?;
         let existing = store::saga_steps(self.store.pool(), &rec.id).await?;
+        // A finished step's `done` row is written with the next step's `started` row (one
+        // transaction instead of two).
+        let mut finished: Option<SagaStepRec> = None;
         loop {
             let idx = rec.step as usize;
             if idx >= steps.len() {
                 rec.state = "done".into();
-                if !self.persist(rec, None).await? {
+                if !self
+                    .persist(rec, &finished.iter().collect::<Vec<_>>())
+                    .await?
+                {
                     return Ok(Ended::LostLease);
                 }
                 return Ok(Ended::Done);
             }
             if until.is_some_and(|u| idx >= u) {
+                if !self
+                    .persist(rec, &finished.iter().collect::<Vec<_>>())
+                    .await?
+                {
+                    return Ok(Ended::LostLease);
+                }
                 return Ok(Ended::Paused);
             }
             let name = steps[idx];
@@ -464,7 +476,9 @@ impl Sagas {
                 started_at: now_micros(),
                 finished_at: None,
             };
-            if !self.persist(rec, Some(&row)).await? {
+            let mut rows: Vec<&SagaStepRec> = finished.iter().collect();
+            rows.push(&row);
+            if !self.persist(rec, &rows).await? {
                 return Ok(Ended::LostLease);
             }
             self.pause_if(k.name(), name, "before", &rec.id).await;
@@ -482,9 +496,7 @@ impl Sagas {
                     row.finished_at = Some(now_micros());
                     rec.step = idx as i64 + 1;
                     rec.data = Value::Object(data.clone()).to_string();
-                    if !self.persist(rec, Some(&row)).await? {
-                        return Ok(Ended::LostLease);
-                    }
+                    finished = Some(row);
                 }
                 Err(e) => {
                     let (outcome, quiet, refused) = match e {
@@ -510,7 +522,7 @@ impl Sagas {
                     rec.state = "undoing".into();
                     rec.error = Some(format!("{name}: {message}"));
                     rec.quiet = quiet;
-                    if !self.persist(rec, Some(&row)).await? {
+                    if !self.persist(rec, &[&row]).await? {
                         return Ok(Ended::LostLease);
                     }
                     return self.undo_all(k, rec, Some(outcome)).await;
@@ -553,7 +565,7 @@ impl Sagas {
             match undone {
                 Ok(()) => {
                     row.status = "undone".into();
-                    if !self.persist(rec, Some(&row)).await? {
+                    if !self.persist(rec, &[&row]).await? {
                         return Ok(Ended::LostLease);
                     }
                 }
@@ -566,7 +578,7 @@ impl Sagas {
                         row.name,
                         rec.error.clone().unwrap_or_default()
                     ));
-                    if !self.persist(rec, Some(&row)).await? {
+                    if !self.persist(rec, &[&row]).await? {
                         return Ok(Ended::LostLease);
                     }
                     return Ok(Ended::Stuck);
@@ -574,7 +586,7 @@ impl Sagas {
             }
         }
         rec.state = "undone".into();
-        if !self.persist(rec, None).await? {
+        if !self.persist(rec, &[]).await? {
             return Ok(Ended::LostLease);
         }
         Ok(Ended::Undone(outcome.unwrap_or_else(|| {

@@ -690,3 +690,123 @@ async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
     );
 }
 on_both_stores!(volume_backed_snapshot_and_boot);
+
+/// A server with 256 MiB written whose createImage is flattening its disk; (server, image).
+async fn busy_server(c: &TestCloud, t: &str, name: &str) -> (String, String) {
+    let id = server(c, t, name).await;
+    let w = Command::new("qemu-io")
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x22 0 256M",
+            &disk_of(c, &id),
+        ])
+        .output()
+        .unwrap();
+    assert!(w.status.success(), "{w:?}");
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        &format!("/compute/v2.1/servers/{id}/action"),
+        t,
+        "2.45",
+        Some(json!({"createImage": {"name": format!("{name}-image")}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    wait(c, t, &format!("/compute/v2.1/servers/{id}"), |v| {
+        v["server"]["OS-EXT-STS:task_state"] == "image_snapshot"
+    })
+    .await;
+    (id, b["image_id"].as_str().unwrap().to_string())
+}
+
+/// The user deletes the image while the saga runs: it stops quietly (no fault), the task ends,
+/// nothing is left. The server is deleted while the saga runs: the unfinished image goes.
+async fn deletions_midway(c: &TestCloud) {
+    let pw = c.admin_password.clone();
+    let t = c.token_for("admin", &pw, Some("demo")).await;
+    let storage = c.config.storage();
+    let (id, image) = busy_server(c, &t, "quiet").await;
+    let (s, _, b) = nova(
+        c,
+        Method::DELETE,
+        &format!("/image/v2/images/{image}"),
+        &t,
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    wait(c, &t, &format!("/compute/v2.1/servers/{id}"), |v| {
+        v["server"]["OS-EXT-STS:task_state"].is_null()
+    })
+    .await;
+    let rec = stratus_store::server_get(c.store().pool(), &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.fault, None, "a quiet stop records no fault");
+    assert_eq!(rec.vm_state, "active");
+    let sagas = stratus_store::saga_list(c.store().pool(), &[], 10)
+        .await
+        .unwrap();
+    assert_eq!((sagas[0].state.as_str(), sagas[0].quiet), ("undone", true));
+    let (s, _, _) = nova(
+        c,
+        Method::GET,
+        &format!("/image/v2/images/{image}"),
+        &t,
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (id, image) = busy_server(c, &t, "doomed").await;
+    let (s, _, b) = nova(
+        c,
+        Method::DELETE,
+        &format!("/compute/v2.1/servers/{id}"),
+        &t,
+        "2.47",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let mut gone = false;
+    for _ in 0..1000 {
+        let (s, _, _) = nova(
+            c,
+            Method::GET,
+            &format!("/image/v2/images/{image}"),
+            &t,
+            "",
+            None,
+        )
+        .await;
+        if s == StatusCode::NOT_FOUND {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(gone, "the unfinished image of a deleted server stayed");
+    let sagas = stratus_store::saga_list(c.store().pool(), &[], 10)
+        .await
+        .unwrap();
+    assert_eq!((sagas[0].state.as_str(), sagas[0].quiet), ("undone", false));
+    let tmp: Vec<_> = std::fs::read_dir(storage.join("disks/tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+    let blobs: Vec<_> = std::fs::read_dir(storage.join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != DEMO_IMAGE_ID)
+        .collect();
+    assert!(blobs.is_empty(), "blobs left: {blobs:?}");
+}
+on_both_stores!(deletions_midway);

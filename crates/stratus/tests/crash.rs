@@ -643,21 +643,28 @@ async fn kill_at_every_boundary(site: &mut Site) {
     node.kill();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_at_every_step_sqlite() {
-    let mut site = Site::new(false).await.unwrap();
-    kill_at_every_boundary(&mut site).await;
-    site.finish().await;
+/// Runs a harness function on a SQLite site and on a PostgreSQL one (when configured).
+macro_rules! on_both_sites {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let mut site = super::Site::new(false).await.unwrap();
+                super::$name(&mut site).await;
+                site.finish().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(mut site) = super::Site::new(true).await {
+                    super::$name(&mut site).await;
+                    site.finish().await;
+                }
+            }
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_at_every_step_postgres() {
-    let Some(mut site) = Site::new(true).await else {
-        return;
-    };
-    kill_at_every_boundary(&mut site).await;
-    site.finish().await;
-}
+on_both_sites!(kill_at_every_boundary);
 
 /// Two nodes on one PostgreSQL store and one storage directory: the node running a saga is
 /// killed; the other takes the saga over once the lease has run out, and finishes it, or (when
@@ -789,18 +796,4 @@ async fn failures_are_undone(site: &mut Site) {
     node.kill();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_are_undone_sqlite() {
-    let mut site = Site::new(false).await.unwrap();
-    failures_are_undone(&mut site).await;
-    site.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_are_undone_postgres() {
-    let Some(mut site) = Site::new(true).await else {
-        return;
-    };
-    failures_are_undone(&mut site).await;
-    site.finish().await;
-}
+on_both_sites!(failures_are_undone);

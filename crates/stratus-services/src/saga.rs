@@ -134,7 +134,8 @@ enum Ended {
     /// Reached the step asked for (or the end), the saga goes on.
     Paused,
     Done,
-    Undone(StepOutcome),
+    /// Undone because of the outcome of step `.1`.
+    Undone(StepOutcome, usize),
     Stuck,
     /// Another node holds the lease now; this one stops touching the saga.
     LostLease,
@@ -236,9 +237,9 @@ impl Sagas {
                 self.mark_driving(&id, false);
                 Ok(data)
             }
-            Ok(Ended::Undone(outcome)) => {
+            Ok(Ended::Undone(outcome, failed_at)) => {
                 self.mark_driving(&id, false);
-                let first_refused = matches!(outcome, StepOutcome::Refused(_)) && rec.step == 0;
+                let first_refused = matches!(outcome, StepOutcome::Refused(_)) && failed_at == 0;
                 if first_refused {
                     let mut w = self.store.write(false).await?;
                     store::saga_delete(w.conn(), &id).await?;
@@ -322,7 +323,7 @@ impl Sagas {
             };
             match self.advance(&*k, &mut rec, None).await {
                 Ok(Ended::Done) => tracing::info!(saga = %id, kind = %rec.kind, "saga done"),
-                Ok(Ended::Undone(_)) => {
+                Ok(Ended::Undone(..)) => {
                     tracing::info!(saga = %id, kind = %rec.kind, "saga undone")
                 }
                 Ok(Ended::Stuck) => {
@@ -525,7 +526,7 @@ impl Sagas {
                     if !self.persist(rec, &[&row]).await? {
                         return Ok(Ended::LostLease);
                     }
-                    return self.undo_all(k, rec, Some(outcome)).await;
+                    return self.undo_all(k, rec, Some((outcome, idx))).await;
                 }
             }
         }
@@ -536,12 +537,20 @@ impl Sagas {
         &self,
         k: &dyn SagaKind,
         rec: &mut SagaRec,
-        outcome: Option<StepOutcome>,
+        outcome: Option<(StepOutcome, usize)>,
     ) -> Result<Ended> {
-        let why = Why {
-            error: (!rec.quiet).then(|| rec.error.clone().unwrap_or_default()),
-        };
         let mut rows = store::saga_steps(self.store.pool(), &rec.id).await?;
+        // The cause is the error of the step that failed going forward (a stuck saga's error
+        // names its failed undo instead).
+        let cause = rows
+            .iter()
+            .filter(|r| r.status != "undo_failed")
+            .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
+            .next_back()
+            .or_else(|| rec.error.clone());
+        let why = Why {
+            error: (!rec.quiet).then(|| cause.unwrap_or_default()),
+        };
         rows.sort_by_key(|r| std::cmp::Reverse(r.idx));
         for mut row in rows {
             if !matches!(row.status.as_str(), "started" | "done" | "undo_failed") {
@@ -564,6 +573,10 @@ impl Sagas {
             rec.step = row.idx;
             match undone {
                 Ok(()) => {
+                    if row.status == "undo_failed" {
+                        // The error was its undo's, which has now succeeded.
+                        row.error = None;
+                    }
                     row.status = "undone".into();
                     if !self.persist(rec, &[&row]).await? {
                         return Ok(Ended::LostLease);
@@ -589,11 +602,11 @@ impl Sagas {
         if !self.persist(rec, &[]).await? {
             return Ok(Ended::LostLease);
         }
-        Ok(Ended::Undone(outcome.unwrap_or_else(|| {
-            StepOutcome::Failed(ServiceError::Internal(
-                rec.error.clone().unwrap_or_else(|| "undone".into()),
-            ))
-        })))
+        let (outcome, failed_at) = outcome.unwrap_or_else(|| {
+            let e = rec.error.clone().unwrap_or_else(|| "undone".into());
+            (StepOutcome::Failed(ServiceError::Internal(e)), 0)
+        });
+        Ok(Ended::Undone(outcome, failed_at))
     }
 
     /// Sagas, newest first (only those in `states` unless empty).

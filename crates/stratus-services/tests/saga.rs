@@ -1,0 +1,281 @@
+//! The saga engine on its own, with a saga kind made for the test, on a real SQLite store:
+//! order of steps and undos, steps that refuse, failed undos (stuck, then retried by an
+//! operator), and a second node taking over after the first one died with its lease.
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stratus_services::saga::{self, Data, Faults, LeaseTimes, SagaKind, Sagas, StepError, Why};
+use stratus_services::ServiceError;
+use stratus_store::Store;
+
+/// Three steps `a`, `b`, `c`; data `fail` names a step that fails, `refuse` one that refuses;
+/// `hang_b` makes the first attempt at `b` wait forever. Every run and undo is logged.
+#[derive(Default)]
+struct Toy {
+    log: Mutex<Vec<String>>,
+    fail_undo_b: AtomicBool,
+}
+
+const STEPS: &[&str] = &["a", "b", "c"];
+
+impl Toy {
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl SagaKind for Toy {
+    fn name(&self) -> &'static str {
+        "toy"
+    }
+    fn steps(&self) -> &'static [&'static str] {
+        STEPS
+    }
+    fn undo_record(&self, idx: usize, _data: &Data) -> Value {
+        json!({ "step": STEPS[idx] })
+    }
+    fn run<'a>(
+        &'a self,
+        idx: usize,
+        data: &'a mut Data,
+        retry: bool,
+    ) -> BoxFuture<'a, Result<(), StepError>> {
+        Box::pin(async move {
+            let name = STEPS[idx];
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("run {name}{}", if retry { " (retry)" } else { "" }));
+            if name == "b" && data.get("hang_b").is_some() && !retry {
+                std::future::pending::<()>().await;
+            }
+            if data.get("fail").and_then(Value::as_str) == Some(name) {
+                return Err(StepError::Failed(ServiceError::Internal(format!(
+                    "{name} broke"
+                ))));
+            }
+            if data.get("refuse").and_then(Value::as_str) == Some(name) {
+                return Err(StepError::Refused(ServiceError::Conflict("busy".into())));
+            }
+            data.insert(name.into(), json!(true));
+            Ok(())
+        })
+    }
+    fn undo<'a>(
+        &'a self,
+        _idx: usize,
+        record: &'a Value,
+        why: &'a Why,
+    ) -> BoxFuture<'a, stratus_services::Result<()>> {
+        Box::pin(async move {
+            let name = record["step"].as_str().unwrap_or("?");
+            if name == "b" && self.fail_undo_b.load(Ordering::SeqCst) {
+                return Err(ServiceError::Internal("undo of b broke".into()));
+            }
+            self.log.lock().unwrap().push(format!(
+                "undo {name} ({})",
+                why.error.clone().unwrap_or_default()
+            ));
+            Ok(())
+        })
+    }
+}
+
+async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    Arc::new(Store::open(&url).await.unwrap())
+}
+
+fn engine(store: &Arc<Store>, node: &str, toy: &Arc<Toy>, lease_ms: u64) -> Arc<Sagas> {
+    let s = Arc::new(Sagas::new(
+        store.clone(),
+        node.into(),
+        LeaseTimes {
+            lease: Duration::from_millis(lease_ms),
+        },
+        Faults::default(),
+        std::env::temp_dir(),
+    ));
+    s.register(toy.clone());
+    s
+}
+
+async fn wait_state(store: &Store, id: &str, state: &str) -> stratus_store::SagaRec {
+    for _ in 0..500 {
+        if let Some(s) = stratus_store::saga_get(store.pool(), id).await.unwrap() {
+            if s.state == state {
+                return s;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("saga {id} never became {state}");
+}
+
+fn data(v: Value) -> Data {
+    v.as_object().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_run_in_order_and_record_before_and_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let toy = Arc::new(Toy::default());
+    let sagas = engine(&st, "n1", &toy, 30_000);
+    // The first step runs in the caller's task, the rest in the background.
+    let d = sagas
+        .begin("toy", "s1".into(), data(json!({})), 1)
+        .await
+        .unwrap();
+    assert_eq!(d.get("a"), Some(&json!(true)));
+    let done = wait_state(&st, "s1", "done").await;
+    assert_eq!(done.step, 3);
+    assert_eq!(toy.log(), ["run a", "run b", "run c"]);
+    let view = saga::show(&st, "s1").await.unwrap().unwrap();
+    let rows: Vec<(String, String, String)> = view
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), s.status.clone(), s.undo.clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a".into(), "done".into(), r#"{"step":"a"}"#.into()),
+            ("b".into(), "done".into(), r#"{"step":"b"}"#.into()),
+            ("c".into(), "done".into(), r#"{"step":"c"}"#.into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_undoes_every_started_step_last_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let toy = Arc::new(Toy::default());
+    let sagas = engine(&st, "n1", &toy, 30_000);
+    sagas
+        .begin("toy", "s2".into(), data(json!({"fail": "c"})), 1)
+        .await
+        .unwrap();
+    let undone = wait_state(&st, "s2", "undone").await;
+    assert_eq!(undone.error.as_deref(), Some("c: internal error: c broke"));
+    let why = "c: internal error: c broke";
+    assert_eq!(
+        toy.log(),
+        [
+            "run a".to_string(),
+            "run b".into(),
+            "run c".into(),
+            format!("undo c ({why})"),
+            format!("undo b ({why})"),
+            format!("undo a ({why})"),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_step_that_refuses_leaves_no_saga() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let toy = Arc::new(Toy::default());
+    let sagas = engine(&st, "n1", &toy, 30_000);
+    let e = sagas
+        .begin("toy", "s3".into(), data(json!({"refuse": "a"})), 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::Conflict(_)), "{e:?}");
+    assert!(stratus_store::saga_get(st.pool(), "s3")
+        .await
+        .unwrap()
+        .is_none());
+    // A refusal later on undoes the steps before it, not itself.
+    let e = sagas
+        .begin("toy", "s4".into(), data(json!({"refuse": "b"})), 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::Conflict(_)), "{e:?}");
+    assert_eq!(toy.log(), ["run a", "run a", "run b", "undo a (b: busy)"]);
+    assert_eq!(wait_state(&st, "s4", "undone").await.step, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_undo_is_stuck_until_an_operator_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let toy = Arc::new(Toy::default());
+    toy.fail_undo_b.store(true, Ordering::SeqCst);
+    let sagas = engine(&st, "n1", &toy, 200);
+    sagas
+        .begin("toy", "s5".into(), data(json!({"fail": "c"})), 0)
+        .await
+        .unwrap();
+    let stuck = wait_state(&st, "s5", "stuck").await;
+    assert!(stuck.error.unwrap().starts_with("undo of b failed"));
+    // Scans do not pick a stuck saga up.
+    let scanner = sagas.spawn_scanner();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wait_state(&st, "s5", "stuck").await.step, 1);
+    assert!(!toy.log().iter().any(|l| l.starts_with("undo a")));
+    // The operator fixed the cause and retries: the undo goes on from b.
+    toy.fail_undo_b.store(false, Ordering::SeqCst);
+    assert!(saga::retry(&st, "s5").await.unwrap());
+    wait_state(&st, "s5", "undone").await;
+    scanner.abort();
+    let log = toy.log();
+    assert_eq!(
+        &log[log.len() - 2..],
+        [
+            "undo b (c: internal error: c broke)",
+            "undo a (c: internal error: c broke)"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_resumes_a_saga_once_the_lease_ran_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let toy = Arc::new(Toy::default());
+    // Node 1 runs on a runtime of its own, which is shut down while step b hangs: the node dies
+    // with the lease.
+    let rt1 = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (st1, toy1) = (st.clone(), toy.clone());
+    let began = rt1
+        .spawn(async move {
+            let node1 = engine(&st1, "n1", &toy1, 1000);
+            node1
+                .begin("toy", "s6".into(), data(json!({"hang_b": true})), 1)
+                .await
+        })
+        .await
+        .unwrap();
+    assert!(began.is_ok());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rt1.shutdown_background();
+    let held = stratus_store::saga_get(st.pool(), "s6")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (held.owner.as_str(), held.state.as_str()),
+        ("n1", "running")
+    );
+
+    // Node 2 looks while the lease (renewed at least every third of a second, for a second)
+    // still runs: nothing to take. After it ran out, node 2 takes the saga and runs the
+    // interrupted step again, told it is a retry.
+    let node2 = engine(&st, "n2", &toy, 300);
+    assert_eq!(node2.scan().await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(node2.scan().await.unwrap(), 1);
+    let done = wait_state(&st, "s6", "done").await;
+    assert_eq!(done.owner, "n2");
+    assert_eq!(toy.log(), ["run a", "run b", "run b (retry)", "run c"]);
+}

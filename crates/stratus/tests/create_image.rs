@@ -532,6 +532,7 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
     assert_eq!(l["images"].as_array().unwrap().len(), 1);
     assert_eq!(l["images"][0]["status"], "active");
     // The 19 refused calls left no saga behind; the accepted one is done.
+    settled_saga(c).await;
     let sagas = stratus_store::saga_list(c.store().pool(), &[], 100)
         .await
         .unwrap();
@@ -691,6 +692,23 @@ async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
 }
 on_both_stores!(volume_backed_snapshot_and_boot);
 
+/// The newest saga once it is no longer running or undoing (its last undo may be written just
+/// after the effects the test waited for).
+async fn settled_saga(c: &TestCloud) -> stratus_store::SagaRec {
+    for _ in 0..1000 {
+        let sagas = stratus_store::saga_list(c.store().pool(), &[], 1)
+            .await
+            .unwrap();
+        if let Some(s) = sagas.into_iter().next() {
+            if !stratus_store::SAGA_LIVE_STATES.contains(&s.state.as_str()) {
+                return s;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the saga never settled");
+}
+
 /// A server with 256 MiB written whose createImage is flattening its disk; (server, image).
 async fn busy_server(c: &TestCloud, t: &str, name: &str) -> (String, String) {
     let id = server(c, t, name).await;
@@ -749,10 +767,8 @@ async fn deletions_midway(c: &TestCloud) {
         .unwrap();
     assert_eq!(rec.fault, None, "a quiet stop records no fault");
     assert_eq!(rec.vm_state, "active");
-    let sagas = stratus_store::saga_list(c.store().pool(), &[], 10)
-        .await
-        .unwrap();
-    assert_eq!((sagas[0].state.as_str(), sagas[0].quiet), ("undone", true));
+    let last = settled_saga(c).await;
+    assert_eq!((last.state.as_str(), last.quiet), ("undone", true));
     let (s, _, _) = nova(
         c,
         Method::GET,
@@ -793,10 +809,8 @@ async fn deletions_midway(c: &TestCloud) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(gone, "the unfinished image of a deleted server stayed");
-    let sagas = stratus_store::saga_list(c.store().pool(), &[], 10)
-        .await
-        .unwrap();
-    assert_eq!((sagas[0].state.as_str(), sagas[0].quiet), ("undone", false));
+    let last = settled_saga(c).await;
+    assert_eq!((last.state.as_str(), last.quiet), ("undone", false));
     let tmp: Vec<_> = std::fs::read_dir(storage.join("disks/tmp"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

@@ -99,7 +99,7 @@ impl Faults {
     }
 
     fn has(&self, rule: &str) -> bool {
-        !self.rules.is_empty() && self.rules.contains(rule)
+        self.rules.contains(rule)
     }
 }
 
@@ -172,10 +172,6 @@ impl Sagas {
             faults,
             signal_dir,
         }
-    }
-
-    pub fn node(&self) -> &str {
-        &self.node
     }
 
     pub fn register(&self, kind: Arc<dyn SagaKind>) {
@@ -607,11 +603,6 @@ impl Sagas {
             (StepOutcome::Failed(ServiceError::Internal(e)), 0)
         });
         Ok(Ended::Undone(outcome, failed_at))
-    }
-
-    /// Sagas, newest first (only those in `states` unless empty).
-    pub async fn list(&self, states: &[&str], limit: i64) -> Result<Vec<SagaRec>> {
-        Ok(store::saga_list(self.store.pool(), states, limit).await?)
     }
 }
 

@@ -229,15 +229,20 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// The disk files of a server (operator tooling; reads the store, does not lock the data dir).
-pub async fn server_disks(cfg: &Config, server_id: &str) -> Result<Vec<std::path::PathBuf>> {
+/// Opens the metadata store a configuration names, without the data dir's lock (operator tools).
+pub(crate) async fn open_store(cfg: &Config) -> Result<Store> {
     let url = match &cfg.database_url {
         Some(u) => u.clone(),
         None => datadir::sqlite_url_of(&cfg.data_dir),
     };
-    let store = Store::open(&url)
+    Store::open(&url)
         .await
-        .with_context(|| format!("cannot open the metadata store {}", redact(&url)))?;
+        .with_context(|| format!("cannot open the metadata store {}", redact(&url)))
+}
+
+/// The disk files of a server (operator tooling; reads the store, does not lock the data dir).
+pub async fn server_disks(cfg: &Config, server_id: &str) -> Result<Vec<std::path::PathBuf>> {
+    let store = open_store(cfg).await?;
     let server = stratus_store::server_get(store.pool(), server_id).await?;
     let server = server.with_context(|| format!("no server {server_id}"))?;
     let volumes = stratus_store::volumes_of_server(store.pool(), server_id).await?;

@@ -3,17 +3,6 @@
 use crate::config::Config;
 use anyhow::{Context, Result};
 use std::fmt::Write;
-use stratus_store::Store;
-
-async fn open(cfg: &Config) -> Result<Store> {
-    let url = match &cfg.database_url {
-        Some(u) => u.clone(),
-        None => crate::datadir::sqlite_url_of(&cfg.data_dir),
-    };
-    Store::open(&url)
-        .await
-        .with_context(|| format!("cannot open the metadata store {}", crate::redact(&url)))
-}
 
 fn when(micros: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
@@ -27,7 +16,7 @@ fn when(micros: i64) -> String {
 
 /// One line per saga, newest first: id, kind, state, step, owner, age of the last change, error.
 pub async fn list(cfg: &Config, states: &[String], limit: i64) -> Result<String> {
-    let store = open(cfg).await?;
+    let store = crate::open_store(cfg).await?;
     let states: Vec<&str> = states.iter().map(String::as_str).collect();
     let sagas = stratus_store::saga_list(store.pool(), &states, limit).await;
     store.close().await;
@@ -55,7 +44,7 @@ pub async fn list(cfg: &Config, states: &[String], limit: i64) -> Result<String>
 
 /// A saga, its data and every step with its undo record.
 pub async fn show(cfg: &Config, id: &str) -> Result<String> {
-    let store = open(cfg).await?;
+    let store = crate::open_store(cfg).await?;
     let view = stratus_services::saga::show(&store, id).await;
     store.close().await;
     let view = view?.with_context(|| format!("no saga {id}"))?;
@@ -89,7 +78,7 @@ pub async fn show(cfg: &Config, id: &str) -> Result<String> {
 
 /// Sends a stuck saga back to its undo; a running node retries it within a lease period.
 pub async fn retry(cfg: &Config, id: &str) -> Result<bool> {
-    let store = open(cfg).await?;
+    let store = crate::open_store(cfg).await?;
     let ok = stratus_services::saga::retry(&store, id).await;
     store.close().await;
     Ok(ok?)

@@ -475,13 +475,10 @@ async fn paused(node: &mut Node) -> bool {
 }
 
 async fn wait_for_pause(node: &mut Node, what: &str) {
-    let f = node.data.join("saga-paused");
-    let until = Instant::now() + Duration::from_secs(60);
-    while !f.exists() {
-        assert!(node.alive(), "{what}: the server died before pausing");
-        assert!(Instant::now() < until, "{what}: never paused");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        paused(node).await,
+        "{what}: never paused (or the server died)"
+    );
 }
 
 /// Kills the node at each step boundary of each flow and checks the invariants after a restart.

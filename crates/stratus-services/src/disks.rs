@@ -27,7 +27,11 @@ fn qemu(what: &str, e: stratus_blob::format::FormatError) -> ServiceError {
 }
 
 impl Disks {
+    /// Disks under `dir`, made absolute here: layers name their backing files by absolute path
+    /// (a layer may be renamed, so a path relative to it would break), and qemu resolves a
+    /// relative backing path against the overlay's own directory, not the process's.
     pub fn new(dir: PathBuf) -> Disks {
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         Disks {
             dir,
             lock: tokio::sync::Mutex::new(()),

@@ -81,6 +81,21 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.clone())
     }
 
+    /// The same settings with the data and storage dirs made absolute against the current
+    /// directory, once, so that nothing later depends on where the process runs from (qemu
+    /// resolves relative paths against other directories).
+    pub fn with_absolute_dirs(mut self) -> Result<Config> {
+        self.data_dir = std::path::absolute(&self.data_dir)
+            .with_context(|| format!("cannot resolve data dir {}", self.data_dir.display()))?;
+        if let Some(s) = &self.storage_dir {
+            self.storage_dir = Some(
+                std::path::absolute(s)
+                    .with_context(|| format!("cannot resolve storage dir {}", s.display()))?,
+            );
+        }
+        Ok(self)
+    }
+
     pub fn with_data_dir(dir: impl Into<PathBuf>) -> Config {
         Config {
             data_dir: dir.into(),

@@ -83,6 +83,7 @@ pub async fn start(
     cfg: &Config,
     stop_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running> {
+    let cfg = &cfg.clone().with_absolute_dirs()?;
     let data_dir = DataDir::open(&cfg.data_dir)?;
     let url = match &cfg.database_url {
         Some(u) => u.clone(),
@@ -242,6 +243,7 @@ pub(crate) async fn open_store(cfg: &Config) -> Result<Store> {
 
 /// The disk files of a server (operator tooling; reads the store, does not lock the data dir).
 pub async fn server_disks(cfg: &Config, server_id: &str) -> Result<Vec<std::path::PathBuf>> {
+    let cfg = &cfg.clone().with_absolute_dirs()?;
     let store = open_store(cfg).await?;
     let server = stratus_store::server_get(store.pool(), server_id).await?;
     let server = server.with_context(|| format!("no server {server_id}"))?;

@@ -69,21 +69,28 @@ fn sniff(header: &[u8]) -> Option<&'static str> {
         .map(|(_, _, name)| *name)
 }
 
-/// CPU seconds and address space `qemu-img` may use.
+/// CPU seconds and address space `qemu-img` may use (Glance's and Nova's limits for inspecting
+/// untrusted images: a crafted image cannot make it eat the host's memory or CPU).
 const QEMU_IMG_CPU_SECONDS: u64 = 30;
 const QEMU_IMG_ADDRESS_SPACE: u64 = 1 << 30;
-/// `qemu-img convert` runs a pool of I/O threads (each with its stack reserved): more room.
-const QEMU_IMG_CONVERT_ADDRESS_SPACE: u64 = 8 << 30;
+/// Stack reserved per thread of `qemu-img` (glibc sizes thread stacks by `RLIMIT_STACK`, 8 MiB by
+/// default). QEMU's block layer runs in coroutines with stacks of their own.
+const QEMU_IMG_STACK: u64 = 2 << 20;
 
 /// Runs `qemu-img` with `args` under a CPU-time limit of `cpu_seconds` (and twice that in wall
 /// time) and the address-space limit; returns its standard output.
-async fn qemu_img(
-    args: &[&std::ffi::OsStr],
-    cpu_seconds: u64,
-    address_space: u64,
-) -> Result<Vec<u8>, FormatError> {
+///
+/// The address-space limit counts reserved, not used, memory. `qemu-img` runs I/O in a pool of up
+/// to 64 threads, more of them the slower the machine answers; each reserves a stack and, with
+/// glibc's default of one malloc arena per thread (up to 8 per core), a 64 MiB arena. A dozen
+/// threads would exhaust 1 GiB and `qemu_thread_create` fails with EAGAIN. One arena and 2 MiB
+/// stacks bound the whole pool to about 130 MiB, so the limit is left to do its job: stopping a
+/// hostile image from making `qemu-img` allocate without bound.
+async fn qemu_img(args: &[&std::ffi::OsStr], cpu_seconds: u64) -> Result<Vec<u8>, FormatError> {
     let mut cmd = tokio::process::Command::new("qemu-img");
-    cmd.args(args).kill_on_drop(true);
+    cmd.args(args)
+        .env("MALLOC_ARENA_MAX", "1")
+        .kill_on_drop(true);
     // SAFETY: only async-signal-safe calls (setrlimit, prctl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -92,16 +99,17 @@ async fn qemu_img(
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let cpu = libc::rlimit {
-                rlim_cur: cpu_seconds,
-                rlim_max: cpu_seconds,
+            let limit = |n: u64| libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
             };
-            let mem = libc::rlimit {
-                rlim_cur: address_space,
-                rlim_max: address_space,
+            let stack = libc::rlimit {
+                rlim_cur: QEMU_IMG_STACK,
+                rlim_max: libc::RLIM_INFINITY,
             };
-            if libc::setrlimit(libc::RLIMIT_CPU, &cpu) != 0
-                || libc::setrlimit(libc::RLIMIT_AS, &mem) != 0
+            if libc::setrlimit(libc::RLIMIT_CPU, &limit(cpu_seconds)) != 0
+                || libc::setrlimit(libc::RLIMIT_AS, &limit(QEMU_IMG_ADDRESS_SPACE)) != 0
+                || libc::setrlimit(libc::RLIMIT_STACK, &stack) != 0
             {
                 return Err(std::io::Error::last_os_error());
             }
@@ -129,7 +137,6 @@ async fn qemu_img_info(path: &Path, format: DiskFormat) -> Result<Value, FormatE
             path.as_os_str(),
         ],
         QEMU_IMG_CPU_SECONDS,
-        QEMU_IMG_ADDRESS_SPACE,
     )
     .await?;
     serde_json::from_slice(&out)
@@ -158,7 +165,6 @@ pub async fn convert(
             dst.as_os_str(),
         ],
         QEMU_IMG_CONVERT_CPU_SECONDS,
-        QEMU_IMG_CONVERT_ADDRESS_SPACE,
     )
     .await
     .map(|_| ())
@@ -186,7 +192,6 @@ pub async fn create_overlay(
             size.to_string().as_ref(),
         ],
         QEMU_IMG_CPU_SECONDS,
-        QEMU_IMG_ADDRESS_SPACE,
     )
     .await
     .map(|_| ())
@@ -204,7 +209,6 @@ pub async fn create_blank(path: &Path, size: u64) -> Result<(), FormatError> {
             size.to_string().as_ref(),
         ],
         QEMU_IMG_CPU_SECONDS,
-        QEMU_IMG_ADDRESS_SPACE,
     )
     .await
     .map(|_| ())
@@ -283,7 +287,51 @@ pub async fn inspect(path: &Path, declared: DiskFormat) -> Result<DiskInfo, Form
 
 #[cfg(test)]
 mod tests {
-    use super::sniff;
+    use super::*;
+
+    /// `qemu-img bench` with 64 requests in flight on the thread pool makes `qemu-img` start its
+    /// whole pool at once: the worst case of a loaded machine, made certain. Under glibc's
+    /// default arenas and stacks it dies with `qemu_thread_create: Resource temporarily
+    /// unavailable` well below 1 GiB.
+    #[tokio::test]
+    async fn a_full_io_thread_pool_fits_the_address_space_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        std::fs::write(&path, vec![7u8; 16 << 20]).unwrap();
+        let args: Vec<&std::ffi::OsStr> = [
+            "bench", "-f", "raw", "-c", "20000", "-d", "64", "-i", "threads", "-s", "4096",
+        ]
+        .iter()
+        .map(|a| a.as_ref())
+        .chain([path.as_os_str()])
+        .collect();
+        let out = qemu_img(&args, QEMU_IMG_CPU_SECONDS).await.unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("Run completed"));
+    }
+
+    /// The limit still holds: a `qemu-img` that asks for more fails instead of getting it (24
+    /// requests of 64 MiB in flight need a 1.5 GiB buffer, which it gets without the limit).
+    #[tokio::test]
+    async fn the_address_space_limit_still_bounds_qemu_img() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(128 << 20)
+            .unwrap();
+        let args: Vec<&std::ffi::OsStr> = [
+            "bench", "-f", "raw", "-c", "24", "-d", "24", "-s", "64M", "-S", "0",
+        ]
+        .iter()
+        .map(|a| a.as_ref())
+        .chain([path.as_os_str()])
+        .collect();
+        let e = qemu_img(&args, QEMU_IMG_CPU_SECONDS).await.unwrap_err();
+        assert!(
+            matches!(&e, FormatError::Invalid(m) if m.contains("failed to allocate")),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn sniffs_magics() {

@@ -1,37 +1,32 @@
-//! createImage of a server, as a saga of the engine in [`crate::saga`].
+//! createImage and createBackup of a server, as sagas of the engine in [`crate::saga`].
 //!
-//! The request is accepted once the first two steps have run (the server holds the
-//! `image_snapshot_pending` task and the image is registered `queued`); the rest runs in the
-//! background, and after a crash on whichever node takes the saga over. Every name a step will use
-//! (image id, temporary file, snapshot ids and layers) is chosen before the saga starts, so each
-//! step can be run again or undone from what was recorded.
+//! The request is accepted once the first two steps have run (the server holds its task and the
+//! image is registered `queued`); the rest runs in the background, and after a crash on whichever
+//! node takes the saga over. Every name a step will use (image id, temporary file, snapshot ids
+//! and layers) is chosen before the saga starts and kept in its [`ImageSagaState`], so each step
+//! can be run again or undone from the state it started from.
 //!
 //! | kind                   | steps                                               |
 //! |------------------------|-----------------------------------------------------|
 //! | `create-image`         | reserve, register, flatten, upload, finish          |
 //! | `create-image-volumes` | reserve, register, snapshot, activate, finish       |
+//! | `create-backup`        | reserve, register, flatten, upload, rotate, finish  |
 
 use crate::authz::Authorized;
 use crate::compute::{cannot, Compute};
 use crate::disks::Disks;
 use crate::images::{ImageCreate, Images};
-use crate::saga::{text, Data, SagaKind, StepError, Why};
+use crate::saga::{nothing, Caller, Saga, Step, StepError, StepResult, Why};
 use crate::volumes::{SnapshotPlan, Volumes};
 use crate::{Result, ServiceError};
-use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
 use stratus_store::{self as store, now_micros, ImageRec, ServerRec, Store};
 
-/// The vm_states a server can be snapshotted in.
+/// The vm_states a server can be snapshotted (or backed up) in.
 pub const SNAPSHOT_FROM: &[&str] = &["active", "stopped", "paused", "suspended"];
-
-pub const IMAGE_BACKED: &str = "create-image";
-pub const VOLUME_BACKED: &str = "create-image-volumes";
-
-const IMAGE_BACKED_STEPS: &[&str] = &["reserve", "register", "flatten", "upload", "finish"];
-const VOLUME_BACKED_STEPS: &[&str] = &["reserve", "register", "snapshot", "activate", "finish"];
 
 /// Steps run before the 202: the task is held and the image exists.
 const ACCEPTED_AFTER: usize = 2;
@@ -47,10 +42,134 @@ const NOT_INHERITED: &[&str] = &[
     "instance_uuid",
     "user_id",
     "image_type",
+    "backup_type",
     "base_image_ref",
     "owner_project_name",
     "owner_user_name",
 ];
+
+/// The image a saga registers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageSpec {
+    pub name: String,
+    pub disk_format: String,
+    pub min_disk: i64,
+    pub min_ram: i64,
+    pub properties: Map<String, Value>,
+}
+
+/// What a createBackup keeps: the newest `rotation` backups of its type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rotation {
+    pub backup_type: String,
+    pub rotation: i64,
+}
+
+/// The state of the image sagas: their parameters and every name their steps use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageSagaState {
+    pub caller: Caller,
+    pub server_id: String,
+    /// The project the image belongs to (the server's).
+    pub project_id: String,
+    pub image_id: String,
+    pub image: ImageSpec,
+    /// Image-backed: the flattened disk, relative to the disks directory.
+    pub tmp: Option<String>,
+    /// Volume-backed: one snapshot per attached volume.
+    pub snapshots: Vec<SnapshotPlan>,
+    /// createBackup: which backups to keep.
+    pub backup: Option<Rotation>,
+}
+
+impl ImageSagaState {
+    /// The task the server holds while its data is copied.
+    fn copy_task(&self) -> &'static str {
+        if self.backup.is_some() {
+            "image_backup"
+        } else {
+            "image_snapshot"
+        }
+    }
+
+    /// The task the server takes when the saga is accepted.
+    fn first_task(&self) -> &'static str {
+        if self.backup.is_some() {
+            "image_backup"
+        } else {
+            "image_snapshot_pending"
+        }
+    }
+
+    fn verb(&self) -> &'static str {
+        if self.backup.is_some() {
+            "createBackup"
+        } else {
+            "createImage"
+        }
+    }
+}
+
+/// The services the image sagas' steps use.
+pub struct ImageSagas {
+    pub store: Arc<Store>,
+    pub images: Arc<Images>,
+    pub volumes: Arc<Volumes>,
+    pub disks: Arc<Disks>,
+}
+
+/// createImage of a server booted from an image: its disk chain flattened and uploaded.
+pub enum ImageBacked {}
+
+impl Saga for ImageBacked {
+    const NAME: &'static str = "create-image";
+    type Ctx = ImageSagas;
+    type State = ImageSagaState;
+    const STEPS: &'static [Step<ImageSagas, ImageSagaState>] = crate::saga_steps![
+        "reserve" => reserve, unreserve;
+        "register" => register, discard;
+        "flatten" => flatten, remove_tmp;
+        "upload" => upload, discard;
+        "finish" => finish, nothing;
+    ];
+}
+
+/// createImage of a server booted from volumes: a snapshot of each volume, an image that maps
+/// them.
+pub enum VolumeBacked {}
+
+impl Saga for VolumeBacked {
+    const NAME: &'static str = "create-image-volumes";
+    type Ctx = ImageSagas;
+    type State = ImageSagaState;
+    const STEPS: &'static [Step<ImageSagas, ImageSagaState>] = crate::saga_steps![
+        "reserve" => reserve, unreserve;
+        "register" => register, discard;
+        "snapshot" => snapshot, revert_snapshots;
+        "activate" => activate, discard;
+        "finish" => finish, nothing;
+    ];
+}
+
+/// createBackup: createImage of an image-backed server, then the older backups of the same type
+/// beyond the rotation deleted.
+pub enum Backup {}
+
+impl Saga for Backup {
+    const NAME: &'static str = "create-backup";
+    type Ctx = ImageSagas;
+    type State = ImageSagaState;
+    const STEPS: &'static [Step<ImageSagas, ImageSagaState>] = crate::saga_steps![
+        "reserve" => reserve, unreserve;
+        "register" => register, discard;
+        "flatten" => flatten, remove_tmp;
+        "upload" => upload, discard;
+        "rotate" => rotate, nothing;
+        "finish" => finish, nothing;
+    ];
+}
 
 impl Compute {
     /// Accepts `createImage` of a server: 409 if it is busy or in a state that cannot be
@@ -63,17 +182,15 @@ impl Compute {
         name: &str,
         metadata: Map<String, Value>,
     ) -> Result<ImageRec> {
-        let s = self.get(caller, id).await?;
-        if s.task_state.is_some() || !SNAPSHOT_FROM.contains(&s.vm_state.as_str()) {
-            return Err(cannot("createImage", &s));
-        }
-        let image_id = crate::new_uuid();
-        let mut data = Map::new();
-        data.insert("server_id".into(), json!(s.id));
-        data.insert("project_id".into(), json!(s.project_id));
-        data.insert("image_id".into(), json!(image_id));
-        let volume_backed = s.image_id.is_empty();
-        let (kind, props, disk_format) = if volume_backed {
+        let s = self.snapshot_source(caller, id, "createImage").await?;
+        let mut st = ImageSagaState {
+            caller: Caller::of(caller),
+            server_id: s.id.clone(),
+            project_id: s.project_id.clone(),
+            image_id: crate::new_uuid(),
+            ..ImageSagaState::default()
+        };
+        if s.image_id.is_empty() {
             let attached = store::volumes_of_server(self.store.pool(), &s.id).await?;
             // Upstream checks the snapshot quota before anything else.
             let usage = self.volumes.usage(caller).await?;
@@ -85,7 +202,7 @@ impl Compute {
                     usage.snapshots
                 )));
             }
-            let plans: Vec<SnapshotPlan> = attached
+            st.snapshots = attached
                 .iter()
                 .map(|v| {
                     SnapshotPlan::new(
@@ -98,7 +215,7 @@ impl Compute {
                 .collect();
             let mapping: Vec<Value> = attached
                 .iter()
-                .zip(&plans)
+                .zip(&st.snapshots)
                 .enumerate()
                 .map(|(n, (v, p))| {
                     json!({
@@ -123,38 +240,90 @@ impl Compute {
                 "root_device_name".into(),
                 Value::String(root.unwrap_or_default()),
             );
-            data.insert("snapshots".into(), json!(plans));
-            (VOLUME_BACKED, props, "raw")
+            st.image = self.image_spec(caller, &s, name, props, "raw", None).await;
+            self.begin_image_saga::<VolumeBacked>(st).await
         } else {
-            data.insert(
-                "tmp".into(),
-                json!(format!("tmp/snapshot-{image_id}.qcow2")),
-            );
-            (IMAGE_BACKED, metadata, "qcow2")
-        };
-        let image = self
-            .snapshot_image(caller, &s, name, props, disk_format)
-            .await;
-        data.insert("image".into(), image);
-        self.sagas
-            .begin(kind, crate::new_uuid(), data, ACCEPTED_AFTER)
-            .await?;
-        self.images
-            .find(&image_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("image", image_id))
+            st.tmp = Some(format!("tmp/snapshot-{}.qcow2", st.image_id));
+            st.image = self
+                .image_spec(caller, &s, name, metadata, "qcow2", None)
+                .await;
+            self.begin_image_saga::<ImageBacked>(st).await
+        }
     }
 
-    /// What the snapshot image will be: upstream's properties, the base image's inheritable
-    /// ones, the user's metadata last (it wins).
-    async fn snapshot_image(
+    /// Accepts `createBackup` of an image-backed server (400 for a volume-backed one, as
+    /// upstream): an image of type `backup`, after which only the newest `rotation` backups of
+    /// `backup_type` of the server are kept.
+    pub async fn create_backup(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        name: &str,
+        rotation: Rotation,
+        metadata: Map<String, Value>,
+    ) -> Result<ImageRec> {
+        let s = self.snapshot_source(caller, id, "createBackup").await?;
+        if s.image_id.is_empty() {
+            return Err(ServiceError::BadRequest(
+                "Backup is not supported for volume-backed instances.".into(),
+            ));
+        }
+        let image_id = crate::new_uuid();
+        let image = self
+            .image_spec(caller, &s, name, metadata, "qcow2", Some(&rotation))
+            .await;
+        let st = ImageSagaState {
+            caller: Caller::of(caller),
+            server_id: s.id.clone(),
+            project_id: s.project_id.clone(),
+            tmp: Some(format!("tmp/snapshot-{image_id}.qcow2")),
+            image_id,
+            image,
+            backup: Some(rotation),
+            ..ImageSagaState::default()
+        };
+        self.begin_image_saga::<Backup>(st).await
+    }
+
+    /// The server to make an image of: 409 if it is busy or in a state that cannot be copied.
+    async fn snapshot_source(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        verb: &str,
+    ) -> Result<ServerRec> {
+        let s = self.get(caller, id).await?;
+        if s.task_state.is_some() || !SNAPSHOT_FROM.contains(&s.vm_state.as_str()) {
+            return Err(cannot(verb, &s));
+        }
+        Ok(s)
+    }
+
+    async fn begin_image_saga<S: Saga<State = ImageSagaState>>(
+        &self,
+        st: ImageSagaState,
+    ) -> Result<ImageRec> {
+        let st = self
+            .sagas
+            .begin::<S>(crate::new_uuid(), &st, ACCEPTED_AFTER)
+            .await?;
+        self.images
+            .find(&st.image_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("image", &st.image_id))
+    }
+
+    /// What the image will be: upstream's properties, the base image's inheritable ones, the
+    /// user's metadata last (it wins).
+    async fn image_spec(
         &self,
         caller: &Authorized,
         s: &ServerRec,
         name: &str,
         metadata: Map<String, Value>,
         disk_format: &str,
-    ) -> Value {
+        backup: Option<&Rotation>,
+    ) -> ImageSpec {
         let base = self.images.get(caller, &s.image_id).await.ok();
         let flavor: Value = serde_json::from_str(&s.flavor).unwrap_or_default();
         let mut props = Map::new();
@@ -168,81 +337,64 @@ impl Compute {
             }
         }
         let project_name = caller.project().map(|p| p.name.clone()).unwrap_or_default();
+        let image_type = if backup.is_some() {
+            "backup"
+        } else {
+            "snapshot"
+        };
         for (k, v) in [
             ("instance_uuid", s.id.clone()),
             ("user_id", caller.user.id.clone()),
-            ("image_type", "snapshot".into()),
+            ("image_type", image_type.into()),
             ("base_image_ref", s.image_id.clone()),
             ("owner_project_name", project_name),
             ("owner_user_name", caller.user.name.clone()),
         ] {
             props.insert(k.into(), Value::String(v));
         }
+        if let Some(b) = backup {
+            props.insert("backup_type".into(), Value::String(b.backup_type.clone()));
+        }
         props.extend(metadata);
         let base_min_disk = base.as_ref().map_or(0, |b| b.min_disk);
-        json!({
-            "name": name,
-            "disk_format": disk_format,
-            "min_disk": base_min_disk.max(flavor["disk"].as_i64().unwrap_or(0)),
-            "min_ram": base.as_ref().map_or(0, |b| b.min_ram),
-            "properties": props,
-        })
+        ImageSpec {
+            name: name.to_string(),
+            disk_format: disk_format.to_string(),
+            min_disk: base_min_disk.max(flavor["disk"].as_i64().unwrap_or(0)),
+            min_ram: base.as_ref().map_or(0, |b| b.min_ram),
+            properties: props,
+        }
     }
-}
-
-/// The two createImage sagas (image-backed and volume-backed servers).
-pub struct CreateImageSaga {
-    store: Arc<Store>,
-    images: Arc<Images>,
-    volumes: Arc<Volumes>,
-    disks: Arc<Disks>,
-    volume_backed: bool,
 }
 
 fn failed(msg: impl Into<String>) -> StepError {
     StepError::Failed(ServiceError::Internal(msg.into()))
 }
 
-impl CreateImageSaga {
-    pub fn new(
-        store: Arc<Store>,
-        images: Arc<Images>,
-        volumes: Arc<Volumes>,
-        disks: Arc<Disks>,
-        volume_backed: bool,
-    ) -> CreateImageSaga {
-        CreateImageSaga {
-            store,
-            images,
-            volumes,
-            disks,
-            volume_backed,
-        }
-    }
-
-    async fn server(&self, data: &Data) -> std::result::Result<ServerRec, StepError> {
-        let id = text(data, "server_id")?;
-        store::server_get(self.store.pool(), id)
+impl ImageSagas {
+    async fn server(&self, st: &ImageSagaState) -> std::result::Result<ServerRec, StepError> {
+        store::server_get(self.store.pool(), &st.server_id)
             .await?
-            .ok_or_else(|| failed(format!("server {id} was deleted")))
+            .ok_or_else(|| failed(format!("server {} was deleted", st.server_id)))
     }
 
     /// Moves the server's task from one of `from` to `to`; already at `to` is fine (a retry).
     async fn move_task(
         &self,
-        data: &Data,
+        st: &ImageSagaState,
         from: &[&str],
         to: Option<&str>,
     ) -> std::result::Result<(), StepError> {
-        let s = self.server(data).await?;
+        let s = self.server(st).await?;
         let now = s.task_state.as_deref();
         if now == to {
             return Ok(());
         }
         if !now.is_some_and(|t| from.contains(&t)) {
             return Err(failed(format!(
-                "server {} is in task_state {now:?}, not createImage's",
-                s.id
+                "server {} is in task_state {now:?}, not {}'s",
+                s.id,
+                st.verb()
             )));
         }
         let mut w = self.store.write(false).await?;
@@ -266,251 +418,234 @@ impl CreateImageSaga {
     }
 
     /// The image being made, or a quiet stop if its user deleted it.
-    async fn image(&self, data: &Data) -> std::result::Result<ImageRec, StepError> {
-        let id = text(data, "image_id")?;
-        self.images.find(id).await?.ok_or_else(|| {
-            StepError::Quiet(format!("image {id} was deleted while it was being made"))
+    async fn image(&self, st: &ImageSagaState) -> std::result::Result<ImageRec, StepError> {
+        self.images.find(&st.image_id).await?.ok_or_else(|| {
+            StepError::Quiet(format!(
+                "image {} was deleted while it was being made",
+                st.image_id
+            ))
         })
-    }
-
-    async fn reserve(&self, data: &Data, retry: bool) -> std::result::Result<(), StepError> {
-        let id = text(data, "server_id")?;
-        let s = store::server_get(self.store.pool(), id)
-            .await?
-            .ok_or_else(|| StepError::Refused(ServiceError::not_found("instance", id)))?;
-        if retry && s.task_state.as_deref() == Some("image_snapshot_pending") {
-            return Ok(());
-        }
-        if s.task_state.is_some() || !SNAPSHOT_FROM.contains(&s.vm_state.as_str()) {
-            return Err(StepError::Refused(cannot("createImage", &s)));
-        }
-        let mut w = self.store.write(false).await?;
-        let moved = store::server_transition(
-            w.conn(),
-            id,
-            SNAPSHOT_FROM,
-            None,
-            &s.vm_state,
-            Some("image_snapshot_pending"),
-            s.power_state,
-            now_micros(),
-        )
-        .await?;
-        self.store.commit(w).await?;
-        if moved {
-            return Ok(());
-        }
-        let now = store::server_get(self.store.pool(), id)
-            .await?
-            .ok_or_else(|| StepError::Refused(ServiceError::not_found("instance", id)))?;
-        Err(StepError::Refused(cannot("createImage", &now)))
-    }
-
-    async fn register(&self, data: &Data) -> std::result::Result<(), StepError> {
-        let id = text(data, "image_id")?;
-        if self.images.find(id).await?.is_some() {
-            return Ok(());
-        }
-        let spec = &data["image"];
-        let req = ImageCreate {
-            id: Some(id.to_string()),
-            name: spec["name"].as_str().map(String::from),
-            visibility: Some("private".into()),
-            disk_format: spec["disk_format"].as_str().map(String::from),
-            container_format: Some("bare".into()),
-            min_disk: spec["min_disk"].as_i64().unwrap_or(0),
-            min_ram: spec["min_ram"].as_i64().unwrap_or(0),
-            properties: spec["properties"].as_object().cloned().unwrap_or_default(),
-            ..Default::default()
-        };
-        let project = text(data, "project_id")?.to_string();
-        self.images.create_in(project, req).await?;
-        Ok(())
-    }
-
-    async fn flatten(&self, data: &Data) -> std::result::Result<(), StepError> {
-        // A retry may find the task one step on; the flattening is done again.
-        self.move_task(
-            data,
-            &["image_snapshot_pending", "image_pending_upload"],
-            Some("image_snapshot"),
-        )
-        .await?;
-        self.image(data).await?;
-        let s = self.server(data).await?;
-        let tmp = self.disks.path(text(data, "tmp")?);
-        if let Some(dir) = tmp.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| failed(format!("work dir: {e}")))?;
-        }
-        let root = self.disks.path(&s.root_disk);
-        stratus_blob::format::convert(&root, DiskFormat::Qcow2, &tmp, DiskFormat::Qcow2)
-            .await
-            .map_err(|e| failed(format!("flattening the disk: {e}")))?;
-        self.move_task(data, &["image_snapshot"], Some("image_pending_upload"))
-            .await
     }
 
     /// Stores the image's data (the flattened disk, or nothing); a deleted image stops quietly,
     /// a deleted server fails the saga (so the unfinished image goes).
-    async fn upload(&self, data: &Data, file: Option<&str>) -> std::result::Result<(), StepError> {
-        let image = self.image(data).await?;
+    async fn put_data(&self, st: &ImageSagaState, file: Option<&str>) -> StepResult {
+        let image = self.image(st).await?;
         let path = file.map(|f| self.disks.path(f));
         if let Err(e) = self.images.put_data(&image.id, path.as_deref()).await {
-            self.image(data).await?;
+            self.image(st).await?;
             return Err(StepError::Failed(e));
         }
-        self.server(data).await?;
+        self.server(st).await?;
         Ok(())
-    }
-
-    async fn snapshot(&self, data: &Data) -> std::result::Result<(), StepError> {
-        self.move_task(data, &["image_snapshot_pending"], Some("image_snapshot"))
-            .await?;
-        self.server(data).await?;
-        self.image(data).await?;
-        for plan in plans(&data["snapshots"])? {
-            self.volumes.snapshot_apply(&plan).await?;
-        }
-        Ok(())
-    }
-
-    async fn finish(&self, data: &Data, from: &str) -> std::result::Result<(), StepError> {
-        if let Some(tmp) = data.get("tmp").and_then(Value::as_str) {
-            remove_file(&self.disks, tmp).await?;
-        }
-        let id = text(data, "server_id")?;
-        if store::server_get(self.store.pool(), id).await?.is_none() {
-            // Deleted after its image was finished: nothing to reset.
-            return Ok(());
-        }
-        self.move_task(data, &[from], None).await
-    }
-
-    async fn run_step(
-        &self,
-        idx: usize,
-        data: &mut Data,
-        retry: bool,
-    ) -> std::result::Result<(), StepError> {
-        match (self.volume_backed, idx) {
-            (_, 0) => self.reserve(data, retry).await,
-            (_, 1) => self.register(data).await,
-            (false, 2) => self.flatten(data).await,
-            (false, 3) => {
-                self.move_task(data, &["image_pending_upload"], Some("image_uploading"))
-                    .await?;
-                let tmp = text(data, "tmp")?.to_string();
-                self.upload(data, Some(&tmp)).await
-            }
-            (false, 4) => self.finish(data, "image_uploading").await,
-            (true, 2) => self.snapshot(data).await,
-            (true, 3) => self.upload(data, None).await,
-            (true, 4) => self.finish(data, "image_snapshot").await,
-            _ => Err(failed(format!("no step {idx}"))),
-        }
-    }
-
-    async fn undo_step(&self, idx: usize, record: &Value, why: &Why) -> Result<()> {
-        let field = |k: &str| {
-            record[k]
-                .as_str()
-                .ok_or_else(|| ServiceError::Internal(format!("undo record lacks {k:?}")))
-        };
-        match (self.volume_backed, idx) {
-            (_, 0) => {
-                let id = field("server_id")?;
-                let Some(s) = store::server_get(self.store.pool(), id).await? else {
-                    return Ok(());
-                };
-                if !s
-                    .task_state
-                    .as_deref()
-                    .is_some_and(|t| t.starts_with("image_"))
-                {
-                    return Ok(());
-                }
-                let fault = why
-                    .error
-                    .as_ref()
-                    .map(|e| format!("createImage failed: {e}"));
-                let mut w = self.store.write(false).await?;
-                store::server_clear_task(w.conn(), id, fault.as_deref(), now_micros()).await?;
-                Ok(self.store.commit(w).await?)
-            }
-            (_, 1) | (_, 3) => self.images.discard(field("image_id")?).await,
-            (false, 2) => remove_file(&self.disks, field("tmp")?)
-                .await
-                .map_err(|e| ServiceError::Internal(format!("{e:?}"))),
-            (true, 2) => {
-                let list = plans(&record["snapshots"])
-                    .map_err(|e| ServiceError::Internal(format!("{e:?}")))?;
-                for plan in list.iter().rev() {
-                    self.volumes.snapshot_revert(plan).await?;
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
     }
 }
 
-fn plans(v: &Value) -> std::result::Result<Vec<SnapshotPlan>, StepError> {
-    serde_json::from_value(v.clone()).map_err(|e| failed(format!("snapshot plans: {e}")))
+fn tmp_of(st: &ImageSagaState) -> std::result::Result<&str, StepError> {
+    st.tmp
+        .as_deref()
+        .ok_or_else(|| failed("the saga has no temporary file"))
 }
 
-async fn remove_file(disks: &Disks, rel: &str) -> std::result::Result<(), StepError> {
+async fn reserve(c: &ImageSagas, st: &mut ImageSagaState, retry: bool) -> StepResult {
+    let id = st.server_id.as_str();
+    let task = st.first_task();
+    let s = store::server_get(c.store.pool(), id)
+        .await?
+        .ok_or_else(|| StepError::Refused(ServiceError::not_found("instance", id)))?;
+    if retry && s.task_state.as_deref() == Some(task) {
+        return Ok(());
+    }
+    if s.task_state.is_some() || !SNAPSHOT_FROM.contains(&s.vm_state.as_str()) {
+        return Err(StepError::Refused(cannot(st.verb(), &s)));
+    }
+    let mut w = c.store.write(false).await?;
+    let moved = store::server_transition(
+        w.conn(),
+        id,
+        SNAPSHOT_FROM,
+        None,
+        &s.vm_state,
+        Some(task),
+        s.power_state,
+        now_micros(),
+    )
+    .await?;
+    c.store.commit(w).await?;
+    if moved {
+        return Ok(());
+    }
+    let now = store::server_get(c.store.pool(), id)
+        .await?
+        .ok_or_else(|| StepError::Refused(ServiceError::not_found("instance", id)))?;
+    Err(StepError::Refused(cannot(st.verb(), &now)))
+}
+
+/// Ends the server's task (if it is still one of the image sagas'), with a fault unless the stop
+/// was quiet.
+async fn unreserve(c: &ImageSagas, st: &ImageSagaState, why: &Why) -> Result<()> {
+    let Some(s) = store::server_get(c.store.pool(), &st.server_id).await? else {
+        return Ok(());
+    };
+    if !s
+        .task_state
+        .as_deref()
+        .is_some_and(|t| t.starts_with("image_"))
+    {
+        return Ok(());
+    }
+    let fault = why
+        .error
+        .as_ref()
+        .map(|e| format!("{} failed: {e}", st.verb()));
+    let mut w = c.store.write(false).await?;
+    store::server_clear_task(w.conn(), &s.id, fault.as_deref(), now_micros()).await?;
+    Ok(c.store.commit(w).await?)
+}
+
+async fn register(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepResult {
+    if c.images.find(&st.image_id).await?.is_some() {
+        return Ok(());
+    }
+    let spec = &st.image;
+    let req = ImageCreate {
+        id: Some(st.image_id.clone()),
+        name: Some(spec.name.clone()),
+        visibility: Some("private".into()),
+        disk_format: Some(spec.disk_format.clone()),
+        container_format: Some("bare".into()),
+        min_disk: spec.min_disk,
+        min_ram: spec.min_ram,
+        properties: spec.properties.clone(),
+        ..Default::default()
+    };
+    c.images.create_in(st.project_id.clone(), req).await?;
+    Ok(())
+}
+
+async fn discard(c: &ImageSagas, st: &ImageSagaState, _why: &Why) -> Result<()> {
+    c.images.discard(&st.image_id).await
+}
+
+async fn flatten(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepResult {
+    // A retry may find the task one step on; the flattening is done again.
+    let copying = st.copy_task();
+    c.move_task(
+        st,
+        &[st.first_task(), "image_pending_upload"],
+        Some(copying),
+    )
+    .await?;
+    c.image(st).await?;
+    let s = c.server(st).await?;
+    let tmp = c.disks.path(tmp_of(st)?);
+    if let Some(dir) = tmp.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| failed(format!("work dir: {e}")))?;
+    }
+    let root = c.disks.path(&s.root_disk);
+    stratus_blob::format::convert(&root, DiskFormat::Qcow2, &tmp, DiskFormat::Qcow2)
+        .await
+        .map_err(|e| failed(format!("flattening the disk: {e}")))?;
+    c.move_task(st, &[copying], Some("image_pending_upload"))
+        .await
+}
+
+async fn remove_tmp(c: &ImageSagas, st: &ImageSagaState, _why: &Why) -> Result<()> {
+    match &st.tmp {
+        Some(tmp) => remove_file(&c.disks, tmp)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("{e:?}"))),
+        None => Ok(()),
+    }
+}
+
+async fn upload(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepResult {
+    c.move_task(st, &["image_pending_upload"], Some("image_uploading"))
+        .await?;
+    let tmp = tmp_of(st)?.to_string();
+    c.put_data(st, Some(&tmp)).await
+}
+
+async fn snapshot(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepResult {
+    c.move_task(st, &["image_snapshot_pending"], Some("image_snapshot"))
+        .await?;
+    c.server(st).await?;
+    c.image(st).await?;
+    for plan in &st.snapshots {
+        c.volumes.snapshot_apply(plan).await?;
+    }
+    Ok(())
+}
+
+async fn revert_snapshots(c: &ImageSagas, st: &ImageSagaState, _why: &Why) -> Result<()> {
+    for plan in st.snapshots.iter().rev() {
+        c.volumes.snapshot_revert(plan).await?;
+    }
+    Ok(())
+}
+
+async fn activate(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepResult {
+    c.put_data(st, None).await
+}
+
+/// Most backups of one server and type a rotation looks at.
+const ROTATION_SCAN: i64 = 10_000;
+
+/// Deletes the server's backups of the same type beyond the newest `rotation` (the new one
+/// included, so a rotation of 0 keeps none). A backup that cannot be deleted is logged and left,
+/// as upstream does: the new backup is not undone for it.
+async fn rotate(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepResult {
+    let Some(r) = &st.backup else {
+        return Ok(());
+    };
+    let mut f = store::ImageFilter::new(&st.project_id, ROTATION_SCAN);
+    f.owner = Some(st.project_id.clone());
+    f.properties = vec![
+        ("image_type".into(), "backup".into()),
+        ("backup_type".into(), r.backup_type.clone()),
+        ("instance_uuid".into(), st.server_id.clone()),
+    ];
+    f.sort = vec![(store::SortKey::CreatedAt, false)];
+    let backups = store::image_list(c.store.pool(), &f).await?;
+    let keep = usize::try_from(r.rotation.max(0)).unwrap_or(usize::MAX);
+    for old in backups.iter().skip(keep) {
+        if old.protected {
+            tracing::warn!(image = %old.id, "backup rotation leaves a protected backup");
+            continue;
+        }
+        match c.images.discard(&old.id).await {
+            Ok(()) => tracing::info!(image = %old.id, server = %st.server_id, "rotated out backup"),
+            Err(e) => tracing::warn!(image = %old.id, "backup rotation could not delete it: {e}"),
+        }
+    }
+    Ok(())
+}
+
+async fn finish(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepResult {
+    if let Some(tmp) = &st.tmp {
+        remove_file(&c.disks, tmp).await?;
+    }
+    if store::server_get(c.store.pool(), &st.server_id)
+        .await?
+        .is_none()
+    {
+        // Deleted after its image was finished: nothing to reset.
+        return Ok(());
+    }
+    let from = if st.tmp.is_some() {
+        "image_uploading"
+    } else {
+        "image_snapshot"
+    };
+    c.move_task(st, &[from], None).await
+}
+
+async fn remove_file(disks: &Disks, rel: &str) -> StepResult {
     match tokio::fs::remove_file(disks.path(rel)).await {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(failed(format!("removing {rel}: {e}"))),
-    }
-}
-
-impl SagaKind for CreateImageSaga {
-    fn name(&self) -> &'static str {
-        if self.volume_backed {
-            VOLUME_BACKED
-        } else {
-            IMAGE_BACKED
-        }
-    }
-
-    fn steps(&self) -> &'static [&'static str] {
-        if self.volume_backed {
-            VOLUME_BACKED_STEPS
-        } else {
-            IMAGE_BACKED_STEPS
-        }
-    }
-
-    fn undo_record(&self, idx: usize, data: &Data) -> Value {
-        let pick = |k: &str| json!({ k: data.get(k).cloned().unwrap_or(Value::Null) });
-        match (self.volume_backed, idx) {
-            (_, 0) => pick("server_id"),
-            (_, 1) | (_, 3) => pick("image_id"),
-            (false, 2) => pick("tmp"),
-            (true, 2) => pick("snapshots"),
-            _ => json!({}),
-        }
-    }
-
-    fn run<'a>(
-        &'a self,
-        idx: usize,
-        data: &'a mut Data,
-        retry: bool,
-    ) -> BoxFuture<'a, std::result::Result<(), StepError>> {
-        Box::pin(self.run_step(idx, data, retry))
-    }
-
-    fn undo<'a>(
-        &'a self,
-        idx: usize,
-        record: &'a Value,
-        why: &'a Why,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.undo_step(idx, record, why))
     }
 }

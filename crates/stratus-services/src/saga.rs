@@ -1,11 +1,14 @@
 //! The saga engine: multi-step operations that survive the death of the process running them.
 //!
-//! A saga is a row (`sagas`) holding its kind, its state, the index of its current step and a
-//! JSON object of data; each step is a row (`saga_steps`). Before a step runs, the row is written
-//! as `started` together with the step's *undo record* (what its undo acts on), so a step that
-//! partly succeeds can be undone; after it runs, the row becomes `done` and the saga moves on,
-//! both in one transaction. Steps are idempotent: a step found `started` after a crash is run
-//! again (told that it is a retry).
+//! A saga kind is one declaration ([`Saga`]): a name, a typed state (its parameters, the caller
+//! included, and what its steps add) and its steps, each a run and an undo ([`saga_steps!`]).
+//!
+//! A saga is a row (`sagas`) holding its kind, its state, the index of its current step and its
+//! data (the state as JSON); each step is a row (`saga_steps`). Before a step runs, the row is
+//! written as `started` together with the step's *undo record* (the state the step starts from,
+//! which is all its undo needs), so a step that partly succeeds can be undone; after it runs, the
+//! row becomes `done` and the saga moves on, both in one transaction. Steps are idempotent: a step
+//! found `started` after a crash is run again (told that it is a retry).
 //!
 //! A step that fails makes the saga `undoing`: the undo of every step that started is run, last
 //! first, each recorded `undone`. An undo that fails leaves the saga `stuck` with the error, for an
@@ -17,7 +20,7 @@
 
 use crate::{Result, ServiceError};
 use futures::future::BoxFuture;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -56,26 +59,150 @@ pub struct Why {
     pub error: Option<String>,
 }
 
-/// The data a step reads and adds to (persisted with the step).
-pub type Data = Map<String, Value>;
+/// Who started a saga, as its steps may need to know: the caller of the request, kept in the
+/// saga's state so that a node resuming it acts for the same caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Caller {
+    pub user_id: String,
+    pub user_name: String,
+    pub project_id: Option<String>,
+    pub project_name: Option<String>,
+}
 
-/// A kind of saga: its steps, how each runs and how each is undone.
-pub trait SagaKind: Send + Sync {
+impl Caller {
+    pub fn of(caller: &crate::authz::Authorized) -> Caller {
+        Caller {
+            user_id: caller.user.id.clone(),
+            user_name: caller.user.name.clone(),
+            project_id: caller.project().map(|p| p.id.clone()),
+            project_name: caller.project().map(|p| p.name.clone()),
+        }
+    }
+}
+
+/// What a step returns.
+pub type StepResult = std::result::Result<(), StepError>;
+
+/// Runs a step on the saga's state, which it may add to. It must be idempotent: `retry` is set
+/// when an earlier attempt started it and may have done any part of it.
+pub type RunFn<C, S> = for<'a> fn(&'a C, &'a mut S, bool) -> BoxFuture<'a, StepResult>;
+
+/// Undoes a step from the state as it was when the step started; idempotent too.
+pub type UndoFn<C, S> = for<'a> fn(&'a C, &'a S, &'a Why) -> BoxFuture<'a, Result<()>>;
+
+/// One step of a saga kind: its name (in records, logs and fault rules), what it does and what
+/// undoes it.
+pub struct Step<C, S> {
+    pub name: &'static str,
+    pub run: RunFn<C, S>,
+    pub undo: UndoFn<C, S>,
+}
+
+/// A kind of saga, declared once: its name, its steps in order, the services its steps use
+/// (`Ctx`) and its state. The state is the saga's parameters (the caller included) and whatever
+/// its steps add; it is saved with every step, and the state a step started from is the undo
+/// record of that step, so an undo needs nothing else.
+///
+/// ```ignore
+/// pub enum Backup {}
+/// impl Saga for Backup {
+///     const NAME: &'static str = "create-backup";
+///     type Ctx = ImageSagas;
+///     type State = CreateImageState;
+///     const STEPS: &'static [Step<ImageSagas, CreateImageState>] = saga_steps![
+///         "reserve" => reserve, unreserve;
+///         "register" => register, discard_image;
+///     ];
+/// }
+/// ```
+pub trait Saga: 'static {
+    const NAME: &'static str;
+    type Ctx: Send + Sync + 'static;
+    type State: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static;
+    const STEPS: &'static [Step<Self::Ctx, Self::State>];
+}
+
+/// The steps of a [`Saga`] declaration: `"name" => run_fn, undo_fn;` each, where the functions
+/// are `async fn(&Ctx, &mut State, bool) -> StepResult` and `async fn(&Ctx, &State, &Why) ->
+/// Result<()>` ([`nothing`] for a step with nothing to undo).
+#[macro_export]
+macro_rules! saga_steps {
+    ($($name:literal => $run:path, $undo:path;)*) => {
+        &[$($crate::saga::Step {
+            name: $name,
+            run: |c, s, retry| Box::pin($run(c, s, retry)),
+            undo: |c, s, why| Box::pin($undo(c, s, why)),
+        },)*]
+    };
+}
+
+/// The undo of a step that leaves nothing to undo.
+pub async fn nothing<C, S>(_: &C, _: &S, _: &Why) -> Result<()> {
+    Ok(())
+}
+
+/// A saga kind as the engine drives it: steps by index over the state as JSON.
+trait Kind: Send + Sync {
     fn name(&self) -> &'static str;
-    fn steps(&self) -> &'static [&'static str];
-    /// What the undo of step `idx` will act on; recorded before the step runs.
-    fn undo_record(&self, idx: usize, data: &Data) -> Value;
-    /// Runs step `idx`. It must be idempotent: `retry` is set when an earlier attempt started it
-    /// and may have done any part of it.
+    fn step_names(&self) -> Vec<&'static str>;
+    fn run<'a>(&'a self, idx: usize, data: &'a mut Value, retry: bool)
+        -> BoxFuture<'a, StepResult>;
+    fn undo<'a>(&'a self, idx: usize, record: &'a Value, why: &'a Why)
+        -> BoxFuture<'a, Result<()>>;
+}
+
+/// A declared saga with the services its steps use.
+struct Declared<S: Saga> {
+    ctx: Arc<S::Ctx>,
+}
+
+fn state_of<S: Saga>(v: &Value) -> Result<S::State> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| ServiceError::Internal(format!("{} saga state: {e}", S::NAME)))
+}
+
+impl<S: Saga> Kind for Declared<S> {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn step_names(&self) -> Vec<&'static str> {
+        S::STEPS.iter().map(|s| s.name).collect()
+    }
+
     fn run<'a>(
         &'a self,
         idx: usize,
-        data: &'a mut Data,
+        data: &'a mut Value,
         retry: bool,
-    ) -> BoxFuture<'a, std::result::Result<(), StepError>>;
-    /// Undoes step `idx` from its record; idempotent too.
-    fn undo<'a>(&'a self, idx: usize, record: &'a Value, why: &'a Why)
-        -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, StepResult> {
+        Box::pin(async move {
+            let step = S::STEPS
+                .get(idx)
+                .ok_or_else(|| ServiceError::Internal(format!("{} has no step {idx}", S::NAME)))?;
+            let mut state = state_of::<S>(data)?;
+            let ran = (step.run)(&self.ctx, &mut state, retry).await;
+            *data = serde_json::to_value(&state)
+                .map_err(|e| ServiceError::Internal(format!("{} saga state: {e}", S::NAME)))?;
+            ran
+        })
+    }
+
+    fn undo<'a>(
+        &'a self,
+        idx: usize,
+        record: &'a Value,
+        why: &'a Why,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let step = S::STEPS
+                .get(idx)
+                .ok_or_else(|| ServiceError::Internal(format!("{} has no step {idx}", S::NAME)))?;
+            let state = state_of::<S>(record)?;
+            (step.undo)(&self.ctx, &state, why).await
+        })
+    }
 }
 
 /// Fault injection for the crash tests, from a comma-separated list of rules:
@@ -122,7 +249,7 @@ pub struct Sagas {
     store: Arc<Store>,
     node: String,
     times: LeaseTimes,
-    kinds: RwLock<HashMap<&'static str, Arc<dyn SagaKind>>>,
+    kinds: RwLock<HashMap<&'static str, Arc<dyn Kind>>>,
     /// Sagas this process is driving now.
     driving: Mutex<HashSet<String>>,
     faults: Faults,
@@ -174,13 +301,14 @@ impl Sagas {
         }
     }
 
-    pub fn register(&self, kind: Arc<dyn SagaKind>) {
+    /// Makes saga kind `S` runnable on this node, its steps using `ctx`.
+    pub fn register<S: Saga>(&self, ctx: Arc<S::Ctx>) {
         if let Ok(mut k) = self.kinds.write() {
-            k.insert(kind.name(), kind);
+            k.insert(S::NAME, Arc::new(Declared::<S> { ctx }));
         }
     }
 
-    fn kind(&self, name: &str) -> Result<Arc<dyn SagaKind>> {
+    fn kind(&self, name: &str) -> Result<Arc<dyn Kind>> {
         self.kinds
             .read()
             .ok()
@@ -192,24 +320,26 @@ impl Sagas {
         now_micros() + self.times.lease.as_micros() as i64
     }
 
-    /// Starts a saga of `kind` with `data` and runs its first `sync_steps` steps in the calling
-    /// task; the rest runs in the background. If one of the first steps fails, the saga is undone
-    /// here and the step's error returned (a saga refused at its first step leaves no record).
-    pub async fn begin(
+    /// Starts a saga of kind `S` from `state` and runs its first `sync_steps` steps in the
+    /// calling task; the rest runs in the background. Returns the state after those steps. If one
+    /// of them fails, the saga is undone here and the step's error returned (a saga refused at
+    /// its first step leaves no record).
+    pub async fn begin<S: Saga>(
         self: &Arc<Self>,
-        kind: &str,
         id: String,
-        data: Data,
+        state: &S::State,
         sync_steps: usize,
-    ) -> Result<Data> {
-        let k = self.kind(kind)?;
+    ) -> Result<S::State> {
+        let k = self.kind(S::NAME)?;
         let now = now_micros();
+        let data = serde_json::to_string(state)
+            .map_err(|e| ServiceError::Internal(format!("{} saga state: {e}", S::NAME)))?;
         let mut rec = SagaRec {
             id: id.clone(),
-            kind: kind.to_string(),
+            kind: S::NAME.to_string(),
             state: "running".into(),
             step: 0,
-            data: Value::Object(data).to_string(),
+            data,
             error: None,
             quiet: false,
             owner: self.node.clone(),
@@ -222,16 +352,18 @@ impl Sagas {
         self.store.commit(w).await?;
         self.mark_driving(&id, true);
         let ended = self.advance(&*k, &mut rec, Some(sync_steps)).await;
-        let data: Data = serde_json::from_str(&rec.data).unwrap_or_default();
+        let state = serde_json::from_str::<Value>(&rec.data)
+            .map_err(|e| ServiceError::Internal(format!("saga {id} data: {e}")))
+            .and_then(|v| state_of::<S>(&v));
         match ended {
             Ok(Ended::Paused) => {
                 let me = self.clone();
                 tokio::spawn(async move { me.drive_claimed(id).await });
-                Ok(data)
+                state
             }
             Ok(Ended::Done) => {
                 self.mark_driving(&id, false);
-                Ok(data)
+                state
             }
             Ok(Ended::Undone(outcome, failed_at)) => {
                 self.mark_driving(&id, false);
@@ -424,15 +556,15 @@ impl Sagas {
     /// undo if it is undoing.
     async fn advance(
         &self,
-        k: &dyn SagaKind,
+        k: &dyn Kind,
         rec: &mut SagaRec,
         until: Option<usize>,
     ) -> Result<Ended> {
-        let steps = k.steps();
+        let steps = k.step_names();
         if rec.state == "undoing" {
             return self.undo_all(k, rec, None).await;
         }
-        let mut data: Data = serde_json::from_str(&rec.data)
+        let mut data: Value = serde_json::from_str(&rec.data)
             .map_err(|e| ServiceError::Internal(format!("saga {} data: {e}", rec.id)))?;
         let existing = store::saga_steps(self.store.pool(), &rec.id).await?;
         // A finished step's `done` row is written with the next step's `started` row (one
@@ -468,7 +600,8 @@ impl Sagas {
                 idx: idx as i64,
                 name: name.to_string(),
                 status: "started".into(),
-                undo: k.undo_record(idx, &data).to_string(),
+                // The state the step starts from is what its undo works from.
+                undo: data.to_string(),
                 error: None,
                 started_at: now_micros(),
                 finished_at: None,
@@ -492,7 +625,7 @@ impl Sagas {
                     row.status = "done".into();
                     row.finished_at = Some(now_micros());
                     rec.step = idx as i64 + 1;
-                    rec.data = Value::Object(data.clone()).to_string();
+                    rec.data = data.to_string();
                     finished = Some(row);
                 }
                 Err(e) => {
@@ -531,7 +664,7 @@ impl Sagas {
     /// Undoes every step that started and is not undone yet, last first.
     async fn undo_all(
         &self,
-        k: &dyn SagaKind,
+        k: &dyn Kind,
         rec: &mut SagaRec,
         outcome: Option<(StepOutcome, usize)>,
     ) -> Result<Ended> {
@@ -621,11 +754,4 @@ pub async fn retry(st: &Store, id: &str) -> Result<bool> {
     let ok = store::saga_retry(w.conn(), id, now_micros()).await?;
     st.commit(w).await?;
     Ok(ok)
-}
-
-/// Reads a string field of saga data.
-pub fn text<'a>(data: &'a Data, key: &str) -> Result<&'a str> {
-    data.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ServiceError::Internal(format!("saga data lacks {key:?}")))
 }

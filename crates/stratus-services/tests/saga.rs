@@ -2,86 +2,104 @@
 //! order of steps and undos, steps that refuse, failed undos (stuck, then retried by an
 //! operator), and a second node taking over after the first one died with its lease.
 
-use futures::future::BoxFuture;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stratus_services::saga::{self, Data, Faults, LeaseTimes, SagaKind, Sagas, StepError, Why};
+use stratus_services::saga::{
+    self, Faults, LeaseTimes, Saga, Sagas, Step, StepError, StepResult, Why,
+};
 use stratus_services::ServiceError;
 use stratus_store::Store;
 
-/// Three steps `a`, `b`, `c`; data `fail` names a step that fails, `refuse` one that refuses;
-/// `hang_b` makes the first attempt at `b` wait forever. Every run and undo is logged.
+/// What the toy saga's steps use: a log of every run and undo, and a switch that makes the undo
+/// of `b` fail.
 #[derive(Default)]
 struct Toy {
     log: Mutex<Vec<String>>,
     fail_undo_b: AtomicBool,
 }
 
-const STEPS: &[&str] = &["a", "b", "c"];
-
 impl Toy {
     fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
+
+    async fn run(&self, name: &str, s: &mut ToyState, retry: bool) -> StepResult {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("run {name}{}", if retry { " (retry)" } else { "" }));
+        if name == "b" && s.hang_b && !retry {
+            std::future::pending::<()>().await;
+        }
+        if s.fail.as_deref() == Some(name) {
+            return Err(StepError::Failed(ServiceError::Internal(format!(
+                "{name} broke"
+            ))));
+        }
+        if s.refuse.as_deref() == Some(name) {
+            return Err(StepError::Refused(ServiceError::Conflict("busy".into())));
+        }
+        s.done.push(name.to_string());
+        Ok(())
+    }
+
+    async fn undo(&self, name: &str, s: &ToyState, why: &Why) -> stratus_services::Result<()> {
+        if name == "b" && self.fail_undo_b.load(Ordering::SeqCst) {
+            return Err(ServiceError::Internal("undo of b broke".into()));
+        }
+        self.log.lock().unwrap().push(format!(
+            "undo {name} after {:?} ({})",
+            s.done,
+            why.error.clone().unwrap_or_default()
+        ));
+        Ok(())
+    }
 }
 
-impl SagaKind for Toy {
-    fn name(&self) -> &'static str {
-        "toy"
-    }
-    fn steps(&self) -> &'static [&'static str] {
-        STEPS
-    }
-    fn undo_record(&self, idx: usize, _data: &Data) -> Value {
-        json!({ "step": STEPS[idx] })
-    }
-    fn run<'a>(
-        &'a self,
-        idx: usize,
-        data: &'a mut Data,
-        retry: bool,
-    ) -> BoxFuture<'a, Result<(), StepError>> {
-        Box::pin(async move {
-            let name = STEPS[idx];
-            self.log
-                .lock()
-                .unwrap()
-                .push(format!("run {name}{}", if retry { " (retry)" } else { "" }));
-            if name == "b" && data.get("hang_b").is_some() && !retry {
-                std::future::pending::<()>().await;
-            }
-            if data.get("fail").and_then(Value::as_str) == Some(name) {
-                return Err(StepError::Failed(ServiceError::Internal(format!(
-                    "{name} broke"
-                ))));
-            }
-            if data.get("refuse").and_then(Value::as_str) == Some(name) {
-                return Err(StepError::Refused(ServiceError::Conflict("busy".into())));
-            }
-            data.insert(name.into(), json!(true));
-            Ok(())
-        })
-    }
-    fn undo<'a>(
-        &'a self,
-        _idx: usize,
-        record: &'a Value,
-        why: &'a Why,
-    ) -> BoxFuture<'a, stratus_services::Result<()>> {
-        Box::pin(async move {
-            let name = record["step"].as_str().unwrap_or("?");
-            if name == "b" && self.fail_undo_b.load(Ordering::SeqCst) {
-                return Err(ServiceError::Internal("undo of b broke".into()));
-            }
-            self.log.lock().unwrap().push(format!(
-                "undo {name} ({})",
-                why.error.clone().unwrap_or_default()
-            ));
-            Ok(())
-        })
-    }
+/// The toy saga's state: `fail` names a step that fails, `refuse` one that refuses; `hang_b`
+/// makes the first attempt at `b` wait forever; `done` lists the steps that ran.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+struct ToyState {
+    fail: Option<String>,
+    refuse: Option<String>,
+    hang_b: bool,
+    done: Vec<String>,
+}
+
+/// Three steps `a`, `b`, `c`: the whole declaration of a saga kind.
+enum ToySaga {}
+
+impl Saga for ToySaga {
+    const NAME: &'static str = "toy";
+    type Ctx = Toy;
+    type State = ToyState;
+    const STEPS: &'static [Step<Toy, ToyState>] = stratus_services::saga_steps![
+        "a" => run_a, undo_a;
+        "b" => run_b, undo_b;
+        "c" => run_c, undo_c;
+    ];
+}
+
+async fn run_a(t: &Toy, s: &mut ToyState, retry: bool) -> StepResult {
+    t.run("a", s, retry).await
+}
+async fn run_b(t: &Toy, s: &mut ToyState, retry: bool) -> StepResult {
+    t.run("b", s, retry).await
+}
+async fn run_c(t: &Toy, s: &mut ToyState, retry: bool) -> StepResult {
+    t.run("c", s, retry).await
+}
+async fn undo_a(t: &Toy, s: &ToyState, why: &Why) -> stratus_services::Result<()> {
+    t.undo("a", s, why).await
+}
+async fn undo_b(t: &Toy, s: &ToyState, why: &Why) -> stratus_services::Result<()> {
+    t.undo("b", s, why).await
+}
+async fn undo_c(t: &Toy, s: &ToyState, why: &Why) -> stratus_services::Result<()> {
+    t.undo("c", s, why).await
 }
 
 async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
@@ -99,7 +117,7 @@ fn engine(store: &Arc<Store>, node: &str, toy: &Arc<Toy>, lease_ms: u64) -> Arc<
         Faults::default(),
         std::env::temp_dir(),
     ));
-    s.register(toy.clone());
+    s.register::<ToySaga>(toy.clone());
     s
 }
 
@@ -115,8 +133,13 @@ async fn wait_state(store: &Store, id: &str, state: &str) -> stratus_store::Saga
     panic!("saga {id} never became {state}");
 }
 
-fn data(v: Value) -> Data {
-    v.as_object().unwrap().clone()
+fn state(fail: Option<&str>, refuse: Option<&str>, hang_b: bool) -> ToyState {
+    ToyState {
+        fail: fail.map(String::from),
+        refuse: refuse.map(String::from),
+        hang_b,
+        done: vec![],
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,27 +150,34 @@ async fn steps_run_in_order_and_record_before_and_after() {
     let sagas = engine(&st, "n1", &toy, 30_000);
     // The first step runs in the caller's task, the rest in the background.
     let d = sagas
-        .begin("toy", "s1".into(), data(json!({})), 1)
+        .begin::<ToySaga>("s1".into(), &state(None, None, false), 1)
         .await
         .unwrap();
-    assert_eq!(d.get("a"), Some(&json!(true)));
+    assert_eq!(d.done, ["a"]);
     let done = wait_state(&st, "s1", "done").await;
     assert_eq!(done.step, 3);
     assert_eq!(toy.log(), ["run a", "run b", "run c"]);
     let view = saga::show(&st, "s1").await.unwrap().unwrap();
-    let rows: Vec<(String, String, String)> = view
+    // Each step's undo record is the state it started from.
+    let rows: Vec<(String, String, Vec<String>)> = view
         .steps
         .iter()
-        .map(|s| (s.name.clone(), s.status.clone(), s.undo.clone()))
+        .map(|s| {
+            let undo: ToyState = serde_json::from_str(&s.undo).unwrap();
+            (s.name.clone(), s.status.clone(), undo.done)
+        })
         .collect();
+    let done = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
         rows,
         [
-            ("a".into(), "done".into(), r#"{"step":"a"}"#.into()),
-            ("b".into(), "done".into(), r#"{"step":"b"}"#.into()),
-            ("c".into(), "done".into(), r#"{"step":"c"}"#.into()),
+            ("a".into(), "done".into(), done(&[])),
+            ("b".into(), "done".into(), done(&["a"])),
+            ("c".into(), "done".into(), done(&["a", "b"])),
         ]
     );
+    let last: ToyState = serde_json::from_str(&view.saga.data).unwrap();
+    assert_eq!(last.done, ["a", "b", "c"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +187,7 @@ async fn a_failed_step_undoes_every_started_step_last_first() {
     let toy = Arc::new(Toy::default());
     let sagas = engine(&st, "n1", &toy, 30_000);
     sagas
-        .begin("toy", "s2".into(), data(json!({"fail": "c"})), 1)
+        .begin::<ToySaga>("s2".into(), &state(Some("c"), None, false), 1)
         .await
         .unwrap();
     let undone = wait_state(&st, "s2", "undone").await;
@@ -169,9 +199,9 @@ async fn a_failed_step_undoes_every_started_step_last_first() {
             "run a".to_string(),
             "run b".into(),
             "run c".into(),
-            format!("undo c ({why})"),
-            format!("undo b ({why})"),
-            format!("undo a ({why})"),
+            format!("undo c after [\"a\", \"b\"] ({why})"),
+            format!("undo b after [\"a\"] ({why})"),
+            format!("undo a after [] ({why})"),
         ]
     );
 }
@@ -183,7 +213,7 @@ async fn a_first_step_that_refuses_leaves_no_saga() {
     let toy = Arc::new(Toy::default());
     let sagas = engine(&st, "n1", &toy, 30_000);
     let e = sagas
-        .begin("toy", "s3".into(), data(json!({"refuse": "a"})), 2)
+        .begin::<ToySaga>("s3".into(), &state(None, Some("a"), false), 2)
         .await
         .unwrap_err();
     assert!(matches!(e, ServiceError::Conflict(_)), "{e:?}");
@@ -193,11 +223,14 @@ async fn a_first_step_that_refuses_leaves_no_saga() {
         .is_none());
     // A refusal later on undoes the steps before it, not itself.
     let e = sagas
-        .begin("toy", "s4".into(), data(json!({"refuse": "b"})), 2)
+        .begin::<ToySaga>("s4".into(), &state(None, Some("b"), false), 2)
         .await
         .unwrap_err();
     assert!(matches!(e, ServiceError::Conflict(_)), "{e:?}");
-    assert_eq!(toy.log(), ["run a", "run a", "run b", "undo a (b: busy)"]);
+    assert_eq!(
+        toy.log(),
+        ["run a", "run a", "run b", "undo a after [] (b: busy)"]
+    );
     assert_eq!(wait_state(&st, "s4", "undone").await.step, 0);
 }
 
@@ -209,7 +242,7 @@ async fn a_failed_undo_is_stuck_until_an_operator_retries() {
     toy.fail_undo_b.store(true, Ordering::SeqCst);
     let sagas = engine(&st, "n1", &toy, 200);
     sagas
-        .begin("toy", "s5".into(), data(json!({"fail": "c"})), 0)
+        .begin::<ToySaga>("s5".into(), &state(Some("c"), None, false), 0)
         .await
         .unwrap();
     let stuck = wait_state(&st, "s5", "stuck").await;
@@ -228,8 +261,8 @@ async fn a_failed_undo_is_stuck_until_an_operator_retries() {
     assert_eq!(
         &log[log.len() - 2..],
         [
-            "undo b (c: internal error: c broke)",
-            "undo a (c: internal error: c broke)"
+            "undo b after [\"a\"] (c: internal error: c broke)",
+            "undo a after [] (c: internal error: c broke)"
         ]
     );
 }
@@ -251,7 +284,7 @@ async fn another_node_resumes_a_saga_once_the_lease_ran_out() {
         .spawn(async move {
             let node1 = engine(&st1, "n1", &toy1, 1000);
             node1
-                .begin("toy", "s6".into(), data(json!({"hang_b": true})), 1)
+                .begin::<ToySaga>("s6".into(), &state(None, None, true), 1)
                 .await
         })
         .await

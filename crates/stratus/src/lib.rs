@@ -13,7 +13,7 @@ use std::sync::Arc;
 use stratus_api::AppState;
 use stratus_services::authz::Authorizer;
 use stratus_services::compute::{Compute, LocalDriver};
-use stratus_services::create_image::CreateImageSaga;
+use stratus_services::create_image::{self, ImageSagas};
 use stratus_services::disks::Disks;
 use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
@@ -152,15 +152,15 @@ pub async fn start(
         Faults::parse(&cfg.saga_faults),
         data_dir.path().to_path_buf(),
     ));
-    for volume_backed in [false, true] {
-        sagas.register(Arc::new(CreateImageSaga::new(
-            store.clone(),
-            images.clone(),
-            volumes.clone(),
-            disks.clone(),
-            volume_backed,
-        )));
-    }
+    let image_sagas = Arc::new(ImageSagas {
+        store: store.clone(),
+        images: images.clone(),
+        volumes: volumes.clone(),
+        disks: disks.clone(),
+    });
+    sagas.register::<create_image::ImageBacked>(image_sagas.clone());
+    sagas.register::<create_image::VolumeBacked>(image_sagas.clone());
+    sagas.register::<create_image::Backup>(image_sagas);
     let compute = Arc::new(Compute::new(
         store.clone(),
         images.clone(),

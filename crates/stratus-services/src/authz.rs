@@ -20,13 +20,36 @@ use time::format_description::well_known::Rfc3339;
 
 /// A caller whose request was allowed.
 #[derive(Debug, Clone)]
-pub struct Authorized(TokenInfo);
+pub struct Authorized {
+    caller: TokenInfo,
+    admin: bool,
+}
 
 impl Deref for Authorized {
     type Target = TokenInfo;
     fn deref(&self) -> &TokenInfo {
-        &self.0
+        &self.caller
     }
+}
+
+impl Authorized {
+    /// Whether the caller administers the project: granted Tenant Administrator on it or on all
+    /// projects. Upstream's "admin" for the rules that single admins out (a locked server
+    /// refuses everyone else).
+    pub fn is_admin(&self) -> bool {
+        self.admin
+    }
+}
+
+/// The system policy whose holders are a project's administrators.
+pub const ADMIN_POLICY: &str = "te_admin";
+
+/// The policies reaching a caller in one project, and whether they make the caller its
+/// administrator.
+#[derive(Debug, Default)]
+pub struct Principal {
+    pub policies: PrincipalPolicies,
+    pub admin: bool,
 }
 
 /// What the decision needs to know about the request beyond the caller and the route.
@@ -50,7 +73,7 @@ pub struct Authorizer {
     /// By policy id, with the name and text it was compiled from: a policy is compiled again only
     /// when it changes, not whenever anything in the store does.
     compiled: Memo<String, (String, String, Option<Arc<CompiledPolicy>>)>,
-    principals: Memo<String, Arc<PrincipalPolicies>>,
+    principals: Memo<String, Arc<Principal>>,
 }
 
 /// The 403 message for denied actions; it names them and nothing else.
@@ -122,24 +145,28 @@ impl Authorizer {
         user_id: &str,
         domain_id: &str,
         project_id: Option<&str>,
-    ) -> Result<Arc<PrincipalPolicies>> {
+    ) -> Result<Arc<Principal>> {
         let g = self.sync().await?;
         let key = format!("{user_id} {domain_id} {}", project_id.unwrap_or("-"));
         if let Some(p) = self.principals.get(key.as_str()) {
             return Ok(p);
         }
         let mut p = PrincipalPolicies::default();
+        let mut admin = false;
         for (kind, scope_id, role) in
             store::grants_reaching_user(self.store.pool(), user_id).await?
         {
             let Some(policy) = self.compile(&role) else {
                 continue;
             };
+            let is_admin_policy = role.kind == "system" && role.name == ADMIN_POLICY;
             match kind {
                 ScopeKind::Project if project_id == Some(scope_id.as_str()) => {
+                    admin |= is_admin_policy;
                     p.project.push((GrantScope::Project, policy));
                 }
                 ScopeKind::AllProjects if scope_id == domain_id => {
+                    admin |= is_admin_policy && project_id.is_some();
                     p.project.push((GrantScope::AllProjects, policy.clone()));
                     p.global.push((GrantScope::AllProjects, policy));
                 }
@@ -152,7 +179,7 @@ impl Authorizer {
                 _ => {}
             }
         }
-        let p = Arc::new(p);
+        let p = Arc::new(Principal { policies: p, admin });
         self.generation.put(&self.principals, g, key, p.clone());
         Ok(p)
     }
@@ -195,16 +222,19 @@ impl Authorizer {
         facts: &Facts<'_>,
     ) -> Result<Authorized> {
         if entry.public || entry.action.is_none() || (entry.self_service && facts.is_self) {
-            return Ok(Authorized(caller));
+            return Ok(Authorized {
+                caller,
+                admin: false,
+            });
         }
         let service = entry.action.as_deref().and_then(|a| a.split(':').next());
         let ctx = Self::context(&caller, facts.source_ip, service);
-        let outcome = self
+        let (outcome, admin) = self
             .decide_entry(&caller, entry, facts.enterprise_project, &ctx)
             .await?;
         let denied = outcome.denied();
         if denied.is_empty() {
-            Ok(Authorized(caller))
+            Ok(Authorized { caller, admin })
         } else {
             tracing::info!(user = %caller.user.id, denied = ?denied, route = %entry.key(), "request denied by policy");
             Err(ServiceError::Forbidden(denial_message(&denied)))
@@ -212,27 +242,28 @@ impl Authorizer {
     }
 
     /// The decision for an entry, with every action's result (without the matching statements:
-    /// enforcement needs only the decision).
+    /// enforcement needs only the decision), and whether the caller administers the project.
     pub async fn decide_entry(
         &self,
         caller: &TokenInfo,
         entry: &Entry,
         ep: Option<&str>,
         ctx: &Context,
-    ) -> Result<Outcome> {
+    ) -> Result<(Outcome, bool)> {
         let project_id = caller.project().map(|p| p.id.as_str());
         let principal = self
             .principal(&caller.user.id, &caller.user.domain_id, project_id)
             .await?;
         let actions: Vec<&str> = entry.required();
-        Ok(self.decide_actions(
-            &principal,
+        let outcome = self.decide_actions(
+            &principal.policies,
             &actions,
             entry.scope == ServiceScope::Global,
             entry.enterprise_project.then_some(ep).flatten(),
             ctx,
             false,
-        ))
+        );
+        Ok((outcome, principal.admin))
     }
 
     pub fn decide_actions(

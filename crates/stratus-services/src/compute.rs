@@ -110,6 +110,10 @@ const fn rule(
 /// Nova's status of a server, from its vm_state and task_state.
 pub fn status_of(s: &ServerRec) -> &'static str {
     match (s.vm_state.as_str(), s.task_state.as_deref()) {
+        (
+            "active" | "stopped" | "error",
+            Some("rebuilding" | "rebuild_block_device_mapping" | "rebuild_spawning"),
+        ) => "REBUILD",
         ("active", Some("rebooting")) => "REBOOT",
         ("active", Some("rebooting_hard")) => "HARD_REBOOT",
         ("active", _) => "ACTIVE",
@@ -220,6 +224,10 @@ pub struct ServerCreate {
     pub metadata: Map<String, Value>,
     pub availability_zone: Option<String>,
     pub admin_pass: Option<String>,
+    pub access_ipv4: Option<String>,
+    pub access_ipv6: Option<String>,
+    /// `OS-DCF:diskConfig`: AUTO (true), MANUAL (false), or from the image when not given.
+    pub auto_disk_config: Option<bool>,
 }
 
 pub const AVAILABILITY_ZONE: &str = "nova";
@@ -371,64 +379,27 @@ impl Compute {
             req.volumes = volumes;
             return self.create_from_volumes(caller, req, &flavor).await;
         }
-        let format = image
-            .disk_format
-            .as_deref()
-            .and_then(DiskFormat::parse)
-            .ok_or_else(|| {
-                bad(format!(
-                    "Image {} has disk_format {:?}; servers boot from raw or qcow2 images.",
-                    image.id,
-                    image.disk_format.as_deref().unwrap_or("none")
-                ))
-            })?;
-        let gib = 1i64 << 30;
-        let virtual_size = image.virtual_size.unwrap_or(0);
-        if flavor.disk_gb > 0
-            && (image.min_disk > flavor.disk_gb || virtual_size > flavor.disk_gb * gib)
-        {
-            return Err(bad(format!(
-                "Flavor's disk is too small for requested image. Flavor disk is {} bytes, image is {} bytes.",
-                flavor.disk_gb * gib,
-                virtual_size.max(image.min_disk * gib)
-            )));
-        }
-        if image.min_ram > flavor.ram_mb {
-            return Err(bad("Flavor's memory is too small for requested image."));
-        }
+        let (format, size) = check_image_fits(&image, &FlavorSize::of(&flavor))?;
+        let mut req = req;
+        req.auto_disk_config = Some(disk_config_for(&image, req.auto_disk_config)?);
         let admin_pass = admin_pass(&req);
-        let now = now_micros();
-        let id = crate::new_uuid();
-        let root = root_disk_of(&id);
+        let mut server = req.record(
+            project,
+            &caller.user.id,
+            &flavor,
+            &image.id,
+            "spawning",
+            String::new(),
+        );
+        let root = root_disk_of(&server.id);
+        server.root_disk = root.clone();
         let cache = format!("cache/{}", image.id);
         // The layers are known before the files exist, so collection never takes them.
         crate::disks::register(&self.store, &[(&cache, None), (&root, Some(&cache))]).await?;
-        let server = ServerRec {
-            id,
-            project_id: project,
-            user_id: caller.user.id.clone(),
-            enterprise_project_id: store::DEFAULT_ENTERPRISE_PROJECT.into(),
-            name: req.name.clone(),
-            description: req.description.clone(),
-            flavor_id: flavor.id.clone(),
-            flavor: flavor_json(&flavor).to_string(),
-            image_id: image.id.clone(),
-            vm_state: "building".into(),
-            task_state: Some("spawning".into()),
-            power_state: power::NOSTATE,
-            metadata: Value::Object(req.metadata).to_string(),
-            availability_zone: AVAILABILITY_ZONE.into(),
-            fault: None,
-            root_disk: root.clone(),
-            created_at: now,
-            updated_at: now,
-            launched_at: None,
-        };
         let mut w = self.store.write(false).await?;
         store::server_insert(w.conn(), &server).await?;
         self.store.commit(w).await?;
 
-        let size = (flavor.disk_gb * gib).max(virtual_size).max(1) as u64;
         let data = self.images.local_data_path(&image.id);
         let (store, driver, disks, id, image_id) = (
             self.store.clone(),
@@ -478,6 +449,7 @@ impl Compute {
             .map(|(_, r)| *r)
             .ok_or_else(|| ServiceError::Internal(format!("no rule for {action:?}")))?;
         let refuse = |s: &ServerRec| cannot(rule.verb, s);
+        check_lock(caller, &s)?;
         if s.task_state.is_some() || !rule.from.contains(&s.vm_state.as_str()) {
             return Err(refuse(&s));
         }
@@ -502,10 +474,28 @@ impl Compute {
         }
     }
 
+    /// Locks a server (`lock`) or unlocks it: a locked server refuses its power actions, rebuild
+    /// and delete to everyone but the project's administrators. Either is a no-op when already
+    /// done, as upstream; neither looks at the server's state.
+    pub async fn set_lock(&self, caller: &Authorized, id: &str, lock: bool) -> Result<ServerRec> {
+        let s = self.get(caller, id).await?;
+        if s.locked_by.is_some() == lock {
+            return Ok(s);
+        }
+        // The caller acts in the server's project, so it locks as its owner (upstream's
+        // `locked_by` is `admin` only for a lock from another project), and the owner may unlock.
+        let by = lock.then_some("owner");
+        let mut w = self.store.write(false).await?;
+        store::server_set_lock(w.conn(), &s.id, by, now_micros()).await?;
+        self.store.commit(w).await?;
+        self.get(caller, id).await
+    }
+
     /// Deletes a server in any state, with its disks: attached volumes are detached, or deleted
     /// if they were marked `delete_on_termination`.
     pub async fn delete(&self, caller: &Authorized, id: &str) -> Result<()> {
         let s = self.get(caller, id).await?;
+        check_lock(caller, &s)?;
         let attached = store::volumes_of_server(self.store.pool(), &s.id).await?;
         let mut w = self.store.write(false).await?;
         store::server_delete(w.conn(), &s.id).await?;
@@ -571,27 +561,14 @@ impl Compute {
             )));
         }
         let now = now_micros();
-        let server = ServerRec {
-            id: crate::new_uuid(),
-            project_id: project,
-            user_id: caller.user.id.clone(),
-            enterprise_project_id: store::DEFAULT_ENTERPRISE_PROJECT.into(),
-            name: req.name.clone(),
-            description: req.description.clone(),
-            flavor_id: flavor.id.clone(),
-            flavor: flavor_json(flavor).to_string(),
-            image_id: String::new(),
-            vm_state: "building".into(),
-            task_state: Some("block_device_mapping".into()),
-            power_state: power::NOSTATE,
-            metadata: Value::Object(req.metadata.clone()).to_string(),
-            availability_zone: AVAILABILITY_ZONE.into(),
-            fault: None,
-            root_disk: String::new(),
-            created_at: now,
-            updated_at: now,
-            launched_at: None,
-        };
+        let server = req.record(
+            project,
+            &caller.user.id,
+            flavor,
+            "",
+            "block_device_mapping",
+            String::new(),
+        );
         let recorded = async {
             let mut w = self.store.write(false).await?;
             store::server_insert(w.conn(), &server).await?;
@@ -717,6 +694,90 @@ fn volume_mappings_of(image: &ImageRec) -> Result<Option<Vec<VolumeMapping>>> {
     Ok(Some(out))
 }
 
+impl ServerCreate {
+    /// The record of a server made from this request, `building` with `task`.
+    fn record(
+        &self,
+        project: String,
+        user: &str,
+        flavor: &FlavorRec,
+        image_id: &str,
+        task: &str,
+        root_disk: String,
+    ) -> ServerRec {
+        let now = now_micros();
+        ServerRec {
+            id: crate::new_uuid(),
+            project_id: project,
+            user_id: user.to_string(),
+            enterprise_project_id: store::DEFAULT_ENTERPRISE_PROJECT.into(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            flavor_id: flavor.id.clone(),
+            flavor: flavor_json(flavor).to_string(),
+            image_id: image_id.to_string(),
+            vm_state: "building".into(),
+            task_state: Some(task.into()),
+            power_state: power::NOSTATE,
+            metadata: Value::Object(self.metadata.clone()).to_string(),
+            availability_zone: AVAILABILITY_ZONE.into(),
+            fault: None,
+            root_disk,
+            created_at: now,
+            updated_at: now,
+            launched_at: None,
+            access_ipv4: self.access_ipv4.clone().unwrap_or_default(),
+            access_ipv6: self.access_ipv6.clone().unwrap_or_default(),
+            auto_disk_config: self.auto_disk_config.unwrap_or(false),
+            locked_by: None,
+        }
+    }
+}
+
+/// Whether an image's `auto_disk_config` property turns automatic disk config off (upstream
+/// reads only the value `disabled`, in any case, that way).
+pub(crate) fn auto_disk_config_disabled(image: &ImageRec) -> bool {
+    let props: Map<String, Value> = serde_json::from_str(&image.properties).unwrap_or_default();
+    props
+        .get("auto_disk_config")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
+}
+
+/// What `auto_disk_config` a server of `image` gets: as asked (AUTO refused where the image
+/// disables it), else the image's property read as a boolean.
+pub(crate) fn disk_config_for(image: &ImageRec, asked: Option<bool>) -> Result<bool> {
+    match asked {
+        Some(true) if auto_disk_config_disabled(image) => Err(bad(format!(
+            "Requested image {} has automatic disk resize disabled.",
+            image.id
+        ))),
+        Some(a) => Ok(a),
+        None => {
+            let props: Map<String, Value> =
+                serde_json::from_str(&image.properties).unwrap_or_default();
+            Ok(props
+                .get("auto_disk_config")
+                .and_then(Value::as_str)
+                .is_some_and(|v| {
+                    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+                }))
+        }
+    }
+}
+
+/// 409 for a locked server unless the caller administers the project (upstream's
+/// `check_instance_lock`).
+pub(crate) fn check_lock(caller: &Authorized, s: &ServerRec) -> Result<()> {
+    if s.locked_by.is_some() && !caller.is_admin() {
+        return Err(ServiceError::Conflict(format!(
+            "Instance {} is locked",
+            s.id
+        )));
+    }
+    Ok(())
+}
+
 /// Upstream's 409 for an action a server's task or state does not allow.
 pub(crate) fn cannot(verb: &str, s: &ServerRec) -> ServiceError {
     let (attr, state) = match &s.task_state {
@@ -730,13 +791,76 @@ pub(crate) fn cannot(verb: &str, s: &ServerRec) -> ServiceError {
 }
 
 fn admin_pass(req: &ServerCreate) -> String {
-    req.admin_pass.clone().unwrap_or_else(|| {
-        rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(12)
-            .map(char::from)
-            .collect()
-    })
+    req.admin_pass.clone().unwrap_or_else(generate_password)
+}
+
+/// A random admin password, as upstream makes one when none is given.
+pub fn generate_password() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(12)
+        .map(char::from)
+        .collect()
+}
+
+/// The sizes of a flavor that an image must fit.
+#[derive(Debug, Clone, Copy)]
+pub struct FlavorSize {
+    pub disk_gb: i64,
+    pub ram_mb: i64,
+}
+
+impl FlavorSize {
+    pub fn of(f: &FlavorRec) -> FlavorSize {
+        FlavorSize {
+            disk_gb: f.disk_gb,
+            ram_mb: f.ram_mb,
+        }
+    }
+
+    /// The flavor a server was made with (kept with the server).
+    pub fn of_server(s: &ServerRec) -> FlavorSize {
+        let f: Value = serde_json::from_str(&s.flavor).unwrap_or_default();
+        FlavorSize {
+            disk_gb: f["disk"].as_i64().unwrap_or(0),
+            ram_mb: f["ram"].as_i64().unwrap_or(0),
+        }
+    }
+}
+
+/// Checks that `image` can be a root disk of `flavor`: a format servers boot from, its virtual
+/// size and `min_disk` within the flavor's disk, its `min_ram` within its memory. Returns the
+/// format and the root disk's size.
+pub fn check_image_fits(image: &ImageRec, flavor: &FlavorSize) -> Result<(DiskFormat, u64)> {
+    let format = image
+        .disk_format
+        .as_deref()
+        .and_then(DiskFormat::parse)
+        .ok_or_else(|| {
+            bad(format!(
+                "Image {} has disk_format {:?}; servers boot from raw or qcow2 images.",
+                image.id,
+                image.disk_format.as_deref().unwrap_or("none")
+            ))
+        })?;
+    let gib = 1i64 << 30;
+    let virtual_size = image.virtual_size.unwrap_or(0);
+    if flavor.disk_gb > 0
+        && (image.min_disk > flavor.disk_gb || virtual_size > flavor.disk_gb * gib)
+    {
+        return Err(bad(format!(
+            "Flavor's disk is too small for requested image. Flavor disk is {} bytes, image is {} bytes.",
+            flavor.disk_gb * gib,
+            virtual_size.max(image.min_disk * gib)
+        )));
+    }
+    if image.min_ram > flavor.ram_mb {
+        return Err(bad("Flavor's memory is too small for requested image."));
+    }
+    Ok((
+        format,
+        (flavor.disk_gb * gib).max(virtual_size).max(1) as u64,
+    ))
 }
 
 /// The flavor as a server embeds it (from 2.47).

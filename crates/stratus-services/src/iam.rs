@@ -553,6 +553,6 @@ impl Iam {
         };
         Ok(self
             .authz
-            .decide_actions(&principal, &refs, global, ep, &ctx, true))
+            .decide_actions(&principal.policies, &refs, global, ep, &ctx, true))
     }
 }

@@ -15,6 +15,7 @@ pub mod iam;
 pub mod identity;
 pub mod images;
 mod password;
+pub mod rebuild;
 pub mod saga;
 pub mod token;
 pub mod volumes;

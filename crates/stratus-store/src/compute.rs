@@ -30,11 +30,18 @@ pub struct ServerRec {
     pub created_at: i64,
     pub updated_at: i64,
     pub launched_at: Option<i64>,
+    /// As given at create or rebuild; empty when not given.
+    pub access_ipv4: String,
+    pub access_ipv6: String,
+    /// `OS-DCF:diskConfig` AUTO (true) or MANUAL.
+    pub auto_disk_config: bool,
+    /// `owner` or `admin` while locked.
+    pub locked_by: Option<String>,
 }
 
 const COLS: &str = "id, project_id, user_id, enterprise_project_id, name, description, flavor_id, flavor, \
     image_id, vm_state, task_state, power_state, metadata, availability_zone, fault, root_disk, created_at, \
-    updated_at, launched_at";
+    updated_at, launched_at, access_ipv4, access_ipv6, auto_disk_config, locked_by";
 
 fn from_row(r: &AnyRow) -> Result<ServerRec> {
     Ok(ServerRec {
@@ -57,13 +64,17 @@ fn from_row(r: &AnyRow) -> Result<ServerRec> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         launched_at: r.try_get("launched_at")?,
+        access_ipv4: r.try_get("access_ipv4")?,
+        access_ipv6: r.try_get("access_ipv6")?,
+        auto_disk_config: crate::get_flag(r, "auto_disk_config")?,
+        locked_by: r.try_get("locked_by")?,
     })
 }
 
 pub async fn server_insert<'e, E: Executor<'e, Database = Any>>(e: E, s: &ServerRec) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO servers ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, $19)"
+         $15, $16, $17, $18, $19, $20, $21, $22, $23)"
     ))
     .bind(&s.id)
     .bind(&s.project_id)
@@ -84,9 +95,114 @@ pub async fn server_insert<'e, E: Executor<'e, Database = Any>>(e: E, s: &Server
     .bind(s.created_at)
     .bind(s.updated_at)
     .bind(s.launched_at)
+    .bind(&s.access_ipv4)
+    .bind(&s.access_ipv6)
+    .bind(s.auto_disk_config as i64)
+    .bind(&s.locked_by)
     .execute(e)
     .await?;
     Ok(())
+}
+
+/// Locks (`Some(by)`) or unlocks a server.
+pub async fn server_set_lock<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+    locked_by: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query("UPDATE servers SET locked_by = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(locked_by)
+        .bind(now)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// What a rebuild changes of a server when it is accepted.
+#[derive(Debug, Clone, Default)]
+pub struct RebuildAccept {
+    pub image_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub metadata: String,
+    pub access_ipv4: String,
+    pub access_ipv6: String,
+    pub auto_disk_config: bool,
+}
+
+/// Starts a rebuild: the server, still in `vm_state` with no task, takes the task `rebuilding`
+/// and the attributes of the request; false if it changed meanwhile.
+pub async fn server_rebuild_accept<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+    vm_state: &str,
+    a: &RebuildAccept,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE servers SET task_state = 'rebuilding', image_id = $3, name = $4, description = $5, \
+         metadata = $6, access_ipv4 = $7, access_ipv6 = $8, auto_disk_config = $9, updated_at = $10 \
+         WHERE id = $1 AND vm_state = $2 AND task_state IS NULL",
+    )
+    .bind(id)
+    .bind(vm_state)
+    .bind(&a.image_id)
+    .bind(&a.name)
+    .bind(&a.description)
+    .bind(&a.metadata)
+    .bind(&a.access_ipv4)
+    .bind(&a.access_ipv6)
+    .bind(a.auto_disk_config as i64)
+    .bind(now)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// The end of a rebuild: the server runs `root_disk` (unchanged for a volume-backed server) and
+/// is `vm_state` again, its task done.
+pub async fn server_rebuilt<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+    root_disk: &str,
+    vm_state: &str,
+    power_state: i64,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE servers SET root_disk = $2, vm_state = $3, power_state = $4, task_state = NULL, \
+         fault = NULL, launched_at = $5, updated_at = $5 WHERE id = $1 AND task_state = 'rebuild_spawning'",
+    )
+    .bind(id)
+    .bind(root_disk)
+    .bind(vm_state)
+    .bind(power_state)
+    .bind(now)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// A failed rebuild: the server is `error` with a fault, its task done (as upstream).
+pub async fn server_fail_task<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+    message: &str,
+    now: i64,
+) -> Result<bool> {
+    let fault = serde_json::json!({"code": 500, "message": message, "created": now}).to_string();
+    let r = sqlx::query(
+        "UPDATE servers SET vm_state = 'error', power_state = 0, task_state = NULL, fault = $2, \
+         updated_at = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(fault)
+    .bind(now)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 pub async fn server_get<'e, E: Executor<'e, Database = Any>>(

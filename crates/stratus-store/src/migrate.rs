@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0006_block_storage.sql"),
     ),
     (7, "sagas", include_str!("../migrations/0007_sagas.sql")),
+    (
+        8,
+        "conformance",
+        include_str!("../migrations/0008_conformance.sql"),
+    ),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

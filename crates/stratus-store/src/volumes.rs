@@ -269,6 +269,41 @@ pub async fn layer_add<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
+/// Registers a layer that nothing reaches yet, held by `pinned_by` (a saga) so that collection
+/// keeps it until [`layers_unpin`].
+pub async fn layer_add_pinned<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    path: &str,
+    parent: Option<&str>,
+    pinned_by: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO disk_layers (path, parent, created_at, pinned_by) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (path) DO UPDATE SET pinned_by = excluded.pinned_by",
+    )
+    .bind(path)
+    .bind(parent)
+    .bind(now)
+    .bind(pinned_by)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// Lets collection take the layers `pinned_by` held, once something else reaches them (or
+/// nothing should).
+pub async fn layers_unpin<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    pinned_by: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE disk_layers SET pinned_by = NULL WHERE pinned_by = $1")
+        .bind(pinned_by)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
 /// Moves a layer's row to a new path (a file renamed), keeping its parent; children follow.
 pub async fn layer_rename(conn: &mut sqlx::AnyConnection, from: &str, to: &str) -> Result<()> {
     sqlx::query("UPDATE disk_layers SET path = $2 WHERE path = $1")
@@ -295,7 +330,7 @@ pub async fn layers_collect(conn: &mut sqlx::AnyConnection) -> Result<Vec<String
         .collect::<Result<_>>()?;
     let roots: Vec<String> = sqlx::query(
         "SELECT root_disk FROM servers WHERE root_disk <> '' UNION SELECT disk FROM volumes \
-         UNION SELECT disk FROM snapshots",
+         UNION SELECT disk FROM snapshots UNION SELECT path FROM disk_layers WHERE pinned_by IS NOT NULL",
     )
     .fetch_all(&mut *conn)
     .await?

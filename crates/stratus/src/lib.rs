@@ -19,6 +19,7 @@ use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
 use stratus_services::images::Images;
 use stratus_services::policy::Catalogue;
+use stratus_services::rebuild;
 use stratus_services::saga::{Faults, LeaseTimes, Sagas};
 use stratus_services::volumes::Volumes;
 use stratus_services::{bootstrap, demo};
@@ -161,6 +162,11 @@ pub async fn start(
     sagas.register::<create_image::ImageBacked>(image_sagas.clone());
     sagas.register::<create_image::VolumeBacked>(image_sagas.clone());
     sagas.register::<create_image::Backup>(image_sagas);
+    sagas.register::<rebuild::Rebuild>(Arc::new(rebuild::RebuildSagas {
+        store: store.clone(),
+        images: images.clone(),
+        disks: disks.clone(),
+    }));
     let compute = Arc::new(Compute::new(
         store.clone(),
         images.clone(),

@@ -74,6 +74,9 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
         "POST /compute/v2.1/{project_id}/images/{image_id}/metadata" => {
             json!({"metadata": {"k": "v"}})
         }
+        "PUT /compute/v2.1/{project_id}/images/{image_id}/metadata" => {
+            json!({"metadata": {"k": "v"}})
+        }
         "PUT /compute/v2.1/{project_id}/images/{image_id}/metadata/{key}" => {
             json!({"meta": {"k": "v"}})
         }
@@ -86,6 +89,12 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
             match action {
                 "reboot" => json!({"reboot": {"type": "HARD"}}),
                 "createImage" => json!({"createImage": {"name": "golden-snap"}}),
+                "createBackup" => json!({"createBackup": {"name": "golden-bk",
+                    "backup_type": "daily", "rotation": 1}}),
+                "rebuild" => {
+                    json!({"rebuild": {"imageRef": stratus_services::demo::DEMO_IMAGE_ID}})
+                }
+                "addSecurityGroup" | "removeSecurityGroup" => json!({ action: {"name": "default"}}),
                 other => json!({ other: null }),
             }
         }

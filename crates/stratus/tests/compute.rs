@@ -686,6 +686,10 @@ async fn the_image_proxy(c: &TestCloud) {
         ("minDisk=5", vec!["q"]),
         ("name=stratus-demo", vec!["stratus-demo"]),
         ("server=abc", vec!["q"]),
+        // A server's self or bookmark link stands for its id (upstream takes the last segment).
+        ("server=http://h/compute/v2.1/p/servers/abc", vec!["q"]),
+        ("server=http://h/compute/p/servers/abc", vec!["q"]),
+        ("server=http://h/compute/p/servers/abd", vec![]),
         ("type=snapshot", vec!["q"]),
         ("changes-since=2000-01-01T00:00:00Z&minDisk=1", vec!["q"]),
     ] {
@@ -748,7 +752,69 @@ async fn the_image_proxy(c: &TestCloud) {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _, b) = nova(c, Method::GET, &format!("{meta}/k"), Some(&t), "", None).await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    // PUT replaces every item.
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        &meta,
+        Some(&t),
+        "",
+        Some(json!({"metadata": {"a": "1", "b": "2"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &meta,
+        Some(&t),
+        "2.38",
+        Some(json!({"metadata": {"b": "3", "c": "4"}})),
+    )
+    .await;
+    assert_eq!(
+        (s, &b),
+        (StatusCode::OK, &json!({"metadata": {"b": "3", "c": "4"}}))
+    );
+    let (_, _, b) = nova(c, Method::GET, &meta, Some(&t), "", None).await;
+    let props = b["metadata"].as_object().unwrap();
+    assert!(
+        props.get("a").is_none() && props["b"] == "3" && props["c"] == "4",
+        "{b}"
+    );
+    let too_many: serde_json::Map<String, Value> =
+        (0..129).map(|n| (format!("k{n}"), json!("v"))).collect();
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &meta,
+        Some(&t),
+        "",
+        Some(json!({"metadata": too_many})),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &meta,
+        Some(&t),
+        "",
+        Some(json!({"meta": {}})),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     let (s, _, b) = nova(c, Method::GET, &meta, Some(&t), "2.39", None).await;
+    assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &meta,
+        Some(&t),
+        "2.39",
+        Some(json!({"metadata": {}})),
+    )
+    .await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
     let (s, _, b) = nova(
         c,
@@ -833,3 +899,682 @@ async fn a_failed_build_records_a_fault(c: &TestCloud) {
     assert_eq!(s, StatusCode::NO_CONTENT);
 }
 on_both_stores!(a_failed_build_records_a_fault);
+
+/// `POST .../servers/{id}/action` with `body` at microversion `mv`.
+async fn act(
+    c: &TestCloud,
+    t: &str,
+    id: &str,
+    mv: &str,
+    body: Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    nova(
+        c,
+        Method::POST,
+        &format!("/compute/v2.1/servers/{id}/action"),
+        Some(t),
+        mv,
+        Some(body),
+    )
+    .await
+}
+
+async fn show_server(c: &TestCloud, t: &str, id: &str, mv: &str) -> Value {
+    let (s, _, b) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/servers/{id}"),
+        Some(t),
+        mv,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["server"].clone()
+}
+
+/// A user of project `demo` granted the given system policies there (not an administrator).
+async fn member_token(c: &TestCloud, name: &str, policies: &[&str]) -> String {
+    let admin = c.admin_token().await;
+    let uid = c.create_user(&admin, name, "pw").await;
+    let gid = c.group_with(&admin, &format!("{name}-g"), &uid).await;
+    let demo = c.project_id(&admin, "demo").await;
+    for p in policies {
+        let role = c.role_id(&admin, p).await;
+        c.grant(
+            &admin,
+            &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{role}"),
+        )
+        .await;
+    }
+    c.token_for(name, "pw", Some("demo")).await
+}
+
+async fn attributes_are_kept_as_given(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let server = |extra: Value| {
+        let mut b = json!({"server": {"name": "attrs", "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}});
+        for (k, v) in extra.as_object().unwrap() {
+            b["server"][k] = v.clone();
+        }
+        b
+    };
+    let post = |body: Value| {
+        let t = t.clone();
+        async move {
+            nova(
+                c,
+                Method::POST,
+                "/compute/v2.1/servers",
+                Some(&t),
+                "2.47",
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (s, _, b) = post(server(
+        json!({"accessIPv4": "10.0.0.5", "accessIPv6": "fe80::1",
+                                       "OS-DCF:diskConfig": "AUTO"}),
+    ))
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["server"]["OS-DCF:diskConfig"], "AUTO");
+    assert_eq!(b["server"]["security_groups"], json!([{"name": "default"}]));
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    let shown = wait_status(c, &t, &id, "ACTIVE").await;
+    assert_eq!(
+        (
+            &shown["accessIPv4"],
+            &shown["accessIPv6"],
+            &shown["OS-DCF:diskConfig"]
+        ),
+        (&json!("10.0.0.5"), &json!("fe80::1"), &json!("AUTO"))
+    );
+    // No network service: no ports, so no security groups are shown (upstream leaves the key out).
+    assert!(shown.get("security_groups").is_none(), "{shown}");
+    let (_, _, l) = nova(
+        c,
+        Method::GET,
+        "/compute/v2.1/servers/detail",
+        Some(&t),
+        "2.47",
+        None,
+    )
+    .await;
+    assert!(l["servers"][0].get("security_groups").is_none());
+    let (s, _, b) = post(server(json!({}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["server"]["OS-DCF:diskConfig"], "MANUAL");
+    let other = b["server"]["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_status(c, &t, &other, "ACTIVE").await["accessIPv4"], "");
+
+    for bad in [
+        json!({"accessIPv4": ""}),
+        json!({"accessIPv4": "1.2.3"}),
+        json!({"accessIPv4": "fe80::1"}),
+        json!({"accessIPv6": "10.0.0.1"}),
+        json!({"accessIPv6": 6}),
+        json!({"OS-DCF:diskConfig": "auto"}),
+        json!({"security_groups": [{"name": "web"}]}),
+    ] {
+        let (s, _, b) = post(server(bad.clone())).await;
+        assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    }
+    // An image that turns automatic disk config off refuses AUTO.
+    let admin = c.admin_token().await;
+    let patch = |op: Value| {
+        let admin = admin.clone();
+        async move {
+            c.http
+                .patch(format!("{}/image/v2/images/{DEMO_IMAGE_ID}", c.url))
+                .header("X-Auth-Token", admin)
+                .header(
+                    "Content-Type",
+                    "application/openstack-images-v2.1-json-patch",
+                )
+                .body(json!([op]).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        patch(json!({"op": "add", "path": "/auto_disk_config", "value": "Disabled"})).await,
+        StatusCode::OK
+    );
+    let (s, _, b) = post(server(json!({"OS-DCF:diskConfig": "AUTO"}))).await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    assert!(b["badRequest"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("automatic disk resize disabled"));
+    assert_eq!(
+        patch(json!({"op": "remove", "path": "/auto_disk_config"})).await,
+        StatusCode::OK
+    );
+
+    // Security groups cannot be added or removed: none exists without a network service.
+    for key in ["addSecurityGroup", "removeSecurityGroup"] {
+        let (s, _, b) = act(c, &t, &id, "2.47", json!({key: {"name": "default"}})).await;
+        assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+        assert!(b["itemNotFound"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Security group default is not found"));
+        let (s, _, b) = act(c, &t, &id, "2.47", json!({key: {}})).await;
+        assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    }
+}
+on_both_stores!(attributes_are_kept_as_given);
+
+async fn a_locked_server_refuses_other_callers(c: &TestCloud) {
+    let owner = project_token(c, "demo").await;
+    let member = member_token(
+        c,
+        "operator",
+        &["system_all_ecs_full", "system_all_ims_full"],
+    )
+    .await;
+    let id = create_server(c, &member, "locked").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_status(c, &member, &id, "ACTIVE").await;
+    assert_eq!(show_server(c, &member, &id, "2.9").await["locked"], false);
+    let (s, _, b) = act(c, &member, &id, "2.47", json!({"lock": null})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(show_server(c, &member, &id, "2.9").await["locked"], true);
+    assert!(show_server(c, &member, &id, "2.8")
+        .await
+        .get("locked")
+        .is_none());
+    // Locking again is a no-op.
+    let (s, _, _) = act(c, &member, &id, "2.47", json!({"lock": null})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+
+    // Even the one who locked it is refused the actions a lock guards...
+    for body in [
+        json!({"os-stop": null}),
+        json!({"reboot": {"type": "HARD"}}),
+        json!({"pause": null}),
+        json!({"rebuild": {"imageRef": DEMO_IMAGE_ID}}),
+    ] {
+        let (s, _, b) = act(c, &member, &id, "2.47", body).await;
+        assert_nova_error(s, &b, StatusCode::CONFLICT, "conflictingRequest");
+        assert_eq!(
+            b["conflictingRequest"]["message"],
+            format!("Instance {id} is locked")
+        );
+    }
+    let (s, _, b) = nova(
+        c,
+        Method::DELETE,
+        &format!("/compute/v2.1/servers/{id}"),
+        Some(&member),
+        "",
+        None,
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::CONFLICT, "conflictingRequest");
+    assert_eq!(
+        show_server(c, &member, &id, "2.47").await["status"],
+        "ACTIVE"
+    );
+    // ... but not createImage (upstream does not guard snapshots and backups).
+    let (s, _, b) = act(
+        c,
+        &member,
+        &id,
+        "2.47",
+        json!({"createImage": {"name": "of-locked"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let image = b["image_id"].as_str().unwrap().to_string();
+    for _ in 0..500 {
+        if show_server(c, &member, &id, "2.47").await["OS-EXT-STS:task_state"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The project's administrator passes the lock.
+    let (s, _, b) = act(c, &owner, &id, "2.47", json!({"os-stop": null})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(
+        show_server(c, &member, &id, "2.47").await["status"],
+        "SHUTOFF"
+    );
+    // Unlocked, the member acts again.
+    let (s, _, _) = act(c, &member, &id, "2.47", json!({"unlock": null})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(show_server(c, &member, &id, "2.9").await["locked"], false);
+    let (s, _, b) = act(c, &member, &id, "2.47", json!({"os-start": null})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let (s, _, _) = nova(
+        c,
+        Method::DELETE,
+        &format!("/image/v2/images/{image}"),
+        Some(&member),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // A user without the lock action cannot lock.
+    let viewer = member_token(c, "lockless", &["system_all_ecs_readonly"]).await;
+    let (s, _, b) = act(c, &viewer, &id, "2.47", json!({"lock": null})).await;
+    assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
+    assert!(b["forbidden"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ecs:servers:lock"));
+}
+on_both_stores!(a_locked_server_refuses_other_callers);
+
+/// The disk file of a server, from the operator command.
+fn root_disk(c: &TestCloud, id: &str) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["server", "disks", id, "--data-dir"])
+        .arg(&c.config.data_dir);
+    if let Some(url) = &c.config.database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+fn qemu_io(disk: &str, cmd: &str) -> String {
+    let out = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", cmd, disk])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+async fn rebuild_gives_a_new_root_disk(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let id = create_server(c, &t, "rb").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_status(c, &t, &id, "ACTIVE").await;
+    let before = root_disk(c, &id);
+    qemu_io(&before, "write -P 0x5a 8M 64k");
+    let (s, h, b) = act(
+        c,
+        &t,
+        &id,
+        "2.47",
+        json!({"rebuild": {"imageRef": DEMO_IMAGE_ID, "name": "rb2", "metadata": {"role": "web"},
+                           "accessIPv4": "10.1.1.1", "adminPass": "s3cret-pass"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert!(h["location"]
+        .to_str()
+        .unwrap()
+        .ends_with(&format!("/servers/{id}")));
+    let v = &b["server"];
+    assert_eq!(
+        (v["id"].as_str(), v["name"].as_str(), v["status"].as_str()),
+        (Some(id.as_str()), Some("rb2"), Some("REBUILD"))
+    );
+    assert_eq!(v["adminPass"], "s3cret-pass");
+    assert_eq!(v["metadata"], json!({"role": "web"}));
+    assert_eq!(v["image"]["id"], DEMO_IMAGE_ID);
+    assert_eq!(v["accessIPv4"], "10.1.1.1");
+    // The rebuild view of upstream: no extended attributes, no security groups.
+    assert!(
+        v.get("OS-EXT-STS:vm_state").is_none() && v.get("security_groups").is_none(),
+        "{v}"
+    );
+    assert_eq!(v["locked"], false);
+    let done = wait_status(c, &t, &id, "ACTIVE").await;
+    assert_eq!(done["OS-EXT-STS:task_state"], Value::Null);
+    let after = root_disk(c, &id);
+    assert_ne!(after, before);
+    assert!(
+        !std::path::Path::new(&before).exists(),
+        "the old root disk is collected"
+    );
+    assert!(qemu_io(&after, "read -P 0 8M 64k").contains("read 65536/65536"));
+
+    // A stopped server is rebuilt and stopped again.
+    let (s, _, _) = act(c, &t, &id, "2.47", json!({"os-stop": null})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _, b) = act(
+        c,
+        &t,
+        &id,
+        "2.47",
+        json!({"rebuild": {"imageRef": DEMO_IMAGE_ID}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert!(b["server"]["adminPass"]
+        .as_str()
+        .is_some_and(|p| p.len() >= 8));
+    assert_eq!(b["server"]["name"], "rb2", "kept when not given");
+    let done = wait_status(c, &t, &id, "SHUTOFF").await;
+    assert_eq!(done["OS-EXT-STS:task_state"], Value::Null);
+
+    // Wrong state, unknown image, unknown field.
+    let (s, _, _) = act(c, &t, &id, "2.47", json!({"os-start": null})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _, _) = act(c, &t, &id, "2.47", json!({"pause": null})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _, b) = act(
+        c,
+        &t,
+        &id,
+        "2.47",
+        json!({"rebuild": {"imageRef": DEMO_IMAGE_ID}}),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::CONFLICT, "conflictingRequest");
+    assert!(b["conflictingRequest"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Cannot 'rebuild' instance"));
+    let (s, _, _) = act(c, &t, &id, "2.47", json!({"unpause": null})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _, b) = act(
+        c,
+        &t,
+        &id,
+        "2.47",
+        json!({"rebuild": {"imageRef": "5d5b4a10-0000-4000-8000-000000000000"}}),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    assert_eq!(b["badRequest"]["message"], "Cannot find image for rebuild");
+    for bad in [
+        json!({}),
+        json!({"imageRef": DEMO_IMAGE_ID, "key_name": "k"}),
+        json!({"imageRef": DEMO_IMAGE_ID, "accessIPv4": ""}),
+        json!({"imageRef": DEMO_IMAGE_ID, "personality": [{"path": "/etc/x", "contents": "eA=="}]}),
+    ] {
+        let (s, _, b) = act(c, &t, &id, "2.47", json!({"rebuild": bad})).await;
+        assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    }
+    let (s, _, b) = act(
+        c,
+        &t,
+        &id,
+        "2.18",
+        json!({"rebuild": {"imageRef": DEMO_IMAGE_ID, "description": "d"}}),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    assert_eq!(show_server(c, &t, &id, "2.47").await["status"], "ACTIVE");
+
+    // Volume-backed: only the image it was made from.
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        "/volume/v3/volumes",
+        Some(&t),
+        "",
+        Some(json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let vol = b["volume"]["id"].as_str().unwrap().to_string();
+    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+        Some(json!({"server": {"name": "vb", "flavorRef": "1", "networks": "none",
+            "block_device_mapping_v2": [{"uuid": vol, "source_type": "volume", "destination_type": "volume", "boot_index": 0}]}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let vb = b["server"]["id"].as_str().unwrap().to_string();
+    wait_status(c, &t, &vb, "ACTIVE").await;
+    let (s, _, b) = act(
+        c,
+        &t,
+        &vb,
+        "2.47",
+        json!({"rebuild": {"imageRef": DEMO_IMAGE_ID, "name": "vb2"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["server"]["image"], "");
+    let done = wait_status(c, &t, &vb, "ACTIVE").await;
+    assert_eq!(
+        (
+            done["name"].as_str(),
+            &done["os-extended-volumes:volumes_attached"]
+        ),
+        (
+            Some("vb2"),
+            &json!([{"id": vol, "delete_on_termination": false}])
+        )
+    );
+    let other = upload_image(c, &t, "other").await;
+    let (s, _, b) = act(c, &t, &vb, "2.47", json!({"rebuild": {"imageRef": other}})).await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    assert!(b["badRequest"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Unable to rebuild with a different image for a volume-backed server"));
+}
+on_both_stores!(rebuild_gives_a_new_root_disk);
+
+/// Uploads a small qcow2 image; returns its id.
+async fn upload_image(c: &TestCloud, t: &str, name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["create", "-f", "qcow2"])
+        .arg(&path)
+        .arg("32M")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (s, _, b) = nova(
+        c,
+        Method::POST,
+        "/image/v2/images",
+        Some(t),
+        "",
+        Some(json!({"name": name, "disk_format": "qcow2", "container_format": "bare"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let r = c
+        .http
+        .put(format!("{}/image/v2/images/{id}/file", c.url))
+        .header("X-Auth-Token", t)
+        .header("Content-Type", "application/octet-stream")
+        .body(std::fs::read(&path).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    id
+}
+
+/// A failure during a rebuild leaves the server in error with a fault, and no new disk behind.
+async fn a_failed_rebuild_records_a_fault(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let id = create_server(c, &t, "rbf").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_status(c, &t, &id, "ACTIVE").await;
+    let before = root_disk(c, &id);
+    let (s, _, b) = act(
+        c,
+        &t,
+        &id,
+        "2.47",
+        json!({"rebuild": {"imageRef": DEMO_IMAGE_ID}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let failed = wait_status(c, &t, &id, "ERROR").await;
+    assert!(
+        failed["fault"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected failure of step spawn"),
+        "{failed}"
+    );
+    assert_eq!(root_disk(c, &id), before);
+    let dir = std::path::Path::new(&before)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 1, "only the old root disk: {files:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rebuild_records_a_fault_sqlite() {
+    let c = TestCloud::start_with(Backend::Sqlite, |cfg| {
+        cfg.saga_faults = "fail:rebuild.spawn".into()
+    })
+    .await
+    .unwrap();
+    a_failed_rebuild_records_a_fault(&c).await;
+    c.stop().await;
+}
+
+async fn backups_rotate(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let id = create_server(c, &t, "bk").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_status(c, &t, &id, "ACTIVE").await;
+    let backup = |kind: &str, rotation: Value, mv: &'static str| {
+        let (t, id) = (t.clone(), id.clone());
+        let body = json!({"createBackup": {"name": format!("{kind}-bk"), "backup_type": kind, "rotation": rotation}});
+        async move {
+            let r = act(c, &t, &id, mv, body).await;
+            for _ in 0..1000 {
+                if show_server(c, &t, &id, "2.47").await["OS-EXT-STS:task_state"].is_null() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            r
+        }
+    };
+    let backups = |kind: &'static str| {
+        let t = t.clone();
+        async move {
+            let (_, _, l) = nova(
+                c,
+                Method::GET,
+                &format!("/image/v2/images?backup_type={kind}&sort=created_at:asc"),
+                Some(&t),
+                "",
+                None,
+            )
+            .await;
+            l["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut made = vec![];
+    for _ in 0..3 {
+        let (s, h, b) = backup("daily", json!(2), "2.45").await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        assert!(!h.contains_key("location"));
+        made.push(b["image_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        backups("daily").await,
+        made[1..].to_vec(),
+        "the newest two are kept"
+    );
+    let (_, _, i) = nova(
+        c,
+        Method::GET,
+        &format!("/image/v2/images/{}", made[2]),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            i["image_type"].as_str(),
+            i["backup_type"].as_str(),
+            i["instance_uuid"].as_str(),
+            i["status"].as_str()
+        ),
+        (
+            Some("backup"),
+            Some("daily"),
+            Some(id.as_str()),
+            Some("active")
+        )
+    );
+    // Another type rotates on its own; a string rotation is fine; below 2.45 the image is in
+    // Location, but only when it is kept.
+    let (s, h, b) = backup("weekly", json!("1"), "2.44").await;
+    assert_eq!((s, &b), (StatusCode::ACCEPTED, &Value::Null));
+    let weekly = backups("weekly").await;
+    assert_eq!(weekly.len(), 1);
+    assert!(h["location"]
+        .to_str()
+        .unwrap()
+        .ends_with(&format!("/images/{}", weekly[0])));
+    assert_eq!(backups("daily").await.len(), 2);
+    let (s, h, _) = backup("daily", json!(0), "2.44").await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert!(!h.contains_key("location"));
+    assert_eq!(
+        backups("daily").await,
+        Vec::<String>::new(),
+        "rotation 0 keeps none"
+    );
+
+    for bad in [
+        json!({"name": "x", "backup_type": "d"}),
+        json!({"name": "x", "rotation": 1}),
+        json!({"name": "x", "backup_type": "d", "rotation": -1}),
+        json!({"name": "x", "backup_type": "d", "rotation": "1x"}),
+        json!({"name": " x", "backup_type": "d", "rotation": 1}),
+        json!({"name": "x", "backup_type": "d", "rotation": 1, "extra": 1}),
+    ] {
+        let (s, _, b) = act(c, &t, &id, "2.47", json!({"createBackup": bad})).await;
+        assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    }
+    // Volume-backed servers have no backups (upstream's 400).
+    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+        Some(json!({"server": {"name": "vb", "flavorRef": "1", "networks": "none",
+            "block_device_mapping_v2": [{"uuid": DEMO_IMAGE_ID, "source_type": "image", "destination_type": "volume",
+                                         "boot_index": 0, "volume_size": 1, "delete_on_termination": true}]}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let vb = b["server"]["id"].as_str().unwrap().to_string();
+    wait_status(c, &t, &vb, "ACTIVE").await;
+    let (s, _, b) = act(
+        c,
+        &t,
+        &vb,
+        "2.47",
+        json!({"createBackup": {"name": "x", "backup_type": "d", "rotation": 1}}),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    assert_eq!(
+        b["badRequest"]["message"],
+        "Backup is not supported for volume-backed instances."
+    );
+}
+on_both_stores!(backups_rotate);

@@ -39,6 +39,7 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::DELETE, &p("/images/{image_id}"), delete)
         .at(M::GET, &p("/images/{image_id}/metadata"), metadata)
         .at(M::POST, &p("/images/{image_id}/metadata"), update_metadata)
+        .at(M::PUT, &p("/images/{image_id}/metadata"), replace_metadata)
         .at(
             M::GET,
             &p("/images/{image_id}/metadata/{key}"),
@@ -152,7 +153,10 @@ async fn images(
         }
     }
     if let Some(server) = q.server {
-        f.properties.push(("instance_uuid".into(), server));
+        // A server reference may be its id or its self or bookmark link: upstream takes the
+        // last path segment.
+        let id = server.rsplit('/').next().unwrap_or_default().to_string();
+        f.properties.push(("instance_uuid".into(), id));
     }
     if let Some(kind) = q.kind {
         f.properties.push(("image_type".into(), kind));
@@ -284,6 +288,11 @@ async fn metadata_item(
     Ok(Json(json!({"meta": {key: v}})))
 }
 
+/// The JSON pointer of a property.
+fn pointer(key: &str) -> String {
+    format!("/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
 /// Applies `items` to the image's properties as JSON-patch additions.
 async fn set_items(
     s: &AppState,
@@ -294,7 +303,7 @@ async fn set_items(
     let ops = items
         .into_iter()
         .map(|(k, v)| PatchOp::Set {
-            path: format!("/{}", k.replace('~', "~0").replace('/', "~1")),
+            path: pointer(&k),
             value: v,
             must_exist: false,
         })
@@ -321,6 +330,40 @@ async fn update_metadata(
     let (_, _, c) = visible(&s, mv, METADATA_MAX, authz, &pid, &id).await?;
     let i = set_items(&s, &c, &id, items).await?;
     Ok(Json(json!({"metadata": properties(&i)})))
+}
+
+/// Metadata items an image may carry through this API (upstream's `metadata_items` quota).
+const METADATA_ITEMS: usize = 128;
+
+/// `PUT /images/{id}/metadata`: the image's properties become exactly the given ones.
+async fn replace_metadata(
+    State(s): St,
+    mv: Microversion,
+    authz: NAuthz,
+    Path((pid, id)): Path<(String, String)>,
+    req: Request,
+) -> NResult<Json<Value>> {
+    let body: Value = parse_json(&read_body::<Nova>(req).await?)?;
+    let items = object_under(&body, "metadata")?;
+    let (_, i, c) = visible(&s, mv, METADATA_MAX, authz, &pid, &id).await?;
+    if items.len() > METADATA_ITEMS {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Image metadata limit exceeded",
+        ));
+    }
+    let mut ops: Vec<PatchOp> = properties(&i)
+        .keys()
+        .filter(|k| !items.contains_key(*k))
+        .map(|k| PatchOp::Remove { path: pointer(k) })
+        .collect();
+    ops.extend(items.iter().map(|(k, v)| PatchOp::Set {
+        path: pointer(k),
+        value: v.clone(),
+        must_exist: false,
+    }));
+    s.images.update(&c, &id, ops).await?;
+    Ok(Json(json!({"metadata": items})))
 }
 
 async fn set_metadata_item(
@@ -358,7 +401,7 @@ async fn delete_metadata_item(
             &c,
             &id,
             vec![PatchOp::Remove {
-                path: format!("/{key}"),
+                path: pointer(&key),
             }],
         )
         .await?;

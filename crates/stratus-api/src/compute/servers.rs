@@ -16,6 +16,8 @@ use stratus_services::authz::{Authorized, Facts};
 use stratus_services::compute::{
     host_id, status_of, Action, ServerCreate, VolumeMapping, VolumeSource,
 };
+use stratus_services::create_image::Rotation;
+use stratus_services::rebuild::RebuildRequest;
 use stratus_services::store::{ServerRec, VolumeRec};
 
 pub fn routes() -> RouteTable<Arc<AppState>> {
@@ -62,9 +64,9 @@ fn server_json(s: &AppState, mv: Microversion, v: &ServerRec, attached: &[Volume
         "hostId": if v.vm_state == "building" { String::new() } else { host_id(&v.project_id) },
         "image": image, "flavor": flavor,
         "created": time_z(v.created_at), "updated": time_z(v.updated_at),
-        "addresses": {}, "accessIPv4": "", "accessIPv6": "",
+        "addresses": {}, "accessIPv4": v.access_ipv4, "accessIPv6": v.access_ipv6,
         "links": links(s, &v.project_id, "servers", &v.id),
-        "OS-DCF:diskConfig": "MANUAL",
+        "OS-DCF:diskConfig": disk_config(v.auto_disk_config),
         "OS-EXT-AZ:availability_zone": v.availability_zone,
         "config_drive": "", "key_name": null,
         "OS-SRV-USG:launched_at": v.launched_at.map(crate::image::micros_naive),
@@ -76,8 +78,8 @@ fn server_json(s: &AppState, mv: Microversion, v: &ServerRec, attached: &[Volume
         } else {
             json!({"id": a.id})
         }).collect::<Vec<_>>(),
-        "security_groups": [{"name": "default"}],
     });
+    // No network service, so no ports and no security groups: upstream leaves the key out.
     if matches!(status, "ACTIVE" | "BUILD") {
         out["progress"] = json!(0);
     }
@@ -92,7 +94,7 @@ fn server_json(s: &AppState, mv: Microversion, v: &ServerRec, attached: &[Volume
         }
     }
     if mv.at_least(9) {
-        out["locked"] = json!(false);
+        out["locked"] = json!(v.locked_by.is_some());
     }
     if mv.at_least(19) {
         out["description"] = json!(v.description);
@@ -212,6 +214,134 @@ fn reference(v: &Value, field: &str) -> NResult<String> {
         )));
     }
     Ok(id.to_string())
+}
+
+fn disk_config(auto: bool) -> &'static str {
+    if auto {
+        "AUTO"
+    } else {
+        "MANUAL"
+    }
+}
+
+/// The keys of the server view a rebuild answers with (upstream's rebuild response schema up to
+/// 2.47: no extended attributes, no security groups).
+const REBUILD_VIEW: &[&str] = &[
+    "accessIPv4",
+    "accessIPv6",
+    "addresses",
+    "created",
+    "flavor",
+    "hostId",
+    "id",
+    "image",
+    "links",
+    "metadata",
+    "name",
+    "progress",
+    "status",
+    "tenant_id",
+    "updated",
+    "user_id",
+    "OS-DCF:diskConfig",
+    "fault",
+    "locked",
+    "description",
+    "tags",
+];
+
+/// A string field of a request body: absent or null is `None`, anything but a string is a 400.
+fn opt_text(o: &Map<String, Value>, k: &str) -> NResult<Option<String>> {
+    match o.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute {k}: a string is required."
+        ))),
+    }
+}
+
+/// `accessIPv4` / `accessIPv6`: an address of that family (upstream's schema: `format` ipv4 or
+/// ipv6; the empty string is not one).
+fn access_ip(o: &Map<String, Value>, k: &str) -> NResult<Option<String>> {
+    let Some(v) = o.get(k) else {
+        return Ok(None);
+    };
+    let (text, ok) = match v.as_str() {
+        Some(t) if k == "accessIPv4" => (t, t.parse::<std::net::Ipv4Addr>().is_ok()),
+        Some(t) => (t, t.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => ("", false),
+    };
+    if !ok {
+        let family = if k == "accessIPv4" { "ipv4" } else { "ipv6" };
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute {k}. Value: {v}. '{text}' is not a '{family}'"
+        )));
+    }
+    Ok(Some(text.to_string()))
+}
+
+/// `OS-DCF:diskConfig`: AUTO or MANUAL.
+fn disk_config_of(o: &Map<String, Value>) -> NResult<Option<bool>> {
+    match o.get("OS-DCF:diskConfig") {
+        None => Ok(None),
+        Some(v) if v == "AUTO" => Ok(Some(true)),
+        Some(v) if v == "MANUAL" => Ok(Some(false)),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute OS-DCF:diskConfig. Value: {v}. {v} is not one of ['AUTO', 'MANUAL']"
+        ))),
+    }
+}
+
+/// A server or image name as upstream's schema takes it: 1 to 255 printable characters without
+/// leading or trailing white space.
+fn checked_name(o: &Map<String, Value>, required: bool) -> NResult<Option<String>> {
+    let bad = |m: String| ApiError::<Nova>::bad_request(m);
+    let Some(v) = o.get("name") else {
+        return if required {
+            Err(bad("'name' is a required property".into()))
+        } else {
+            Ok(None)
+        };
+    };
+    let name = v.as_str().ok_or_else(|| {
+        bad("Invalid input for field/attribute name: a string is required.".into())
+    })?;
+    let count = name.chars().count();
+    if count == 0 || count > 255 || name.trim() != name || name.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "Invalid input for field/attribute name. Value: {name}. 1 to 255 printable characters without leading or trailing white space."
+        )));
+    }
+    Ok(Some(name.to_string()))
+}
+
+/// The security groups a create asks for: with no network service only `default` exists.
+fn security_groups(o: &Map<String, Value>, project: &str) -> NResult<Value> {
+    let Some(v) = o.get("security_groups") else {
+        return Ok(json!([{"name": "default"}]));
+    };
+    let list = v.as_array().ok_or_else(|| {
+        ApiError::bad_request(
+            "Invalid input for field/attribute security_groups: a list is required.",
+        )
+    })?;
+    for g in list {
+        match g.get("name").and_then(Value::as_str) {
+            Some("default") => {}
+            Some(n) => {
+                return Err(ApiError::bad_request(format!(
+                    "Security group {n} not found for project {project}."
+                )))
+            }
+            None => {
+                return Err(ApiError::bad_request(
+                    "Invalid input for field/attribute security_groups: each needs a 'name'.",
+                ))
+            }
+        }
+    }
+    Ok(v.clone())
 }
 
 /// The server attributes `POST /servers` accepts at microversion `mv` (anything else is 400, as
@@ -345,6 +475,9 @@ fn parse_create(mv: Microversion, body: &Value) -> NResult<ServerCreate> {
         metadata,
         availability_zone: text("availability_zone")?,
         admin_pass: text("adminPass")?,
+        access_ipv4: access_ip(srv, "accessIPv4")?,
+        access_ipv6: access_ip(srv, "accessIPv6")?,
+        auto_disk_config: disk_config_of(srv)?,
     })
 }
 
@@ -427,12 +560,14 @@ async fn create(
 ) -> NResult<Response> {
     let body: Value = parse_json(&read_body::<Nova>(req).await?)?;
     let create = parse_create(mv, &body)?;
-    project_of(authz.caller(), &pid)?;
+    let project = project_of(authz.caller(), &pid)?.to_string();
+    let groups = security_groups(body["server"].as_object().unwrap_or(&Map::new()), &project)?;
     let c = authz.allow().await?;
     let (v, pass) = s.compute.create(&c, create).await?;
     let out = json!({"server": {
         "id": v.id, "links": links(&s, &v.project_id, "servers", &v.id),
-        "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}], "adminPass": pass,
+        "OS-DCF:diskConfig": disk_config(v.auto_disk_config), "security_groups": groups,
+        "adminPass": pass,
     }});
     let mut resp = (StatusCode::ACCEPTED, Json(out)).into_response();
     let loc = s.url(&format!("/compute/v2.1/{}/servers/{}", v.project_id, v.id));
@@ -469,28 +604,15 @@ const METADATA_ITEMS: usize = 128;
 
 /// `{"name", "metadata"}` of createImage, checked as upstream's schema does.
 fn parse_create_image(mv: Microversion, arg: &Value) -> NResult<(String, Map<String, Value>)> {
+    let o = action_object("createImage", arg)?;
+    only_keys(o, &["name", "metadata"])?;
+    let name = checked_name(o, true)?.unwrap_or_default();
+    Ok((name, image_metadata(mv, o)?))
+}
+
+/// The `metadata` of createImage and createBackup, checked as upstream's schema does.
+fn image_metadata(mv: Microversion, o: &Map<String, Value>) -> NResult<Map<String, Value>> {
     let bad = |m: String| ApiError::<Nova>::bad_request(m);
-    let o = arg
-        .as_object()
-        .ok_or_else(|| bad("Invalid createImage: an object is required.".into()))?;
-    if let Some(k) = o.keys().find(|k| *k != "name" && *k != "metadata") {
-        return Err(bad(format!(
-            "Additional properties are not allowed ('{k}' was unexpected)"
-        )));
-    }
-    let name = o
-        .get("name")
-        .ok_or_else(|| bad("'name' is a required property".into()))?
-        .as_str()
-        .ok_or_else(|| {
-            bad("Invalid input for field/attribute name: a string is required.".into())
-        })?;
-    let count = name.chars().count();
-    if count == 0 || count > 255 || name.trim() != name || name.chars().any(char::is_control) {
-        return Err(bad(format!(
-            "Invalid input for field/attribute name. Value: {name}. 1 to 255 printable characters without leading or trailing white space."
-        )));
-    }
     let metadata = match o.get("metadata") {
         None => Map::new(),
         Some(Value::Object(m)) => m.clone(),
@@ -521,7 +643,165 @@ fn parse_create_image(mv: Microversion, arg: &Value) -> NResult<(String, Map<Str
             format!("Quota exceeded for metadata_items: Requested {}, but already used 0 of {METADATA_ITEMS} metadata_items", metadata.len()),
         ));
     }
-    Ok((name.to_string(), metadata))
+    Ok(metadata)
+}
+
+/// Rejects keys of an action's body that upstream's schema does not have.
+fn only_keys(o: &Map<String, Value>, allowed: &[&str]) -> NResult<()> {
+    match o.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad_request(format!(
+            "Additional properties are not allowed ('{k}' was unexpected)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn action_object<'a>(verb: &str, arg: &'a Value) -> NResult<&'a Map<String, Value>> {
+    arg.as_object()
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid {verb}: an object is required.")))
+}
+
+/// `createBackup`: `name`, `backup_type`, `rotation` (a non-negative integer, or a string of
+/// digits), `metadata`.
+fn parse_create_backup(
+    mv: Microversion,
+    arg: &Value,
+) -> NResult<(String, Rotation, Map<String, Value>)> {
+    let o = action_object("createBackup", arg)?;
+    only_keys(o, &["name", "backup_type", "rotation", "metadata"])?;
+    let name = checked_name(o, true)?.unwrap_or_default();
+    let backup_type = match o.get("backup_type") {
+        None => {
+            return Err(ApiError::bad_request(
+                "'backup_type' is a required property",
+            ))
+        }
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid input for field/attribute backup_type: a string is required.",
+            ))
+        }
+    };
+    let rotation = match o.get("rotation") {
+        None => return Err(ApiError::bad_request("'rotation' is a required property")),
+        Some(Value::Number(n)) => n.as_i64().filter(|n| *n >= 0),
+        Some(Value::String(t)) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+            t.parse::<i64>().ok()
+        }
+        Some(_) => None,
+    }
+    .ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Invalid input for field/attribute rotation. Value: {}. A non-negative integer is required.",
+            o["rotation"]
+        ))
+    })?;
+    let metadata = image_metadata(mv, o)?;
+    Ok((
+        name,
+        Rotation {
+            backup_type,
+            rotation,
+        },
+        metadata,
+    ))
+}
+
+/// `rebuild` up to 2.47: `imageRef` and what else a rebuild may change.
+fn parse_rebuild(mv: Microversion, arg: &Value) -> NResult<RebuildRequest> {
+    let o = action_object("rebuild", arg)?;
+    let mut allowed = vec![
+        "imageRef",
+        "name",
+        "adminPass",
+        "metadata",
+        "preserve_ephemeral",
+        "OS-DCF:diskConfig",
+        "accessIPv4",
+        "accessIPv6",
+        "personality",
+    ];
+    if mv.at_least(19) {
+        allowed.push("description");
+    }
+    only_keys(o, &allowed)?;
+    let image_id = reference(
+        o.get("imageRef")
+            .ok_or_else(|| ApiError::bad_request("'imageRef' is a required property"))?,
+        "imageRef",
+    )?;
+    let metadata = match o.get("metadata") {
+        None => None,
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid input for field/attribute metadata: an object is required.",
+            ))
+        }
+    };
+    if o.get("preserve_ephemeral").is_some_and(|v| !v.is_boolean()) {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute preserve_ephemeral: a boolean is required.",
+        ));
+    }
+    match o.get("personality") {
+        None => {}
+        Some(Value::Array(files)) if files.is_empty() => {}
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad_request(
+                "Personality files cannot be injected: this cloud has no file injection.",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid input for field/attribute personality: a list is required.",
+            ))
+        }
+    }
+    Ok(RebuildRequest {
+        image_id,
+        name: checked_name(o, false)?,
+        description: if o.contains_key("description") {
+            Some(opt_text(o, "description")?)
+        } else {
+            None
+        },
+        metadata,
+        admin_pass: opt_text(o, "adminPass")?,
+        access_ipv4: access_ip(o, "accessIPv4")?,
+        access_ipv6: access_ip(o, "accessIPv6")?,
+        auto_disk_config: disk_config_of(o)?,
+    })
+}
+
+/// The security group an `addSecurityGroup`/`removeSecurityGroup` names.
+fn security_group_name(key: &str, arg: &Value) -> NResult<String> {
+    let o = action_object(key, arg)?;
+    match o.get("name") {
+        None => Err(ApiError::bad_request("Security group not specified")),
+        Some(Value::String(n)) if n.trim().is_empty() => {
+            Err(ApiError::bad_request("Security group name cannot be empty"))
+        }
+        Some(Value::String(n)) => Ok(n.clone()),
+        Some(_) => Err(ApiError::bad_request(
+            "Invalid input for field/attribute name: a string is required.",
+        )),
+    }
+}
+
+/// `202` with the image's location below 2.45 (`Location` only when `with_location`), its id
+/// in the body from 2.45.
+fn image_accepted(s: &AppState, mv: Microversion, image_id: &str, with_location: bool) -> Response {
+    if mv.at_least(45) {
+        return (StatusCode::ACCEPTED, Json(json!({"image_id": image_id}))).into_response();
+    }
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    let loc = s.url(&format!("/image/v2/images/{image_id}"));
+    if let (true, Ok(h)) = (with_location, HeaderValue::from_str(&loc)) {
+        resp.headers_mut().insert(header::LOCATION, h);
+    }
+    resp
 }
 
 async fn action(
@@ -532,20 +812,59 @@ async fn action(
     req: Request,
 ) -> NResult<Response> {
     let (authz, key, arg) = action_body(authz, req).await?;
-    if key == "createImage" {
-        let (name, metadata) = parse_create_image(mv, &arg)?;
-        let (_, c) = visible(&s, authz, &pid, &id).await?;
-        let image = s.compute.create_image(&c, &id, &name, metadata).await?;
-        return Ok(if mv.at_least(45) {
-            (StatusCode::ACCEPTED, Json(json!({"image_id": image.id}))).into_response()
-        } else {
-            let mut resp = StatusCode::ACCEPTED.into_response();
-            let loc = s.url(&format!("/image/v2/images/{}", image.id));
+    match key.as_str() {
+        "createImage" => {
+            let (name, metadata) = parse_create_image(mv, &arg)?;
+            let (_, c) = visible(&s, authz, &pid, &id).await?;
+            let image = s.compute.create_image(&c, &id, &name, metadata).await?;
+            return Ok(image_accepted(&s, mv, &image.id, true));
+        }
+        "createBackup" => {
+            let (name, rotation, metadata) = parse_create_backup(mv, &arg)?;
+            let keep = rotation.rotation;
+            let (_, c) = visible(&s, authz, &pid, &id).await?;
+            let image = s
+                .compute
+                .create_backup(&c, &id, &name, rotation, metadata)
+                .await?;
+            // Upstream names the image only when it is kept.
+            return Ok(image_accepted(&s, mv, &image.id, keep > 0));
+        }
+        "rebuild" => {
+            let req = parse_rebuild(mv, &arg)?;
+            let (_, c) = visible(&s, authz, &pid, &id).await?;
+            let (v, pass) = s.compute.rebuild(&c, &id, req).await?;
+            let attached = s.compute.attached_volumes(&v.id).await?;
+            let mut view = server_json(&s, mv, &v, &attached);
+            if let Some(o) = view.as_object_mut() {
+                o.retain(|k, _| REBUILD_VIEW.contains(&k.as_str()));
+                o.insert("adminPass".into(), json!(pass));
+            }
+            let mut resp = (StatusCode::ACCEPTED, Json(json!({"server": view}))).into_response();
+            let loc = s.url(&format!("/compute/v2.1/{}/servers/{}", v.project_id, v.id));
             if let Ok(h) = HeaderValue::from_str(&loc) {
                 resp.headers_mut().insert(header::LOCATION, h);
             }
-            resp
-        });
+            return Ok(resp);
+        }
+        "lock" | "unlock" => {
+            let (_, c) = visible(&s, authz, &pid, &id).await?;
+            s.compute.set_lock(&c, &id, key == "lock").await?;
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
+        "addSecurityGroup" | "removeSecurityGroup" => {
+            let name = security_group_name(&key, &arg)?;
+            let (v, _) = visible(&s, authz, &pid, &id).await?;
+            // No network service: no security group exists, so none can be added or removed.
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "Security group {name} is not found for project {}",
+                    v.project_id
+                ),
+            ));
+        }
+        _ => {}
     }
     let action = power_action(&key, &arg)?;
     let (_, c) = visible(&s, authz, &pid, &id).await?;

@@ -126,7 +126,21 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| json!({}))
 }
 
-fn volume_json(s: &AppState, v: &VolumeRec) -> Value {
+/// Which view of a volume or snapshot a response shows (Cinder's view builders and the API
+/// extensions that extend only `show` and `detail`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// The answer to a create: the detail keys only, never updated yet.
+    Created,
+    /// A summary list entry (snapshots list their summary, which has the detail keys).
+    Summary,
+    /// `show` and `detail` lists: the detail keys and the extensions' attributes (the
+    /// administrators' ones for administrators only).
+    Shown { admin: bool },
+}
+
+/// A volume in Cinder 3.0's detail shape.
+fn volume_json(s: &AppState, v: &VolumeRec, view: View) -> Value {
     let attachments = match &v.server_id {
         Some(server) => {
             json!([{"id": v.id, "attachment_id": v.id, "volume_id": v.id, "server_id": server,
@@ -141,45 +155,76 @@ fn volume_json(s: &AppState, v: &VolumeRec) -> Value {
         "source_volid": null, "bootable": if v.bootable { "true" } else { "false" },
         "encrypted": false, "multiattach": false, "attachments": attachments,
         "metadata": json_of(&v.metadata), "links": links(s, &v.project_id, "volumes", &v.id),
-        "user_id": v.user_id, "os-vol-tenant-attr:tenant_id": v.project_id,
-        "replication_status": null, "consistencygroup_id": null,
+        "user_id": v.user_id, "replication_status": "disabled", "consistencygroup_id": null,
     });
-    if let Some(m) = &v.image_metadata {
-        out["volume_image_metadata"] = json_of(m);
+    match view {
+        View::Created => out["updated_at"] = Value::Null,
+        View::Summary => {}
+        View::Shown { admin } => {
+            out["os-vol-tenant-attr:tenant_id"] = json!(v.project_id);
+            if let Some(m) = &v.image_metadata {
+                out["volume_image_metadata"] = json_of(m);
+            }
+            if admin {
+                out["migration_status"] = Value::Null;
+                out["os-vol-host-attr:host"] = json!(format!("{}@local#local", HOST));
+                out["os-vol-mig-status-attr:migstat"] = Value::Null;
+                out["os-vol-mig-status-attr:name_id"] = Value::Null;
+            }
+        }
     }
     out
 }
 
-fn snapshot_json(v: &SnapshotRec) -> Value {
-    json!({
+/// The block storage host of this cloud, as administrators see it.
+const HOST: &str = stratus_services::compute::HOST;
+
+/// A snapshot in Cinder 3.0's shape (summary and detail are the same); shown ones carry the
+/// extended attributes.
+fn snapshot_json(v: &SnapshotRec, view: View) -> Value {
+    let mut out = json!({
         "id": v.id, "name": v.name, "description": v.description, "volume_id": v.volume_id,
         "size": v.size_gb, "status": v.status, "created_at": time(v.created_at),
         "updated_at": time(v.updated_at), "metadata": json_of(&v.metadata),
-        "os-extended-snapshot-attributes:project_id": v.project_id,
-        "os-extended-snapshot-attributes:progress": "100%",
-    })
+    });
+    match view {
+        View::Created => out["updated_at"] = Value::Null,
+        View::Summary => {}
+        View::Shown { .. } => {
+            out["os-extended-snapshot-attributes:project_id"] = json!(v.project_id);
+            out["os-extended-snapshot-attributes:progress"] = json!("100%");
+        }
+    }
+    out
 }
 
 fn brief(s: &AppState, project: &str, kind: &str, id: &str, name: &Option<String>) -> Value {
     json!({"id": id, "name": name, "links": links(s, project, kind, id)})
 }
 
-async fn volumes(s: &AppState, authz: VAuthz, pid: &str) -> VResult<(String, Vec<VolumeRec>)> {
+async fn volumes(
+    s: &AppState,
+    authz: VAuthz,
+    pid: &str,
+) -> VResult<(String, Vec<VolumeRec>, View)> {
     let project = project_of(authz.caller(), pid)?.to_string();
     let c = authz.allow().await?;
-    Ok((project, s.volumes.list(&c).await?))
+    let view = View::Shown {
+        admin: c.is_admin(),
+    };
+    Ok((project, s.volumes.list(&c).await?, view))
 }
 
 async fn list(State(s): St, authz: VAuthz, Path(pid): Path<String>) -> VResult<Json<Value>> {
-    let (project, all) = volumes(&s, authz, &pid).await?;
+    let (project, all, _) = volumes(&s, authz, &pid).await?;
     Ok(Json(json!({"volumes": all.iter()
         .map(|v| brief(&s, &project, "volumes", &v.id, &v.name)).collect::<Vec<_>>()})))
 }
 
 async fn detail(State(s): St, authz: VAuthz, Path(pid): Path<String>) -> VResult<Json<Value>> {
-    let (_, all) = volumes(&s, authz, &pid).await?;
+    let (_, all, view) = volumes(&s, authz, &pid).await?;
     Ok(Json(
-        json!({"volumes": all.iter().map(|v| volume_json(&s, v)).collect::<Vec<_>>()}),
+        json!({"volumes": all.iter().map(|v| volume_json(&s, v, view)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -205,8 +250,11 @@ async fn show(
     authz: VAuthz,
     Path((pid, id)): Path<(String, String)>,
 ) -> VResult<Json<Value>> {
-    let (v, _) = visible(&s, authz, &pid, &id).await?;
-    Ok(Json(json!({"volume": volume_json(&s, &v)})))
+    let (v, c) = visible(&s, authz, &pid, &id).await?;
+    let view = View::Shown {
+        admin: c.is_admin(),
+    };
+    Ok(Json(json!({"volume": volume_json(&s, &v, view)})))
 }
 
 async fn delete(
@@ -349,7 +397,7 @@ async fn create(
     let v = s.volumes.create(&c, req).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"volume": volume_json(&s, &v)})),
+        Json(json!({"volume": volume_json(&s, &v, View::Created)})),
     )
         .into_response())
 }
@@ -370,20 +418,18 @@ async fn action(
     Ok(StatusCode::OK)
 }
 
-async fn all_snapshots(
-    s: &AppState,
-    authz: VAuthz,
-    pid: &str,
-) -> VResult<(String, Vec<SnapshotRec>)> {
-    let project = project_of(authz.caller(), pid)?.to_string();
+async fn all_snapshots(s: &AppState, authz: VAuthz, pid: &str) -> VResult<Vec<SnapshotRec>> {
+    project_of(authz.caller(), pid)?;
     let c = authz.allow().await?;
-    Ok((project, s.volumes.snapshots(&c).await?))
+    Ok(s.volumes.snapshots(&c).await?)
 }
 
+/// `GET /snapshots`: Cinder's summary list (the same keys as a created snapshot's).
 async fn snapshots(State(s): St, authz: VAuthz, Path(pid): Path<String>) -> VResult<Json<Value>> {
-    let (project, all) = all_snapshots(&s, authz, &pid).await?;
-    Ok(Json(json!({"snapshots": all.iter()
-        .map(|v| brief(&s, &project, "snapshots", &v.id, &v.name)).collect::<Vec<_>>()})))
+    let all = all_snapshots(&s, authz, &pid).await?;
+    Ok(Json(
+        json!({"snapshots": all.iter().map(|v| snapshot_json(v, View::Summary)).collect::<Vec<_>>()}),
+    ))
 }
 
 async fn snapshots_detail(
@@ -391,9 +437,10 @@ async fn snapshots_detail(
     authz: VAuthz,
     Path(pid): Path<String>,
 ) -> VResult<Json<Value>> {
-    let (_, all) = all_snapshots(&s, authz, &pid).await?;
+    let all = all_snapshots(&s, authz, &pid).await?;
+    let view = View::Shown { admin: false };
     Ok(Json(
-        json!({"snapshots": all.iter().map(snapshot_json).collect::<Vec<_>>()}),
+        json!({"snapshots": all.iter().map(|v| snapshot_json(v, view)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -431,7 +478,7 @@ async fn create_snapshot(
     let snap = s.volumes.create_snapshot(&c, req).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"snapshot": snapshot_json(&snap)})),
+        Json(json!({"snapshot": snapshot_json(&snap, View::Created)})),
     )
         .into_response())
 }
@@ -444,7 +491,8 @@ async fn show_snapshot(
     project_of(authz.caller(), &pid)?;
     let snap = s.volumes.snapshot(authz.caller(), &id).await?;
     authz.allow().await?;
-    Ok(Json(json!({"snapshot": snapshot_json(&snap)})))
+    let view = View::Shown { admin: false };
+    Ok(Json(json!({"snapshot": snapshot_json(&snap, view)})))
 }
 
 async fn delete_snapshot(

@@ -4,6 +4,7 @@ the saved file is byte for byte the uploaded one and the digests are md5sum's an
 import hashlib
 import os
 import subprocess
+import time
 
 DEMO_IMAGE_ID = "1f3a7b52-6c0e-4d8a-9b1e-5d2c3a4f6e70"
 
@@ -61,3 +62,23 @@ def test_visibility_and_list_permission(cloud):
     priv = cloud.openstack("image", "show", "priv", "-f", "json")["id"]
     r = cloud.openstack("image", "show", priv, check=False, env=env)
     assert r.returncode != 0 and ("404" in r.stderr or "No Image found" in r.stderr), r.stderr
+
+
+def test_image_create_with_import(cloud, tmp_path):
+    """`openstack image create --import`: the interoperable import (stage, then glance-direct)."""
+    disk = tmp_path / "d.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "24M"], check=True,
+                   capture_output=True)
+    cloud.openstack("image", "create", "--import", "--disk-format", "qcow2", "--container-format",
+                    "bare", "--file", str(disk), "imported")
+    shown = None
+    for _ in range(200):
+        shown = cloud.openstack("image", "show", "imported", "-f", "json")
+        if shown["status"] not in ("uploading", "importing"):
+            break
+        time.sleep(0.1)
+    assert shown["status"] == "active", shown
+    assert shown["checksum"] == hashlib.md5(disk.read_bytes()).hexdigest()
+    out = tmp_path / "back.qcow2"
+    cloud.openstack("image", "save", "--file", str(out), "imported")
+    assert out.read_bytes() == disk.read_bytes()

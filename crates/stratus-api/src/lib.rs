@@ -33,6 +33,7 @@ pub struct AppState {
     pub images: Arc<Images>,
     pub compute: Arc<stratus_services::compute::Compute>,
     pub volumes: Arc<stratus_services::volumes::Volumes>,
+    pub imports: Arc<stratus_services::images::import::Imports>,
     /// Base URL clients reach this server at, without a trailing slash (e.g.
     /// `http://127.0.0.1:8080`); catalogue URLs and links are made from it.
     pub public_url: String,
@@ -65,8 +66,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     // The compute layer rewrites paths, so it runs before routing, around the router.
     let compute = tower::Layer::layer(&axum::middleware::from_fn(compute::compute_layer), inner);
     let volume = tower::Layer::layer(&axum::middleware::from_fn(volume::volume_layer), compute);
+    let image = tower::Layer::layer(&axum::middleware::from_fn(image::image_layer), volume);
     Router::new()
-        .fallback_service(volume)
+        .fallback_service(image)
         .layer(axum::middleware::from_fn(middleware::request_id))
 }
 

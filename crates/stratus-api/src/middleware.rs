@@ -1,9 +1,16 @@
 //! Request ids and request logging, shared by every API.
 
+use axum::body::Body;
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -23,7 +30,15 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
     let start = Instant::now();
+    let (req, read_to_end) = watch_body(req);
     let mut resp = next.run(req).instrument(span.clone()).await;
+    if !read_to_end.load(Ordering::Acquire) {
+        // The answer came before the request's body was read (a refused upload): the rest of
+        // the body is still on the connection, so it cannot carry another request. Saying so
+        // keeps clients from sending their next request into a connection being closed.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = resp.status();
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
@@ -37,4 +52,47 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     resp
+}
+
+/// A request body that records when it has been read to its end.
+struct Watched {
+    inner: Body,
+    done: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream() {
+            this.done.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Wraps the request's body; the flag is set once it has been read to its end (at once for a
+/// request without a body).
+fn watch_body(req: Request) -> (Request, Arc<AtomicBool>) {
+    let (parts, body) = req.into_parts();
+    let done = Arc::new(AtomicBool::new(http_body::Body::is_end_stream(&body)));
+    let body = Body::new(Watched {
+        inner: body,
+        done: done.clone(),
+    });
+    (Request::from_parts(parts, body), done)
 }

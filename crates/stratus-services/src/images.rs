@@ -48,6 +48,8 @@ pub const READ_ONLY: &[&str] = &[
     "locations",
 ];
 
+pub mod import;
+
 pub struct Images {
     store: Arc<Store>,
     blobs: BlobStore,
@@ -301,16 +303,27 @@ impl Images {
     }
 
     /// `queued → saving → active` with `data` as the image's content.
-    async fn store_data<S, E>(&self, mut i: ImageRec, data: S) -> Result<ImageRec>
+    async fn store_data<S, E>(&self, i: ImageRec, data: S) -> Result<ImageRec>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.store_data_from(i, "queued", data).await
+    }
+
+    /// Stores `data` as the content of an image in status `from`: a `queued` image moves to
+    /// `saving` while the data arrives (only one upload wins that move), an `importing` one stays
+    /// so; either becomes `active`, or on failure returns to `from` with nothing kept.
+    async fn store_data_from<S, E>(&self, mut i: ImageRec, from: &str, data: S) -> Result<ImageRec>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         let id = i.id.clone();
         let id = id.as_str();
-        if i.status != "queued" {
+        if i.status != from {
             return Err(ServiceError::Conflict(format!(
-                "Image {id} is {}; data can only be uploaded to a queued image.",
+                "Image {id} is {}; data can only be uploaded to a {from} image.",
                 i.status
             )));
         }
@@ -320,10 +333,12 @@ impl Images {
                 "Set disk_format and container_format before uploading data.",
             ));
         };
-        i.status = "saving".into();
-        i.updated_at = now_micros();
-        // Only one upload wins the move out of `queued`.
-        self.save(&i, "queued").await?;
+        let during = if from == "queued" { "saving" } else { from };
+        if during != from {
+            i.status = during.into();
+            i.updated_at = now_micros();
+            self.save(&i, from).await?;
+        }
         let result = self.receive(&i, &disk_format, data).await;
         match result {
             Ok((digest, virtual_size)) => {
@@ -334,7 +349,7 @@ impl Images {
                 i.os_hash_value = Some(digest.sha512);
                 i.virtual_size = virtual_size;
                 i.updated_at = now_micros();
-                if let Err(e) = self.save(&i, "saving").await {
+                if let Err(e) = self.save(&i, during).await {
                     // Deleted meanwhile: drop the data.
                     let _ = self.blobs.delete(id).await;
                     return Err(e);
@@ -343,11 +358,30 @@ impl Images {
             }
             Err(e) => {
                 let _ = self.blobs.delete(id).await;
-                i.status = "queued".into();
-                i.updated_at = now_micros();
-                let _ = self.save(&i, "saving").await;
+                if during != from {
+                    i.status = from.into();
+                    i.updated_at = now_micros();
+                    let _ = self.save(&i, during).await;
+                }
                 Err(e)
             }
+        }
+    }
+
+    /// What a failed write of image data means for the client.
+    fn blob_error(&self, id: &str, e: BlobError) -> ServiceError {
+        match e {
+            BlobError::TooLarge { limit } => ServiceError::TooLarge(format!(
+                "Image data is larger than the limit of {limit} bytes."
+            )),
+            BlobError::Source(m) => bad(format!("The upload was interrupted: {m}.")),
+            BlobError::Full(m) => {
+                tracing::warn!(image = %id, "image store full: {m}");
+                ServiceError::TooLarge(
+                    "Image storage media is full; the upload was discarded.".into(),
+                )
+            }
+            other => ServiceError::Internal(other.to_string()),
         }
     }
 
@@ -365,19 +399,7 @@ impl Images {
             .blobs
             .put(&i.id, data, self.max_size)
             .await
-            .map_err(|e| match e {
-                BlobError::TooLarge { limit } => ServiceError::TooLarge(format!(
-                    "Image data is larger than the limit of {limit} bytes."
-                )),
-                BlobError::Source(m) => bad(format!("The upload was interrupted: {m}.")),
-                BlobError::Full(m) => {
-                    tracing::warn!(image = %i.id, "image store full: {m}");
-                    ServiceError::TooLarge(
-                        "Image storage media is full; the upload was discarded.".into(),
-                    )
-                }
-                other => ServiceError::Internal(other.to_string()),
-            })?;
+            .map_err(|e| self.blob_error(&i.id, e))?;
         let format = match disk_format {
             "raw" => Some(DiskFormat::Raw),
             "qcow2" => Some(DiskFormat::Qcow2),
@@ -812,17 +834,21 @@ impl Images {
         self.drop_data(id).await
     }
 
+    /// Removes the image's data, its staged data (interoperable import) and any staging file of
+    /// an interrupted write.
     async fn drop_data(&self, id: &str) -> Result<()> {
-        self.blobs
-            .delete(id)
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        // Staging files of the local store are `<key>#<n>`.
-        let prefix = format!("{id}#");
-        if let Ok(mut dir) = tokio::fs::read_dir(&self.blob_dir).await {
-            while let Ok(Some(e)) = dir.next_entry().await {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = tokio::fs::remove_file(e.path()).await;
+        for key in [id.to_string(), import::staged_key(id)] {
+            self.blobs
+                .delete(&key)
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            // Staging files of the local store are `<key>#<n>`.
+            let prefix = format!("{key}#");
+            if let Ok(mut dir) = tokio::fs::read_dir(&self.blob_dir).await {
+                while let Ok(Some(e)) = dir.next_entry().await {
+                    if e.file_name().to_string_lossy().starts_with(&prefix) {
+                        let _ = tokio::fs::remove_file(e.path()).await;
+                    }
                 }
             }
         }

@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub max_image_size: Option<u64>,
     pub storage_dir: Option<PathBuf>,
     pub saga_lease_seconds: Option<f64>,
+    /// URL prefixes an image's `web-download` import may fetch; none turns the method off.
+    pub image_import_allow: Option<Vec<String>>,
     #[serde(default)]
     pub catalogue: CatalogueConfig,
 }
@@ -70,6 +72,8 @@ pub struct Config {
     pub saga_lease_seconds: f64,
     /// Fault injection for crash tests (`STRATUS_SAGA_FAULTS`); empty in normal use.
     pub saga_faults: String,
+    /// URL prefixes an image's `web-download` import may fetch (empty: the method is off).
+    pub image_import_allow: Vec<String>,
     pub catalogue: CatalogueConfig,
 }
 
@@ -108,6 +112,7 @@ impl Config {
             storage_dir: None,
             saga_lease_seconds: DEFAULT_SAGA_LEASE_SECONDS,
             saga_faults: String::new(),
+            image_import_allow: Vec::new(),
             catalogue: CatalogueConfig::default(),
         }
     }
@@ -154,7 +159,26 @@ impl Config {
             storage_dir: file.storage_dir,
             saga_lease_seconds,
             saga_faults: String::new(),
+            image_import_allow: check_import_allow(file.image_import_allow.unwrap_or_default())?,
             catalogue: file.catalogue,
         })
     }
+}
+
+/// The web-download allow-list: absolute http(s) URL prefixes with a host, so that a prefix
+/// cannot match more hosts than it names (`https://example.org` would take
+/// `https://example.org.evil.net`: prefixes end with `/`).
+pub fn check_import_allow(list: Vec<String>) -> Result<Vec<String>> {
+    for p in &list {
+        let rest = p
+            .strip_prefix("https://")
+            .or_else(|| p.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| r.find('/').is_some_and(|slash| slash > 0));
+        if !ok {
+            anyhow::bail!(
+                "image_import_allow entry {p:?} must be an http(s) URL prefix ending its host with '/', such as \"https://images.example.org/\""
+            );
+        }
+    }
+    Ok(list)
 }

@@ -17,6 +17,7 @@ use stratus_services::create_image::{self, ImageSagas};
 use stratus_services::disks::Disks;
 use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
+use stratus_services::images::import::{ImageImport, ImportSagas, Imports};
 use stratus_services::images::Images;
 use stratus_services::policy::Catalogue;
 use stratus_services::rebuild;
@@ -175,6 +176,15 @@ pub async fn start(
         driver,
         sagas.clone(),
     ));
+    sagas.register::<ImageImport>(Arc::new(ImportSagas {
+        images: images.clone(),
+        web_download_allow: cfg.image_import_allow.clone(),
+    }));
+    let imports = Arc::new(Imports::new(
+        images.clone(),
+        sagas.clone(),
+        cfg.image_import_allow.clone(),
+    ));
     // Resumes this node's interrupted sagas now, and any node's whose lease runs out later.
     let scanner = sagas.spawn_scanner();
     let state = Arc::new(AppState {
@@ -184,6 +194,7 @@ pub async fn start(
         images,
         compute,
         volumes,
+        imports,
         public_url: public_url.clone(),
     });
     let app = stratus_api::router(state);

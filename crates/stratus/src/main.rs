@@ -241,6 +241,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             .ok_or_else(|| anyhow::anyhow!("invalid STRATUS_SAGA_LEASE_SECONDS {lease:?}"))?;
     }
     cfg.saga_faults = std::env::var("STRATUS_SAGA_FAULTS").unwrap_or_default();
+    if let Ok(list) = std::env::var("STRATUS_IMAGE_IMPORT_ALLOW") {
+        cfg.image_import_allow = stratus::config::check_import_allow(
+            list.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect(),
+        )?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

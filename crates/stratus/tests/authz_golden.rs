@@ -33,7 +33,7 @@ fn body_for(key: &str, target_user: &str) -> Body {
                 br#"[{"op": "replace", "path": "/name", "value": "x"}]"#.to_vec(),
             ))
         }
-        "PUT /image/v2/images/{image_id}/file" => {
+        "PUT /image/v2/images/{image_id}/file" | "PUT /image/v2/images/{image_id}/stage" => {
             return Some(("application/octet-stream", b"data".to_vec()))
         }
         _ => {}
@@ -63,6 +63,7 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
             json!({"description": "x"})
         }
         "POST /image/v2/images" => json!({"name": "golden-i"}),
+        "POST /image/v2/images/{image_id}/import" => json!({"method": {"name": "glance-direct"}}),
         "POST /compute/v2.1/{project_id}/servers" => json!({"server": {"name": "golden-s",
             "imageRef": stratus_services::demo::DEMO_IMAGE_ID, "flavorRef": "1"}}),
         "POST /image/v2/images/{image_id}/members" => json!({"member": "golden-m"}),

@@ -1077,3 +1077,394 @@ async fn enterprise_project_grants_reach_only_what_the_catalogue_allows(c: &Test
     assert_eq!(s, StatusCode::OK, "{b}");
 }
 on_both_stores!(enterprise_project_grants_reach_only_what_the_catalogue_allows);
+
+async fn stage(c: &TestCloud, t: &str, id: &str, ct: &str, data: Vec<u8>) -> (StatusCode, Value) {
+    let r = c
+        .http
+        .put(format!("{}/image/v2/images/{id}/stage", c.url))
+        .header("X-Auth-Token", t)
+        .header("Content-Type", ct)
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until the image leaves `importing`; returns it.
+async fn settled(c: &TestCloud, t: &str, id: &str) -> Value {
+    for _ in 0..1000 {
+        let (_, _, b) = c
+            .call(
+                Method::GET,
+                &format!("/image/v2/images/{id}"),
+                Some(t),
+                None,
+            )
+            .await;
+        if b["status"] != "importing" && b.get("os_glance_import_task").is_none() {
+            return b;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("image {id} is still importing");
+}
+
+fn qcow2_bytes(size: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.qcow2");
+    assert!(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&p)
+        .arg(size)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::read(p).unwrap()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn versions_and_glance_direct_import(c: &TestCloud) {
+    for path in ["/image", "/image/"] {
+        let (s, _, b) = c.call(Method::GET, path, None, None).await;
+        assert_eq!(s, StatusCode::MULTIPLE_CHOICES, "{path}");
+        let ids: Vec<&str> = b["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "v2.15", "v2.9", "v2.17", "v2.7", "v2.6", "v2.5", "v2.4", "v2.3", "v2.2", "v2.1",
+                "v2.0"
+            ]
+        );
+        assert_eq!(b["versions"][2]["status"], "CURRENT");
+    }
+    let t = project_token(c, "demo").await;
+    // Any listed version serves the v2 API.
+    let (s, _, _) = c
+        .call(Method::GET, "/image/v2.17/images", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = c
+        .call(Method::GET, "/image/v2.8/images", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, b) = c
+        .call(Method::GET, "/image/v2/info/import", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b["import-methods"]["value"],
+        json!(["glance-direct", "copy-image"]),
+        "web-download is off"
+    );
+
+    let (s, h, i) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(&t),
+            Some(json!({"name": "imp", "disk_format": "qcow2", "container_format": "bare"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        h["openstack-image-import-methods"],
+        "glance-direct,copy-image"
+    );
+    let id = i["id"].as_str().unwrap().to_string();
+    let data = qcow2_bytes("16M");
+    // Not staged yet.
+    let import = |body: Value| {
+        let (t, id) = (t.clone(), id.clone());
+        async move {
+            c.call(
+                Method::POST,
+                &format!("/image/v2/images/{id}/import"),
+                Some(&t),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (s, _, b) = import(json!({"method": {"name": "glance-direct"}})).await;
+    assert_glance_error(s, &b, StatusCode::CONFLICT);
+    let (s, b) = stage(c, &t, &id, "application/json", data.clone()).await;
+    assert_glance_error(s, &b, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Refused before its body was read, the answer closes the connection (the rest of the body
+    // is still on it), so a client does not send its next request into it.
+    let r = c
+        .http
+        .put(format!("{}/image/v2/images/{id}/stage", c.url))
+        .header("X-Auth-Token", &t)
+        .header("Content-Type", "text/plain")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status(),
+            r.headers().get("connection").map(|v| v.to_str().unwrap())
+        ),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("close"))
+    );
+    let r = c
+        .http
+        .get(format!("{}/image/v2/images/{id}", c.url))
+        .header("X-Auth-Token", &t)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("connection").is_none());
+    let (s, b) = stage(c, &t, &id, "application/octet-stream", data.clone()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (_, _, i) = c
+        .call(
+            Method::GET,
+            &format!("/image/v2/images/{id}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (i["status"].as_str(), i["size"].as_u64(), &i["checksum"]),
+        (Some("uploading"), Some(data.len() as u64), &Value::Null)
+    );
+    let (s, b) = stage(c, &t, &id, "application/octet-stream", data.clone()).await;
+    assert_glance_error(s, &b, StatusCode::CONFLICT);
+    for bad in [
+        json!({"method": {"name": "web-download", "uri": "http://127.0.0.1/x"}}),
+        json!({"method": {"name": "nope"}}),
+        json!({"method": {}}),
+        json!({"method": {"name": "glance-direct"}, "stores": ["s1"]}),
+        json!({"method": {"name": "glance-direct"}, "all_stores_must_succeed": false}),
+        json!({"method": {"name": "glance-direct"}, "extra": 1}),
+    ] {
+        let (s, _, b) = import(bad.clone()).await;
+        assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
+    }
+    let (s, _, b) = import(json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let i = settled(c, &t, &id).await;
+    assert_eq!(i["status"], "active", "{i}");
+    assert_eq!(i["checksum"], md5_hex(&data));
+    assert_eq!(i["virtual_size"], 16 << 20);
+    let r = c
+        .http
+        .get(format!("{}/image/v2/images/{id}/file", c.url))
+        .header("X-Auth-Token", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), data);
+    let blobs = c.config.data_dir.join("images");
+    let left: Vec<String> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(&id))
+        .collect();
+    assert_eq!(left, std::slice::from_ref(&id), "the staged data is gone");
+    // copy-image of an active image: one store, nothing to copy.
+    let (s, _, _) = import(json!({"method": {"name": "copy-image"}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _, b) = import(json!({"method": {"name": "glance-direct"}})).await;
+    assert_glance_error(s, &b, StatusCode::CONFLICT);
+    // os_glance_* properties are the service's.
+    let (s, b) = patch(
+        c,
+        &t,
+        &id,
+        PATCH,
+        json!([{"op": "add", "path": "/os_glance_import_task", "value": "x"}]),
+    )
+    .await;
+    assert_glance_error(s, &b, StatusCode::FORBIDDEN);
+
+    // Staged data that is not what the image declares: the import fails, the image is queued
+    // again with nothing kept, and can be staged anew.
+    let (_, _, i) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(&t),
+            Some(json!({"name": "bad", "disk_format": "qcow2", "container_format": "bare"})),
+        )
+        .await;
+    let bad = i["id"].as_str().unwrap().to_string();
+    let (s, _) = stage(c, &t, &bad, "application/octet-stream", vec![0u8; 4096]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = c
+        .call(
+            Method::POST,
+            &format!("/image/v2/images/{bad}/import"),
+            Some(&t),
+            Some(json!({"method": {"name": "glance-direct"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let i = settled(c, &t, &bad).await;
+    assert_eq!(
+        (i["status"].as_str(), &i["size"], &i["checksum"]),
+        (Some("queued"), &Value::Null, &Value::Null),
+        "{i}"
+    );
+    assert!(!std::fs::read_dir(&blobs).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&bad)));
+    let (s, _) = stage(c, &t, &bad, "application/octet-stream", data.clone()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}
+on_both_stores!(versions_and_glance_direct_import);
+
+/// Serves `files` over HTTP/1.1 on a loopback port; a value starting with `redirect:` answers
+/// 302 to that location. Returns the base URL.
+async fn file_server(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    let files = std::sync::Arc::new(files);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = l.accept().await else {
+                return;
+            };
+            let files = files.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let head = |status: &str, extra: &str, len: usize| {
+                    format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {len}\r\nConnection: close\r\n\r\n")
+                };
+                match files.iter().find(|(p, _)| *p == path) {
+                    Some((_, body)) if body.starts_with(b"redirect:") => {
+                        let to = String::from_utf8_lossy(&body[9..]).to_string();
+                        let _ = sock
+                            .write_all(
+                                head("302 Found", &format!("Location: {to}\r\n"), 0).as_bytes(),
+                            )
+                            .await;
+                    }
+                    Some((_, body)) => {
+                        let _ = sock
+                            .write_all(head("200 OK", "", body.len()).as_bytes())
+                            .await;
+                        let _ = sock.write_all(body).await;
+                    }
+                    None => {
+                        let _ = sock
+                            .write_all(head("404 Not Found", "", 0).as_bytes())
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_download_fetches_only_allowed_urls() {
+    let data = qcow2_bytes("8M");
+    // The same data outside the allow-list (a redirect there must not be followed).
+    let base = file_server(vec![("/other/disk.qcow2", data.clone())]).await;
+    let files = file_server(vec![
+        ("/ok/disk.qcow2", data.clone()),
+        (
+            "/ok/elsewhere",
+            format!("redirect:{base}/other/disk.qcow2").into_bytes(),
+        ),
+        ("/ok/hop", b"redirect:/ok/disk.qcow2".to_vec()),
+    ])
+    .await;
+    let allow = format!("{files}/ok/");
+    let c = TestCloud::start_with(Backend::Sqlite, |cfg| {
+        cfg.image_import_allow = vec![allow.clone()]
+    })
+    .await
+    .unwrap();
+    let t = project_token(&c, "demo").await;
+    let (_, _, b) = c
+        .call(Method::GET, "/image/v2/info/import", Some(&t), None)
+        .await;
+    assert_eq!(
+        b["import-methods"]["value"],
+        json!(["glance-direct", "web-download", "copy-image"])
+    );
+    let new_image = |name: &'static str| {
+        let t = t.clone();
+        let c = &c;
+        async move {
+            let (_, _, i) = c
+                .call(
+                    Method::POST,
+                    "/image/v2/images",
+                    Some(&t),
+                    Some(json!({"name": name, "disk_format": "qcow2", "container_format": "bare"})),
+                )
+                .await;
+            i["id"].as_str().unwrap().to_string()
+        }
+    };
+    let import = |id: String, uri: String| {
+        let t = t.clone();
+        let c = &c;
+        async move {
+            c.call(
+                Method::POST,
+                &format!("/image/v2/images/{id}/import"),
+                Some(&t),
+                Some(json!({"method": {"name": "web-download", "uri": uri}})),
+            )
+            .await
+        }
+    };
+    for (name, path) in [("direct", "/ok/disk.qcow2"), ("hop", "/ok/hop")] {
+        let id = new_image(name).await;
+        let (s, _, b) = import(id.clone(), format!("{files}{path}")).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let i = settled(&c, &t, &id).await;
+        assert_eq!(
+            (i["status"].as_str(), i["checksum"].as_str()),
+            (Some("active"), Some(md5_hex(&data).as_str())),
+            "{i}"
+        );
+    }
+    // Outside the allow-list: refused before anything happens.
+    let id = new_image("outside").await;
+    for uri in [
+        format!("{base}/other/disk.qcow2"),
+        format!("{files}/okay"),
+        "file:///etc/passwd".to_string(),
+        format!("{files}/ok/{}", "x".repeat(3000)),
+    ] {
+        let (s, _, b) = import(id.clone(), uri).await;
+        assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
+    }
+    // A redirect out of the allow-list fails the import: the image is queued again.
+    let (s, _, _) = import(id.clone(), format!("{files}/ok/elsewhere")).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let i = settled(&c, &t, &id).await;
+    assert_eq!(
+        (i["status"].as_str(), &i["checksum"]),
+        (Some("queued"), &Value::Null),
+        "{i}"
+    );
+    c.stop().await;
+}

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_services::authz::{Authorized, Facts};
+use stratus_services::images::import::ImportRequest;
 use stratus_services::images::{ImageCreate, ListQuery, PatchOp};
 use stratus_services::store::ImageRec;
 use time::OffsetDateTime;
@@ -32,7 +33,11 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
     let p = |s: &str| format!("{I}{s}");
     RouteTable::default()
         .at(M::GET, "/image", versions)
+        .at(M::GET, "/image/", versions)
         .at(M::GET, "/image/versions", versions_ok)
+        .at(M::GET, "/image/v2/info/import", import_info)
+        .at(M::PUT, &p("/{image_id}/stage"), stage)
+        .at(M::POST, &p("/{image_id}/import"), import)
         .at(M::GET, I, list)
         .at(M::POST, I, create)
         .at(M::GET, &p("/{image_id}"), show)
@@ -85,12 +90,45 @@ pub(crate) async fn visible(
     Ok((i, c))
 }
 
+/// The versions upstream's current release lists in its default configuration (no image cache
+/// API, one store), in its order: 2.15, 2.9, 2.17 (current), 2.7 down to 2.0.
+pub const VERSIONS: &[(&str, &str)] = &[
+    ("v2.15", "SUPPORTED"),
+    ("v2.9", "SUPPORTED"),
+    ("v2.17", "CURRENT"),
+    ("v2.7", "SUPPORTED"),
+    ("v2.6", "SUPPORTED"),
+    ("v2.5", "SUPPORTED"),
+    ("v2.4", "SUPPORTED"),
+    ("v2.3", "SUPPORTED"),
+    ("v2.2", "SUPPORTED"),
+    ("v2.1", "SUPPORTED"),
+    ("v2.0", "SUPPORTED"),
+];
+
 fn versions_json(s: &AppState) -> Value {
-    let v = |id: &str, status: &str| json!({"id": id, "status": status, "links": [{"rel": "self", "href": s.url("/image/v2/")}]});
-    json!({"versions": [v("v2.9", "CURRENT"), v("v2.8", "SUPPORTED"), v("v2.7", "SUPPORTED"),
-                        v("v2.6", "SUPPORTED"), v("v2.5", "SUPPORTED"), v("v2.4", "SUPPORTED"),
-                        v("v2.3", "SUPPORTED"), v("v2.2", "SUPPORTED"), v("v2.1", "SUPPORTED"),
-                        v("v2.0", "SUPPORTED")]})
+    let list: Vec<Value> = VERSIONS
+        .iter()
+        .map(|(id, status)| json!({"id": id, "status": status, "links": [{"rel": "self", "href": s.url("/image/v2/")}]}))
+        .collect();
+    json!({ "versions": list })
+}
+
+/// Serves `/image/v2.N/...` (any version listed) as `/image/v2/...`, as upstream's version
+/// negotiation does.
+pub async fn image_layer(mut req: Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/image/v2.") {
+        let (minor, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if VERSIONS
+            .iter()
+            .any(|(v, _)| v.strip_prefix("v2.") == Some(minor))
+        {
+            let canonical = format!("/image/v2{tail}");
+            crate::routes::set_path(&mut req, &canonical);
+        }
+    }
+    next.run(req).await
 }
 
 async fn versions(State(s): St) -> impl IntoResponse {
@@ -251,6 +289,11 @@ async fn create(
     if let Ok(v) = HeaderValue::from_str(&s.url(&format!("{I}/{}", i.id))) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
+    // How the image's data may be imported (clients read this before staging).
+    if let Ok(v) = HeaderValue::from_str(&s.imports.methods().join(",")) {
+        resp.headers_mut()
+            .insert("openstack-image-import-methods", v);
+    }
     Ok(resp)
 }
 
@@ -259,7 +302,7 @@ async fn show(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<Js
     Ok(Json(image_json(&i)))
 }
 
-/// Glance's import tasks of an image; this cloud imports nothing asynchronously.
+/// Glance's tasks of an image (its imports run as sagas, not tasks: none are listed).
 async fn tasks(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GResult<Json<Value>> {
     visible(&s, authz, &id).await?;
     Ok(Json(json!({"tasks": []})))
@@ -391,6 +434,116 @@ async fn reactivate(State(s): St, authz: GAuthz, Path(id): Path<String>) -> GRes
 }
 
 // ---------------------------------------------------------------------------------------------
+// interoperable import
+
+async fn import_info(State(s): St, authz: GAuthz) -> GResult<Json<Value>> {
+    authz.allow().await?;
+    Ok(Json(json!({"import-methods": {
+        "description": "Import methods available.", "type": "array", "value": s.imports.methods(),
+    }})))
+}
+
+/// Image data must come as `application/octet-stream` (415 otherwise; upstream's `stage` also
+/// requires the header).
+fn octet_stream(headers: &HeaderMap, required: bool) -> GResult<()> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    match ct {
+        None if !required => Ok(()),
+        Some(ct) if ct.split(';').next().unwrap_or("").trim() == "application/octet-stream" => {
+            Ok(())
+        }
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Unsupported Content-Type {:?}: image data is application/octet-stream.",
+                other.unwrap_or("")
+            ),
+        )),
+    }
+}
+
+async fn stage(
+    State(s): St,
+    authz: GAuthz,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> GResult<StatusCode> {
+    octet_stream(&headers, true)?;
+    let (_, c) = visible(&s, authz, &id).await?;
+    s.imports.stage(&c, &id, body.into_data_stream()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportMethod {
+    name: String,
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default)]
+    glance_region: Option<String>,
+    #[serde(default)]
+    glance_image_id: Option<String>,
+    #[serde(default)]
+    glance_service_interface: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    method: ImportMethod,
+    #[serde(default)]
+    stores: Option<Vec<String>>,
+    #[serde(default)]
+    all_stores: Option<bool>,
+    #[serde(default)]
+    all_stores_must_succeed: Option<bool>,
+}
+
+async fn import(
+    State(s): St,
+    authz: GAuthz,
+    Path(id): Path<String>,
+    ApiJson(b, _): ApiJson<ImportBody, Glance>,
+) -> GResult<StatusCode> {
+    // One store: naming stores, or letting some of them fail, needs several (upstream's 400
+    // without multiple back ends).
+    if b.stores.as_ref().is_some_and(|s| !s.is_empty())
+        || b.all_stores == Some(true)
+        || b.all_stores_must_succeed == Some(false)
+    {
+        return Err(ApiError::bad_request(
+            "This cloud has one image store: stores, all_stores and all_stores_must_succeed=false cannot be used.",
+        ));
+    }
+    let unused = [
+        &b.method.glance_region,
+        &b.method.glance_image_id,
+        &b.method.glance_service_interface,
+    ];
+    if unused.iter().any(|v| v.is_some()) {
+        return Err(ApiError::bad_request(
+            "Unknown import method name 'glance-download'.",
+        ));
+    }
+    let (_, c) = visible(&s, authz, &id).await?;
+    s.imports
+        .import(
+            &c,
+            &id,
+            ImportRequest {
+                method: b.method.name,
+                uri: b.method.uri,
+            },
+        )
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+// ---------------------------------------------------------------------------------------------
 // data
 
 async fn upload(
@@ -400,17 +553,7 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> GResult<StatusCode> {
-    if let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        if ct.split(';').next().unwrap_or("").trim() != "application/octet-stream" {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Unsupported Content-Type {ct:?}: image data is application/octet-stream."),
-            ));
-        }
-    }
+    octet_stream(&headers, false)?;
     let (_, c) = visible(&s, authz, &id).await?;
     let stream = body.into_data_stream();
     s.images.upload(&c, &id, stream).await?;

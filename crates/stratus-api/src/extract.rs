@@ -147,6 +147,18 @@ impl<A: Api> FromRequestParts<Arc<AppState>> for Caller<A> {
             ));
         }
         let info = state.identity.validate(token).await?;
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map(|u| u.path().to_string())
+            .unwrap_or_else(|| parts.uri.path().to_string());
+        if !crate::identity::check_access_rules(&info, &parts.method, &path) {
+            tracing::info!(user = %info.user.id, %path, "request outside the application credential's access rules");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                stratus_services::identity::AUTH_REQUIRED,
+            ));
+        }
         Ok(Caller(info, PhantomData))
     }
 }

@@ -146,8 +146,40 @@ impl Authorizer {
         domain_id: &str,
         project_id: Option<&str>,
     ) -> Result<Arc<Principal>> {
+        self.principal_limited(user_id, domain_id, project_id, None)
+            .await
+    }
+
+    /// The policies reaching a caller: those of its user, and for a token of an application
+    /// credential only the credential's roles on its project (no domain-wide grant).
+    pub async fn principal_of(&self, caller: &TokenInfo) -> Result<Arc<Principal>> {
+        let project_id = caller.project().map(|p| p.id.as_str());
+        let limit = caller
+            .app_cred
+            .as_ref()
+            .map(|a| (a.id.as_str(), a.role_ids()));
+        self.principal_limited(
+            &caller.user.id,
+            &caller.user.domain_id,
+            project_id,
+            limit.as_ref().map(|(id, roles)| (*id, roles.as_slice())),
+        )
+        .await
+    }
+
+    async fn principal_limited(
+        &self,
+        user_id: &str,
+        domain_id: &str,
+        project_id: Option<&str>,
+        app_cred: Option<(&str, &[String])>,
+    ) -> Result<Arc<Principal>> {
         let g = self.sync().await?;
-        let key = format!("{user_id} {domain_id} {}", project_id.unwrap_or("-"));
+        let key = format!(
+            "{user_id} {domain_id} {} {}",
+            project_id.unwrap_or("-"),
+            app_cred.map_or("-", |a| a.0)
+        );
         if let Some(p) = self.principals.get(key.as_str()) {
             return Ok(p);
         }
@@ -156,6 +188,13 @@ impl Authorizer {
         for (kind, scope_id, role) in
             store::grants_reaching_user(self.store.pool(), user_id).await?
         {
+            if let Some((_, roles)) = app_cred {
+                if !roles.contains(&role.id)
+                    || !matches!(kind, ScopeKind::Project | ScopeKind::AllProjects)
+                {
+                    continue;
+                }
+            }
             let Some(policy) = self.compile(&role) else {
                 continue;
             };
@@ -250,10 +289,7 @@ impl Authorizer {
         ep: Option<&str>,
         ctx: &Context,
     ) -> Result<(Outcome, bool)> {
-        let project_id = caller.project().map(|p| p.id.as_str());
-        let principal = self
-            .principal(&caller.user.id, &caller.user.domain_id, project_id)
-            .await?;
+        let principal = self.principal_of(caller).await?;
         let actions: Vec<&str> = entry.required();
         let outcome = self.decide_actions(
             &principal.policies,

@@ -67,6 +67,11 @@ impl Generation {
 
     /// Moves to `revision`, clearing `memos` if it changed. Returns the generation to stamp loads
     /// with.
+    /// The revision the memos hold data of.
+    pub fn current(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
     pub fn sync(&self, revision: i64, memos: &[&dyn Clear]) -> i64 {
         if self.0.load(Ordering::SeqCst) != revision {
             // Set first, then clear: a concurrent insert either sees the new generation and

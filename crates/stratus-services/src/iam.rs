@@ -556,3 +556,253 @@ impl Iam {
             .decide_actions(&principal.policies, &refs, global, ep, &ctx, true))
     }
 }
+
+/// `GET /v3/role_assignments`: which filters to apply, as Keystone names them.
+#[derive(Debug, Clone, Default)]
+pub struct AssignmentQuery {
+    pub user_id: Option<String>,
+    pub group_id: Option<String>,
+    pub role_id: Option<String>,
+    pub project_id: Option<String>,
+    pub domain_id: Option<String>,
+    /// `scope.OS-INHERIT:inherited_to`: `Some(true)` only inherited assignments, `Some(false)`
+    /// only direct ones.
+    pub inherited: Option<bool>,
+    /// `scope.system`: only system assignments (there are none here).
+    pub system: bool,
+    /// Group assignments as their members', inherited ones on each project they reach.
+    pub effective: bool,
+    pub include_subtree: bool,
+}
+
+/// Who an assignment is to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignee {
+    User(String),
+    Group(String),
+}
+
+/// Where an assignment applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignedOn {
+    Project(String),
+    Domain(String),
+}
+
+/// One role assignment, with the grant it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub role_id: String,
+    pub to: Assignee,
+    pub on: AssignedOn,
+    /// Inherited by the domain's projects.
+    pub inherited: bool,
+    /// The grant it comes from: to this group (effective listings of group assignments).
+    pub via_group: Option<String>,
+    /// The grant it comes from: on this domain (effective listings of inherited assignments).
+    pub via_domain: Option<String>,
+}
+
+/// Most assignments one listing returns; a larger result is a 403 asking for filters, as
+/// Keystone's `list_limit` truncation would hide assignments.
+pub const MAX_ASSIGNMENTS: usize = 10_000;
+
+impl Iam {
+    /// The role assignments of the caller's domain that `q` selects (Keystone's semantics:
+    /// direct grants, or with `effective` the assignments users really hold).
+    pub async fn role_assignments(
+        &self,
+        caller: &Authorized,
+        q: &AssignmentQuery,
+    ) -> Result<Vec<Assignment>> {
+        let bad = |m: &str| Err(ServiceError::BadRequest(m.to_string()));
+        if q.user_id.is_some() && q.group_id.is_some() {
+            return bad("Specify a user or group, not both");
+        }
+        if q.project_id.is_some() && q.domain_id.is_some() {
+            return bad("Specify a domain or project, not both");
+        }
+        if q.system && (q.project_id.is_some() || q.domain_id.is_some()) {
+            return bad("Specify system or domain, not both");
+        }
+        if q.effective && q.group_id.is_some() {
+            return bad(
+                "Combining effective and group filter will always result in an empty list.",
+            );
+        }
+        if q.effective && q.domain_id.is_some() && q.inherited.is_some() {
+            return bad("Combining effective, domain and inherited filters will always result in an empty list.");
+        }
+        if q.include_subtree && q.project_id.is_none() {
+            return bad("scope.project.id must be specified if include_subtree is also specified");
+        }
+        if q.system {
+            // No role is granted on the system here.
+            return Ok(Vec::new());
+        }
+        let domain = caller.acting_domain_id().to_string();
+        let grants = store::grants_in_domain(self.store.pool(), &domain).await?;
+        let mut out = Vec::new();
+        let projects = if q.effective {
+            store::project_list(
+                self.store.pool(),
+                &store::ProjectFilter {
+                    domain_id: Some(&domain),
+                    name: None,
+                    enabled: None,
+                },
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        for g in grants {
+            let (on, inherited) = match g.scope_kind {
+                ScopeKind::Project => (AssignedOn::Project(g.scope_id.clone()), false),
+                ScopeKind::Domain => (AssignedOn::Domain(g.scope_id.clone()), false),
+                ScopeKind::AllProjects => (AssignedOn::Domain(g.scope_id.clone()), true),
+                ScopeKind::EnterpriseProject => continue,
+            };
+            let direct = Assignment {
+                role_id: g.role_id.clone(),
+                to: match g.actor_kind {
+                    ActorKind::User => Assignee::User(g.actor_id.clone()),
+                    ActorKind::Group => Assignee::Group(g.actor_id.clone()),
+                },
+                on,
+                inherited,
+                via_group: None,
+                via_domain: None,
+            };
+            if !q.effective {
+                out.push(direct);
+                continue;
+            }
+            // Effective: members of a group hold its roles; an inherited grant reaches each
+            // project of the domain.
+            let holders: Vec<(String, Option<String>)> = match g.actor_kind {
+                ActorKind::User => vec![(g.actor_id.clone(), None)],
+                ActorKind::Group => store::group_members(self.store.pool(), &g.actor_id)
+                    .await?
+                    .into_iter()
+                    .map(|u| (u.id, Some(g.actor_id.clone())))
+                    .collect(),
+            };
+            for (user, via_group) in holders {
+                let base = Assignment {
+                    to: Assignee::User(user),
+                    via_group,
+                    ..direct.clone()
+                };
+                if inherited {
+                    for p in &projects {
+                        out.push(Assignment {
+                            on: AssignedOn::Project(p.id.clone()),
+                            via_domain: Some(g.scope_id.clone()),
+                            ..base.clone()
+                        });
+                    }
+                } else {
+                    out.push(base);
+                }
+            }
+            if out.len() > MAX_ASSIGNMENTS {
+                return Err(ServiceError::Forbidden(format!(
+                    "More than {MAX_ASSIGNMENTS} role assignments match: narrow the listing with filters."
+                )));
+            }
+        }
+        out.retain(|a| {
+            let to_ok = match (&q.user_id, &q.group_id, &a.to) {
+                (Some(u), _, Assignee::User(x)) => u == x,
+                (Some(_), _, Assignee::Group(_)) => false,
+                (_, Some(g), Assignee::Group(x)) => g == x,
+                (_, Some(_), Assignee::User(_)) => false,
+                _ => true,
+            };
+            let on_ok = match (&q.project_id, &q.domain_id, &a.on) {
+                (Some(p), _, AssignedOn::Project(x)) => p == x,
+                (Some(_), _, AssignedOn::Domain(_)) => false,
+                (_, Some(d), AssignedOn::Domain(x)) => d == x && !(q.effective && a.inherited),
+                (_, Some(_), AssignedOn::Project(_)) => false,
+                _ => true,
+            };
+            let inherited_ok = match q.inherited {
+                Some(want) if !q.effective => a.inherited == want,
+                _ => true,
+            };
+            to_ok && on_ok && inherited_ok && q.role_id.as_ref().is_none_or(|r| *r == a.role_id)
+        });
+        if out.len() > MAX_ASSIGNMENTS {
+            return Err(ServiceError::Forbidden(format!(
+                "More than {MAX_ASSIGNMENTS} role assignments match: narrow the listing with filters."
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// The names of what role assignments refer to (`include_names`): by id, the name and, for
+/// users, groups and projects, the domain id.
+#[derive(Debug, Clone, Default)]
+pub struct AssignmentNames {
+    pub roles: HashMap<String, String>,
+    pub users: HashMap<String, (String, String)>,
+    pub groups: HashMap<String, (String, String)>,
+    pub projects: HashMap<String, (String, String)>,
+    pub domains: HashMap<String, String>,
+}
+
+impl Iam {
+    /// Looks up, once each, the names of the roles, users, groups, projects and domains the
+    /// assignments name.
+    pub async fn assignment_names(&self, list: &[Assignment]) -> Result<AssignmentNames> {
+        let pool = self.store.pool();
+        let mut n = AssignmentNames::default();
+        let mut domains = std::collections::BTreeSet::new();
+        for a in list {
+            if !n.roles.contains_key(&a.role_id) {
+                let name = store::role_get(pool, &a.role_id).await?.map(|r| r.name);
+                n.roles.insert(a.role_id.clone(), name.unwrap_or_default());
+            }
+            match &a.to {
+                Assignee::User(u) if !n.users.contains_key(u) => {
+                    let v = store::user_get(pool, u)
+                        .await?
+                        .map(|x| (x.name, x.domain_id));
+                    let v = v.unwrap_or_default();
+                    domains.insert(v.1.clone());
+                    n.users.insert(u.clone(), v);
+                }
+                Assignee::Group(g) if !n.groups.contains_key(g) => {
+                    let v = store::group_get(pool, g)
+                        .await?
+                        .map(|x| (x.name, x.domain_id));
+                    let v = v.unwrap_or_default();
+                    domains.insert(v.1.clone());
+                    n.groups.insert(g.clone(), v);
+                }
+                _ => {}
+            }
+            match &a.on {
+                AssignedOn::Project(p) if !n.projects.contains_key(p) => {
+                    let v = store::project_get(pool, p)
+                        .await?
+                        .map(|x| (x.name, x.domain_id));
+                    let v = v.unwrap_or_default();
+                    domains.insert(v.1.clone());
+                    n.projects.insert(p.clone(), v);
+                }
+                AssignedOn::Domain(d) => {
+                    domains.insert(d.clone());
+                }
+                _ => {}
+            }
+        }
+        for d in domains {
+            let name = store::domain_get(pool, &d).await?.map(|x| x.name);
+            n.domains.insert(d, name.unwrap_or_default());
+        }
+        Ok(n)
+    }
+}

@@ -1,5 +1,6 @@
 //! Identity: authentication, tokens, and the domains, projects, users and groups they refer to.
 
+use crate::app_creds::AppCred;
 use crate::authz::Authorized;
 use crate::cache::{Clear, Generation, Memo};
 use crate::token::{new_audit_id, TokenCodec, TokenPayload};
@@ -41,6 +42,9 @@ pub struct TokenInfo {
     pub issued_at: i64,
     pub expires_at: i64,
     pub audit_id: String,
+    /// The application credential the token was made with: its roles bound `roles`, its
+    /// access rules bound what the token may call.
+    pub app_cred: Option<Arc<AppCred>>,
 }
 
 impl TokenInfo {
@@ -94,8 +98,18 @@ pub enum ScopeRequest {
 
 #[derive(Debug, Clone)]
 pub enum AuthMethod {
-    Password { user: UserRef, password: String },
+    Password {
+        user: UserRef,
+        password: String,
+    },
     Token(String),
+    /// By the credential's id, or by its name and its user.
+    AppCred {
+        id: Option<String>,
+        name: Option<String>,
+        user: Option<UserRef>,
+        secret: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -155,16 +169,78 @@ pub struct GroupPatch {
 
 pub struct Identity {
     store: Arc<Store>,
-    codec: TokenCodec,
+    /// The token keys as last loaded, and when (microseconds).
+    codec: std::sync::RwLock<(Arc<TokenCodec>, i64)>,
     token_ttl_micros: i64,
     catalog: Vec<CatalogRec>,
-    generation: Generation,
+    pub(crate) generation: Generation,
     users: Memo<String, Option<Arc<UserRec>>>,
     projects: Memo<String, Option<Arc<ProjectRec>>>,
     domains: Memo<String, Option<Arc<DomainRec>>>,
     revoked: Memo<String, bool>,
     /// Keyed by `"<user id> <scope key>"`.
     roles: Memo<String, Arc<Vec<RoleRef>>>,
+    pub(crate) app_creds: Memo<String, Option<Arc<AppCred>>>,
+}
+
+/// How long token keys are used before they are read again even without a revision change: an
+/// embedded store's revision is tracked in memory, so a rotation by the operator command shows
+/// only this way.
+const KEY_RELOAD_MICROS: i64 = 30_000_000;
+
+async fn load_codec(store: &Store) -> Result<TokenCodec> {
+    let mut keys = Vec::new();
+    for (id, secret) in store::token_keys(store.pool()).await? {
+        let k = TokenCodec::decode_secret(&secret)
+            .ok_or_else(|| ServiceError::Internal(format!("token key {id} is corrupt")))?;
+        keys.push((id as u32, k));
+    }
+    if keys.is_empty() {
+        return Err(ServiceError::Internal(
+            "no token keys: the store is not bootstrapped".into(),
+        ));
+    }
+    Ok(TokenCodec::new(&keys))
+}
+
+/// What a token key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The new key every node issues tokens with from now on.
+    pub primary: i64,
+    /// Older keys kept: tokens made with them may still be unexpired.
+    pub kept: Vec<i64>,
+    /// Older keys removed: every token made with them has expired.
+    pub pruned: Vec<i64>,
+}
+
+/// Makes a new primary token key and removes the keys no unexpired token can have been made
+/// with: a key retired (another made after it) more than the longest token lifetime ago, plus
+/// the time a node may go on using a key before it reads the keys again.
+pub async fn rotate_token_keys(store: &Store, token_ttl_secs: i64) -> Result<Rotation> {
+    let now = now_micros();
+    let mut w = store.write(true).await?;
+    let keys = store::token_keys_dated(w.conn()).await?;
+    let primary = keys.iter().map(|k| k.0).max().unwrap_or(0) + 1;
+    store::token_key_insert(w.conn(), primary, &TokenCodec::generate_secret()).await?;
+    let lifetime = token_ttl_secs.saturating_mul(1_000_000) + 2 * KEY_RELOAD_MICROS;
+    let (mut kept, mut pruned) = (Vec::new(), Vec::new());
+    for (n, (id, _, _)) in keys.iter().enumerate() {
+        // Retired when the next key was made (the new one, for the newest old key).
+        let retired_at = keys.get(n + 1).map_or(now, |k| k.2);
+        if now - retired_at > lifetime {
+            store::token_key_delete(w.conn(), *id).await?;
+            pruned.push(*id);
+        } else {
+            kept.push(*id);
+        }
+    }
+    store.commit(w).await?;
+    Ok(Rotation {
+        primary,
+        kept,
+        pruned,
+    })
 }
 
 fn unauthorized(why: impl std::fmt::Display) -> ServiceError {
@@ -186,21 +262,11 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
 impl Identity {
     /// Loads token keys and the service catalogue; the store must have been bootstrapped.
     pub async fn new(store: Arc<Store>, token_ttl_secs: i64) -> Result<Identity> {
-        let mut keys = Vec::new();
-        for (id, secret) in store::token_keys(store.pool()).await? {
-            let k = TokenCodec::decode_secret(&secret)
-                .ok_or_else(|| ServiceError::Internal(format!("token key {id} is corrupt")))?;
-            keys.push((id as u32, k));
-        }
-        if keys.is_empty() {
-            return Err(ServiceError::Internal(
-                "no token keys: the store is not bootstrapped".into(),
-            ));
-        }
+        let codec = load_codec(&store).await?;
         let catalog = store::catalog_list(store.pool()).await?;
         Ok(Identity {
             store,
-            codec: TokenCodec::new(&keys),
+            codec: std::sync::RwLock::new((Arc::new(codec), now_micros())),
             token_ttl_micros: token_ttl_secs.saturating_mul(1_000_000),
             catalog,
             generation: Generation::new(),
@@ -209,6 +275,7 @@ impl Identity {
             domains: Memo::new(),
             revoked: Memo::new(),
             roles: Memo::new(),
+            app_creds: Memo::new(),
         })
     }
 
@@ -226,14 +293,41 @@ impl Identity {
 
     async fn sync(&self) -> Result<i64> {
         let rev = self.store.current_revision().await?;
-        let memos: [&dyn Clear; 5] = [
+        let memos: [&dyn Clear; 6] = [
             &self.users,
             &self.projects,
             &self.domains,
             &self.revoked,
             &self.roles,
+            &self.app_creds,
         ];
-        Ok(self.generation.sync(rev, &memos))
+        let before = self.generation.current();
+        let g = self.generation.sync(rev, &memos);
+        let stale = self
+            .codec
+            .read()
+            .map(|c| now_micros() - c.1 > KEY_RELOAD_MICROS)
+            .unwrap_or(true);
+        if g != before || stale {
+            self.reload_keys().await?;
+        }
+        Ok(g)
+    }
+
+    /// Reads the token keys again (a rotation on any node, or by `stratus token rotate`).
+    async fn reload_keys(&self) -> Result<()> {
+        let codec = Arc::new(load_codec(&self.store).await?);
+        if let Ok(mut c) = self.codec.write() {
+            *c = (codec, now_micros());
+        }
+        Ok(())
+    }
+
+    fn codec(&self) -> Arc<TokenCodec> {
+        match self.codec.read() {
+            Ok(c) => c.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
+        }
     }
 
     async fn memo<V, F, Fut>(&self, g: i64, memo: &Memo<String, V>, k: &str, load: F) -> Result<V>
@@ -316,12 +410,20 @@ impl Identity {
     /// Validates a token: authentic, unexpired, not revoked, its user enabled and its scope usable.
     /// Every failure is the same 401; the reason is logged.
     pub async fn validate(&self, token: &str) -> Result<TokenInfo> {
-        let p = self.codec.decode(token).map_err(unauthorized)?;
+        let g = self.sync().await?;
+        let p = match self.codec().decode(token) {
+            // A key made since the last load (a rotation elsewhere): load the keys again.
+            Err(crate::token::TokenError::UnknownKey) => {
+                self.reload_keys().await?;
+                self.codec().decode(token)
+            }
+            other => other,
+        }
+        .map_err(unauthorized)?;
         let now = now_micros();
         if p.expires_at <= now {
             return Err(unauthorized("token expired"));
         }
-        let g = self.sync().await?;
         let revoked = self
             .memo(g, &self.revoked, &p.audit_id, || {
                 store::token_is_revoked(self.store.pool(), &p.audit_id)
@@ -351,7 +453,31 @@ impl Identity {
         } else {
             Scope::Unscoped
         };
-        let roles = self.cached_roles(g, &user.id, &scope).await?;
+        let mut roles = self.cached_roles(g, &user.id, &scope).await?;
+        let app_cred = match &p.app_cred {
+            None => None,
+            Some(id) => {
+                let a = self
+                    .cached_app_cred(g, id)
+                    .await?
+                    .filter(|a| !a.expired(now) && a.user_id == user.id)
+                    .ok_or_else(|| unauthorized("application credential gone or expired"))?;
+                // At most the credential's roles, and only those the user still holds.
+                let kept: Vec<RoleRef> = roles
+                    .iter()
+                    .filter(|r| a.roles.iter().any(|ar| ar.id == r.id))
+                    .cloned()
+                    .collect();
+                if kept.is_empty() {
+                    return Err(unauthorized(format!(
+                        "user {} has no access to the application credential's project",
+                        user.id
+                    )));
+                }
+                roles = Arc::new(kept);
+                Some(a)
+            }
+        };
         Ok(TokenInfo {
             user,
             user_domain,
@@ -361,6 +487,7 @@ impl Identity {
             issued_at: p.issued_at,
             expires_at: p.expires_at,
             audit_id: p.audit_id,
+            app_cred,
         })
     }
 
@@ -378,20 +505,65 @@ impl Identity {
         })
     }
 
+    /// Finds a user by reference.
+    async fn find_user(&self, user: &UserRef) -> Result<Option<UserRec>> {
+        Ok(match user {
+            UserRef::Id(id) => store::user_get(self.store.pool(), id).await?,
+            UserRef::Name { name, domain } => match self.resolve_domain(domain).await? {
+                Some(d) => store::user_by_name(self.store.pool(), &d.id, name).await?,
+                None => None,
+            },
+        })
+    }
+
+    /// The application credential an authentication names, if its secret matches and it has
+    /// not expired.
+    async fn app_cred_auth(
+        &self,
+        id: Option<&str>,
+        name: Option<&str>,
+        user: Option<&UserRef>,
+        secret: String,
+        now: i64,
+    ) -> Result<store::AppCredRec> {
+        let rec = match (id, name, user) {
+            (Some(id), _, _) => store::app_cred_get(self.store.pool(), id).await?,
+            (None, Some(name), Some(u)) => match self.find_user(u).await? {
+                Some(u) => store::app_creds_of_user(self.store.pool(), &u.id, Some(name))
+                    .await?
+                    .into_iter()
+                    .next(),
+                None => None,
+            },
+            _ => None,
+        }
+        .ok_or_else(|| unauthorized("unknown application credential"))?;
+        if !password::verify(secret, rec.secret_hash.clone()).await {
+            return Err(unauthorized(format!(
+                "wrong secret for application credential {}",
+                rec.id
+            )));
+        }
+        if rec.expires_at.is_some_and(|e| e <= now) {
+            return Err(unauthorized(format!(
+                "application credential {} expired",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+
     /// Issues a token (`POST /v3/auth/tokens`).
     pub async fn authenticate(&self, req: AuthRequest) -> Result<IssuedToken> {
         let now = now_micros();
+        let mut app_cred = None;
         let (user, methods, expires_at) = match req.method {
             AuthMethod::Password { user, password } => {
-                let user = match &user {
-                    UserRef::Id(id) => store::user_get(self.store.pool(), id).await?,
-                    UserRef::Name { name, domain } => match self.resolve_domain(domain).await? {
-                        Some(d) => store::user_by_name(self.store.pool(), &d.id, name).await?,
-                        None => None,
-                    },
-                }
-                .map(Arc::new)
-                .ok_or_else(|| unauthorized("unknown user"))?;
+                let user = self
+                    .find_user(&user)
+                    .await?
+                    .map(Arc::new)
+                    .ok_or_else(|| unauthorized("unknown user"))?;
                 let hash = user
                     .password_hash
                     .clone()
@@ -411,7 +583,37 @@ impl Identity {
             AuthMethod::Token(t) => {
                 // Re-scoping keeps the original expiry, as Keystone does.
                 let info = self.validate(&t).await?;
+                if info.app_cred.is_some() {
+                    return Err(unauthorized(
+                        "a token of an application credential cannot be re-scoped",
+                    ));
+                }
                 (info.user, vec!["token".to_string()], info.expires_at)
+            }
+            AuthMethod::AppCred {
+                id,
+                name,
+                user,
+                secret,
+            } => {
+                if !matches!(req.scope, ScopeRequest::Default) {
+                    return Err(unauthorized(
+                        "Application credentials cannot request a scope",
+                    ));
+                }
+                let rec = self
+                    .app_cred_auth(id.as_deref(), name.as_deref(), user.as_ref(), secret, now)
+                    .await?;
+                let user = store::user_get(self.store.pool(), &rec.user_id)
+                    .await?
+                    .map(Arc::new)
+                    .ok_or_else(|| unauthorized("the credential's user is gone"))?;
+                if !user.enabled {
+                    return Err(unauthorized(format!("user {} is disabled", user.id)));
+                }
+                let expires = (now + self.token_ttl_micros).min(rec.expires_at.unwrap_or(i64::MAX));
+                app_cred = Some(rec);
+                (user, vec!["application_credential".to_string()], expires)
             }
         };
         store::domain_get(self.store.pool(), &user.domain_id)
@@ -419,6 +621,9 @@ impl Identity {
             .filter(|d| d.enabled)
             .ok_or_else(|| unauthorized("user's domain disabled"))?;
         let (project_id, domain_id) = match &req.scope {
+            ScopeRequest::Default if app_cred.is_some() => {
+                (app_cred.as_ref().map(|a| a.project_id.clone()), None)
+            }
             ScopeRequest::Default => match &user.default_project_id {
                 Some(pid) => match store::project_get(self.store.pool(), pid).await? {
                     Some(p) if p.enabled && p.domain_id == user.domain_id => (Some(p.id), None),
@@ -459,9 +664,11 @@ impl Identity {
             issued_at: now,
             expires_at,
             audit_id: new_audit_id(),
+            app_cred: app_cred.map(|a| a.id),
         };
+        self.sync().await?;
         let token = self
-            .codec
+            .codec()
             .encode(&payload)
             .ok_or_else(|| ServiceError::Internal("token encryption failed".into()))?;
         let info = self.validate(&token).await?;
@@ -658,7 +865,7 @@ impl Identity {
         Ok(u)
     }
 
-    async fn visible_user(&self, caller: &TokenInfo, id: &str) -> Result<UserRec> {
+    pub(crate) async fn visible_user(&self, caller: &TokenInfo, id: &str) -> Result<UserRec> {
         store::user_get(self.store.pool(), id)
             .await?
             .filter(|u| u.domain_id == caller.acting_domain_id() || u.id == caller.user.id)
@@ -756,6 +963,7 @@ impl Identity {
         let u = self.visible_user(caller, id).await?;
         let mut w = self.store.write(true).await?;
         store::grants_delete_actor(w.conn(), store::ActorKind::User, &u.id).await?;
+        store::app_creds_delete_of_user(w.conn(), &u.id).await?;
         store::user_delete(w.conn(), &u.id).await?;
         self.store.commit(w).await?;
         Ok(())

@@ -3,6 +3,7 @@
 //! Services take domain requests and return domain values or a [`ServiceError`]; they never build
 //! HTTP responses. Storage goes through `stratus-store`.
 
+pub mod app_creds;
 pub mod authz;
 pub mod bootstrap;
 mod cache;

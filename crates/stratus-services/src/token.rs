@@ -35,6 +35,9 @@ pub struct TokenPayload {
     pub expires_at: i64,
     #[serde(rename = "a")]
     pub audit_id: String,
+    /// The application credential the token was made with.
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub app_cred: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -150,6 +153,7 @@ mod tests {
             issued_at: 1,
             expires_at: 2,
             audit_id: new_audit_id(),
+            app_cred: None,
         }
     }
 

@@ -7,3 +7,24 @@ ALTER TABLE servers ADD COLUMN locked_by TEXT;
 
 -- A layer a saga made before anything reaches it (the saga's id): collection keeps it.
 ALTER TABLE disk_layers ADD COLUMN pinned_by TEXT;
+
+-- Keystone application credentials: a secret (stored only as an argon2id hash) that authenticates
+-- as its user on one project, with at most the given roles, optionally only for the API calls
+-- its access rules name.
+CREATE TABLE application_credentials (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT,
+    secret_hash TEXT NOT NULL,
+    expires_at BIGINT,
+    unrestricted BIGINT NOT NULL,
+    -- JSON list of role ids.
+    roles TEXT NOT NULL,
+    -- JSON list of {"id", "service", "method", "path"}.
+    access_rules TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (user_id, name)
+);
+CREATE INDEX application_credentials_user ON application_credentials (user_id);

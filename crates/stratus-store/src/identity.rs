@@ -73,6 +73,14 @@ impl ActorKind {
             ActorKind::Group => "group",
         }
     }
+
+    pub fn parse(s: &str) -> Option<ActorKind> {
+        match s {
+            "user" => Some(ActorKind::User),
+            "group" => Some(ActorKind::Group),
+            _ => None,
+        }
+    }
 }
 
 /// Where a grant applies.
@@ -802,12 +810,31 @@ pub async fn roles_of_user_on<'e, E: Executor<'e, Database = Any>>(
 // token keys and revocations
 
 pub async fn token_keys<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<(i64, String)>> {
-    let rows = sqlx::query("SELECT id, secret FROM token_keys ORDER BY id")
+    Ok(token_keys_dated(e)
+        .await?
+        .into_iter()
+        .map(|(id, secret, _)| (id, secret))
+        .collect())
+}
+
+/// Every token key, oldest first: id, secret, creation time.
+pub async fn token_keys_dated<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+) -> Result<Vec<(i64, String, i64)>> {
+    let rows = sqlx::query("SELECT id, secret, created_at FROM token_keys ORDER BY id")
         .fetch_all(e)
         .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect()
+}
+
+pub async fn token_key_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM token_keys WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(())
 }
 
 pub async fn token_key_insert<'e, E: Executor<'e, Database = Any>>(
@@ -980,4 +1007,155 @@ pub async fn grants_delete_scope<'e, E: Executor<'e, Database = Any>>(
         .execute(e)
         .await?;
     Ok(r.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------------
+// application credentials
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCredRec {
+    pub id: String,
+    pub user_id: String,
+    pub project_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub secret_hash: String,
+    pub expires_at: Option<i64>,
+    pub unrestricted: bool,
+    /// JSON list of role ids.
+    pub roles: String,
+    /// JSON list of access rules.
+    pub access_rules: String,
+    pub created_at: i64,
+}
+
+const APP_CRED_COLS: &str = "id, user_id, project_id, name, description, secret_hash, expires_at, \
+    unrestricted, roles, access_rules, created_at";
+
+fn app_cred_from(r: &AnyRow) -> Result<AppCredRec> {
+    Ok(AppCredRec {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        project_id: r.try_get("project_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        secret_hash: r.try_get("secret_hash")?,
+        expires_at: r.try_get("expires_at")?,
+        unrestricted: crate::get_flag(r, "unrestricted")?,
+        roles: r.try_get("roles")?,
+        access_rules: r.try_get("access_rules")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// Inserts an application credential; a name the user already has is [`StoreError::Conflict`].
+pub async fn app_cred_insert<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    a: &AppCredRec,
+) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO application_credentials ({APP_CRED_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+         $9, $10, $11)"
+    ))
+    .bind(&a.id)
+    .bind(&a.user_id)
+    .bind(&a.project_id)
+    .bind(&a.name)
+    .bind(&a.description)
+    .bind(&a.secret_hash)
+    .bind(a.expires_at)
+    .bind(a.unrestricted as i64)
+    .bind(&a.roles)
+    .bind(&a.access_rules)
+    .bind(a.created_at)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn app_cred_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<Option<AppCredRec>> {
+    sqlx::query(&format!(
+        "SELECT {APP_CRED_COLS} FROM application_credentials WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(e)
+    .await?
+    .as_ref()
+    .map(app_cred_from)
+    .transpose()
+}
+
+/// A user's application credentials, by name, optionally only the one called `name`.
+pub async fn app_creds_of_user<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    user_id: &str,
+    name: Option<&str>,
+) -> Result<Vec<AppCredRec>> {
+    sqlx::query(&format!(
+        "SELECT {APP_CRED_COLS} FROM application_credentials WHERE user_id = $1 \
+         AND ($2 IS NULL OR name = $2) ORDER BY name"
+    ))
+    .bind(user_id)
+    .bind(name)
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(app_cred_from)
+    .collect()
+}
+
+pub async fn app_cred_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM application_credentials WHERE id = $1")
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn app_creds_delete_of_user<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    user_id: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM application_credentials WHERE user_id = $1")
+        .bind(user_id)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+/// Every grant of a domain's roles to its users and groups: on its projects, on all its projects
+/// and on the domain itself (enterprise-project grants are not Keystone assignments).
+pub async fn grants_in_domain<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    domain_id: &str,
+) -> Result<Vec<GrantRec>> {
+    let rows = sqlx::query(
+        "SELECT g.role_id, g.actor_kind, g.actor_id, g.scope_kind, g.scope_id FROM grants g \
+         WHERE (g.scope_kind IN ('domain', 'all_projects') AND g.scope_id = $1) \
+         OR (g.scope_kind = 'project' AND g.scope_id IN (SELECT id FROM projects WHERE domain_id = $1)) \
+         ORDER BY g.scope_kind, g.scope_id, g.actor_kind, g.actor_id, g.role_id",
+    )
+    .bind(domain_id)
+    .fetch_all(e)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let actor: String = r.try_get(1)?;
+        let scope: String = r.try_get(3)?;
+        if let (Some(actor_kind), Some(scope_kind)) =
+            (ActorKind::parse(&actor), ScopeKind::parse(&scope))
+        {
+            out.push(GrantRec {
+                role_id: r.try_get(0)?,
+                actor_kind,
+                actor_id: r.try_get(2)?,
+                scope_kind,
+                scope_id: r.try_get(4)?,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -273,3 +273,11 @@ pub async fn server_disks(cfg: &Config, server_id: &str) -> Result<Vec<std::path
         .map(|d| disks.join(d))
         .collect())
 }
+
+/// Rotates the token keys of the store a configuration names (`stratus token rotate`).
+pub async fn rotate_token_keys(cfg: &Config) -> Result<stratus_services::identity::Rotation> {
+    let store = open_store(cfg).await?;
+    let r = stratus_services::identity::rotate_token_keys(&store, cfg.token_expiration).await;
+    store.close().await;
+    Ok(r?)
+}

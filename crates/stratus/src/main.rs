@@ -29,6 +29,26 @@ enum Command {
     /// Operator tools for sagas (multi-step operations such as createImage).
     #[command(subcommand)]
     Saga(SagaCommand),
+    /// Operator tools for tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new primary token key: new tokens are made with it (by every node within 30 s),
+    /// older keys keep validating the tokens made with them until those have expired, then
+    /// they are removed (by this command, the next time it runs).
+    Rotate(RotateArgs),
+}
+
+#[derive(Args)]
+struct RotateArgs {
+    /// The longest token lifetime of the cloud's nodes, in seconds [default: 86400]
+    #[arg(long, env = "STRATUS_TOKEN_EXPIRATION")]
+    token_expiration: Option<i64>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +198,7 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Server(ServerCommand::Disks(args)) => server_disks(args),
         Command::Saga(cmd) => saga(cmd),
+        Command::Token(TokenCommand::Rotate(args)) => rotate_tokens(args),
         Command::Policy(PolicyCommand::Simulate(args)) => match simulate(args) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(3),
@@ -303,6 +324,42 @@ fn store_config(a: StoreArgs) -> Result<Config> {
         None => FileConfig::default(),
     };
     Config::resolve(a.data_dir, None, a.database_url, None, None, file)
+}
+
+fn rotate_tokens(a: RotateArgs) -> Result<()> {
+    let file = match &a.store.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let cfg = Config::resolve(
+        a.store.data_dir,
+        None,
+        a.store.database_url,
+        None,
+        a.token_expiration,
+        file,
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(stratus::rotate_token_keys(&cfg))?;
+    let ids = |v: &[i64]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+        }
+    };
+    println!("new primary token key: {}", r.primary);
+    println!(
+        "older keys kept (tokens made with them may be unexpired): {}",
+        ids(&r.kept)
+    );
+    println!(
+        "older keys removed (every token made with them has expired): {}",
+        ids(&r.pruned)
+    );
+    Ok(())
 }
 
 fn saga(cmd: SagaCommand) -> Result<()> {

@@ -53,6 +53,9 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
             json!({"user": {"password": "a", "original_password": "b"}})
         }
         "POST /identity/v3/groups" => json!({"group": {"name": "golden-g"}}),
+        "POST /identity/v3/users/{user_id}/application_credentials" => {
+            json!({"application_credential": {"name": "golden-ac2"}})
+        }
         "PATCH /identity/v3/groups/{id}" => json!({"group": {"description": "x"}}),
         "POST /identity/v3.0/OS-ROLE/roles" => {
             json!({"role": {"display_name": "golden-r", "policy": policy}})
@@ -146,6 +149,7 @@ fn fill(path: &str, ids: &Ids) -> String {
         .replace("{flavor_id}", "1")
         .replace("{member_id}", "m")
         .replace("{key}", "k")
+        .replace("{application_credential_id}", "golden-ac")
 }
 
 /// Another domain with one of everything, written straight to the store.
@@ -388,6 +392,25 @@ async fn golden_table(c: &TestCloud) {
         snapshot: own.snapshot.clone(),
         ..other_domain(c).await
     };
+    // An application credential of the target user.
+    stratus_store::app_cred_insert(
+        c.store().pool(),
+        &stratus_store::AppCredRec {
+            id: "golden-ac".into(),
+            user_id: target.clone(),
+            project_id: own.project.clone(),
+            name: "golden".into(),
+            description: None,
+            secret_hash: "x".into(),
+            expires_at: None,
+            unrestricted: false,
+            roles: "[]".into(),
+            access_rules: "[]".into(),
+            created_at: 0,
+        },
+    )
+    .await
+    .unwrap();
     let nobody_token = c.token_for("nobody", "pw", Some("demo")).await;
     let nobody_subject = c.token_for("nobody", "pw", Some("demo")).await;
     let _ = nobody;

@@ -649,3 +649,488 @@ async fn tokens_and_revocations_hold_across_nodes_on_postgres() {
     b.shutdown().await.unwrap();
     a.stop().await;
 }
+
+/// The key id a token was made with (bytes 1..5 of its decoded form).
+fn key_of(token: &str) -> u32 {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .unwrap();
+    u32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]])
+}
+
+async fn token_valid(c: &TestCloud, admin: &str, subject: &str) -> StatusCode {
+    let r = c
+        .http
+        .get(format!("{}/identity/v3/auth/tokens", c.url))
+        .header("X-Auth-Token", admin)
+        .header("X-Subject-Token", subject)
+        .send()
+        .await
+        .unwrap();
+    r.status()
+}
+
+/// `stratus token rotate`: a new primary key, old tokens valid until their keys are pruned
+/// (once every token made with them has expired).
+async fn token_keys_rotate(c: &TestCloud) {
+    let old = c.admin_token().await;
+    assert_eq!(key_of(&old), 1);
+    let r = stratus_services::identity::rotate_token_keys(c.store(), 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.primary, r.kept.as_slice(), r.pruned.as_slice()),
+        (2, &[1][..], &[][..])
+    );
+    let new = c.admin_token().await;
+    assert_eq!(
+        key_of(&new),
+        2,
+        "new tokens are made with the new primary key"
+    );
+    assert_eq!(token_valid(c, &new, &old).await, StatusCode::OK);
+    assert_eq!(token_valid(c, &old, &new).await, StatusCode::OK);
+    // Key 1 was retired when key 2 was made; make that longer ago than a token lives.
+    let mut w = c.store().write(false).await.unwrap();
+    sqlx::query("UPDATE token_keys SET created_at = created_at - $1 WHERE id = 2")
+        .bind(3_700_000_000i64)
+        .execute(w.conn())
+        .await
+        .unwrap();
+    c.store().commit(w).await.unwrap();
+    let r = stratus_services::identity::rotate_token_keys(c.store(), 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.primary, r.kept.as_slice(), r.pruned.as_slice()),
+        (3, &[2][..], &[1][..])
+    );
+    // (an invalid subject token is a 404, as upstream)
+    assert_eq!(token_valid(c, &new, &old).await, StatusCode::NOT_FOUND);
+    let (s, _, _) = c
+        .call(Method::GET, "/identity/v3/auth/projects", Some(&old), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_valid(c, &new, &new).await, StatusCode::OK);
+    assert_eq!(key_of(&c.admin_token().await), 3);
+
+    // The operator command, against the running cloud's store.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"));
+    cmd.args([
+        "token",
+        "rotate",
+        "--token-expiration",
+        "3600",
+        "--data-dir",
+    ])
+    .arg(&c.config.data_dir);
+    if let Some(url) = &c.config.database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("new primary token key: 4"), "{text}");
+    assert!(
+        text.contains("older keys kept (tokens made with them may be unexpired): 2, 3"),
+        "{text}"
+    );
+    if c.config.database_url.is_some() {
+        // On a shared store the rotation reaches every node at its next request.
+        assert_eq!(key_of(&c.admin_token().await), 4);
+    }
+    assert_eq!(token_valid(c, &new, &new).await, StatusCode::OK);
+}
+on_both_stores!(token_keys_rotate);
+
+async fn role_assignments_as_keystone_lists_them(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let uid = c.create_user(&admin, "ra-user", "pw").await;
+    let gid = c.group_with(&admin, "ra-group", &uid).await;
+    let p1 = {
+        let (s, _, b) = c
+            .call(
+                Method::POST,
+                "/identity/v3/projects",
+                Some(&admin),
+                Some(json!({"project": {"name": "ra-p1"}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["project"]["id"].as_str().unwrap().to_string()
+    };
+    let ecs = c.role_id(&admin, "system_all_ecs_full").await;
+    let guest = c.role_id(&admin, "te_guest").await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{p1}/groups/{gid}/roles/{ecs}"),
+    )
+    .await;
+    c.grant(&admin, &format!("/identity/v3/OS-INHERIT/domains/default/groups/{gid}/roles/{guest}/inherited_to_projects")).await;
+    let list = |q: &str| {
+        let (admin, q) = (admin.clone(), q.to_string());
+        async move {
+            let (s, _, b) = c
+                .call(
+                    Method::GET,
+                    &format!("/identity/v3/role_assignments{q}"),
+                    Some(&admin),
+                    None,
+                )
+                .await;
+            (s, b)
+        }
+    };
+    let (s, b) = list(&format!("?group.id={gid}")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut got = b["role_assignments"].as_array().unwrap().clone();
+    got.sort_by_key(|a| a["role"]["id"].as_str().unwrap().to_string());
+    let want_project = json!({"role": {"id": ecs}, "group": {"id": gid}, "scope": {"project": {"id": p1}},
+        "links": {"assignment": format!("{}/identity/v3/projects/{p1}/groups/{gid}/roles/{ecs}", c.url)}});
+    let want_inherited = json!({"role": {"id": guest}, "group": {"id": gid},
+        "scope": {"domain": {"id": "default"}, "OS-INHERIT:inherited_to": "projects"},
+        "links": {"assignment": format!("{}/identity/v3/OS-INHERIT/domains/default/groups/{gid}/roles/{guest}/inherited_to_projects", c.url)}});
+    let mut want = vec![want_project, want_inherited];
+    want.sort_by_key(|a| a["role"]["id"].as_str().unwrap().to_string());
+    assert_eq!(got, want);
+    assert_eq!(
+        b["links"]["self"],
+        format!("{}/identity/v3/role_assignments?group.id={gid}", c.url)
+    );
+    // Only inherited ones; only direct ones.
+    let (_, b) = list(&format!(
+        "?group.id={gid}&scope.OS-INHERIT:inherited_to=projects"
+    ))
+    .await;
+    assert_eq!(b["role_assignments"].as_array().unwrap().len(), 1);
+    let (_, b) = list(&format!("?scope.project.id={p1}")).await;
+    assert_eq!(b["role_assignments"][0]["role"]["id"], ecs.as_str());
+    // Effective: the user holds the group's roles, the inherited one on every project.
+    let (_, b) = list(&format!("?user.id={uid}&effective")).await;
+    let eff = b["role_assignments"].as_array().unwrap();
+    assert!(
+        eff.iter()
+            .all(|a| a["user"]["id"] == uid.as_str() && a["group"].is_null()),
+        "{b}"
+    );
+    let on_p1: Vec<&Value> = eff
+        .iter()
+        .filter(|a| a["scope"]["project"]["id"] == p1.as_str())
+        .collect();
+    assert_eq!(
+        on_p1.len(),
+        2,
+        "ECS on p1 and the inherited guest role: {b}"
+    );
+    let projects = c
+        .call(Method::GET, "/identity/v3/projects", Some(&admin), None)
+        .await
+        .2["projects"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(eff.len(), 1 + projects, "{b}");
+    let from_group = on_p1
+        .iter()
+        .find(|a| a["role"]["id"] == ecs.as_str())
+        .unwrap();
+    assert_eq!(
+        from_group["links"]["membership"],
+        format!("{}/identity/v3/groups/{gid}/users/{uid}", c.url)
+    );
+    // Names.
+    let (_, b) = list(&format!(
+        "?group.id={gid}&scope.project.id={p1}&include_names"
+    ))
+    .await;
+    let a = &b["role_assignments"][0];
+    assert_eq!(
+        (
+            a["role"]["name"].as_str(),
+            a["group"]["name"].as_str(),
+            a["group"]["domain"]["name"].as_str(),
+            a["scope"]["project"]["name"].as_str(),
+            a["scope"]["project"]["domain"]["name"].as_str()
+        ),
+        (
+            Some("system_all_ecs_full"),
+            Some("ra-group"),
+            Some("Default"),
+            Some("ra-p1"),
+            Some("Default")
+        )
+    );
+    // Filters upstream refuses together.
+    for q in [
+        format!("?user.id={uid}&group.id={gid}"),
+        format!("?scope.project.id={p1}&scope.domain.id=default"),
+        format!("?effective&group.id={gid}"),
+        "?include_subtree".to_string(),
+    ] {
+        let (s, b) = list(&q).await;
+        assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+    }
+    let (s, b) = list("?scope.system=all").await;
+    assert_eq!(
+        (s, b["role_assignments"].as_array().unwrap().len()),
+        (StatusCode::OK, 0)
+    );
+    // It needs its action.
+    let t = c.token_for("ra-user", "pw", Some("ra-p1")).await;
+    let (s, _, b) = c
+        .call(Method::GET, "/identity/v3/role_assignments", Some(&t), None)
+        .await;
+    assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
+}
+on_both_stores!(role_assignments_as_keystone_lists_them);
+
+async fn application_credentials(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let uid = c.create_user(&admin, "ac-user", "pw").await;
+    let gid = c.group_with(&admin, "ac-group", &uid).await;
+    let demo = c.project_id(&admin, "demo").await;
+    let ecs_ro = c.role_id(&admin, "system_all_ecs_readonly").await;
+    let ims = c.role_id(&admin, "system_all_ims_full").await;
+    for r in [&ecs_ro, &ims] {
+        c.grant(
+            &admin,
+            &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{r}"),
+        )
+        .await;
+    }
+    let t = c.token_for("ac-user", "pw", Some("demo")).await;
+    let base = format!("/identity/v3/users/{uid}/application_credentials");
+    let create = |body: Value| {
+        let (t, base) = (t.clone(), base.clone());
+        async move {
+            c.call(
+                Method::POST,
+                &base,
+                Some(&t),
+                Some(json!({"application_credential": body})),
+            )
+            .await
+        }
+    };
+    // Only roles the user holds on the project.
+    let te_admin = c.role_id(&admin, "te_admin").await;
+    let (s, _, b) = create(json!({"name": "too-much", "roles": [{"id": te_admin}]})).await;
+    assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+    // What the SDK sends for a bare create (unset fields as null or empty).
+    let (s, _, b) = create(
+        json!({"name": "all", "roles": [], "expires_at": null, "description": null,
+                                  "secret": null, "unrestricted": false, "access_rules": []}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let all = &b["application_credential"];
+    let secret = all["secret"].as_str().unwrap().to_string();
+    assert!(secret.len() >= 64);
+    assert_eq!(
+        (all["project_id"].as_str(), all["unrestricted"].as_bool()),
+        (Some(demo.as_str()), Some(false))
+    );
+    assert_eq!(all["roles"].as_array().unwrap().len(), 2);
+    let all_id = all["id"].as_str().unwrap().to_string();
+    let (s, _, b) = create(json!({"name": "all"})).await;
+    assert_keystone_error(s, &b, StatusCode::CONFLICT);
+    // The secret is shown once.
+    let (s, _, b) = c
+        .call(Method::GET, &format!("{base}/{all_id}"), Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(b["application_credential"].get("secret").is_none());
+    let (_, _, b) = c
+        .call(Method::GET, &format!("{base}?name=all"), Some(&t), None)
+        .await;
+    assert_eq!(b["application_credentials"].as_array().unwrap().len(), 1);
+
+    let auth = |id: &str, secret: &str, scope: Option<Value>| {
+        let mut body = json!({"auth": {"identity": {"methods": ["application_credential"],
+            "application_credential": {"id": id, "secret": secret}}}});
+        if let Some(s) = scope {
+            body["auth"]["scope"] = s;
+        }
+        body
+    };
+    let (s, tok, b) = c.auth(auth(&all_id, &secret, None)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let ac_token = tok.unwrap();
+    assert_eq!(b["token"]["methods"], json!(["application_credential"]));
+    assert_eq!(b["token"]["project"]["id"], demo.as_str());
+    assert_eq!(
+        b["token"]["application_credential"],
+        json!({"id": all_id, "name": "all", "restricted": true})
+    );
+    // By name and user, too.
+    let (s, _, _) = c.auth(json!({"auth": {"identity": {"methods": ["application_credential"],
+        "application_credential": {"name": "all", "secret": secret, "user": {"name": "ac-user", "domain": {"name": "Default"}}}}}})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    for bad in [
+        auth(&all_id, "wrong", None),
+        auth("nope", &secret, None),
+        auth(&all_id, &secret, Some(json!({"project": {"id": demo}}))),
+    ] {
+        let (s, _, b) = c.auth(bad).await;
+        assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
+    }
+    // The token acts as its user, within the credential's roles.
+    let (s, _, _) = c
+        .call(Method::GET, "/image/v2/images", Some(&ac_token), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // A restricted credential's token cannot make more credentials.
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            &base,
+            Some(&ac_token),
+            Some(json!({"application_credential": {"name": "x"}})),
+        )
+        .await;
+    assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
+
+    // Fewer roles: the token has only those.
+    let (s, _, b) =
+        create(json!({"name": "ro", "roles": [{"name": "system_all_ecs_readonly"}]})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (ro_id, ro_secret) = (
+        b["application_credential"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        b["application_credential"]["secret"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let (_, tok, b) = c.auth(auth(&ro_id, &ro_secret, None)).await;
+    assert_eq!(b["token"]["roles"].as_array().unwrap().len(), 1, "{b}");
+    let ro_token = tok.unwrap();
+    let (s, _, _) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(&ro_token),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "IMS FullAccess is not the credential's"
+    );
+    let (s, _, _) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(&t),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "the user has it");
+
+    // Access rules: only the calls named.
+    let (s, _, b) = create(json!({"name": "rules", "secret": "my-secret-123",
+        "access_rules": [{"service": "image", "method": "GET", "path": "/v2/images"}],
+        "expires_at": "2999-01-01T00:00:00"}))
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let rules = &b["application_credential"];
+    assert_eq!(rules["secret"], "my-secret-123");
+    assert_eq!(rules["expires_at"], "2999-01-01T00:00:00.000000");
+    let (_, tok, b) = c
+        .auth(auth(rules["id"].as_str().unwrap(), "my-secret-123", None))
+        .await;
+    assert_eq!(
+        b["token"]["application_credential"]["access_rules"][0]["path"],
+        "/v2/images"
+    );
+    let rt = tok.unwrap();
+    let (s, _, _) = c
+        .call(Method::GET, "/image/v2/images", Some(&rt), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, b) = c
+        .call(
+            Method::GET,
+            &format!("/image/v2/images/{}", stratus_services::demo::DEMO_IMAGE_ID),
+            Some(&rt),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let (s, _, _) = c
+        .call(Method::GET, "/compute/v2.1/servers", Some(&rt), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    for bad in [
+        json!({"name": "b1", "access_rules": [{"service": "image", "method": "FETCH", "path": "/v2"}]}),
+        json!({"name": "b2", "access_rules": [{"service": "image", "method": "GET", "path": "v2"}]}),
+        json!({"name": "b3", "expires_at": "2000-01-01T00:00:00"}),
+        json!({"name": "b4", "expires_at": "yesterday"}),
+        json!({"name": "b5", "project_id": demo}),
+        json!({"name": ""}),
+    ] {
+        let (s, _, b) = create(bad.clone()).await;
+        assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+    }
+    // Not for another user, even by an administrator.
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            &base,
+            Some(&admin),
+            Some(json!({"application_credential": {"name": "x"}})),
+        )
+        .await;
+    assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
+    // Losing the role: the token of a credential made only of it stops working.
+    c.call(
+        Method::DELETE,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{ecs_ro}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    let (s, _, _) = c
+        .call(Method::GET, "/image/v2/images", Some(&ro_token), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Deleted: its tokens stop at once; the others stay.
+    let (s, _, _) = c
+        .call(Method::DELETE, &format!("{base}/{all_id}"), Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = c
+        .call(Method::GET, "/image/v2/images", Some(&ac_token), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = c
+        .call(Method::GET, "/image/v2/images", Some(&rt), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // Deleting the user deletes its credentials.
+    c.call(
+        Method::DELETE,
+        &format!("/identity/v3/users/{uid}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    let (s, _, _) = c
+        .call(Method::GET, "/image/v2/images", Some(&rt), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM application_credentials")
+        .fetch_one(c.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}
+on_both_stores!(application_credentials);

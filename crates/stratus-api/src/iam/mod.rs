@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use stratus_services::iam::{
-    EnterpriseProjectPatch, GrantTarget, PolicyCreate, PolicyPatch, SimulateRequest, SimulateWhat,
+    AssignedOn, Assignee, AssignmentQuery, EnterpriseProjectPatch, GrantTarget, PolicyCreate,
+    PolicyPatch, SimulateRequest, SimulateWhat,
 };
 use stratus_services::store::{EnterpriseProjectRec, RoleRec};
 
@@ -109,6 +110,7 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::PATCH, &p(EPS, "/{enterprise_project_id}"), update_ep)
         .at(M::DELETE, &p(EPS, "/{enterprise_project_id}"), delete_ep)
         .at(M::POST, "/identity/v3/stratus/policy-simulate", simulate)
+        .at(M::GET, "/identity/v3/role_assignments", role_assignments)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,4 +578,135 @@ async fn simulate(
     Ok(Json(
         json!({"decision": outcome.decision.as_str(), "results": results}),
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// role assignments
+
+/// Flags of `GET /v3/role_assignments` are true when present with any value but `0`, as
+/// Keystone reads them.
+fn flag(pairs: &[(String, String)], key: &str) -> bool {
+    pairs.iter().any(|(k, v)| k == key && v != "0")
+}
+
+/// Keystone's query of `GET /v3/role_assignments`.
+fn assignment_query(pairs: &[(String, String)]) -> KResult<(AssignmentQuery, bool)> {
+    let one = |key: &str| -> KResult<Option<String>> {
+        let mut vals = pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone());
+        let first = vals.next();
+        if vals.next().is_some() {
+            return Err(ApiError::bad_request(format!(
+                "{key} is given more than once."
+            )));
+        }
+        Ok(first)
+    };
+    let q = AssignmentQuery {
+        user_id: one("user.id")?,
+        group_id: one("group.id")?,
+        role_id: one("role.id")?,
+        project_id: one("scope.project.id")?,
+        domain_id: one("scope.domain.id")?,
+        inherited: one("scope.OS-INHERIT:inherited_to")?.map(|v| v == "projects"),
+        system: one("scope.system")?.as_deref() == Some("all"),
+        effective: flag(pairs, "effective"),
+        include_subtree: flag(pairs, "include_subtree"),
+    };
+    Ok((q, flag(pairs, "include_names")))
+}
+
+async fn role_assignments(
+    State(s): St,
+    authz: KAuthz,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    ApiQuery(pairs, _): ApiQuery<Vec<(String, String)>, Keystone>,
+) -> KResult<Json<Value>> {
+    let (q, names) = assignment_query(&pairs)?;
+    let c = authz.allow().await?;
+    let list = s.iam.role_assignments(&c, &q).await?;
+    let n = if names {
+        Some(s.iam.assignment_names(&list).await?)
+    } else {
+        None
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for a in &list {
+        let url = |p: String| s.url(&format!("/identity/v3{p}"));
+        let (actor_key, actor_id) = match &a.to {
+            Assignee::User(u) => ("user", u.as_str()),
+            Assignee::Group(g) => ("group", g.as_str()),
+        };
+        // The grant the assignment comes from: the group's (effective), on the domain for
+        // inherited ones.
+        let (grant_actor, grant_id) = match &a.via_group {
+            Some(g) => ("groups", g.as_str()),
+            None => (
+                if actor_key == "user" {
+                    "users"
+                } else {
+                    "groups"
+                },
+                actor_id,
+            ),
+        };
+        let mut scope = match &a.on {
+            AssignedOn::Project(p) => json!({"project": {"id": p}}),
+            AssignedOn::Domain(d) => json!({"domain": {"id": d}}),
+        };
+        let link = match (&a.on, a.inherited, &a.via_domain) {
+            (_, true, Some(d)) | (AssignedOn::Domain(d), true, None) => url(format!(
+                "/OS-INHERIT/domains/{d}/{grant_actor}/{grant_id}/roles/{}/inherited_to_projects",
+                a.role_id
+            )),
+            (AssignedOn::Project(p), _, _) => url(format!(
+                "/projects/{p}/{grant_actor}/{grant_id}/roles/{}",
+                a.role_id
+            )),
+            (AssignedOn::Domain(d), _, _) => url(format!(
+                "/domains/{d}/{grant_actor}/{grant_id}/roles/{}",
+                a.role_id
+            )),
+        };
+        if a.inherited {
+            scope["OS-INHERIT:inherited_to"] = json!("projects");
+        }
+        let mut links = json!({"assignment": link});
+        if let Some(g) = &a.via_group {
+            links["membership"] = json!(url(format!("/groups/{g}/users/{actor_id}")));
+        }
+        let mut role = json!({"id": a.role_id});
+        let mut actor = json!({"id": actor_id});
+        if let Some(n) = &n {
+            let domain = |id: &str| json!({"id": id, "name": n.domains.get(id).cloned().unwrap_or_default()});
+            role["name"] = json!(n.roles.get(&a.role_id).cloned().unwrap_or_default());
+            let named = if actor_key == "user" {
+                n.users.get(actor_id)
+            } else {
+                n.groups.get(actor_id)
+            };
+            let (name, d) = named.cloned().unwrap_or_default();
+            actor = json!({"id": actor_id, "name": name, "domain": domain(&d)});
+            match &a.on {
+                AssignedOn::Project(p) => {
+                    let (name, d) = n.projects.get(p).cloned().unwrap_or_default();
+                    scope["project"] = json!({"id": p, "name": name, "domain": domain(&d)});
+                }
+                AssignedOn::Domain(d) => scope["domain"] = domain(d),
+            }
+        }
+        let mut entry = json!({"role": role, "scope": scope, "links": links});
+        entry[actor_key] = actor;
+        out.push(entry);
+    }
+    let self_link = match uri.query() {
+        Some(q) => s.url(&format!("/identity/v3/role_assignments?{q}")),
+        None => s.url("/identity/v3/role_assignments"),
+    };
+    Ok(Json(json!({
+        "role_assignments": out,
+        "links": {"self": self_link, "previous": null, "next": null},
+    })))
 }

@@ -1,6 +1,9 @@
 //! The Identity API (Keystone v3 subset) under `/identity`.
 
+mod credentials;
 mod wire;
+
+pub(crate) use credentials::check_access_rules;
 
 use crate::error::{ApiError, ApiResult, Keystone};
 use crate::extract::{ApiJson, ApiQuery, Authz};
@@ -74,6 +77,7 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
             &p("/v3/groups/{id}/users/{user_id}"),
             remove_member,
         )
+        .merge(credentials::routes())
 }
 
 fn version_json(s: &AppState) -> Value {

@@ -31,6 +31,29 @@ pub struct IdentityReq {
     pub password: Option<PasswordReq>,
     #[serde(default)]
     pub token: Option<TokenReq>,
+    #[serde(default)]
+    pub application_credential: Option<AppCredReq>,
+}
+
+#[derive(Deserialize)]
+pub struct AppCredReq {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub user: Option<AppCredUser>,
+    pub secret: String,
+}
+
+#[derive(Deserialize)]
+pub struct AppCredUser {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub domain: Option<DomainIdent>,
 }
 
 #[derive(Deserialize)]
@@ -124,10 +147,33 @@ impl AuthBody {
             [m] if m == "token" => {
                 AuthMethod::Token(identity.token.ok_or("The token method needs a 'token' object.")?.id)
             }
+            [m] if m == "application_credential" => {
+                let a = identity
+                    .application_credential
+                    .ok_or("The application_credential method needs an 'application_credential' object.")?;
+                let user = match a.user {
+                    None => None,
+                    Some(AppCredUser { id: Some(id), .. }) => Some(UserRef::Id(id)),
+                    Some(AppCredUser { name: Some(name), domain, .. }) => Some(UserRef::Name {
+                        name,
+                        domain: domain_ref(domain, "A user given by name")?,
+                    }),
+                    Some(_) => return Err("The credential's user must be identified by id, or by name and domain.".into()),
+                };
+                if a.id.is_none() && (a.name.is_none() || user.is_none()) {
+                    return Err("An application credential is identified by id, or by name and user.".into());
+                }
+                AuthMethod::AppCred {
+                    id: a.id,
+                    name: a.name,
+                    user,
+                    secret: a.secret,
+                }
+            }
             [] => return Err("At least one authentication method is required.".into()),
             other => {
                 return Err(format!(
-                    "Unsupported authentication methods {other:?}: stratus supports \"password\" and \"token\"."
+                    "Unsupported authentication methods {other:?}: stratus supports \"password\", \"token\" and \"application_credential\"."
                 ))
             }
         };
@@ -469,6 +515,8 @@ struct TokenWire<'a> {
     roles: Option<Vec<IdName<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     catalog: Option<Vec<CatalogService<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    application_credential: Option<Value>,
 }
 
 /// The token body of `POST`/`GET /v3/auth/tokens`. Unscoped tokens carry no roles or catalogue.
@@ -524,6 +572,16 @@ pub fn token_body<'a>(s: &'a AppState, t: &'a TokenInfo, with_catalog: bool) -> 
             }),
             catalog: (scoped && with_catalog)
                 .then(|| catalog(s, t.project().map(|p| p.id.as_str()))),
+            application_credential: t.app_cred.as_ref().map(|a| {
+                let mut v = json!({"id": a.id, "name": a.name, "restricted": !a.unrestricted});
+                if !a.access_rules.is_empty() {
+                    v["access_rules"] =
+                        json!(a.access_rules.iter().map(|r| json!({
+                        "id": r.id, "service": r.service, "path": r.path, "method": r.method,
+                    })).collect::<Vec<_>>());
+                }
+                v
+            }),
         },
     }
 }

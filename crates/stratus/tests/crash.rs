@@ -391,15 +391,23 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The invariants of SPEC §6 "Failure and crash", checked through the API, the store and the
 /// files.
 async fn check_invariants(site: &mut Site, api: &Api, servers: &[&str], when: &str) {
-    // Every image active (or gone).
+    // Every image active (or gone); an undone import leaves its image queued, with no data.
     let images = api.images().await;
     for i in &images {
-        assert_eq!(
-            i["status"], "active",
+        let undone_import = i["name"].as_str().is_some_and(|n| n.starts_with("import-"))
+            && i["status"] == "queued"
+            && i["size"].is_null();
+        assert!(
+            i["status"] == "active" || undone_import,
             "{when}: image {} is {}",
-            i["id"], i["status"]
+            i["id"],
+            i["status"]
         );
     }
+    let images: Vec<Value> = images
+        .into_iter()
+        .filter(|i| i["status"] == "active")
+        .collect();
     // No task_state.
     for s in servers {
         let v = api.server(s).await;
@@ -459,6 +467,13 @@ async fn check_invariants(site: &mut Site, api: &Api, servers: &[&str], when: &s
         .map(|f| f.strip_prefix(&disks).unwrap().display().to_string())
         .collect();
     assert_eq!(files, layers, "{when}: disk files and layers differ");
+    // No layer is held for a saga that ended.
+    let pinned: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM disk_layers WHERE pinned_by IS NOT NULL")
+            .fetch_one(site.store().await.pool())
+            .await
+            .unwrap();
+    assert_eq!(pinned, 0, "{when}: layers still pinned");
 }
 
 /// Whether the node paused (within a minute) at its fault rule.
@@ -662,6 +677,141 @@ macro_rules! on_both_sites {
 }
 
 on_both_sites!(kill_at_every_boundary);
+
+/// The sagas besides createImage: createBackup, rebuild and image import, each killed at every
+/// step boundary and restarted; the invariants hold, and what was accepted either finished or
+/// was undone as a whole.
+async fn kill_the_other_sagas_at_every_boundary(site: &mut Site) {
+    let mut node = site.spawn("a", "");
+    let api = Api::login(&node).await;
+    let (s1, s2) = servers(site, &api, 16).await;
+    let data = {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.qcow2");
+        assert!(Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&p)
+            .arg("8M")
+            .status()
+            .unwrap()
+            .success());
+        std::fs::read(p).unwrap()
+    };
+    let kinds: [(&str, &[&str]); 3] = [
+        (
+            "create-backup",
+            &[
+                "reserve", "register", "flatten", "upload", "rotate", "finish",
+            ],
+        ),
+        ("rebuild", &["accept", "detach", "spawn", "finish"]),
+        ("image-import", &["claim", "load", "clean"]),
+    ];
+    let mut outcomes = Vec::new();
+    for (kind, steps) in kinds {
+        for step in steps {
+            for when in ["before", "after"] {
+                let what = format!("{kind}.{step}.{when}");
+                node.kill();
+                node = site.spawn("a", &format!("pause:{what}"));
+                let api = api.at(&node);
+                let name = format!("img-{what}");
+                let (path, body) = match kind {
+                    "create-backup" => (
+                        format!("/compute/v2.1/servers/{s1}/action"),
+                        json!({"createBackup": {"name": name, "backup_type": "crash", "rotation": 5}}),
+                    ),
+                    "rebuild" => (
+                        format!("/compute/v2.1/servers/{s1}/action"),
+                        json!({"rebuild": {"imageRef": DEMO_IMAGE_ID}}),
+                    ),
+                    _ => {
+                        let (s, b) = api
+                            .call(
+                                Method::POST,
+                                "/image/v2/images",
+                                Some(json!({
+                                "name": format!("import-{what}"), "disk_format": "qcow2",
+                                "container_format": "bare"})),
+                            )
+                            .await;
+                        assert_eq!(s, StatusCode::CREATED, "{b}");
+                        let id = b["id"].as_str().unwrap().to_string();
+                        let r = api
+                            .http
+                            .put(format!("{}/image/v2/images/{id}/stage", api.url))
+                            .header("X-Auth-Token", &api.token)
+                            .header("Content-Type", "application/octet-stream")
+                            .body(data.clone())
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+                        (
+                            format!("/image/v2/images/{id}/import"),
+                            json!({"method": {"name": "glance-direct"}}),
+                        )
+                    }
+                };
+                let request = {
+                    let req = api
+                        .http
+                        .post(format!("{}{path}", api.url))
+                        .header("X-Auth-Token", &api.token)
+                        .header("OpenStack-API-Version", "compute 2.47")
+                        .json(&body);
+                    tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+                };
+                if !paused(&mut node).await {
+                    let answer = request.await.unwrap();
+                    panic!("{what}: never paused; the request got {answer:?}");
+                }
+                node.kill();
+                request.abort();
+                node = site.spawn("a", "");
+                let api = api.at(&node);
+                settle(site).await;
+                check_invariants(site, &api, &[&s1, &s2], &what).await;
+                let outcome = match kind {
+                    "rebuild" => api.server(&s1).await["status"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    _ => api
+                        .images()
+                        .await
+                        .iter()
+                        .find(|i| {
+                            i["name"] == name.as_str() || i["name"] == format!("import-{what}")
+                        })
+                        .map_or("gone".to_string(), |i| {
+                            i["status"].as_str().unwrap().to_string()
+                        }),
+                };
+                outcomes.push((what, outcome));
+                clean_up(&api).await;
+            }
+        }
+    }
+    for (what, outcome) in &outcomes {
+        println!("{what}: {outcome}");
+    }
+    // Once accepted (the first step done), each resumes forward to its end.
+    for (what, outcome) in &outcomes {
+        let first = what.ends_with(".reserve.before")
+            || what.ends_with(".accept.before")
+            || what.ends_with(".claim.before");
+        if !first {
+            assert!(
+                matches!(outcome.as_str(), "active" | "ACTIVE"),
+                "{what} ended {outcome}"
+            );
+        }
+    }
+    node.kill();
+}
+
+on_both_sites!(kill_the_other_sagas_at_every_boundary);
 
 /// Two nodes on one PostgreSQL store and one storage directory: the node running a saga is
 /// killed; the other takes the saga over once the lease has run out, and finishes it, or (when

@@ -84,7 +84,7 @@ async fn root(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> i
 }
 
 /// The API a path belongs to, by its prefix (identity's format for anything else).
-fn api_of(path: &str) -> ApiKind {
+pub(crate) fn api_of(path: &str) -> ApiKind {
     if path == "/image" || path.starts_with("/image/") {
         ApiKind::Image
     } else if path == "/compute" || path.starts_with("/compute/") {

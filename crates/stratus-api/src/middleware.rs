@@ -31,7 +31,21 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
     let start = Instant::now();
     let (req, read_to_end) = watch_body(req);
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    // The request runs on a task of its own, to its end even if the client goes away: services
+    // are written for requests that complete, not for futures dropped halfway (a transaction
+    // begun, a file half made).
+    let task = tokio::spawn(next.run(req).instrument(span.clone()));
+    let mut resp = match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            span.in_scope(|| tracing::error!("request handler failed: {e}"));
+            crate::error::error_response(
+                crate::api_of(&path),
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error prevented the server from fulfilling your request.",
+            )
+        }
+    };
     if !read_to_end.load(Ordering::Acquire) {
         // The answer came before the request's body was read (a refused upload): the rest of
         // the body is still on the connection, so it cannot carry another request. Saying so

@@ -347,10 +347,19 @@ impl Sagas {
             created_at: now,
             updated_at: now,
         };
-        let mut w = self.store.write(false).await?;
-        store::saga_insert(w.conn(), &rec).await?;
-        self.store.commit(w).await?;
+        // Marked as driven here before the row exists, so that a scan cannot take the saga
+        // between the insert and the first step.
         self.mark_driving(&id, true);
+        let inserted = async {
+            let mut w = self.store.write(false).await?;
+            store::saga_insert(w.conn(), &rec).await?;
+            self.store.commit(w).await
+        }
+        .await;
+        if let Err(e) = inserted {
+            self.mark_driving(&id, false);
+            return Err(e.into());
+        }
         let ended = self.advance(&*k, &mut rec, Some(sync_steps)).await;
         let state = serde_json::from_str::<Value>(&rec.data)
             .map_err(|e| ServiceError::Internal(format!("saga {id} data: {e}")))

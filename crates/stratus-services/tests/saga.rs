@@ -312,3 +312,32 @@ async fn another_node_resumes_a_saga_once_the_lease_ran_out() {
     assert_eq!(done.owner, "n2");
     assert_eq!(toy.log(), ["run a", "run b", "run b (retry)", "run c"]);
 }
+
+/// A node's scanner never takes a saga that `begin` is running on the same node: each step of
+/// each saga runs once, however often the scanner looks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_does_not_take_a_saga_being_begun() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let toy = Arc::new(Toy::default());
+    // Lease 200 ms: the scanner looks every 50 ms.
+    let sagas = engine(&st, "n1", &toy, 200);
+    let scanner = sagas.spawn_scanner();
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let sagas = sagas.clone();
+        tasks.push(tokio::spawn(async move {
+            sagas
+                .begin::<ToySaga>(format!("r{n}"), &state(None, None, false), 3)
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().done, ["a", "b", "c"]);
+    }
+    scanner.abort();
+    let log = toy.log();
+    assert_eq!(log.len(), 40 * 3, "a step ran twice: {log:?}");
+    assert!(!log.iter().any(|l| l.contains("retry")), "{log:?}");
+}

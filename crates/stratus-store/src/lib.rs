@@ -37,6 +37,8 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    #[error("store task failed: {0}")]
+    Internal(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -145,7 +147,13 @@ impl Store {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        let tx = self.pool.begin_with(begin).await?;
+        // BEGIN runs on a task of its own: a caller cancelled while it runs (a client that went
+        // away, a saga that lost its lease) must not leave a pooled connection inside a
+        // transaction nothing will end, which the next BEGIN on it would find.
+        let pool = self.pool.clone();
+        let tx = tokio::spawn(async move { pool.begin_with(begin).await })
+            .await
+            .map_err(|e| StoreError::Internal(format!("transaction start: {e}")))??;
         Ok(WriteTx { tx, bump_revision })
     }
 

@@ -86,6 +86,7 @@ pub async fn start(
     stop_signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running> {
     let cfg = &cfg.clone().with_absolute_dirs()?;
+    private_files();
     let data_dir = DataDir::open(&cfg.data_dir)?;
     let url = match &cfg.database_url {
         Some(u) => u.clone(),
@@ -125,6 +126,7 @@ pub async fn start(
     let authz = Arc::new(Authorizer::new(store.clone(), catalogue));
     let iam = Arc::new(Iam::new(store.clone(), authz.clone()));
     let storage = cfg.storage();
+    private_dir(&storage)?;
     let images = Arc::new(
         Images::new(store.clone(), storage.join("images"), cfg.max_image_size)
             .context("cannot open the image store")?,
@@ -280,4 +282,26 @@ pub async fn rotate_token_keys(cfg: &Config) -> Result<stratus_services::identit
     let r = stratus_services::identity::rotate_token_keys(&store, cfg.token_expiration).await;
     store.close().await;
     Ok(r?)
+}
+
+/// Every file and directory the server makes (image data, disks, work files, the database) is
+/// readable by its owner only: other local users must not read tenants' data.
+fn private_files() {
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates the storage dir if needed, and makes it (and so everything below it) private, also
+/// when an older version made it readable to others.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create storage dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make storage dir {} private", dir.display()))
 }

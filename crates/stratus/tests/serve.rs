@@ -562,3 +562,33 @@ async fn a_full_disk_fails_the_upload_and_leaves_nothing_behind() {
     assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT);
     assert!(stop(s).success());
 }
+
+/// Everything the server writes is its owner's only: the storage dir 0700 (also one made
+/// readable by an older version), image data, disks and the database 0600.
+#[tokio::test]
+async fn stored_data_is_readable_by_its_owner_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, storage) = (tmp.path().join("d"), tmp.path().join("s"));
+    std::fs::create_dir(&storage).unwrap();
+    std::fs::set_permissions(&storage, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = start(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--storage-dir",
+            storage.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(mode(&storage), 0o700);
+    let demo = storage
+        .join("images")
+        .join(stratus_services::demo::DEMO_IMAGE_ID);
+    for f in [&demo, &data.join("stratus.db")] {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    assert_eq!(mode(&storage.join("images")), 0o700);
+    assert!(stop(s).success());
+}

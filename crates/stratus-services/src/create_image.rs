@@ -303,6 +303,9 @@ impl Compute {
         &self,
         st: ImageSagaState,
     ) -> Result<ImageRec> {
+        // What registering the image would refuse is refused now, before the server takes a
+        // task (no fault, no saga), as upstream's image service refuses it first.
+        crate::images::check_properties(&st.image.properties)?;
         let st = self
             .sagas
             .begin::<S>(crate::new_uuid(), &st, ACCEPTED_AFTER)

@@ -465,6 +465,12 @@ fn dedup(tags: Vec<String>) -> Vec<String> {
     out
 }
 
+/// Checks the free-form properties of an image to be made: 403 for a reserved attribute, 400 for
+/// a name out of bounds (what creating it would refuse, checked before anything is started).
+pub fn check_properties(props: &Map<String, Value>) -> Result<()> {
+    props.keys().try_for_each(|k| check_property_key(k))
+}
+
 fn check_property_key(k: &str) -> Result<()> {
     if READ_ONLY.contains(&k) || k.starts_with("os_glance") {
         return Err(ServiceError::Forbidden(format!(

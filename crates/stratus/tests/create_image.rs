@@ -288,6 +288,35 @@ async fn create_image_bad_input(c: &TestCloud) {
     )
     .await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
+    // A reserved image attribute in the metadata is refused before anything starts: no saga, no
+    // fault on the server (as upstream, whose image service refuses it first).
+    for key in ["owner", "checksum", "status", "os_glance_import_task"] {
+        let (s, _, b) = nova(
+            c,
+            Method::POST,
+            &action,
+            &t,
+            "",
+            Some(json!({"createImage": {"name": "ok", "metadata": {key: "x"}}})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{key}: {b}");
+    }
+    let (_, _, v) = nova(
+        c,
+        Method::GET,
+        &format!("/compute/v2.1/servers/{id}"),
+        &t,
+        "",
+        None,
+    )
+    .await;
+    assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
+    assert!(v["server"].get("fault").is_none(), "{v}");
+    let sagas = stratus_store::saga_list(c.store().pool(), &[], 10)
+        .await
+        .unwrap();
+    assert!(sagas.is_empty(), "{sagas:?}");
 }
 on_both_stores!(create_image_bad_input);
 

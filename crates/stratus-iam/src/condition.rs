@@ -280,8 +280,13 @@ impl Condition {
     pub fn holds(&self, request: Option<&[String]>) -> bool {
         let present = request.filter(|v| !v.is_empty());
         if self.cmp == Cmp::Null {
-            let wants_null = matches!(self.values.first(), Some(Value::Bool(true)));
-            return wants_null == present.is_none();
+            // Like every operator, the values of the list are OR-ed: ["true", "false"] holds
+            // whether the key is absent or present.
+            let absent = present.is_none();
+            return self
+                .values
+                .iter()
+                .any(|v| matches!(v, Value::Bool(b) if *b == absent));
         }
         let Some(values) = present else {
             // An absent key: false, except for negated operators and IfExists.
@@ -296,7 +301,7 @@ impl Condition {
     fn compare(&self, rv: &str, cv: &Value) -> bool {
         match (self.cmp, cv) {
             (Cmp::Equals, Value::Str(c)) => rv == c,
-            (Cmp::EqualsIgnoreCase, Value::Str(c)) => rv.eq_ignore_ascii_case(c),
+            (Cmp::EqualsIgnoreCase, Value::Str(c)) => fold(rv) == fold(c),
             (Cmp::Match, Value::Str(c)) => glob_with(c.as_bytes(), rv.as_bytes(), false, true),
             (Cmp::StartWith, Value::Str(c)) => rv.starts_with(c.as_str()),
             (Cmp::EndWith, Value::Str(c)) => rv.ends_with(c.as_str()),
@@ -316,6 +321,11 @@ impl Condition {
             _ => false,
         }
     }
+}
+
+/// Case folding for the `*IgnoreCase` operators: Unicode, not only ASCII (`Ä` and `ä` match).
+fn fold(s: &str) -> String {
+    s.to_lowercase()
 }
 
 fn ordered(cmp: Cmp, o: Option<std::cmp::Ordering>) -> bool {
@@ -492,6 +502,21 @@ mod tests {
         let cond = c("StringEquals", "g:UserName", &["alice", "bob"]);
         assert!(cond.holds(Some(&v(&["bob"]))));
         assert!(!cond.holds(Some(&v(&["carol"]))));
+        // Null too: either answer holds whether the key is there or not.
+        let either = c("Null", "g:UserName", &["true", "false"]);
+        assert!(either.holds(None));
+        assert!(either.holds(Some(&v(&["x"]))));
+        let either = c("Null", "g:UserName", &["false", "true"]);
+        assert!(either.holds(None));
+    }
+
+    #[test]
+    fn ignore_case_folds_unicode() {
+        let cond = c("StringEqualsIgnoreCase", "g:UserName", &["Äsa-ÖRN"]);
+        assert!(cond.holds(Some(&v(&["äsa-örn"]))));
+        assert!(!cond.holds(Some(&v(&["asa-orn"]))));
+        let not = c("StringNotEqualsIgnoreCase", "g:UserName", &["ΣΟΦΊΑ"]);
+        assert!(!not.holds(Some(&v(&["σοφία"]))));
     }
 
     #[test]

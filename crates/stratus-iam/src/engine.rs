@@ -155,6 +155,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Appends another outcome's results; the decision is the stronger refusal of the two
+    /// (an explicit deny over an implicit one over an allow).
+    pub fn merge(&mut self, other: Outcome) {
+        let rank = |d: Decision| match d {
+            Decision::Allowed => 0,
+            Decision::ImplicitDeny => 1,
+            Decision::ExplicitDeny => 2,
+        };
+        if rank(other.decision) > rank(self.decision) {
+            self.decision = other.decision;
+        }
+        self.results.extend(other.results);
+    }
+
     /// The actions not allowed, in request order.
     pub fn denied(&self) -> Vec<&str> {
         self.results

@@ -135,6 +135,38 @@ pub fn parse_policy(
     parse_policy_value(&v, limits, known)
 }
 
+/// `Depends` names the policies a policy needs (Huawei's format): a list of policy names, or of
+/// objects with `catalog` and `display_name`. Anything else is refused, not ignored.
+fn check_depends(d: &Value) -> Result<(), PolicyError> {
+    let bad = || {
+        PolicyError(
+            "Depends must be a list of policy names or of {\"catalog\", \"display_name\"} objects"
+                .into(),
+        )
+    };
+    let list = d.as_array().ok_or_else(bad)?;
+    if list.len() > 32 {
+        return err("Depends names more than 32 policies");
+    }
+    for item in list {
+        let ok = match item {
+            Value::String(s) => !s.is_empty() && s.len() <= 255,
+            Value::Object(o) => {
+                !o.is_empty()
+                    && o.iter().all(|(k, v)| {
+                        matches!(k.as_str(), "catalog" | "display_name")
+                            && v.as_str().is_some_and(|s| s.len() <= 255)
+                    })
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
 pub fn parse_policy_value(
     v: &Value,
     limits: &Limits,
@@ -147,6 +179,9 @@ pub fn parse_policy_value(
         if !matches!(k.as_str(), "Version" | "Statement" | "Depends") {
             return err(format!("unknown policy element {k:?}"));
         }
+    }
+    if let Some(d) = obj.get("Depends") {
+        check_depends(d)?;
     }
     match obj.get("Version") {
         Some(Value::String(s)) if s == "1.1" => {}
@@ -292,6 +327,21 @@ mod tests {
         assert_eq!(p.statements.len(), 2);
         assert_eq!(p.statements[0].conditions.len(), 2);
         assert_eq!(p.statements[1].effect, Effect::Deny);
+    }
+
+    #[test]
+    fn depends_must_name_policies() {
+        let with = |d: &str| {
+            parse(&format!(
+                r#"{{"Version":"1.1","Statement":[{{"Effect":"Allow","Action":["ecs:servers:get"]}}],"Depends":{d}}}"#
+            ))
+        };
+        assert!(with(r#"["ECS FullAccess"]"#).is_ok());
+        assert!(with(r#"[{"catalog":"BASE","display_name":"ECS FullAccess"}]"#).is_ok());
+        for bad in ["5", r#""x""#, "[5]", r#"[{"name":"x"}]"#, "{}", r#"[""]"#] {
+            let e = with(bad).unwrap_err();
+            assert!(e.0.contains("Depends"), "{bad}: {e}");
+        }
     }
 
     #[test]

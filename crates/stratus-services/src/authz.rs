@@ -41,6 +41,29 @@ impl Authorized {
     }
 }
 
+/// Who a decision is about, as its conditions see them.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub user_id: &'a str,
+    pub user_name: &'a str,
+    pub domain_name: &'a str,
+    pub project_name: Option<&'a str>,
+}
+
+impl<'a> Subject<'a> {
+    pub fn of(caller: &'a TokenInfo) -> Subject<'a> {
+        Subject {
+            user_id: &caller.user.id,
+            user_name: &caller.user.name,
+            domain_name: &caller.user_domain.name,
+            project_name: match &caller.scope {
+                Scope::Project { project, .. } => Some(project.name.as_str()),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// The system policy whose holders are a project's administrators.
 pub const ADMIN_POLICY: &str = "te_admin";
 
@@ -223,33 +246,85 @@ impl Authorizer {
         Ok(p)
     }
 
-    /// The request context of a caller: who, where, when.
+    /// The request context of a decision, for enforcement and simulation alike: who (the
+    /// subject), where from, when, for which service; then the `extra` keys a simulation gives
+    /// (a key given twice, in any case, is refused: which one counted would be chance).
     pub fn context(
-        caller: &TokenInfo,
+        subject: &Subject<'_>,
         source_ip: Option<IpAddr>,
         service: Option<&str>,
-    ) -> Context {
+        extra: &[(&str, &str)],
+    ) -> Result<Context> {
         let mut ctx = Context::default();
-        let mut set = |k: &str, v: String| {
-            let _ = ctx.set(k, vec![v]);
+        let mut set = |k: &str, v: &str| {
+            let _ = ctx.set(k, vec![v.to_string()]);
         };
-        set("g:UserId", caller.user.id.clone());
-        set("g:UserName", caller.user.name.clone());
-        set("g:DomainName", caller.user_domain.name.clone());
-        set("g:MFAPresent", "false".into());
-        if let Scope::Project { project, .. } = &caller.scope {
-            set("g:ProjectName", project.name.clone());
+        set("g:UserId", subject.user_id);
+        set("g:UserName", subject.user_name);
+        set("g:DomainName", subject.domain_name);
+        set("g:MFAPresent", "false");
+        if let Some(p) = subject.project_name {
+            set("g:ProjectName", p);
         }
         if let Ok(now) = time::OffsetDateTime::now_utc().format(&Rfc3339) {
-            set("g:CurrentTime", now);
+            set("g:CurrentTime", &now);
         }
         if let Some(ip) = source_ip {
-            set("g:SourceIp", ip.to_string());
+            set("g:SourceIp", &ip.to_string());
         }
         if let Some(s) = service {
-            set("g:ServiceName", s.to_string());
+            set("g:ServiceName", s);
         }
-        ctx
+        let mut seen = std::collections::HashSet::new();
+        for (k, v) in extra {
+            let canon = stratus_iam::condition::global_key(k)
+                .map(|g| g.0)
+                .ok_or_else(|| {
+                    ServiceError::BadRequest(format!(
+                        "Invalid context: unknown condition key {k:?}."
+                    ))
+                })?;
+            if !seen.insert(canon) {
+                return Err(ServiceError::BadRequest(format!(
+                    "Invalid context: the key {canon} is given more than once."
+                )));
+            }
+            ctx.set(canon, vec![v.to_string()])
+                .map_err(|e| ServiceError::BadRequest(format!("Invalid context: {e}.")))?;
+        }
+        Ok(ctx)
+    }
+
+    /// Which grants count for a route: whether it belongs to a global service (domain-wide
+    /// grants) and whether grants on the resource's enterprise project count. One answer for
+    /// enforcement and simulation.
+    pub fn scopes_of(entry: &Entry) -> (bool, bool) {
+        (
+            entry.scope == ServiceScope::Global,
+            entry.enterprise_project,
+        )
+    }
+
+    /// The same for a bare action (a simulation of actions): as the catalogue's routes whose
+    /// action it is decide it; an action no route has as its own (a dependency only) is decided
+    /// in its service's scope, without enterprise projects.
+    pub fn scopes_of_action(&self, action: &str) -> (bool, bool) {
+        let service = action.split(':').next().unwrap_or("");
+        let entries = self.catalogue.entries();
+        let own: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.action.as_deref() == Some(action))
+            .collect();
+        let global = match own.first() {
+            Some(e) => e.scope == ServiceScope::Global,
+            None => entries.iter().any(|e| {
+                e.scope == ServiceScope::Global
+                    && e.action
+                        .as_deref()
+                        .is_some_and(|a| a.split(':').next() == Some(service))
+            }),
+        };
+        (global, own.iter().any(|e| e.enterprise_project))
     }
 
     /// Decides `entry` for `caller`, before any side effect. Public routes and routes without an
@@ -267,7 +342,7 @@ impl Authorizer {
             });
         }
         let service = entry.action.as_deref().and_then(|a| a.split(':').next());
-        let ctx = Self::context(&caller, facts.source_ip, service);
+        let ctx = Self::context(&Subject::of(&caller), facts.source_ip, service, &[])?;
         let (outcome, admin) = self
             .decide_entry(&caller, entry, facts.enterprise_project, &ctx)
             .await?;
@@ -291,11 +366,12 @@ impl Authorizer {
     ) -> Result<(Outcome, bool)> {
         let principal = self.principal_of(caller).await?;
         let actions: Vec<&str> = entry.required();
+        let (global, ep_counts) = Self::scopes_of(entry);
         let outcome = self.decide_actions(
             &principal.policies,
             &actions,
-            entry.scope == ServiceScope::Global,
-            entry.enterprise_project.then_some(ep).flatten(),
+            global,
+            ep_counts.then_some(ep).flatten(),
             ctx,
             false,
         );

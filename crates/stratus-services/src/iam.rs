@@ -1,14 +1,14 @@
 //! IAM administration: policies (system and custom), grants on projects, on all projects, on
 //! the domain and on enterprise projects, enterprise projects, and policy simulation.
 
-use crate::authz::{Authorized, Authorizer};
+use crate::authz::{Authorized, Authorizer, Subject};
 use crate::identity::{duplicate, TokenInfo};
 use crate::{new_id, Result, ServiceError};
 use std::collections::HashMap;
 use std::sync::Arc;
-use stratus_iam::engine::{Context, Outcome};
+use stratus_iam::engine::Outcome;
 use stratus_iam::policy::MAX_CUSTOM_POLICIES_PER_DOMAIN;
-use stratus_iam::{parse_for, Limits, ServiceScope};
+use stratus_iam::{parse_for, Limits};
 use stratus_store::{
     self as store, now_micros, ActorKind, EnterpriseProjectRec, GrantRec, RoleRec, ScopeKind,
     Store, DEFAULT_ENTERPRISE_PROJECT,
@@ -470,7 +470,10 @@ impl Iam {
             ),
             None => None,
         };
-        let (actions, global, supports_ep): (Vec<String>, bool, bool) = match &req.what {
+        // Each action with the scopes enforcement would decide it in.
+        let mut decide: Vec<(String, bool, bool)> = Vec::new();
+        let mut service = None;
+        match &req.what {
             SimulateWhat::Actions(a) => {
                 if a.is_empty() {
                     return Err(ServiceError::BadRequest(
@@ -486,9 +489,9 @@ impl Iam {
                                 "Invalid action {x:?}: expected service:resourceType:operation."
                             ))
                         })?;
+                    let (global, ep) = self.authz.scopes_of_action(x);
+                    decide.push((x.clone(), global, ep));
                 }
-                let global = a.iter().all(|x| x.starts_with("iam:"));
-                (a.clone(), global, req.enterprise_project_id.is_some())
             }
             SimulateWhat::Route {
                 method,
@@ -510,50 +513,57 @@ impl Iam {
                         e.key()
                     )));
                 }
-                (
-                    e.required().into_iter().map(String::from).collect(),
-                    e.scope == ServiceScope::Global,
-                    e.enterprise_project,
-                )
+                let (global, ep) = Authorizer::scopes_of(e);
+                service = e.action.as_deref().and_then(|a| a.split(':').next());
+                for a in e.required() {
+                    decide.push((a.to_string(), global, ep));
+                }
             }
+        }
+        let domain_name = store::domain_get(self.store.pool(), domain)
+            .await?
+            .map(|d| d.name)
+            .unwrap_or_default();
+        let subject = Subject {
+            user_id: &user.id,
+            user_name: &user.name,
+            domain_name: &domain_name,
+            project_name: project.as_ref().map(|p| p.name.as_str()),
         };
-        let mut ctx = Context::default();
-        let mut defaults = vec![
-            ("g:UserId", user.id.clone()),
-            ("g:UserName", user.name.clone()),
-            ("g:MFAPresent", "false".to_string()),
-        ];
-        if let Some(d) = store::domain_get(self.store.pool(), domain).await? {
-            defaults.push(("g:DomainName", d.name));
-        }
-        if let Some(p) = &project {
-            defaults.push(("g:ProjectName", p.name.clone()));
-        }
-        if let Ok(now) =
-            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)
-        {
-            defaults.push(("g:CurrentTime", now));
-        }
-        for (k, v) in defaults {
-            let _ = ctx.set(k, vec![v]);
-        }
-        for (k, v) in &req.context {
-            ctx.set(k, vec![v.clone()])
-                .map_err(|e| ServiceError::BadRequest(format!("Invalid context: {e}.")))?;
-        }
+        let extra: Vec<(&str, &str)> = req
+            .context
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let principal = self
             .authz
             .principal(&user.id, domain, project.as_ref().map(|p| p.id.as_str()))
             .await?;
-        let refs: Vec<&str> = actions.iter().map(String::as_str).collect();
-        let ep = if supports_ep {
-            req.enterprise_project_id.as_deref()
-        } else {
-            None
-        };
-        Ok(self
-            .authz
-            .decide_actions(&principal.policies, &refs, global, ep, &ctx, true))
+        // Each action in the scopes enforcement decides it in; the outcome lists them in order.
+        let mut outcome: Option<Outcome> = None;
+        for (action, global, ep_counts) in &decide {
+            let svc = service.or_else(|| action.split(':').next());
+            let ctx = Authorizer::context(&subject, None, svc, &extra)?;
+            let ep = ep_counts
+                .then_some(req.enterprise_project_id.as_deref())
+                .flatten();
+            let o = self.authz.decide_actions(
+                &principal.policies,
+                &[action.as_str()],
+                *global,
+                ep,
+                &ctx,
+                true,
+            );
+            outcome = Some(match outcome {
+                None => o,
+                Some(mut all) => {
+                    all.merge(o);
+                    all
+                }
+            });
+        }
+        outcome.ok_or_else(|| ServiceError::BadRequest("Nothing to simulate.".into()))
     }
 }
 

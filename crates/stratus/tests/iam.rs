@@ -686,3 +686,134 @@ async fn a_regional_override_adds_dependencies() {
     assert_eq!(denied, ["ecs:servers:list", "ims:quotas:get"]);
     c.stop().await;
 }
+
+/// Simulation answers what enforcement does: the same request context (`g:ServiceName`
+/// included), the same scopes per action (domain grants for IAM actions in a mixed list,
+/// enterprise-project grants only where the action's routes take them), and the same refusal of
+/// an ambiguous context.
+async fn simulation_and_enforcement_agree(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let domain_gid = {
+        let uid = c.create_user(&admin, "sim", "pw").await;
+        c.group_with(&admin, "g-sim", &uid).await
+    };
+    let uid = c
+        .call(
+            Method::GET,
+            "/identity/v3/users?name=sim",
+            Some(&admin),
+            None,
+        )
+        .await
+        .2["users"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // IAM read on the domain; ECS only when the request's service is ecs; ECS FullAccess on an
+    // enterprise project.
+    let secu = c.role_id(&admin, "secu_admin").await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/domains/default/groups/{domain_gid}/roles/{secu}"),
+    )
+    .await;
+    let demo = c.project_id(&admin, "demo").await;
+    let by_service = c
+        .custom_policy(
+            &admin,
+            "ecs by service",
+            json!({"Version": "1.1", "Statement": [{
+            "Effect": "Allow", "Action": ["ecs:servers:list", "ecs:servers:get"],
+            "Condition": {"StringEquals": {"g:ServiceName": ["ecs"]}}}]}),
+        )
+        .await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{domain_gid}/roles/{by_service}"),
+    )
+    .await;
+    let (_, _, ep) = c
+        .call(
+            Method::POST,
+            "/identity/v3.0/enterprise-projects",
+            Some(&admin),
+            Some(json!({"name": "ep-sim"})),
+        )
+        .await;
+    let ep = ep["enterprise_project"]["id"].as_str().unwrap().to_string();
+    let ecs_full = c.role_id(&admin, "system_all_ecs_full").await;
+    c.grant(&admin, &format!("/identity/v3.0/OS-PERMISSION/enterprise-projects/{ep}/groups/{domain_gid}/roles/{ecs_full}")).await;
+
+    // Enforcement: the list of servers is allowed (g:ServiceName is ecs), users too (domain).
+    let t = c.token_for("sim", "pw", Some("demo")).await;
+    let (s, _, _) = c
+        .call(Method::GET, "/compute/v2.1/servers", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = c
+        .call(Method::GET, "/identity/v3/users", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // The route simulation says the same.
+    let (s, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": uid, "project_id": demo,
+        "route": {"method": "GET", "path": "/compute/v2.1/{project_id}/servers"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["decision"], "allowed", "{b}");
+    // A mixed list: the IAM action in the domain's scope, the ECS one in the project's.
+    let (_, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": uid, "project_id": demo,
+        "actions": ["iam:users:listUsers", "ecs:servers:list"]}),
+    )
+    .await;
+    assert_eq!(
+        result(&b, "iam:users:listUsers")["decision"],
+        "allowed",
+        "{b}"
+    );
+    assert_eq!(result(&b, "ecs:servers:list")["decision"], "allowed", "{b}");
+    // Enterprise-project grants do not count for createImage (its routes do not take them) ...
+    let (_, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": uid, "project_id": demo,
+        "enterprise_project_id": ep, "actions": ["ecs:servers:createImage"]}),
+    )
+    .await;
+    assert_eq!(
+        result(&b, "ecs:servers:createImage")["decision"],
+        "implicitDeny",
+        "{b}"
+    );
+    // ... but do for an action whose route takes them (ECS FullAccess reads images too).
+    let (_, b) = simulate(
+        c,
+        &admin,
+        json!({"user_id": uid, "project_id": demo,
+        "enterprise_project_id": ep, "actions": ["ims:images:get"]}),
+    )
+    .await;
+    assert_eq!(result(&b, "ims:images:get")["decision"], "allowed", "{b}");
+    assert_eq!(
+        result(&b, "ims:images:get")["scope"],
+        "enterprise_project",
+        "{b}"
+    );
+    // A context key twice, in two cases: which one counted would be chance.
+    let (s, b) = simulate(c, &admin, json!({"user_id": uid, "project_id": demo,
+        "actions": ["ecs:servers:list"], "context": {"g:SourceIp": "10.0.0.1", "g:sourceip": "10.0.0.2"}})).await;
+    assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+    // A custom policy with an element that would do nothing is refused.
+    let (s, _, b) = c.call(Method::POST, "/identity/v3.0/OS-ROLE/roles", Some(&admin),
+        Some(json!({"role": {"display_name": "depends", "type": "XA", "policy": {"Version": "1.1",
+            "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]}], "Depends": 5}}}))).await;
+    assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+}
+on_both_stores!(simulation_and_enforcement_agree);

@@ -275,10 +275,7 @@ impl<A: Api> FromRequestParts<Arc<AppState>> for Authz<A> {
             ));
         }
         let Caller(caller, _) = Caller::<A>::from_request_parts(parts, state).await?;
-        let source_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let source_ip = client_ip(parts, &state.http.trusted_proxies);
         Ok(Authz {
             caller,
             state: state.clone(),
@@ -313,4 +310,34 @@ pub async fn action_body<A: Api>(
             "There is no such action: {key}"
         ))),
     }
+}
+
+/// The client's address: the connection's peer, or, when the peer is a trusted proxy, the last
+/// address of `X-Forwarded-For` that is not one (the ones before it could be forged by the
+/// client).
+pub fn client_ip(parts: &Parts, trusted: &[crate::Cidr]) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let hops: Vec<IpAddr> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+        .collect();
+    Some(
+        hops.iter()
+            .rev()
+            .copied()
+            .find(|ip| !is_trusted(*ip))
+            .or(hops.first().copied())
+            .unwrap_or(peer),
+    )
 }

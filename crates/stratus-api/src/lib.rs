@@ -25,6 +25,74 @@ use stratus_services::images::Images;
 
 pub use error::{Api, ApiError, ApiKind, Keystone};
 
+/// How the HTTP layer treats clients.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// A request body that sends nothing for this long fails the request.
+    pub body_idle_timeout: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            body_idle_timeout: std::time::Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// An address or a network (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Cidr, ()> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.trim().parse().map_err(|_| ())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or(())?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let bits = |ip: std::net::IpAddr| -> (u128, u8) {
+            match ip {
+                std::net::IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+                std::net::IpAddr::V6(v) => match v.to_ipv4_mapped() {
+                    Some(v4) => (u128::from(u32::from(v4)), 32),
+                    None => (u128::from(v), 128),
+                },
+            }
+        };
+        let ((net, width), (addr, w)) = (bits(self.addr), bits(ip));
+        if width != w {
+            return false;
+        }
+        let shift = u32::from(width - self.prefix.min(width));
+        let mask = if shift >= 128 { 0 } else { u128::MAX << shift };
+        (net & mask) == (addr & mask)
+    }
+}
+
 /// What every handler can reach.
 pub struct AppState {
     pub identity: Arc<Identity>,
@@ -34,6 +102,7 @@ pub struct AppState {
     pub compute: Arc<stratus_services::compute::Compute>,
     pub volumes: Arc<stratus_services::volumes::Volumes>,
     pub imports: Arc<stratus_services::images::import::Imports>,
+    pub http: HttpSettings,
     /// Base URL clients reach this server at, without a trailing slash (e.g.
     /// `http://127.0.0.1:8080`); catalogue URLs and links are made from it.
     pub public_url: String,
@@ -58,6 +127,7 @@ pub fn routes() -> routes::RouteTable<Arc<AppState>> {
 
 /// The whole HTTP application.
 pub fn router(state: Arc<AppState>) -> Router {
+    let http = state.http.clone();
     let inner = routes()
         .into_router()
         .fallback(not_found)
@@ -69,7 +139,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let image = tower::Layer::layer(&axum::middleware::from_fn(image::image_layer), volume);
     Router::new()
         .fallback_service(image)
-        .layer(axum::middleware::from_fn(middleware::request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            http,
+            middleware::request_id,
+        ))
 }
 
 /// Where each API lives, for people and scripts poking at the root.

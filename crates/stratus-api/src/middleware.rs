@@ -7,6 +7,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,14 +24,18 @@ pub struct RequestId(pub String);
 /// Gives every request an id, runs it inside a span carrying that id (so every log line of the
 /// request names it), returns the id in `x-openstack-request-id`, and logs the outcome: 5xx at
 /// error level, everything else at debug.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+pub async fn request_id(
+    axum::extract::State(http): axum::extract::State<crate::HttpSettings>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
     let start = Instant::now();
-    let (req, read_to_end) = watch_body(req);
+    let (req, read_to_end) = watch_body(req, http.body_idle_timeout);
     // The request runs on a task of its own, to its end even if the client goes away: services
     // are written for requests that complete, not for futures dropped halfway (a transaction
     // begun, a file half made).
@@ -68,10 +73,16 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// A request body that records when it has been read to its end.
+/// A request body that records when it has been read to its end, and fails when it stalls
+/// (nothing received for `idle`) so that a client cannot hold an upload open forever.
 struct Watched {
     inner: Body,
     done: Arc<AtomicBool>,
+    idle: std::time::Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The last poll found nothing: the client is being waited for (time the server spends on a
+    /// chunk it got does not count).
+    waiting: bool,
 }
 
 impl http_body::Body for Watched {
@@ -83,11 +94,30 @@ impl http_body::Body for Watched {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
+        if !this.waiting {
+            let next = tokio::time::Instant::now() + this.idle;
+            this.deadline.as_mut().reset(next);
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream() {
             this.done.store(true, Ordering::Release);
         }
-        polled
+        match polled {
+            Poll::Pending => {
+                this.waiting = true;
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(axum::Error::new(format!(
+                        "the request body sent nothing for {} s",
+                        this.idle.as_secs_f64()
+                    )))));
+                }
+                Poll::Pending
+            }
+            ready => {
+                this.waiting = false;
+                ready
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -101,12 +131,15 @@ impl http_body::Body for Watched {
 
 /// Wraps the request's body; the flag is set once it has been read to its end (at once for a
 /// request without a body).
-fn watch_body(req: Request) -> (Request, Arc<AtomicBool>) {
+fn watch_body(req: Request, idle: std::time::Duration) -> (Request, Arc<AtomicBool>) {
     let (parts, body) = req.into_parts();
     let done = Arc::new(AtomicBool::new(http_body::Body::is_end_stream(&body)));
     let body = Body::new(Watched {
         inner: body,
         done: done.clone(),
+        idle,
+        deadline: Box::pin(tokio::time::sleep(idle)),
+        waiting: false,
     });
     (Request::from_parts(parts, body), done)
 }

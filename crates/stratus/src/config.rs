@@ -11,6 +11,12 @@ pub const DEFAULT_TOKEN_EXPIRATION: i64 = 24 * 3600;
 pub const DEFAULT_REGION: &str = "RegionOne";
 /// 1 TiB, as Glance's default `image_size_cap`.
 pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 1 << 40;
+/// Seconds a client has to send a request's headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: f64 = 10.0;
+/// Connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Seconds a request body may stall.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: f64 = 30.0;
 /// How long a node holds a saga without renewing its lease before another node may take it.
 pub const DEFAULT_SAGA_LEASE_SECONDS: f64 = 30.0;
 
@@ -29,6 +35,15 @@ pub struct FileConfig {
     pub saga_lease_seconds: Option<f64>,
     /// URL prefixes an image's `web-download` import may fetch; none turns the method off.
     pub image_import_allow: Option<Vec<String>>,
+    /// Seconds a client has to send a request's headers (and a kept-alive connection may idle).
+    pub header_read_timeout: Option<f64>,
+    /// Connections served at once.
+    pub max_connections: Option<usize>,
+    /// Seconds a request body may stall before the request fails (an upload stops, its image
+    /// returns to `queued`).
+    pub body_idle_timeout: Option<f64>,
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     pub catalogue: CatalogueConfig,
 }
@@ -74,6 +89,10 @@ pub struct Config {
     pub saga_faults: String,
     /// URL prefixes an image's `web-download` import may fetch (empty: the method is off).
     pub image_import_allow: Vec<String>,
+    pub header_read_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub body_idle_timeout: std::time::Duration,
+    pub trusted_proxies: Vec<stratus_api::Cidr>,
     pub catalogue: CatalogueConfig,
 }
 
@@ -113,6 +132,10 @@ impl Config {
             saga_lease_seconds: DEFAULT_SAGA_LEASE_SECONDS,
             saga_faults: String::new(),
             image_import_allow: Vec::new(),
+            header_read_timeout: std::time::Duration::from_secs_f64(DEFAULT_HEADER_READ_TIMEOUT),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            body_idle_timeout: std::time::Duration::from_secs_f64(DEFAULT_BODY_IDLE_TIMEOUT),
+            trusted_proxies: Vec::new(),
             catalogue: CatalogueConfig::default(),
         }
     }
@@ -160,6 +183,20 @@ impl Config {
             saga_lease_seconds,
             saga_faults: String::new(),
             image_import_allow: check_import_allow(file.image_import_allow.unwrap_or_default())?,
+            header_read_timeout: seconds(
+                "header_read_timeout",
+                file.header_read_timeout
+                    .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
+            )?,
+            max_connections: match file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) {
+                0 => anyhow::bail!("max_connections must be at least 1"),
+                n => n,
+            },
+            body_idle_timeout: seconds(
+                "body_idle_timeout",
+                file.body_idle_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
+            )?,
+            trusted_proxies: proxies(file.trusted_proxies.unwrap_or_default())?,
             catalogue: file.catalogue,
         })
     }
@@ -181,4 +218,23 @@ pub fn check_import_allow(list: Vec<String>) -> Result<Vec<String>> {
         }
     }
     Ok(list)
+}
+
+/// A positive number of seconds, at most a day.
+pub fn seconds(what: &str, s: f64) -> Result<std::time::Duration> {
+    if !(s > 0.0 && s <= 86400.0) {
+        anyhow::bail!("{what} must be between 0 and 86400 seconds, not {s}");
+    }
+    Ok(std::time::Duration::from_secs_f64(s))
+}
+
+/// Trusted proxies, as addresses or CIDR networks.
+pub fn proxies(list: Vec<String>) -> Result<Vec<stratus_api::Cidr>> {
+    list.iter()
+        .map(|p| {
+            p.parse::<stratus_api::Cidr>().map_err(|_| {
+                anyhow::anyhow!("trusted_proxies entry {p:?} is not an address or a CIDR network")
+            })
+        })
+        .collect()
 }

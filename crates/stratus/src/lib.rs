@@ -2,6 +2,7 @@
 
 pub mod config;
 mod datadir;
+pub mod http;
 pub mod policy_cli;
 pub mod saga_cli;
 
@@ -198,8 +199,16 @@ pub async fn start(
         volumes,
         imports,
         public_url: public_url.clone(),
+        http: stratus_api::HttpSettings {
+            body_idle_timeout: cfg.body_idle_timeout,
+            trusted_proxies: cfg.trusted_proxies.clone(),
+        },
     });
     let app = stratus_api::router(state);
+    let limits = http::ConnectionLimits {
+        header_read_timeout: cfg.header_read_timeout,
+        max_connections: cfg.max_connections,
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let signal = async move {
@@ -208,9 +217,7 @@ pub async fn start(
                 _ = stopped => {},
             }
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await
+        http::serve(listener, app, limits, signal).await
     });
     Ok(Running {
         addr,

@@ -262,6 +262,33 @@ fn serve(args: ServeArgs) -> Result<()> {
             .ok_or_else(|| anyhow::anyhow!("invalid STRATUS_SAGA_LEASE_SECONDS {lease:?}"))?;
     }
     cfg.saga_faults = std::env::var("STRATUS_SAGA_FAULTS").unwrap_or_default();
+    for (var, slot) in [
+        ("STRATUS_HEADER_READ_TIMEOUT", &mut cfg.header_read_timeout),
+        ("STRATUS_BODY_IDLE_TIMEOUT", &mut cfg.body_idle_timeout),
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            let secs = v
+                .parse::<f64>()
+                .map_err(|_| anyhow::anyhow!("invalid {var} {v:?}"))?;
+            *slot = stratus::config::seconds(var, secs)?;
+        }
+    }
+    if let Ok(v) = std::env::var("STRATUS_MAX_CONNECTIONS") {
+        cfg.max_connections = v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow::anyhow!("invalid STRATUS_MAX_CONNECTIONS {v:?}"))?;
+    }
+    if let Ok(list) = std::env::var("STRATUS_TRUSTED_PROXIES") {
+        cfg.trusted_proxies = stratus::config::proxies(
+            list.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect(),
+        )?;
+    }
     if let Ok(list) = std::env::var("STRATUS_IMAGE_IMPORT_ALLOW") {
         cfg.image_import_allow = stratus::config::check_import_allow(
             list.split(',')

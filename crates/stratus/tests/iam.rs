@@ -817,3 +817,79 @@ async fn simulation_and_enforcement_agree(c: &TestCloud) {
     assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
 }
 on_both_stores!(simulation_and_enforcement_agree);
+
+/// `g:SourceIp` is the client's address: the connection's peer, or the address a trusted proxy
+/// names in `X-Forwarded-For` (and only a trusted one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_conditions_see_the_client() {
+    let c = TestCloud::start_with(Backend::Sqlite, |cfg| {
+        cfg.trusted_proxies = vec!["127.0.0.2".parse().unwrap(), "10.9.0.0/16".parse().unwrap()];
+    })
+    .await
+    .unwrap();
+    let admin = c.admin_token().await;
+    let uid = c.create_user(&admin, "ip", "pw").await;
+    let gid = c.group_with(&admin, "g-ip", &uid).await;
+    let demo = c.project_id(&admin, "demo").await;
+    let policy = c
+        .custom_policy(
+            &admin,
+            "by address",
+            json!({"Version": "1.1", "Statement": [
+            {"Effect": "Allow", "Action": ["ecs:*:*"],
+             "Condition": {"NotIpAddress": {"g:SourceIp": ["10.0.0.0/8"]}}},
+            {"Effect": "Deny", "Action": ["ecs:servers:list"],
+             "Condition": {"IpAddress": {"g:SourceIp": ["127.0.0.0/8"]}}}]}),
+        )
+        .await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{policy}"),
+    )
+    .await;
+    let t = c.token_for("ip", "pw", Some("demo")).await;
+    let list = |xff: Option<&'static str>, bind: Option<&'static str>| {
+        let t = t.clone();
+        let url = c.url.clone();
+        async move {
+            let mut b = reqwest::Client::builder();
+            if let Some(local) = bind {
+                b = b.local_address(local.parse::<std::net::IpAddr>().unwrap());
+            }
+            let mut req = b
+                .build()
+                .unwrap()
+                .get(format!("{url}/compute/v2.1/servers"))
+                .header("X-Auth-Token", &t);
+            if let Some(x) = xff {
+                req = req.header("X-Forwarded-For", x);
+            }
+            req.send().await.unwrap().status()
+        }
+    };
+    // From 127.0.0.1 the Deny fires (and an X-Forwarded-For from an untrusted peer is ignored).
+    assert_eq!(list(None, None).await, StatusCode::FORBIDDEN);
+    assert_eq!(list(Some("192.0.2.7"), None).await, StatusCode::FORBIDDEN);
+    // Through the trusted proxy at 127.0.0.2 the client is the forwarded address.
+    let server_port = c.url.rsplit(':').next().unwrap().to_string();
+    assert!(!server_port.is_empty());
+    assert_eq!(
+        list(Some("192.0.2.7"), Some("127.0.0.2")).await,
+        StatusCode::OK
+    );
+    // A client in 10/8 is not allowed by the NotIpAddress statement; one it forged before a
+    // trusted hop does not count.
+    assert_eq!(
+        list(Some("10.1.2.3"), Some("127.0.0.2")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        list(Some("10.1.2.3, 192.0.2.7"), Some("127.0.0.2")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        list(Some("192.0.2.7, 10.9.1.1"), Some("127.0.0.2")).await,
+        StatusCode::OK
+    );
+    c.stop().await;
+}

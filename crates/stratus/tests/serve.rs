@@ -592,3 +592,102 @@ async fn stored_data_is_readable_by_its_owner_only() {
     assert_eq!(mode(&storage.join("images")), 0o700);
     assert!(stop(s).success());
 }
+
+/// Clients that hold connections without finishing a request: 300 connections that sent half a
+/// request line do not keep others from logging in, and are closed after the header timeout;
+/// connections beyond the limit are closed at once; an upload that stalls fails after the body
+/// idle timeout, its image back to `queued` with nothing kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off() {
+    use common::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = TestCloud::start_with(Backend::Sqlite, |cfg| {
+        cfg.header_read_timeout = Duration::from_secs(2);
+        cfg.body_idle_timeout = Duration::from_secs(1);
+        cfg.max_connections = 400;
+    })
+    .await
+    .unwrap();
+    let addr = c.url.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /identity/v3 HT").await.unwrap();
+        idle.push(s);
+    }
+    let started = std::time::Instant::now();
+    let t = c.admin_token().await;
+    assert!(!t.is_empty());
+    println!(
+        "login with 300 idle connections open: {:?}",
+        started.elapsed()
+    );
+    // Beyond the limit (400, 300 held, one pooled by the client): closed at once.
+    let mut extra = Vec::new();
+    for _ in 0..120 {
+        extra.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut closed_at_once = 0;
+    for s in &mut extra {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await {
+            closed_at_once += 1;
+        }
+    }
+    assert!(
+        closed_at_once >= 20,
+        "only {closed_at_once} of 120 were refused"
+    );
+    drop(extra);
+    // The half-sent requests are cut off by the header timeout.
+    for s in &mut idle {
+        let mut b = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(_)) | Ok(Err(_))),
+            "a connection was left open: {r:?}"
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    // A stalled upload.
+    let (s, _, i) = c
+        .call(reqwest::Method::POST, "/image/v2/images", Some(&t),
+            Some(serde_json::json!({"name": "stall", "disk_format": "raw", "container_format": "bare"})))
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED);
+    let id = i["id"].as_str().unwrap().to_string();
+    let mut up = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /image/v2/images/{id}/file HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {t}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 1048576\r\n\r\n"
+    );
+    up.write_all(head.as_bytes()).await.unwrap();
+    up.write_all(&[7u8; 4096]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), up.read(&mut answer))
+        .await
+        .expect("the server answered the stalled upload")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    let (_, _, i) = c
+        .call(
+            reqwest::Method::GET,
+            &format!("/image/v2/images/{id}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (i["status"].as_str(), &i["size"]),
+        (Some("queued"), &serde_json::Value::Null)
+    );
+    let blobs = c.config.data_dir.join("images");
+    assert!(!std::fs::read_dir(&blobs).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&id)));
+    c.stop().await;
+}

@@ -32,6 +32,12 @@ def test_new_user_can_authenticate_and_is_refused_admin_calls(cloud):
                     OS_PASSWORD="s3cret", OS_PROJECT_NAME="demo", OS_USER_DOMAIN_NAME="Default",
                     OS_PROJECT_DOMAIN_NAME="Default", OS_IDENTITY_API_VERSION="3")
     del env["OS_CLOUD"]
+    # No grant on demo yet: no token for it (as upstream: the user has no access to the project).
+    r = cloud.openstack("token", "issue", check=False, env=env)
+    assert r.returncode != 0 and "401" in r.stderr, r.stderr
+    cloud.openstack("group", "create", "guests")
+    cloud.openstack("group", "add", "user", "guests", "alice")
+    cloud.openstack("role", "add", "--group", "guests", "--project", "demo", "te_guest")
     token = cloud.openstack("token", "issue", "-f", "json", env=env)
     assert token["project_id"]
     r = cloud.openstack("user", "list", check=False, env=env)

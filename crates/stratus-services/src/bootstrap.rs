@@ -116,6 +116,7 @@ pub async fn bootstrap(store: &Store, region: &str, catalogue: &Catalogue) -> Re
             (DEMO_PROJECT, "Demo project"),
         ] {
             let p = ProjectRec {
+                tokens_valid_after: 0,
                 id: new_id(),
                 domain_id: DEFAULT_DOMAIN_ID.into(),
                 name: name.into(),

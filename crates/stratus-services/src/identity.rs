@@ -167,8 +167,18 @@ pub struct GroupPatch {
     pub description: Option<String>,
 }
 
+/// Login protection: after `max_failures` wrong passwords within `window`, the user cannot log
+/// in for `lockout` (Huawei IAM's account lockout). Off when `max_failures` is 0.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoginProtection {
+    pub max_failures: i64,
+    pub window_micros: i64,
+    pub lockout_micros: i64,
+}
+
 pub struct Identity {
     store: Arc<Store>,
+    login_protection: LoginProtection,
     /// The token keys as last loaded, and when (microseconds).
     codec: std::sync::RwLock<(Arc<TokenCodec>, i64)>,
     token_ttl_micros: i64,
@@ -201,6 +211,17 @@ async fn load_codec(store: &Store) -> Result<TokenCodec> {
         ));
     }
     Ok(TokenCodec::new(&keys))
+}
+
+/// Whether grants make a project usable as a token's scope: one on it, on all projects of its
+/// domain, or on an enterprise project (whose resources span projects).
+fn scopable(grants: &[(ScopeKind, String, stratus_store::RoleRec)], project: &ProjectRec) -> bool {
+    grants.iter().any(|(kind, scope, _)| match kind {
+        ScopeKind::Project => scope == &project.id,
+        ScopeKind::AllProjects => scope == &project.domain_id,
+        ScopeKind::EnterpriseProject => true,
+        ScopeKind::Domain => false,
+    })
 }
 
 /// What a token key rotation did.
@@ -266,6 +287,7 @@ impl Identity {
         let catalog = store::catalog_list(store.pool()).await?;
         Ok(Identity {
             store,
+            login_protection: LoginProtection::default(),
             codec: std::sync::RwLock::new((Arc::new(codec), now_micros())),
             token_ttl_micros: token_ttl_secs.saturating_mul(1_000_000),
             catalog,
@@ -281,6 +303,44 @@ impl Identity {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Turns the account lockout on (it is off by default).
+    pub fn with_login_protection(mut self, p: LoginProtection) -> Identity {
+        self.login_protection = p;
+        self
+    }
+
+    /// Whether the user may hold a token scoped to `project`: a grant on it, on all projects of
+    /// its domain, or on an enterprise project (whose resources span projects).
+    async fn may_scope(&self, user_id: &str, project: &ProjectRec) -> Result<bool> {
+        let grants = store::grants_reaching_user(self.store.pool(), user_id).await?;
+        Ok(scopable(&grants, project))
+    }
+
+    /// Records a wrong password (and locks the account when login protection says so).
+    async fn login_failed(&self, user_id: &str, now: i64) -> Result<()> {
+        let p = self.login_protection;
+        if p.max_failures <= 0 {
+            return Ok(());
+        }
+        let mut w = self.store.write(false).await?;
+        let mut f = store::login_failures_get(w.conn(), user_id)
+            .await?
+            .unwrap_or_default();
+        if now - f.since > p.window_micros {
+            f.failures = 0;
+            f.since = now;
+        }
+        f.failures += 1;
+        if f.failures >= p.max_failures {
+            f.locked_until = now + p.lockout_micros;
+            f.failures = 0;
+            f.since = now;
+            tracing::warn!(user = %user_id, "account locked after repeated wrong passwords");
+        }
+        store::login_failures_put(w.conn(), user_id, &f).await?;
+        Ok(self.store.commit(w).await?)
     }
 
     /// Every catalogue entry; URLs are made by the HTTP layer from the public base URL.
@@ -444,8 +504,10 @@ impl Identity {
             let project = self
                 .cached_project(g, pid)
                 .await?
-                .filter(|p| p.enabled)
-                .ok_or_else(|| unauthorized("token project missing or disabled"))?;
+                .filter(|x| x.enabled && p.issued_at >= x.tokens_valid_after)
+                .ok_or_else(|| {
+                    unauthorized("token project missing, disabled, or disabled since")
+                })?;
             let domain = self.enabled_domain(g, &project.domain_id).await?;
             Scope::Project { project, domain }
         } else if let Some(did) = &p.domain_id {
@@ -559,17 +621,30 @@ impl Identity {
         let mut app_cred = None;
         let (user, methods, expires_at) = match req.method {
             AuthMethod::Password { user, password } => {
-                let user = self
-                    .find_user(&user)
+                // An unknown user, or one without a password, costs a password check too, so
+                // that the time of the answer does not tell which names exist.
+                let Some(user) = self.find_user(&user).await?.map(Arc::new) else {
+                    password::verify_nothing(password).await;
+                    return Err(unauthorized("unknown user"));
+                };
+                let Some(hash) = user.password_hash.clone() else {
+                    password::verify_nothing(password).await;
+                    return Err(unauthorized("user has no password"));
+                };
+                let locked = store::login_failures_get(self.store.pool(), &user.id)
                     .await?
-                    .map(Arc::new)
-                    .ok_or_else(|| unauthorized("unknown user"))?;
-                let hash = user
-                    .password_hash
-                    .clone()
-                    .ok_or_else(|| unauthorized("user has no password"))?;
+                    .is_some_and(|f| f.locked_until > now);
                 if !password::verify(password, hash).await {
+                    self.login_failed(&user.id, now).await?;
                     return Err(unauthorized(format!("wrong password for user {}", user.id)));
+                }
+                if locked {
+                    return Err(unauthorized(format!("user {} is locked out", user.id)));
+                }
+                if self.login_protection.max_failures > 0 {
+                    let mut w = self.store.write(false).await?;
+                    store::login_failures_clear(w.conn(), &user.id).await?;
+                    self.store.commit(w).await?;
                 }
                 if !user.enabled {
                     return Err(unauthorized(format!("user {} is disabled", user.id)));
@@ -625,8 +700,15 @@ impl Identity {
                 (app_cred.as_ref().map(|a| a.project_id.clone()), None)
             }
             ScopeRequest::Default => match &user.default_project_id {
+                // The default project, if the user may use it; else an unscoped token.
                 Some(pid) => match store::project_get(self.store.pool(), pid).await? {
-                    Some(p) if p.enabled && p.domain_id == user.domain_id => (Some(p.id), None),
+                    Some(p)
+                        if p.enabled
+                            && p.domain_id == user.domain_id
+                            && self.may_scope(&user.id, &p).await? =>
+                    {
+                        (Some(p.id), None)
+                    }
                     _ => (None, None),
                 },
                 None => (None, None),
@@ -642,6 +724,12 @@ impl Identity {
                 .ok_or_else(|| unauthorized("scope project not found"))?;
                 if !project.enabled || project.domain_id != user.domain_id {
                     return Err(unauthorized("scope project disabled or in another domain"));
+                }
+                if !self.may_scope(&user.id, &project).await? {
+                    return Err(unauthorized(format!(
+                        "user {} has no access to project {}",
+                        user.id, project.id
+                    )));
                 }
                 (Some(project.id), None)
             }
@@ -746,6 +834,7 @@ impl Identity {
         validate_name("project", &req.name)?;
         let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
         let p = ProjectRec {
+            tokens_valid_after: 0,
             id: new_id(),
             domain_id,
             name: req.name,
@@ -785,13 +874,29 @@ impl Identity {
     }
 
     /// Projects the caller may scope a token to (`GET /v3/auth/projects`).
+    /// The enabled projects the caller may scope a token to.
     pub async fn my_projects(&self, caller: &Authorized) -> Result<Vec<ProjectRec>> {
+        self.projects_of(&caller.user).await
+    }
+
+    /// The enabled projects user `id` may scope a token to (`GET /v3/users/{id}/projects`).
+    pub async fn user_projects(&self, caller: &Authorized, id: &str) -> Result<Vec<ProjectRec>> {
+        let u = self.visible_user(caller, id).await?;
+        self.projects_of(&u).await
+    }
+
+    async fn projects_of(&self, user: &UserRec) -> Result<Vec<ProjectRec>> {
         let f = ProjectFilter {
-            domain_id: Some(&caller.user.domain_id),
+            domain_id: Some(&user.domain_id),
             enabled: Some(true),
             ..Default::default()
         };
-        Ok(store::project_list(self.store.pool(), &f).await?)
+        let grants = store::grants_reaching_user(self.store.pool(), &user.id).await?;
+        Ok(store::project_list(self.store.pool(), &f)
+            .await?
+            .into_iter()
+            .filter(|p| scopable(&grants, p))
+            .collect())
     }
 
     pub async fn update_project(
@@ -809,6 +914,10 @@ impl Identity {
             p.description = d;
         }
         if let Some(e) = patch.enabled {
+            if p.enabled && !e {
+                // Disabling revokes the project's tokens for good.
+                p.tokens_valid_after = now_micros();
+            }
             p.enabled = e;
         }
         let mut w = self.store.write(true).await?;

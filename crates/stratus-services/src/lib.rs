@@ -15,7 +15,7 @@ mod error;
 pub mod iam;
 pub mod identity;
 pub mod images;
-mod password;
+pub mod password;
 pub mod rebuild;
 pub mod saga;
 pub mod token;

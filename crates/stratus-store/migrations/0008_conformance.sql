@@ -28,3 +28,15 @@ CREATE TABLE application_credentials (
     UNIQUE (user_id, name)
 );
 CREATE INDEX application_credentials_user ON application_credentials (user_id);
+
+-- Tokens scoped to a project and issued before this instant are invalid: disabling a project
+-- revokes its tokens for good (enabling it again does not revive them).
+ALTER TABLE projects ADD COLUMN tokens_valid_after BIGINT NOT NULL DEFAULT 0;
+
+-- Failed logins per user, for the optional lockout (login protection).
+CREATE TABLE login_failures (
+    user_id TEXT PRIMARY KEY,
+    failures BIGINT NOT NULL,
+    since BIGINT NOT NULL,
+    locked_until BIGINT NOT NULL
+);

@@ -23,6 +23,8 @@ pub struct ProjectRec {
     pub name: String,
     pub description: String,
     pub enabled: bool,
+    /// Tokens of the project issued before this instant are invalid (it was disabled).
+    pub tokens_valid_after: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,7 +279,7 @@ pub async fn domain_list<'e, E: Executor<'e, Database = Any>>(
 // ---------------------------------------------------------------------------------------------
 // projects
 
-const PROJECT_COLS: &str = "id, domain_id, name, description, enabled";
+const PROJECT_COLS: &str = "id, domain_id, name, description, enabled, tokens_valid_after";
 
 fn project_from(r: &AnyRow) -> Result<ProjectRec> {
     Ok(ProjectRec {
@@ -286,6 +288,7 @@ fn project_from(r: &AnyRow) -> Result<ProjectRec> {
         name: r.try_get("name")?,
         description: r.try_get("description")?,
         enabled: get_flag(r, "enabled")?,
+        tokens_valid_after: r.try_get("tokens_valid_after")?,
     })
 }
 
@@ -313,11 +316,12 @@ pub async fn project_update<'e, E: Executor<'e, Database = Any>>(
     p: &ProjectRec,
 ) -> Result<bool> {
     let r =
-        sqlx::query("UPDATE projects SET name = $2, description = $3, enabled = $4 WHERE id = $1")
+        sqlx::query("UPDATE projects SET name = $2, description = $3, enabled = $4, tokens_valid_after = $5 WHERE id = $1")
             .bind(&p.id)
             .bind(&p.name)
             .bind(&p.description)
             .bind(flag(p.enabled))
+            .bind(p.tokens_valid_after)
             .execute(e)
             .await?;
     Ok(r.rows_affected() > 0)
@@ -1158,4 +1162,64 @@ pub async fn grants_in_domain<'e, E: Executor<'e, Database = Any>>(
         }
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// login failures
+
+/// A user's failed logins: how many since when, and until when the account is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoginFailures {
+    pub failures: i64,
+    pub since: i64,
+    pub locked_until: i64,
+}
+
+pub async fn login_failures_get<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    user_id: &str,
+) -> Result<Option<LoginFailures>> {
+    let r =
+        sqlx::query("SELECT failures, since, locked_until FROM login_failures WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(e)
+            .await?;
+    r.map(|r| {
+        Ok(LoginFailures {
+            failures: r.try_get(0)?,
+            since: r.try_get(1)?,
+            locked_until: r.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn login_failures_put<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    user_id: &str,
+    f: &LoginFailures,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO login_failures (user_id, failures, since, locked_until) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id) DO UPDATE SET failures = excluded.failures, since = excluded.since, \
+         locked_until = excluded.locked_until",
+    )
+    .bind(user_id)
+    .bind(f.failures)
+    .bind(f.since)
+    .bind(f.locked_until)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn login_failures_clear<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    user_id: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM login_failures WHERE user_id = $1")
+        .bind(user_id)
+        .execute(e)
+        .await?;
+    Ok(())
 }

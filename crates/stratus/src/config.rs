@@ -44,6 +44,12 @@ pub struct FileConfig {
     pub body_idle_timeout: Option<f64>,
     /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Login protection: lock an account after this many wrong passwords (0: never)...
+    pub login_lockout_failures: Option<i64>,
+    /// ... within this many seconds ...
+    pub login_lockout_window: Option<f64>,
+    /// ... for this many seconds.
+    pub login_lockout_duration: Option<f64>,
     #[serde(default)]
     pub catalogue: CatalogueConfig,
 }
@@ -93,6 +99,7 @@ pub struct Config {
     pub max_connections: usize,
     pub body_idle_timeout: std::time::Duration,
     pub trusted_proxies: Vec<stratus_api::Cidr>,
+    pub login_protection: stratus_services::identity::LoginProtection,
     pub catalogue: CatalogueConfig,
 }
 
@@ -136,6 +143,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             body_idle_timeout: std::time::Duration::from_secs_f64(DEFAULT_BODY_IDLE_TIMEOUT),
             trusted_proxies: Vec::new(),
+            login_protection: stratus_services::identity::LoginProtection::default(),
             catalogue: CatalogueConfig::default(),
         }
     }
@@ -197,6 +205,22 @@ impl Config {
                 file.body_idle_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
             )?,
             trusted_proxies: proxies(file.trusted_proxies.unwrap_or_default())?,
+            login_protection: stratus_services::identity::LoginProtection {
+                max_failures: match file.login_lockout_failures.unwrap_or(0) {
+                    n if (0..=1000).contains(&n) => n,
+                    n => anyhow::bail!("login_lockout_failures must be 0 to 1000, not {n}"),
+                },
+                window_micros: seconds(
+                    "login_lockout_window",
+                    file.login_lockout_window.unwrap_or(900.0),
+                )?
+                .as_micros() as i64,
+                lockout_micros: seconds(
+                    "login_lockout_duration",
+                    file.login_lockout_duration.unwrap_or(900.0),
+                )?
+                .as_micros() as i64,
+            },
             catalogue: file.catalogue,
         })
     }

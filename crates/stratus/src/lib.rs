@@ -122,7 +122,8 @@ pub async fn start(
     let identity = Arc::new(
         Identity::new(store.clone(), cfg.token_expiration)
             .await
-            .context("cannot load identity state")?,
+            .context("cannot load identity state")?
+            .with_login_protection(cfg.login_protection),
     );
     let authz = Arc::new(Authorizer::new(store.clone(), catalogue));
     let iam = Arc::new(Iam::new(store.clone(), authz.clone()));

@@ -183,6 +183,7 @@ async fn other_domain(c: &TestCloud) -> Ids {
     st::project_insert(
         pool,
         &ProjectRec {
+            tokens_valid_after: 0,
             id: ids.project.clone(),
             domain_id: d.into(),
             name: "op".into(),
@@ -411,9 +412,11 @@ async fn golden_table(c: &TestCloud) {
     )
     .await
     .unwrap();
+    // A member of demo allowed nothing (a token needs a grant on its project).
+    let demo_id = c.project_id(&admin, "demo").await;
+    c.project_member(&admin, &nobody, &demo_id).await;
     let nobody_token = c.token_for("nobody", "pw", Some("demo")).await;
     let nobody_subject = c.token_for("nobody", "pw", Some("demo")).await;
-    let _ = nobody;
 
     let cat = Catalogue::shipped().unwrap();
     let mut rows = vec!["# route\tanonymous\tno_policy\tother_domain".to_string()];

@@ -206,6 +206,8 @@ on_both_stores!(seed_row_through_simulation);
 async fn simulation_needs_its_own_action_and_checks_input(c: &TestCloud) {
     let admin = c.admin_token().await;
     let uid = c.create_user(&admin, "plain", "pw").await;
+    let demo = c.project_id(&admin, "demo").await;
+    c.project_member(&admin, &uid, &demo).await;
     let t = c.token_for("plain", "pw", Some("demo")).await;
     let (s, b) = simulate(
         c,
@@ -446,6 +448,8 @@ async fn grants_on_every_scope_take_effect_at_the_next_request(c: &TestCloud) {
     let admin = c.admin_token().await;
     let uid = c.create_user(&admin, "ops", "pw").await;
     let gid = c.group_with(&admin, "ops", &uid).await;
+    let demo_id = c.project_id(&admin, "demo").await;
+    c.project_member(&admin, &uid, &demo_id).await;
     let t = c.token_for("ops", "pw", Some("demo")).await;
     let (s, _, b) = c
         .call(Method::GET, "/identity/v3/users", Some(&t), None)
@@ -616,6 +620,8 @@ async fn a_grant_through_one_node_is_honoured_by_the_other() {
     let admin = a.admin_token().await;
     let uid = a.create_user(&admin, "ops", "pw").await;
     let gid = a.group_with(&admin, "ops", &uid).await;
+    let demo_id = a.project_id(&admin, "demo").await;
+    a.project_member(&admin, &uid, &demo_id).await;
     let t = a.token_for("ops", "pw", Some("demo")).await;
     let list_on_b = || {
         let http = a.http.clone();

@@ -130,7 +130,32 @@ async fn scopes_by_id_name_and_domain(c: &TestCloud) {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert!(b["token"].get("project").is_none() && b["token"].get("catalog").is_none());
 
-    // Re-scoping with the token method keeps the expiry.
+    // Re-scoping with the token method keeps the expiry (to a project the user may use).
+    let plain = c
+        .call(
+            Method::GET,
+            "/identity/v3/users?name=plain",
+            Some(&admin),
+            None,
+        )
+        .await
+        .2["users"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _, _) = c
+        .auth(
+            json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "plain", "domain": {"name": "Default"}, "password": "pw-plain"}}},
+            "scope": {"project": {"id": demo_id}}}}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "no grant on the project, no token for it"
+    );
+    c.project_member(&admin, &plain, &demo_id).await;
     let (_, t, first) = c.auth(password_auth("plain", "pw-plain", None)).await;
     let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": t.unwrap()}},
         "scope": {"project": {"id": demo_id}}}});
@@ -1134,3 +1159,177 @@ async fn application_credentials(c: &TestCloud) {
     assert_eq!(n, 0);
 }
 on_both_stores!(application_credentials);
+
+/// An unknown user costs a password check, as a wrong password does: the time of the answer
+/// does not tell which names exist.
+async fn unknown_users_cost_a_password_check(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    c.create_user(&admin, "known", "pw").await;
+    let count = stratus_services::password::verifications;
+    for (user, pw) in [("known", "wrong"), ("nobody-at-all", "wrong")] {
+        let before = count();
+        let (s, _, b) = c.auth(password_auth(user, pw, None)).await;
+        assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
+        assert_eq!(count() - before, 1, "{user}: one argon2id verification");
+    }
+}
+on_both_stores!(unknown_users_cost_a_password_check);
+
+/// Tokens are scoped only to projects the user holds a grant on (the project, all projects, or
+/// an enterprise project), and `GET /auth/projects` lists just those; disabling a project
+/// revokes its tokens for good.
+async fn project_scopes_need_grants_and_disabling_revokes(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let mk = |name: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (s, _, b) = c
+                .call(
+                    Method::POST,
+                    "/identity/v3/projects",
+                    Some(&admin),
+                    Some(json!({"project": {"name": name}})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            b["project"]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let (p1, p2) = (mk("scope-p1").await, mk("scope-p2").await);
+    let uid = c.create_user(&admin, "scoped", "pw").await;
+    c.project_member(&admin, &uid, &p1).await;
+    let scoped = |project: &str| {
+        json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "scoped", "domain": {"name": "Default"}, "password": "pw"}}},
+            "scope": {"project": {"id": project}}}})
+    };
+    let (s, tok, _) = c.auth(scoped(&p1)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let t1 = tok.unwrap();
+    let (s, _, b) = c.auth(scoped(&p2)).await;
+    assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
+    let (_, _, b) = c
+        .call(Method::GET, "/identity/v3/auth/projects", Some(&t1), None)
+        .await;
+    let names: Vec<&str> = b["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["scope-p1"]);
+    let (_, _, b) = c
+        .call(
+            Method::GET,
+            &format!("/identity/v3/users/{uid}/projects"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(b["projects"].as_array().unwrap().len(), 1, "{b}");
+
+    // A grant on an enterprise project makes every project usable.
+    let (_, _, ep) = c
+        .call(
+            Method::POST,
+            "/identity/v3.0/enterprise-projects",
+            Some(&admin),
+            Some(json!({"name": "scope-ep"})),
+        )
+        .await;
+    let ep = ep["enterprise_project"]["id"].as_str().unwrap().to_string();
+    let gid = c.group_with(&admin, "scope-ep-g", &uid).await;
+    let guest = c.role_id(&admin, "te_guest").await;
+    c.grant(
+        &admin,
+        &format!(
+            "/identity/v3.0/OS-PERMISSION/enterprise-projects/{ep}/groups/{gid}/roles/{guest}"
+        ),
+    )
+    .await;
+    let (s, _, _) = c.auth(scoped(&p2)).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // Disabled, the project's tokens are gone; enabled again, they stay gone.
+    let patch = |enabled: bool| {
+        let (admin, p1) = (admin.clone(), p1.clone());
+        async move {
+            let (s, _, b) = c
+                .call(
+                    Method::PATCH,
+                    &format!("/identity/v3/projects/{p1}"),
+                    Some(&admin),
+                    Some(json!({"project": {"enabled": enabled}})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+        }
+    };
+    patch(false).await;
+    let (s, _, _) = c
+        .call(Method::GET, "/identity/v3/auth/projects", Some(&t1), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    patch(true).await;
+    let (s, _, _) = c
+        .call(Method::GET, "/identity/v3/auth/projects", Some(&t1), None)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "re-enabling does not revive old tokens"
+    );
+    let (s, tok, _) = c.auth(scoped(&p1)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, _) = c
+        .call(
+            Method::GET,
+            "/identity/v3/auth/projects",
+            Some(&tok.unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+on_both_stores!(project_scopes_need_grants_and_disabling_revokes);
+
+/// Login protection (off by default): after three wrong passwords in the window the account is
+/// locked, even for the right password, for the lockout's time; other users are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_passwords_lock_the_account() {
+    let c = TestCloud::start_with(Backend::Sqlite, |cfg| {
+        cfg.login_protection = stratus_services::identity::LoginProtection {
+            max_failures: 3,
+            window_micros: 60_000_000,
+            lockout_micros: 2_000_000,
+        };
+    })
+    .await
+    .unwrap();
+    let admin = c.admin_token().await;
+    c.create_user(&admin, "victim", "right").await;
+    c.create_user(&admin, "bystander", "right").await;
+    for _ in 0..3 {
+        let (s, _, _) = c.auth(password_auth("victim", "wrong", None)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (s, _, b) = c.auth(password_auth("victim", "right", None)).await;
+    assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = c.auth(password_auth("bystander", "right", None)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, _, _) = c.auth(password_auth("victim", "right", None)).await;
+    assert_eq!(s, StatusCode::CREATED, "the lockout ends");
+    c.stop().await;
+
+    // Off by default: wrong passwords do not lock.
+    let c = TestCloud::start(Backend::Sqlite).await.unwrap();
+    let admin = c.admin_token().await;
+    c.create_user(&admin, "free", "right").await;
+    for _ in 0..6 {
+        c.auth(password_auth("free", "wrong", None)).await;
+    }
+    let (s, _, _) = c.auth(password_auth("free", "right", None)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    c.stop().await;
+}

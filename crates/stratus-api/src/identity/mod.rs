@@ -520,7 +520,7 @@ async fn user_projects(
     let (c, _) = on_user(&s, authz, &id).await?;
     let items = s
         .identity
-        .my_projects(&c)
+        .user_projects(&c, &id)
         .await?
         .iter()
         .map(|p| project_json(&s, p))

@@ -328,3 +328,44 @@ impl TestCloud {
         b["role"]["id"].as_str().expect("id").to_string()
     }
 }
+
+impl TestCloud {
+    /// Lets user `uid` hold tokens of `project` without allowing it anything: a grant of a
+    /// policy that only denies an action no test uses (a token needs a grant on its project).
+    pub async fn project_member(&self, admin: &str, uid: &str, project: &str) {
+        let policy = match self
+            .call(
+                Method::GET,
+                "/identity/v3.0/OS-ROLE/roles",
+                Some(admin),
+                None,
+            )
+            .await
+            .2["roles"]
+            .as_array()
+            .and_then(|r| {
+                r.iter()
+                    .find(|r| r["display_name"] == "member only")
+                    .cloned()
+            }) {
+            Some(r) => r["id"].as_str().expect("id").to_string(),
+            None => {
+                self.custom_policy(
+                    admin,
+                    "member only",
+                    json!({"Version": "1.1", "Statement": [
+                        {"Effect": "Deny", "Action": ["ims:quotas:get"]}]}),
+                )
+                .await
+            }
+        };
+        let gid = self
+            .group_with(admin, &format!("member-{uid}-{project}"), uid)
+            .await;
+        self.grant(
+            admin,
+            &format!("/identity/v3/projects/{project}/groups/{gid}/roles/{policy}"),
+        )
+        .await;
+    }
+}

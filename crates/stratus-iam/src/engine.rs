@@ -233,7 +233,11 @@ fn evaluate<'p>(
             if let Some(res) = &s.resources {
                 match req.resource {
                     Some(urn) if res.iter().any(|r| r.matches(urn)) => {}
-                    _ => return,
+                    Some(_) => return,
+                    // The resource is not known to the decision (a stored policy from before
+                    // such statements were refused): a Deny applies, an Allow grants nothing.
+                    None if s.effect == Effect::Deny => {}
+                    None => return,
                 }
             }
             if !s.conditions.iter().all(|c| c.holds(req.context.get(c.key))) {

@@ -11,6 +11,9 @@ pub struct Limits {
     pub max_actions_per_statement: usize,
     pub max_conditions_per_statement: usize,
     pub max_bytes: usize,
+    /// Whether statements may name resources. New custom policies may not: no route names the
+    /// resource it acts on to the decision, so a `Resource` would silently do nothing.
+    pub resources: bool,
 }
 
 impl Limits {
@@ -19,6 +22,7 @@ impl Limits {
         max_actions_per_statement: 100,
         max_conditions_per_statement: 10,
         max_bytes: 6144,
+        resources: false,
     };
     /// System policies are shipped data; they are validated for form, not size.
     pub const SYSTEM: Limits = Limits {
@@ -26,6 +30,7 @@ impl Limits {
         max_actions_per_statement: usize::MAX,
         max_conditions_per_statement: usize::MAX,
         max_bytes: usize::MAX,
+        resources: true,
     };
 }
 
@@ -255,6 +260,12 @@ pub fn parse_policy_value(
         }
         let resources = match s.get("Resource") {
             None => None,
+            Some(_) if !limits.resources => {
+                return err(format!(
+                    "{at}.Resource: statements cannot be limited to resources here (actions and \
+                     conditions decide); leave Resource out"
+                ))
+            }
             Some(r) => Some(
                 strings(r, &format!("{at}.Resource"))?
                     .iter()
@@ -321,7 +332,7 @@ mod tests {
         let p = parse(
             r#"{"Version":"1.1","Statement":[{"Effect":"Allow","Action":["ecs:*:*"],
                "Condition":{"StringEquals":{"g:UserName":["alice"]},"BoolIfExists":{"g:MFAPresent":["true"]}}},
-               {"Effect":"Deny","Action":"ims:images:get","Resource":["ims:*:*:image:*"]}]}"#,
+               {"Effect":"Deny","Action":"ims:images:get"}]}"#,
         )
         .unwrap();
         assert_eq!(p.statements.len(), 2);

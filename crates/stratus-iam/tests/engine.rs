@@ -320,13 +320,19 @@ proptest! {
     }
 }
 
+/// A stored policy (checked as stored ones are: new custom policies may not name resources).
+fn stored(cat: &Catalogue, id: &str, json: &str) -> Arc<CompiledPolicy> {
+    let doc = parse_for(cat, json, &Limits::SYSTEM).expect("valid policy");
+    Arc::new(CompiledPolicy::compile(id, id, doc, cat))
+}
+
 #[test]
 fn resource_statements_apply_only_to_matching_resources() {
     let c = cat();
     let p = PrincipalPolicies {
         project: vec![(
             GrantScope::Project,
-            policy(
+            stored(
                 &c,
                 "r",
                 r#"{"Version":"1.1","Statement":[{"Effect":"Allow","Action":["ims:images:get"],
@@ -349,6 +355,35 @@ fn resource_statements_apply_only_to_matching_resources() {
         ask_on(Some("ims:cn-north-4:d1:image:private-debian")),
         Decision::ImplicitDeny
     );
-    // A statement limited to resources does not apply to a request that names none.
+    // An Allow limited to resources grants nothing to a request that names none...
     assert_eq!(ask_on(None), Decision::ImplicitDeny);
+    // ... and a Deny limited to resources still denies it: never silently nothing.
+    let deny = PrincipalPolicies {
+        project: vec![
+            (
+                GrantScope::Project,
+                policy(&c, "a", &allow(&["ims:images:*"])),
+            ),
+            (
+                GrantScope::Project,
+                stored(
+                    &c,
+                    "d",
+                    r#"{"Version":"1.1","Statement":[{"Effect":"Deny","Action":["ims:images:delete"],
+                        "Resource":["ims:*:*:image:*"]}]}"#,
+                ),
+            ),
+        ],
+        ..Default::default()
+    };
+    let req = Request::new(&c, &["ims:images:delete"], &ctx);
+    assert_eq!(decide(&deny, &req).decision, Decision::ExplicitDeny);
+    // New custom policies cannot name resources at all: the statement is refused, named.
+    let e = parse_for(
+        &c,
+        r#"{"Version":"1.1","Statement":[{"Effect":"Deny","Action":["ims:images:delete"],"Resource":["ims:*:*:image:*"]}]}"#,
+        &Limits::CUSTOM,
+    )
+    .unwrap_err();
+    assert!(e.0.contains("Statement[0].Resource"), "{e}");
 }

@@ -899,3 +899,23 @@ async fn source_ip_conditions_see_the_client() {
     );
     c.stop().await;
 }
+
+/// A statement limited to resources would never apply (no route names its resource to the
+/// decision): it is refused when written, naming it, instead of being stored to do nothing.
+async fn resource_statements_are_refused(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let (s, _, b) = c
+        .call(Method::POST, "/identity/v3.0/OS-ROLE/roles", Some(&admin),
+            Some(json!({"role": {"display_name": "no deletes", "type": "XA", "policy": {"Version": "1.1",
+                "Statement": [{"Effect": "Deny", "Action": ["ims:images:delete"], "Resource": ["ims:*:*:image:*"]}]}}})))
+        .await;
+    assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Statement[0].Resource"),
+        "{b}"
+    );
+}
+on_both_stores!(resource_statements_are_refused);

@@ -8,6 +8,7 @@ use crate::authz::Authorized;
 use crate::disks::Disks;
 use crate::identity::TokenInfo;
 use crate::images::Images;
+use crate::quotas::QuotaService;
 use crate::saga::Sagas;
 use crate::volumes::{VolumeCreate, Volumes};
 use crate::{Result, ServiceError};
@@ -393,24 +394,28 @@ impl Compute {
         );
         let root = root_disk_of(&server.id);
         server.root_disk = root.clone();
-        let cache = format!("cache/{}", image.id);
-        // The layers are known before the files exist, so collection never takes them.
-        crate::disks::register(&self.store, &[(&cache, None), (&root, Some(&cache))]).await?;
+        let cache = crate::disks::cache_layer_of(&image)?;
+        let sha512 = image.os_hash_value.clone().unwrap_or_default();
+        // The layers are registered with the server that reaches them, before the files exist:
+        // collection never takes them, and takes them once the server is gone.
         let mut w = self.store.write(false).await?;
+        self.reserve(&mut w, &server.project_id, &flavor).await?;
+        let now = now_micros();
+        store::layer_add(w.conn(), &cache, None, now).await?;
+        store::layer_add(w.conn(), &root, Some(&cache), now).await?;
         store::server_insert(w.conn(), &server).await?;
         self.store.commit(w).await?;
 
         let data = self.images.local_data_path(&image.id);
-        let (store, driver, disks, id, image_id) = (
+        let (store, driver, disks, id) = (
             self.store.clone(),
             self.driver.clone(),
             self.disks.clone(),
             server.id.clone(),
-            image.id.clone(),
         );
         tokio::spawn(async move {
             let built = async {
-                let cache = disks.cache_image(&image_id, &data).await?;
+                disks.cache_image(&cache, &data, &sha512).await?;
                 driver.create_root(&root, &cache, format, size).await
             }
             .await;
@@ -438,6 +443,35 @@ impl Compute {
             }
         });
         Ok((server, admin_pass))
+    }
+
+    /// Counts a new server of `flavor` against the project's compute quota, in the transaction
+    /// that records it (403 over quota, as upstream).
+    async fn reserve(
+        &self,
+        w: &mut store::WriteTx,
+        project: &str,
+        flavor: &FlavorRec,
+    ) -> Result<()> {
+        let over = self
+            .volumes
+            .quotas()
+            .check_in(
+                w,
+                project,
+                QuotaService::Compute,
+                &[
+                    ("instances", 1),
+                    ("cores", flavor.vcpus),
+                    ("ram", flavor.ram_mb),
+                ],
+            )
+            .await?;
+        if over.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::quotas::compute_over(&over))
+        }
     }
 
     /// Runs a power action through the [`ACTIONS`] table; 409 in a state it cannot start from.
@@ -569,8 +603,9 @@ impl Compute {
             "block_device_mapping",
             String::new(),
         );
-        let recorded = async {
+        let recorded: Result<()> = async {
             let mut w = self.store.write(false).await?;
+            self.reserve(&mut w, &server.project_id, flavor).await?;
             store::server_insert(w.conn(), &server).await?;
             for (n, (v, delete)) in attached.iter_mut().enumerate() {
                 v.server_id = Some(server.id.clone());
@@ -582,12 +617,12 @@ impl Compute {
             }
             // The volumes exist already: the server is built.
             store::server_built(w.conn(), &server.id, "", None, now_micros()).await?;
-            self.store.commit(w).await
+            Ok(self.store.commit(w).await?)
         }
         .await;
         if let Err(e) = recorded {
             self.drop_volumes(&made).await;
-            return Err(e.into());
+            return Err(e);
         }
         Ok((server, admin_pass(&req)))
     }

@@ -16,6 +16,7 @@ use crate::authz::Authorized;
 use crate::compute::{cannot, Compute};
 use crate::disks::Disks;
 use crate::images::{ImageCreate, Images};
+use crate::quotas::{QuotaService, Usage};
 use crate::saga::{nothing, Caller, Saga, Step, StepError, StepResult, Why};
 use crate::volumes::{SnapshotPlan, Volumes};
 use crate::{Result, ServiceError};
@@ -192,14 +193,23 @@ impl Compute {
         };
         if s.image_id.is_empty() {
             let attached = store::volumes_of_server(self.store.pool(), &s.id).await?;
-            // Upstream checks the snapshot quota before anything else.
-            let usage = self.volumes.usage(caller).await?;
-            let limit = crate::volumes::quota("maxTotalSnapshots");
-            if usage.snapshots + attached.len() as i64 > limit {
+            // Upstream checks the snapshot quota before anything else (each snapshot is counted
+            // again, atomically, when it is taken).
+            let q = self
+                .volumes
+                .quotas()
+                .usage(&s.project_id, QuotaService::Volume, false)
+                .await?;
+            let snaps = q.get("snapshots").copied().unwrap_or(Usage {
+                limit: -1,
+                in_use: 0,
+            });
+            if snaps.limit >= 0 && snaps.in_use + attached.len() as i64 > snaps.limit {
                 return Err(ServiceError::Forbidden(format!(
-                    "Quota exceeded for snapshots: requested {}, but already used {} of {limit} snapshots",
+                    "Quota exceeded for snapshots: requested {}, but already used {} of {} snapshots",
                     attached.len(),
-                    usage.snapshots
+                    snaps.in_use,
+                    snaps.limit
                 )));
             }
             st.snapshots = attached

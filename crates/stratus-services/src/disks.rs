@@ -55,24 +55,34 @@ impl Disks {
         Ok(())
     }
 
-    /// The cache layer of an image (`cache/<id>`), linked from the image data at `src` if missing.
-    pub async fn cache_image(&self, image_id: &str, src: &Path) -> Result<String> {
+    /// Fills the cache layer `rel` (see [`cache_layer_of`]) from the image data at `src` if it
+    /// is missing, and checks it against the image's SHA-512 `sha512` before it is used: the
+    /// layer can only ever hold data of that digest. Its row is registered beforehand by the
+    /// caller, so collection takes the file once nothing reaches it.
+    pub async fn cache_image(&self, rel: &str, src: &Path, sha512: &str) -> Result<()> {
         let _held = self.lock.lock().await;
-        let rel = format!("cache/{image_id}");
-        let cached = self.path(&rel);
-        if !tokio::fs::try_exists(&cached).await.unwrap_or(false) {
-            self.parent_dir(&rel).await?;
-            let tmp = self.path(&format!("cache/.{image_id}.{}", crate::new_id()));
-            if tokio::fs::hard_link(src, &tmp).await.is_err() {
-                tokio::fs::copy(src, &tmp)
-                    .await
-                    .map_err(|e| io("image cache copy", e))?;
-            }
-            tokio::fs::rename(&tmp, &cached)
-                .await
-                .map_err(|e| io("image cache", e))?;
+        let cached = self.path(rel);
+        if tokio::fs::try_exists(&cached).await.unwrap_or(false) {
+            return Ok(());
         }
-        Ok(rel)
+        self.parent_dir(rel).await?;
+        let tmp = self.path(&format!("cache/.fill-{}", crate::new_id()));
+        if tokio::fs::hard_link(src, &tmp).await.is_err() {
+            tokio::fs::copy(src, &tmp)
+                .await
+                .map_err(|e| io("image cache copy", e))?;
+        }
+        let digest = sha512_of(&tmp).await;
+        if digest.as_deref().ok() != Some(sha512) {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(ServiceError::Internal(format!(
+                "the image data does not match its SHA-512 {sha512}: {}",
+                digest.unwrap_or_else(|e| e.to_string())
+            )));
+        }
+        tokio::fs::rename(&tmp, &cached)
+            .await
+            .map_err(|e| io("image cache", e))
     }
 
     /// A new qcow2 layer `rel` of `size` bytes over `backing` (of format `format`).
@@ -130,6 +140,43 @@ impl Disks {
         }
         Ok(dead)
     }
+}
+
+/// The cache layer of an image's data: named by the data's SHA-512, which an active image always
+/// has, so that the same name never holds other data (an image id could be given to other data;
+/// a digest cannot).
+pub fn cache_layer_of(image: &stratus_store::ImageRec) -> Result<String> {
+    match (&image.status[..], image.os_hash_value.as_deref()) {
+        ("active", Some(h)) if h.len() == 128 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(format!("cache/sha512-{h}"))
+        }
+        _ => Err(ServiceError::BadRequest(format!(
+            "Image {} has no data to boot from (it is {}).",
+            image.id, image.status
+        ))),
+    }
+}
+
+/// The lower-case hex SHA-512 of a file, read off the async executor.
+async fn sha512_of(path: &Path) -> std::result::Result<String, std::io::Error> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use sha2::{Digest, Sha512};
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let mut h = Sha512::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Registers layers `(path, parent)` in one transaction.

@@ -218,6 +218,12 @@ impl Images {
             updated_at: now,
         };
         let mut w = self.store.write(false).await?;
+        if store::image_was_deleted(w.conn(), &image.id).await? {
+            return Err(ServiceError::Conflict(format!(
+                "Image {} was deleted; an image id is never used again.",
+                image.id
+            )));
+        }
         store::image_insert(w.conn(), &image)
             .await
             .map_err(|e| match e {

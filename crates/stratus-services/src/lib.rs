@@ -16,6 +16,7 @@ pub mod iam;
 pub mod identity;
 pub mod images;
 pub mod password;
+pub mod quotas;
 pub mod rebuild;
 pub mod saga;
 pub mod token;

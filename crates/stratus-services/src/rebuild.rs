@@ -54,6 +54,8 @@ pub struct RebuildState {
     pub image_id: String,
     /// Image-backed servers: the image's cache layer, its format, and the new root disk.
     pub cache: Option<String>,
+    /// The image data's SHA-512, which the cache layer is checked against.
+    pub sha512: String,
     pub format: String,
     pub root: Option<String>,
     pub size: u64,
@@ -154,7 +156,8 @@ impl Compute {
             let (format, size) = check_image_fits(&image, &flavor)?;
             st.format = format.as_str().to_string();
             st.size = size;
-            st.cache = Some(format!("cache/{}", image.id));
+            st.cache = Some(crate::disks::cache_layer_of(&image)?);
+            st.sha512 = image.os_hash_value.clone().unwrap_or_default();
             st.root = Some(format!("servers/{}/disk-{}", s.id, &crate::new_id()[..12]));
         }
         let pass = req
@@ -290,7 +293,7 @@ async fn spawn(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepRes
     store::layer_add_pinned(w.conn(), root, Some(cache), &st.saga_id, now).await?;
     c.store.commit(w).await?;
     let data = c.images.local_data_path(&st.image_id);
-    c.disks.cache_image(&st.image_id, &data).await?;
+    c.disks.cache_image(cache, &data, &st.sha512).await?;
     c.disks.overlay(root, cache, format, st.size).await?;
     Ok(())
 }

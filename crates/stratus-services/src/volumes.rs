@@ -4,6 +4,7 @@ use crate::authz::Authorized;
 use crate::disks::Disks;
 use crate::identity::TokenInfo;
 use crate::images::Images;
+use crate::quotas::{QuotaService, Quotas};
 use crate::{Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -12,25 +13,10 @@ use stratus_blob::format::DiskFormat;
 use stratus_store::{self as store, now_micros, SnapshotRec, Store, VolumeRec};
 
 const GIB: i64 = 1 << 30;
+/// Largest volume, in GiB (64 TiB).
+pub const MAX_VOLUME_GB: i64 = 65536;
 
-/// Per-project limits, as data: `(name in /limits, value)`.
-pub const QUOTAS: &[(&str, i64)] = &[
-    ("maxTotalVolumes", 10),
-    ("maxTotalSnapshots", 10),
-    ("maxTotalVolumeGigabytes", 1000),
-    ("maxTotalBackups", 10),
-    ("maxTotalBackupGigabytes", 1000),
-];
-
-pub fn quota(name: &str) -> i64 {
-    QUOTAS
-        .iter()
-        .find(|q| q.0 == name)
-        .map(|q| q.1)
-        .unwrap_or(0)
-}
-
-/// What a project uses against [`QUOTAS`].
+/// What a project uses of its block storage quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub volumes: i64,
@@ -99,6 +85,7 @@ pub struct Volumes {
     store: Arc<Store>,
     images: Arc<Images>,
     disks: Arc<Disks>,
+    quotas: Arc<Quotas>,
 }
 
 fn bad(msg: impl Into<String>) -> ServiceError {
@@ -110,17 +97,33 @@ fn caller_project(caller: &TokenInfo) -> Result<&str> {
 }
 
 impl Volumes {
-    pub fn new(store: Arc<Store>, images: Arc<Images>, disks: Arc<Disks>) -> Volumes {
+    pub fn new(
+        store: Arc<Store>,
+        images: Arc<Images>,
+        disks: Arc<Disks>,
+        quotas: Arc<Quotas>,
+    ) -> Volumes {
         Volumes {
             store,
             images,
             disks,
+            quotas,
         }
     }
 
+    pub fn quotas(&self) -> &Arc<Quotas> {
+        &self.quotas
+    }
+
     pub async fn usage(&self, caller: &TokenInfo) -> Result<Usage> {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(store::StoreError::from)?;
         let (volumes, gigabytes, snapshots) =
-            store::block_usage(self.store.pool(), caller_project(caller)?).await?;
+            store::block_usage(&mut conn, caller_project(caller)?).await?;
         Ok(Usage {
             volumes,
             gigabytes,
@@ -163,6 +166,8 @@ impl Volumes {
         let disk = format!("volumes/{id}/{}.qcow2", crate::new_id());
         let mut image_metadata = None;
         let mut bootable = false;
+        // The image cache layer to fill: (layer, the image data, its SHA-512).
+        let mut fill = None;
         // (backing layer, its format, size in GiB)
         let (backing, format, size_gb) = match (&req.image_id, &req.snapshot_id) {
             (Some(image_id), None) => {
@@ -201,8 +206,12 @@ impl Volumes {
                         .to_string(),
                 );
                 bootable = true;
-                let src = self.images.local_data_path(&i.id);
-                let cache = self.disks.cache_image(&i.id, &src).await?;
+                let cache = crate::disks::cache_layer_of(&i)?;
+                fill = Some((
+                    cache.clone(),
+                    self.images.local_data_path(&i.id),
+                    i.os_hash_value.clone().unwrap_or_default(),
+                ));
                 (Some(cache), format, size)
             }
             (None, Some(snap_id)) => {
@@ -237,26 +246,15 @@ impl Volumes {
                     .ok_or_else(|| bad("'size' is a required property"))?,
             ),
         };
-        if !(1..=quota("maxTotalVolumeGigabytes")).contains(&size_gb) {
+        if !(1..=MAX_VOLUME_GB).contains(&size_gb) {
             return Err(bad(format!(
-                "Invalid input received: size {size_gb} must be a positive number of GiB."
+                "Invalid input received: size {size_gb} must be from 1 to {MAX_VOLUME_GB} GiB."
             )));
         }
-        let usage = self.usage(caller).await?;
-        if usage.volumes + 1 > quota("maxTotalVolumes")
-            || usage.gigabytes + size_gb > quota("maxTotalVolumeGigabytes")
-        {
-            return Err(ServiceError::TooLarge(format!(
-                "VolumeLimitExceeded: Maximum number of volumes allowed ({}) or gigabytes ({}) exceeded",
-                quota("maxTotalVolumes"),
-                quota("maxTotalVolumeGigabytes")
-            )));
-        }
-        crate::disks::register(&self.store, &[(&disk, backing.as_deref())]).await?;
         let now = now_micros();
         let mut v = VolumeRec {
             id,
-            project_id: project,
+            project_id: project.clone(),
             user_id: caller.user.id.clone(),
             enterprise_project_id: store::DEFAULT_ENTERPRISE_PROJECT.into(),
             name: req.name,
@@ -275,12 +273,39 @@ impl Volumes {
             created_at: now,
             updated_at: now,
         };
-        self.put(&v).await?;
+        // The quota is counted, and the volume and its layers recorded, in one transaction that
+        // holds the project's quota lock: concurrent creations are counted one after another,
+        // and nothing is made for a refused one.
+        let mut w = self.store.write(false).await?;
+        let over = self
+            .quotas
+            .check_in(
+                &mut w,
+                &project,
+                QuotaService::Volume,
+                &[("volumes", 1), ("gigabytes", size_gb)],
+            )
+            .await?;
+        if !over.is_empty() {
+            return Err(crate::quotas::volume_over(&over));
+        }
+        if let Some(b) = &backing {
+            store::layer_add(w.conn(), b, None, now).await?;
+        }
+        store::layer_add(w.conn(), &disk, backing.as_deref(), now).await?;
+        store::volume_put(w.conn(), &v).await?;
+        self.store.commit(w).await?;
         let size = (size_gb * GIB) as u64;
-        let made = match &backing {
-            Some(b) => self.disks.overlay(&disk, b, format, size).await,
-            None => self.disks.blank(&disk, size).await,
-        };
+        let made = async {
+            if let Some((cache, src, sha512)) = &fill {
+                self.disks.cache_image(cache, src, sha512).await?;
+            }
+            match &backing {
+                Some(b) => self.disks.overlay(&disk, b, format, size).await,
+                None => self.disks.blank(&disk, size).await,
+            }
+        }
+        .await;
         v.status = if made.is_ok() { "available" } else { "error" }.into();
         v.updated_at = now_micros();
         self.put(&v).await?;
@@ -346,16 +371,12 @@ impl Volumes {
                 v.id, v.status
             )));
         }
-        let usage = self.usage(caller).await?;
-        if usage.snapshots + 1 > quota("maxTotalSnapshots") {
-            return Err(ServiceError::TooLarge(format!(
-                "SnapshotLimitExceeded: Maximum number of snapshots allowed ({}) exceeded",
-                quota("maxTotalSnapshots")
-            )));
-        }
         let plan = SnapshotPlan::new(&v.id, req.name, req.description, req.metadata);
         match self.snapshot_apply(&plan).await {
             Ok(s) => Ok(s),
+            // Refused before anything was done: another snapshot of the volume is being taken,
+            // or the quota is used up.
+            Err(e @ (ServiceError::Conflict(_) | ServiceError::TooLarge(_))) => Err(e),
             Err(e) => {
                 let _ = self.snapshot_revert(&plan).await;
                 Err(e)
@@ -367,13 +388,59 @@ impl Volumes {
     /// interrupted at any point: the volume's writable layer is renamed to the snapshot's layer
     /// (unless it already was), a new empty layer is made over it, then the store records both.
     pub async fn snapshot_apply(&self, plan: &SnapshotPlan) -> Result<SnapshotRec> {
-        if let Some(s) = store::snapshot_get(self.store.pool(), &plan.id).await? {
-            return Ok(s);
+        let recorded = store::snapshot_get(self.store.pool(), &plan.id).await?;
+        if let Some(s) = recorded.as_ref().filter(|s| s.status == "available") {
+            return Ok(s.clone());
         }
         let mut v = store::volume_get(self.store.pool(), &plan.volume_id)
             .await?
             .ok_or_else(|| ServiceError::not_found("volume", &plan.volume_id))?;
         let frozen = plan.frozen();
+        let now = now_micros();
+        let mut snap = SnapshotRec {
+            id: plan.id.clone(),
+            project_id: v.project_id.clone(),
+            volume_id: v.id.clone(),
+            name: plan.name.clone(),
+            description: plan.description.clone(),
+            size_gb: v.size_gb,
+            status: "creating".into(),
+            disk: v.disk.clone(),
+            metadata: Value::Object(plan.metadata.clone()).to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        if recorded.is_none() {
+            // One snapshot of a volume at a time (its layers are renamed), and the quota counted
+            // with the snapshot's row, in one transaction.
+            let mut w = self.store.write(false).await?;
+            if !store::volume_snapshot_lock(w.conn(), &v.id, &plan.id).await? {
+                return Err(ServiceError::Conflict(format!(
+                    "Invalid volume: a snapshot of volume {} is being taken; try again.",
+                    v.id
+                )));
+            }
+            // As it is now that it is ours (another snapshot may have just renamed its layer).
+            v = store::volume_get(w.conn(), &plan.volume_id)
+                .await?
+                .ok_or_else(|| ServiceError::not_found("volume", &plan.volume_id))?;
+            snap.disk = v.disk.clone();
+            snap.size_gb = v.size_gb;
+            let over = self
+                .quotas
+                .check_in(
+                    &mut w,
+                    &v.project_id,
+                    QuotaService::Volume,
+                    &[("snapshots", 1), ("gigabytes", v.size_gb)],
+                )
+                .await?;
+            if !over.is_empty() {
+                return Err(crate::quotas::volume_over(&over));
+            }
+            store::snapshot_put(w.conn(), &snap).await?;
+            self.store.commit(w).await?;
+        }
         let old = v.disk.clone();
         if self.disks.exists(&old).await {
             self.disks.rename(&old, &frozen).await?;
@@ -394,19 +461,9 @@ impl Volumes {
             )
             .await?;
         let now = now_micros();
-        let snap = SnapshotRec {
-            id: plan.id.clone(),
-            project_id: v.project_id.clone(),
-            volume_id: v.id.clone(),
-            name: plan.name.clone(),
-            description: plan.description.clone(),
-            size_gb: v.size_gb,
-            status: "available".into(),
-            disk: frozen.clone(),
-            metadata: Value::Object(plan.metadata.clone()).to_string(),
-            created_at: now,
-            updated_at: now,
-        };
+        snap.status = "available".into();
+        snap.disk = frozen.clone();
+        snap.updated_at = now;
         v.disk = plan.active.clone();
         v.updated_at = now;
         let mut w = self.store.write(false).await?;
@@ -414,6 +471,7 @@ impl Volumes {
         store::layer_add(w.conn(), &plan.active, Some(&frozen), now).await?;
         store::snapshot_put(w.conn(), &snap).await?;
         store::volume_put(w.conn(), &v).await?;
+        store::volume_snapshot_unlock(w.conn(), &v.id, &plan.id).await?;
         self.store.commit(w).await?;
         Ok(snap)
     }
@@ -421,15 +479,20 @@ impl Volumes {
     /// Undoes [`Volumes::snapshot_apply`] wherever it stopped: a recorded snapshot is deleted; an
     /// unrecorded one has its new layer removed and the volume's layer put back.
     pub async fn snapshot_revert(&self, plan: &SnapshotPlan) -> Result<()> {
-        if store::snapshot_get(self.store.pool(), &plan.id)
-            .await?
-            .is_some()
-        {
+        let recorded = store::snapshot_get(self.store.pool(), &plan.id).await?;
+        if recorded.as_ref().is_some_and(|s| s.status == "available") {
             let mut w = self.store.write(false).await?;
             store::snapshot_delete(w.conn(), &plan.id).await?;
             self.store.commit(w).await?;
             self.disks.collect(&self.store).await?;
             return Ok(());
+        }
+        if recorded.is_some() {
+            // Reserved but not taken: the row goes, and the volume is free again.
+            let mut w = self.store.write(false).await?;
+            store::snapshot_delete(w.conn(), &plan.id).await?;
+            store::volume_snapshot_unlock(w.conn(), &plan.volume_id, &plan.id).await?;
+            self.store.commit(w).await?;
         }
         // Nothing was recorded, so neither file is a layer of the store.
         self.disks.remove(&plan.active).await;

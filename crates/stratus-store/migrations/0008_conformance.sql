@@ -40,3 +40,22 @@ CREATE TABLE login_failures (
     since BIGINT NOT NULL,
     locked_until BIGINT NOT NULL
 );
+
+-- Ids of deleted images: never given to another image (its data must never be taken for the
+-- deleted one's, and the other way round).
+CREATE TABLE deleted_images (
+    id TEXT PRIMARY KEY,
+    deleted_at BIGINT NOT NULL
+);
+
+-- Per-project quotas set by an administrator (defaults are shipped data).
+CREATE TABLE quota_limits (
+    project_id TEXT NOT NULL,
+    service TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    hard_limit BIGINT NOT NULL,
+    PRIMARY KEY (project_id, service, resource)
+);
+
+-- The snapshot being taken of a volume (its plan's id): one at a time per volume.
+ALTER TABLE volumes ADD COLUMN snapshot_lock TEXT;

@@ -176,12 +176,34 @@ pub(crate) async fn reindex_all(e: &mut AnyConnection) -> Result<()> {
     Ok(())
 }
 
-pub async fn image_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+/// Deletes an image and keeps its id, so that it is never given to another image.
+pub async fn image_delete(e: &mut AnyConnection, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM images WHERE id = $1")
         .bind(id)
-        .execute(e)
+        .execute(&mut *e)
         .await?;
+    if r.rows_affected() > 0 {
+        sqlx::query(
+            "INSERT INTO deleted_images (id, deleted_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(crate::now_micros())
+        .execute(&mut *e)
+        .await?;
+    }
     Ok(r.rows_affected() > 0)
+}
+
+/// Whether an image with this id existed and was deleted.
+pub async fn image_was_deleted<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<bool> {
+    Ok(sqlx::query("SELECT 1 FROM deleted_images WHERE id = $1")
+        .bind(id)
+        .fetch_optional(e)
+        .await?
+        .is_some())
 }
 
 pub async fn image_get<'e, E: Executor<'e, Database = Any>>(

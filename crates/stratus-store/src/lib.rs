@@ -19,10 +19,11 @@ pub use identity::*;
 pub use images::*;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 pub use sagas::*;
+pub use sqlx::AnyConnection;
 pub use volumes::*;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
+use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 

@@ -180,7 +180,8 @@ pub async fn snapshot_put<'e, E: Executor<'e, Database = Any>>(
     sqlx::query(&format!(
         "INSERT INTO snapshots ({SCOLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description, \
-         status = excluded.status, metadata = excluded.metadata, updated_at = excluded.updated_at"
+         status = excluded.status, disk = excluded.disk, metadata = excluded.metadata, \
+         updated_at = excluded.updated_at"
     ))
     .bind(&s.id)
     .bind(&s.project_id)
@@ -235,17 +236,14 @@ pub async fn snapshot_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str
 }
 
 /// `(volumes, gigabytes, snapshots)` a project uses.
-pub async fn block_usage<'e, E: Executor<'e, Database = Any> + Copy>(
-    e: E,
-    project_id: &str,
-) -> Result<(i64, i64, i64)> {
+pub async fn block_usage(e: &mut sqlx::AnyConnection, project_id: &str) -> Result<(i64, i64, i64)> {
     let v = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) FROM volumes WHERE project_id = $1")
         .bind(project_id)
-        .fetch_one(e)
+        .fetch_one(&mut *e)
         .await?;
     let s = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) FROM snapshots WHERE project_id = $1")
         .bind(project_id)
-        .fetch_one(e)
+        .fetch_one(&mut *e)
         .await?;
     let count = |r: &AnyRow, i: usize| -> Result<i64> { Ok(r.try_get::<i64, _>(i)?) };
     Ok((count(&v, 0)?, count(&v, 1)? + count(&s, 1)?, count(&s, 0)?))
@@ -363,4 +361,104 @@ pub async fn layers_collect(conn: &mut sqlx::AnyConnection) -> Result<Vec<String
             .await?;
     }
     Ok(dead)
+}
+
+// ---------------------------------------------------------------------------------------------
+// quotas
+
+/// The limits set for a project's `service` (resources without a row use the defaults).
+pub async fn quota_limits<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    project_id: &str,
+    service: &str,
+) -> Result<Vec<(String, i64)>> {
+    sqlx::query(
+        "SELECT resource, hard_limit FROM quota_limits WHERE project_id = $1 AND service = $2",
+    )
+    .bind(project_id)
+    .bind(service)
+    .fetch_all(e)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect()
+}
+
+pub async fn quota_limit_put<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    project_id: &str,
+    service: &str,
+    resource: &str,
+    limit: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO quota_limits (project_id, service, resource, hard_limit) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (project_id, service, resource) DO UPDATE SET hard_limit = excluded.hard_limit",
+    )
+    .bind(project_id)
+    .bind(service)
+    .bind(resource)
+    .bind(limit)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// Back to the defaults for a project's `service`.
+pub async fn quota_limits_clear<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    project_id: &str,
+    service: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM quota_limits WHERE project_id = $1 AND service = $2")
+        .bind(project_id)
+        .bind(service)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+/// The flavors (JSON) of a project's servers, for counting cores and RAM.
+pub async fn server_flavors_of<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    project_id: &str,
+) -> Result<Vec<String>> {
+    sqlx::query("SELECT flavor FROM servers WHERE project_id = $1")
+        .bind(project_id)
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get(0)?))
+        .collect()
+}
+
+/// Takes a volume for snapshot `plan` (again, for the same plan); false if another snapshot of
+/// it is being taken.
+pub async fn volume_snapshot_lock<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    volume_id: &str,
+    plan: &str,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE volumes SET snapshot_lock = $2 WHERE id = $1 AND (snapshot_lock IS NULL OR snapshot_lock = $2)",
+    )
+    .bind(volume_id)
+    .bind(plan)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Lets other snapshots of the volume be taken.
+pub async fn volume_snapshot_unlock<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    volume_id: &str,
+    plan: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE volumes SET snapshot_lock = NULL WHERE id = $1 AND snapshot_lock = $2")
+        .bind(volume_id)
+        .bind(plan)
+        .execute(e)
+        .await?;
+    Ok(())
 }

@@ -147,7 +147,13 @@ pub async fn start(
     }
     let disks = Arc::new(Disks::new(storage.join("disks")));
     let driver = Arc::new(LocalDriver::new(disks.clone()));
-    let volumes = Arc::new(Volumes::new(store.clone(), images.clone(), disks.clone()));
+    let quotas = Arc::new(stratus_services::quotas::Quotas::new(store.clone()));
+    let volumes = Arc::new(Volumes::new(
+        store.clone(),
+        images.clone(),
+        disks.clone(),
+        quotas,
+    ));
     let node = data_dir.node_id()?;
     let sagas = Arc::new(Sagas::new(
         store.clone(),

@@ -66,6 +66,12 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
             json!({"description": "x"})
         }
         "POST /image/v2/images" => json!({"name": "golden-i"}),
+        "PUT /compute/v2.1/{project_id}/os-quota-sets/{tenant_id}" => {
+            json!({"quota_set": {"instances": 10}})
+        }
+        "PUT /volume/v3/{project_id}/os-quota-sets/{target_project_id}" => {
+            json!({"quota_set": {"volumes": 10}})
+        }
         "POST /image/v2/images/{image_id}/import" => json!({"method": {"name": "glance-direct"}}),
         "POST /compute/v2.1/{project_id}/servers" => json!({"server": {"name": "golden-s",
             "imageRef": stratus_services::demo::DEMO_IMAGE_ID, "flavorRef": "1"}}),
@@ -150,6 +156,8 @@ fn fill(path: &str, ids: &Ids) -> String {
         .replace("{member_id}", "m")
         .replace("{key}", "k")
         .replace("{application_credential_id}", "golden-ac")
+        .replace("{tenant_id}", &ids.project)
+        .replace("{target_project_id}", &ids.project)
 }
 
 /// Another domain with one of everything, written straight to the store.

@@ -189,7 +189,8 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
         old["server"].as_object().unwrap(),
         new["server"].as_object().unwrap(),
     );
-    let only_new: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
+    let mut only_new: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
+    only_new.sort();
     assert_eq!(only_new, ["description", "locked", "tags"]);
     assert!(old.keys().all(|k| new.contains_key(k)));
     assert_eq!(old["flavor"]["id"], "1");
@@ -222,10 +223,21 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
         .unwrap();
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["virtual-size"], 1u64 << 30);
+    // The root disk stands on the image's data, cached under its SHA-512.
+    let (_, _, demo) = nova(
+        c,
+        Method::GET,
+        &format!("/image/v2/images/{DEMO_IMAGE_ID}"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    let sha512 = demo["os_hash_value"].as_str().unwrap();
     assert!(info["backing-filename"]
         .as_str()
         .unwrap()
-        .ends_with(&format!("cache/{DEMO_IMAGE_ID}")));
+        .ends_with(&format!("cache/sha512-{sha512}")));
     let w = Command::new("qemu-io")
         .args(["-f", "qcow2", "-c", "write -P 0xab 0 64k", &disk])
         .output()
@@ -1578,3 +1590,137 @@ async fn backups_rotate(c: &TestCloud) {
     );
 }
 on_both_stores!(backups_rotate);
+
+/// Nova's quotas: servers are counted (with their cores and RAM) in the transaction that records
+/// them, so 15 creations at once at a quota of 10 make 10; the others get upstream's 403.
+/// `os-quota-sets` shows limits (the legacy network ones up to 2.35), usage and defaults, and
+/// an administrator sets them (not below what is used, unless forced).
+async fn compute_quotas(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let calls = (0..15).map(|n| {
+        let t = t.clone();
+        async move {
+            nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+                Some(json!({"server": {"name": format!("q{n}"), "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}}))).await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.0 == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(ok, 10);
+    for (s, _, b) in results.iter().filter(|r| r.0 != StatusCode::ACCEPTED) {
+        assert_nova_error(*s, b, StatusCode::FORBIDDEN, "forbidden");
+        assert_eq!(
+            b["forbidden"]["message"],
+            "Quota exceeded for instances: Requested 1, but already used 10 of 10 instances"
+        );
+    }
+    let demo = c.project_id(&c.admin_token().await, "demo").await;
+    let path = format!("/compute/v2.1/os-quota-sets/{demo}");
+    let (s, _, b) = nova(c, Method::GET, &path, Some(&t), "2.35", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (
+            b["quota_set"]["instances"].as_i64(),
+            b["quota_set"]["fixed_ips"].as_i64(),
+            b["quota_set"]["id"].as_str()
+        ),
+        (Some(10), Some(-1), Some(demo.as_str()))
+    );
+    let (_, _, b) = nova(c, Method::GET, &path, Some(&t), "2.36", None).await;
+    assert!(b["quota_set"].get("fixed_ips").is_none(), "{b}");
+    let (_, _, b) = nova(
+        c,
+        Method::GET,
+        &format!("{path}/detail"),
+        Some(&t),
+        "2.47",
+        None,
+    )
+    .await;
+    assert_eq!(
+        b["quota_set"]["instances"],
+        json!({"in_use": 10, "limit": 10, "reserved": 0})
+    );
+    assert_eq!(b["quota_set"]["cores"]["in_use"], 10);
+    let (_, _, b) = nova(
+        c,
+        Method::GET,
+        &format!("{path}/defaults"),
+        Some(&t),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(b["quota_set"]["cores"], 20);
+    // Not below what is used, unless forced; unknown keys are refused.
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &path,
+        Some(&t),
+        "",
+        Some(json!({"quota_set": {"instances": 5}})),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &path,
+        Some(&t),
+        "2.47",
+        Some(json!({"quota_set": {"fixed_ips": 5}})),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &path,
+        Some(&t),
+        "",
+        Some(json!({"quota_set": {"instances": 5, "force": "True"}})),
+    )
+    .await;
+    assert_eq!(
+        (s, &b["quota_set"]["instances"]),
+        (StatusCode::OK, &json!(5)),
+        "{b}"
+    );
+    assert!(b["quota_set"].get("id").is_none());
+    let (s, _, _) = nova(
+        c,
+        Method::PUT,
+        &path,
+        Some(&t),
+        "",
+        Some(json!({"quota_set": {"instances": 12}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+        Some(json!({"server": {"name": "eleventh", "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    // A member may read the quotas but not set them.
+    let member = member_token(c, "quota-reader", &["system_all_ecs_full"]).await;
+    let (s, _, _) = nova(c, Method::GET, &path, Some(&member), "", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &path,
+        Some(&member),
+        "",
+        Some(json!({"quota_set": {"instances": 99}})),
+    )
+    .await;
+    assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
+    let (s, _, _) = nova(c, Method::DELETE, &path, Some(&t), "", None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (_, _, b) = nova(c, Method::GET, &path, Some(&t), "", None).await;
+    assert_eq!(b["quota_set"]["instances"], 10);
+}
+on_both_stores!(compute_quotas);

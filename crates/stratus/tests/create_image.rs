@@ -35,6 +35,20 @@ async fn nova(
     (s, h, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// The project of a token.
+async fn t_project(c: &TestCloud, t: &str) -> String {
+    let r = c
+        .http
+        .get(format!("{}/identity/v3/auth/tokens", c.url))
+        .header("X-Auth-Token", t)
+        .header("X-Subject-Token", t)
+        .send()
+        .await
+        .unwrap();
+    let b: Value = r.json().await.unwrap();
+    b["token"]["project"]["id"].as_str().unwrap().to_string()
+}
+
 async fn server(c: &TestCloud, t: &str, name: &str) -> String {
     let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", t, "2.47",
         Some(json!({"server": {"name": name, "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}}))).await;
@@ -570,7 +584,19 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
         ["done"]
     );
 
-    // 20 servers at once: 20 active images.
+    // 20 servers at once: 20 active images (above the default quota of 10 servers, which the
+    // administrator raises as upstream's would).
+    let demo = t_project(c, &t).await;
+    let (s, _, b) = nova(
+        c,
+        Method::PUT,
+        &format!("/compute/v2.1/os-quota-sets/{demo}"),
+        &t,
+        "",
+        Some(json!({"quota_set": {"instances": 30, "cores": 60, "ram": 102400}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
     let mut ids = Vec::new();
     for n in 0..20 {
         ids.push(server(c, &t, &format!("many{n}")).await);

@@ -393,3 +393,164 @@ async fn responses_in_upstreams_shape(c: &TestCloud) {
     }
 }
 on_both_stores!(responses_in_upstreams_shape);
+
+/// Quotas hold under concurrency: the count and the new row are written in one transaction that
+/// holds the project's quota lock. 30 volumes at once at a quota of 10 make 10; 30 snapshots at
+/// a quota of 10 make 10; 8 snapshots of one volume at once: one is taken, the others are told
+/// another is being taken. Quotas are shown, with usage, and set by an administrator.
+async fn quotas_hold_under_concurrency(c: &TestCloud) {
+    let t = project_token(c, "demo").await;
+    let calls = (0..30).map(|n| {
+        let t = t.clone();
+        async move {
+            post(
+                c,
+                &t,
+                "/volume/v3/volumes",
+                json!({"volume": {"size": 1, "name": format!("q{n}")}}),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let made: Vec<String> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .map(|(_, b)| b["volume"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        made.len(),
+        10,
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    for (s, b) in results.iter().filter(|(s, _)| *s != StatusCode::ACCEPTED) {
+        assert_cinder_error(*s, b, StatusCode::PAYLOAD_TOO_LARGE, "overLimit");
+        assert_eq!(
+            b["overLimit"]["message"],
+            "VolumeLimitExceeded: Maximum number of volumes allowed (10) exceeded for quota 'volumes'."
+        );
+    }
+    let (_, l) = get(c, &t, "/volume/v3/volumes").await;
+    assert_eq!(l["volumes"].as_array().unwrap().len(), 10);
+
+    // Eight snapshots of one volume at once.
+    let calls = (0..8).map(|_| {
+        let (t, v) = (t.clone(), made[0].clone());
+        async move {
+            post(
+                c,
+                &t,
+                "/volume/v3/snapshots",
+                json!({"snapshot": {"volume_id": v}}),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let statuses: Vec<StatusCode> = results.iter().map(|r| r.0).collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::ACCEPTED || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::ACCEPTED), "{statuses:?}");
+    let (_, l) = get(c, &t, "/volume/v3/snapshots").await;
+    let taken = l["snapshots"].as_array().unwrap().len();
+    assert_eq!(
+        taken,
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::ACCEPTED)
+            .count()
+    );
+
+    // 30 snapshots of the ten volumes at a quota of 10 in all.
+    let calls = (0..30).map(|n| {
+        let (t, v) = (t.clone(), made[n % 10].clone());
+        async move {
+            post(
+                c,
+                &t,
+                "/volume/v3/snapshots",
+                json!({"snapshot": {"volume_id": v}}),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(|(s, _)| matches!(
+        *s,
+        StatusCode::ACCEPTED | StatusCode::CONFLICT | StatusCode::PAYLOAD_TOO_LARGE
+    )));
+    let (_, l) = get(c, &t, "/volume/v3/snapshots").await;
+    assert_eq!(l["snapshots"].as_array().unwrap().len(), 10);
+
+    // The quotas, with usage; set higher by the administrator.
+    let demo = c.project_id(&c.admin_token().await, "demo").await;
+    let (s, b) = get(
+        c,
+        &t,
+        &format!("/volume/v3/os-quota-sets/{demo}?usage=True"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b["quota_set"]["volumes"],
+        json!({"in_use": 10, "limit": 10, "reserved": 0})
+    );
+    assert_eq!(b["quota_set"]["snapshots"]["in_use"], 10);
+    assert_eq!(b["quota_set"]["id"], demo.as_str());
+    let (s, b) = get(c, &t, "/volume/v3/limits").await;
+    assert_eq!(
+        (s, &b["limits"]["absolute"]["totalVolumesUsed"]),
+        (StatusCode::OK, &json!(10))
+    );
+    let (s, _, b) = c
+        .call(
+            Method::PUT,
+            &format!("/volume/v3/os-quota-sets/{demo}"),
+            Some(&t),
+            Some(json!({"quota_set": {"volumes": 5}})),
+        )
+        .await;
+    assert_cinder_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let (s, _, b) = c
+        .call(
+            Method::PUT,
+            &format!("/volume/v3/os-quota-sets/{demo}"),
+            Some(&t),
+            Some(json!({"quota_set": {"volumes": 12, "bogus": 1}})),
+        )
+        .await;
+    assert_cinder_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
+    let (s, _, b) = c
+        .call(
+            Method::PUT,
+            &format!("/volume/v3/os-quota-sets/{demo}"),
+            Some(&t),
+            Some(json!({"quota_set": {"volumes": 12}})),
+        )
+        .await;
+    assert_eq!(
+        (s, &b["quota_set"]["volumes"]),
+        (StatusCode::OK, &json!(12)),
+        "{b}"
+    );
+    assert!(b["quota_set"].get("id").is_none());
+    let (s, _) = post(c, &t, "/volume/v3/volumes", json!({"volume": {"size": 1}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _, _) = c
+        .call(
+            Method::DELETE,
+            &format!("/volume/v3/os-quota-sets/{demo}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, b) = get(c, &t, &format!("/volume/v3/os-quota-sets/{demo}/defaults")).await;
+    assert_eq!(b["quota_set"]["volumes"], 10);
+}
+on_both_stores!(quotas_hold_under_concurrency);

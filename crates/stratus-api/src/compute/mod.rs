@@ -7,6 +7,7 @@
 //! every compute response, errors included.
 
 mod images;
+mod quotas;
 mod servers;
 mod version;
 
@@ -43,6 +44,7 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::GET, &p("/flavors/{flavor_id}"), flavor)
         .merge(servers::routes())
         .merge(images::routes())
+        .merge(quotas::routes())
 }
 
 /// The project a request acts in: the token's. A project id in the URL must be the token's

@@ -16,8 +16,9 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_services::authz::{Authorized, Facts};
 use stratus_services::identity::TokenInfo;
+use stratus_services::quotas::{QuotaService, Quotas};
 use stratus_services::store::{SnapshotRec, VolumeRec};
-use stratus_services::volumes::{SnapshotCreate, VolumeCreate, QUOTAS};
+use stratus_services::volumes::{SnapshotCreate, VolumeCreate};
 
 type VResult<T> = ApiResult<T, Cinder>;
 type VAuthz = Authz<Cinder>;
@@ -28,6 +29,7 @@ const COLLECTIONS: &[&str] = &[
     "volumes",
     "snapshots",
     "limits",
+    "os-quota-sets",
     "types",
     "os-availability-zone",
 ];
@@ -53,6 +55,22 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::GET, &p("/snapshots/{snapshot_id}"), show_snapshot)
         .at(M::DELETE, &p("/snapshots/{snapshot_id}"), delete_snapshot)
         .at(M::GET, &p("/limits"), limits)
+        .at(M::GET, &p("/os-quota-sets/{target_project_id}"), quota_show)
+        .at(
+            M::GET,
+            &p("/os-quota-sets/{target_project_id}/defaults"),
+            quota_defaults,
+        )
+        .at(
+            M::PUT,
+            &p("/os-quota-sets/{target_project_id}"),
+            quota_update,
+        )
+        .at(
+            M::DELETE,
+            &p("/os-quota-sets/{target_project_id}"),
+            quota_delete,
+        )
 }
 
 /// Rewrites `/volume/v3/<collection>` to the canonical form and sets the version header.
@@ -508,17 +526,138 @@ async fn delete_snapshot(
 }
 
 async fn limits(State(s): St, authz: VAuthz, Path(pid): Path<String>) -> VResult<Json<Value>> {
-    project_of(authz.caller(), &pid)?;
-    let u = s.volumes.usage(authz.caller()).await?;
+    let project = project_of(authz.caller(), &pid)?.to_string();
     authz.allow().await?;
-    let mut absolute: Map<String, Value> = QUOTAS
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
+    let usage = s
+        .volumes
+        .quotas()
+        .usage(&project, QuotaService::Volume, false)
+        .await?;
+    let get = |k: &str| usage.get(k).copied().unwrap_or_default();
+    Ok(Json(json!({"limits": {"rate": [], "absolute": {
+        "maxTotalVolumes": get("volumes").limit,
+        "maxTotalSnapshots": get("snapshots").limit,
+        "maxTotalVolumeGigabytes": get("gigabytes").limit,
+        "maxTotalBackups": get("backups").limit,
+        "maxTotalBackupGigabytes": get("backup_gigabytes").limit,
+        "totalVolumesUsed": get("volumes").in_use,
+        "totalGigabytesUsed": get("gigabytes").in_use,
+        "totalSnapshotsUsed": get("snapshots").in_use,
+        "totalBackupsUsed": 0,
+        "totalBackupGigabytesUsed": 0,
+    }}})))
+}
+
+/// The project a quota request is about: one of the caller's domain (400 otherwise, as
+/// upstream says of an unknown project).
+async fn quota_target(s: &AppState, authz: &VAuthz, pid: &str, target: &str) -> VResult<()> {
+    project_of(authz.caller(), pid)?;
+    stratus_services::quotas::visible_project(s.identity.store(), authz.caller(), target).await?;
+    Ok(())
+}
+
+#[derive(serde::Deserialize, Default)]
+struct UsageQuery {
+    #[serde(default)]
+    usage: Option<String>,
+}
+
+async fn quota_show(
+    State(s): St,
+    authz: VAuthz,
+    Path((pid, target)): Path<(String, String)>,
+    crate::extract::ApiQuery(q, _): crate::extract::ApiQuery<UsageQuery, Cinder>,
+) -> VResult<Json<Value>> {
+    let usage = match q.usage.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false") | Some("0") | Some("no") | Some("off") => false,
+        Some("true") | Some("1") | Some("yes") | Some("on") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value {other:?} for usage: a boolean is required."
+            )))
+        }
+    };
+    quota_target(&s, &authz, &pid, &target).await?;
+    authz.allow().await?;
+    let quotas = s.volumes.quotas();
+    let mut set: Map<String, Value> = if usage {
+        quotas
+            .usage(&target, QuotaService::Volume, false)
+            .await?
+            .into_iter()
+            .map(|(k, u)| {
+                (
+                    k,
+                    json!({"in_use": u.in_use, "limit": u.limit, "reserved": 0}),
+                )
+            })
+            .collect()
+    } else {
+        quotas
+            .limits(&target, QuotaService::Volume, false)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, json!(v)))
+            .collect()
+    };
+    set.insert("id".into(), json!(target));
+    Ok(Json(json!({ "quota_set": set })))
+}
+
+async fn quota_defaults(
+    State(s): St,
+    authz: VAuthz,
+    Path((pid, target)): Path<(String, String)>,
+) -> VResult<Json<Value>> {
+    quota_target(&s, &authz, &pid, &target).await?;
+    authz.allow().await?;
+    let mut set: Map<String, Value> = Quotas::defaults(QuotaService::Volume, false)
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
         .collect();
-    absolute.insert("totalVolumesUsed".into(), json!(u.volumes));
-    absolute.insert("totalGigabytesUsed".into(), json!(u.gigabytes));
-    absolute.insert("totalSnapshotsUsed".into(), json!(u.snapshots));
-    absolute.insert("totalBackupsUsed".into(), json!(0));
-    absolute.insert("totalBackupGigabytesUsed".into(), json!(0));
-    Ok(Json(json!({"limits": {"rate": [], "absolute": absolute}})))
+    set.insert("id".into(), json!(target));
+    Ok(Json(json!({ "quota_set": set })))
+}
+
+async fn quota_update(
+    State(s): St,
+    authz: VAuthz,
+    Path((pid, target)): Path<(String, String)>,
+    req: Request,
+) -> VResult<Json<Value>> {
+    let body: Value = parse_json(&read_body::<Cinder>(req).await?)?;
+    let mut set = body
+        .get("quota_set")
+        .and_then(Value::as_object)
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("'quota_set' is a required property"))?;
+    set.remove("tenant_id");
+    set.remove("id");
+    quota_target(&s, &authz, &pid, &target).await?;
+    let c = authz.allow().await?;
+    let quotas = s.volumes.quotas();
+    quotas
+        .set(&c, &target, QuotaService::Volume, &set, false)
+        .await?;
+    let set: Map<String, Value> = quotas
+        .limits(&target, QuotaService::Volume, false)
+        .await?
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    Ok(Json(json!({ "quota_set": set })))
+}
+
+async fn quota_delete(
+    State(s): St,
+    authz: VAuthz,
+    Path((pid, target)): Path<(String, String)>,
+) -> VResult<StatusCode> {
+    quota_target(&s, &authz, &pid, &target).await?;
+    let c = authz.allow().await?;
+    s.volumes
+        .quotas()
+        .reset(&c, &target, QuotaService::Volume)
+        .await?;
+    Ok(StatusCode::OK)
 }

@@ -66,6 +66,13 @@ impl TestCloud {
         backend: Backend,
         tweak: impl FnOnce(&mut Config),
     ) -> Option<TestCloud> {
+        // The server's log, when STRATUS_LOG asks for it (a failing test shows it).
+        if let Ok(filter) = std::env::var("STRATUS_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::with_data_dir(dir.path().join("data"));
         config.listen = "127.0.0.1:0".into();

@@ -1,7 +1,7 @@
 //! Disk files of servers and volumes: qcow2 layers in one directory, each registered with its
 //! backing file, and a collector that removes the layers nothing reaches any more.
 //!
-//! Layout under the disks directory: `cache/<image id>` (hard links to image data),
+//! Layout under the disks directory: `cache/sha512-<digest>` (image data, named by its SHA-512),
 //! `servers/<id>/disk`, `volumes/<id>/<layer>.qcow2` (a volume's writable layer) and
 //! `snapshots/<id>.qcow2` (a volume's frozen layer as of a snapshot). Taking a snapshot renames the
 //! volume's writable layer to the snapshot's and starts a new empty layer over it, so it costs the

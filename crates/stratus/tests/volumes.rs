@@ -47,15 +47,6 @@ fn backing_of(disk: &std::path::Path) -> Option<String> {
     v["backing-filename"].as_str().map(str::to_string)
 }
 
-/// The writable layer of a volume, from the store.
-async fn volume_disk(c: &TestCloud, id: &str) -> std::path::PathBuf {
-    let v = stratus_store::volume_get(c.store().pool(), id)
-        .await
-        .unwrap()
-        .unwrap();
-    c.config.data_dir.join("disks").join(v.disk)
-}
-
 async fn volumes_and_snapshots(c: &TestCloud) {
     let t = project_token(c, "demo").await;
     let (s, h, b) = c.call(Method::GET, "/volume/", None, None).await;
@@ -77,7 +68,7 @@ async fn volumes_and_snapshots(c: &TestCloud) {
         (Some("available"), Some("false"))
     );
     let id = v1["id"].as_str().unwrap().to_string();
-    let disk = volume_disk(c, &id).await;
+    let disk = c.volume_disk(&id).await;
     assert!(qemu_io(&disk, "write -P 0x5a 0 1M").status.success());
 
     // A snapshot freezes the written layer; the volume continues on a new layer over it.
@@ -96,7 +87,7 @@ async fn volumes_and_snapshots(c: &TestCloud) {
         .config
         .data_dir
         .join(format!("disks/snapshots/{sid}.qcow2"));
-    let now = volume_disk(c, &id).await;
+    let now = c.volume_disk(&id).await;
     assert_ne!(now, disk);
     assert_eq!(backing_of(&now).as_deref(), frozen.to_str());
     assert!(qemu_io(&now, "write -P 0x11 0 4k").status.success());
@@ -112,7 +103,7 @@ async fn volumes_and_snapshots(c: &TestCloud) {
     let v2id = v2["volume"]["id"].as_str().unwrap().to_string();
     assert_eq!(v2["volume"]["size"], 1);
     assert_eq!(v2["volume"]["snapshot_id"], sid.as_str());
-    let v2disk = volume_disk(c, &v2id).await;
+    let v2disk = c.volume_disk(&v2id).await;
     assert!(
         std::fs::metadata(&v2disk).unwrap().len() < 1 << 20,
         "not copied"

@@ -376,3 +376,113 @@ impl TestCloud {
         .await;
     }
 }
+
+impl TestCloud {
+    /// A token of the administrator scoped to `project` (by name).
+    pub async fn project_token(&self, project: &str) -> String {
+        let pw = self.admin_password.clone();
+        self.token_for("admin", &pw, Some(project)).await
+    }
+
+    /// Creates a qcow2 image of 32 MiB whose first 64 KiB are `fill`, uploads it and returns its
+    /// id and SHA-512.
+    pub async fn upload_filled_image(&self, t: &str, name: &str, fill: u8) -> (String, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("d.qcow2");
+        let ok = |o: std::process::Output| assert!(o.status.success(), "{o:?}");
+        ok(std::process::Command::new("qemu-img")
+            .args(["create", "-f", "qcow2"])
+            .arg(&path)
+            .arg("32M")
+            .output()
+            .expect("qemu-img"));
+        ok(std::process::Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", &format!("write -P {fill} 0 64k")])
+            .arg(&path)
+            .output()
+            .expect("qemu-io"));
+        let (s, _, b) = self
+            .call(
+                Method::POST,
+                "/image/v2/images",
+                Some(t),
+                Some(json!({"name": name, "disk_format": "qcow2", "container_format": "bare"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let id = b["id"].as_str().expect("id").to_string();
+        let r = self
+            .http
+            .put(format!("{}/image/v2/images/{id}/file", self.url))
+            .header("X-Auth-Token", t)
+            .header("Content-Type", "application/octet-stream")
+            .body(std::fs::read(&path).expect("image"))
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let (_, _, b) = self
+            .call(
+                Method::GET,
+                &format!("/image/v2/images/{id}"),
+                Some(t),
+                None,
+            )
+            .await;
+        let digest = b["os_hash_value"].as_str().expect("digest").to_string();
+        (id, digest)
+    }
+
+    /// Waits until server `id` has status `want` (panics on ERROR or after a minute).
+    pub async fn wait_server(&self, t: &str, id: &str, want: &str) -> Value {
+        for _ in 0..600 {
+            let (_, _, b) = self
+                .call(
+                    Method::GET,
+                    &format!("/compute/v2.1/servers/{id}"),
+                    Some(t),
+                    None,
+                )
+                .await;
+            if b["server"]["status"] == want {
+                return b["server"].clone();
+            }
+            assert_ne!(b["server"]["status"], "ERROR", "{b}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("server {id} never became {want}");
+    }
+
+    /// Waits until `GET path` answers 404.
+    pub async fn wait_gone(&self, t: &str, path: &str) {
+        for _ in 0..600 {
+            if self.call(Method::GET, path, Some(t), None).await.0 == StatusCode::NOT_FOUND {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("{path} is still there");
+    }
+
+    /// The names of the files in the disks' image cache.
+    pub fn cached_images(&self) -> Vec<String> {
+        match std::fs::read_dir(self.config.storage().join("disks/cache")) {
+            Ok(d) => d
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl TestCloud {
+    /// The writable layer of a volume, from the store.
+    pub async fn volume_disk(&self, id: &str) -> std::path::PathBuf {
+        let v = stratus_store::volume_get(self.store().pool(), id)
+            .await
+            .expect("store")
+            .expect("volume");
+        self.config.storage().join("disks").join(v.disk)
+    }
+}

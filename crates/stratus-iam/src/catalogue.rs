@@ -41,6 +41,31 @@ pub struct Entry {
     /// The caller acting on themselves needs no decision (own user, own password).
     #[serde(default, rename = "self")]
     pub self_service: bool,
+    /// The kinds of resource the request body may name (an image to boot from, a volume to
+    /// attach, ...): each is looked up as the caller and needs its [`Catalogue::use_action`].
+    #[serde(default)]
+    pub body_resources: Vec<ResourceKind>,
+}
+
+/// A kind of resource a request may name in its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    Image,
+    Volume,
+    Snapshot,
+    Flavor,
+    Server,
+}
+
+impl ResourceKind {
+    pub const ALL: [ResourceKind; 5] = [
+        ResourceKind::Image,
+        ResourceKind::Volume,
+        ResourceKind::Snapshot,
+        ResourceKind::Flavor,
+        ResourceKind::Server,
+    ];
 }
 
 impl Entry {
@@ -69,6 +94,13 @@ struct CatalogueFile {
     /// in some regions, actions of services stratus does not serve yet).
     #[serde(default)]
     extra_actions: Vec<String>,
+    /// What the file leaves out and why (read by people, kept with the data).
+    #[serde(default)]
+    #[allow(dead_code)]
+    notes: Vec<String>,
+    /// The action that using a resource named in a request body needs: the one reading it
+    /// directly needs.
+    resource_use: HashMap<ResourceKind, String>,
     entries: Vec<Entry>,
 }
 
@@ -86,6 +118,7 @@ pub struct Catalogue {
     /// Every known action, by id.
     actions: Vec<String>,
     action_ids: HashMap<String, u16>,
+    resource_use: HashMap<ResourceKind, String>,
 }
 
 /// The catalogue shipped with stratus.
@@ -104,10 +137,18 @@ impl Catalogue {
             by_key: HashMap::new(),
             actions: Vec::new(),
             action_ids: HashMap::new(),
+            resource_use: HashMap::new(),
         };
         for a in &f.extra_actions {
             c.add_action(a)?;
         }
+        for kind in ResourceKind::ALL {
+            let a = f.resource_use.get(&kind).ok_or_else(|| {
+                CatalogueError::Invalid(format!("resource_use has no action for {kind:?}"))
+            })?;
+            c.add_action(a)?;
+        }
+        c.resource_use = f.resource_use;
         for e in f.entries {
             for a in e.required() {
                 c.add_action(a)?;
@@ -178,6 +219,11 @@ impl Catalogue {
 
     pub fn by_key(&self, key: &str) -> Option<&Entry> {
         self.by_key.get(key).map(|&i| &self.entries[i])
+    }
+
+    /// The action using a resource of `kind` named in a request body needs.
+    pub fn use_action(&self, kind: ResourceKind) -> &str {
+        self.resource_use.get(&kind).map_or("", String::as_str)
     }
 
     pub fn actions(&self) -> &[String] {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use stratus_iam::engine::{
     decide, ActionRef, CompiledPolicy, Context, GrantScope, Outcome, PrincipalPolicies, Request,
 };
-use stratus_iam::{parse_for, Catalogue, Entry, Limits, ServiceScope};
+use stratus_iam::{parse_for, Catalogue, Entry, Limits, ResourceKind, ServiceScope};
 use stratus_store::{self as store, RoleRec, ScopeKind, Store};
 use time::format_description::well_known::Rfc3339;
 
@@ -23,6 +23,28 @@ use time::format_description::well_known::Rfc3339;
 pub struct Authorized {
     caller: TokenInfo,
     admin: bool,
+    /// What deciding more actions for this request needs; `None` for a request decided without
+    /// policies (public and self-service routes), which may use nothing on the caller's behalf.
+    decider: Option<Arc<Decider>>,
+}
+
+/// The route's decision inputs, kept for the actions a request turns out to need once its body
+/// is read (the resources it names): decided as the route's own actions are.
+struct Decider {
+    catalogue: Arc<Catalogue>,
+    principal: Arc<Principal>,
+    ctx: Context,
+    global: bool,
+    ep: Option<String>,
+}
+
+impl std::fmt::Debug for Decider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decider")
+            .field("global", &self.global)
+            .field("ep", &self.ep)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Deref for Authorized {
@@ -38,6 +60,52 @@ impl Authorized {
     /// refuses everyone else).
     pub fn is_admin(&self) -> bool {
         self.admin
+    }
+
+    /// Decides `actions` as the route's own were decided; 403 naming the denied ones.
+    pub fn require(&self, actions: &[&str]) -> Result<()> {
+        let denied: Vec<String> = match &self.decider {
+            Some(d) => decide_with(
+                &d.catalogue,
+                &d.principal.policies,
+                actions,
+                d.global,
+                d.ep.as_deref(),
+                &d.ctx,
+                false,
+            )
+            .denied()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+            None => actions.iter().map(|a| a.to_string()).collect(),
+        };
+        if denied.is_empty() {
+            Ok(())
+        } else {
+            tracing::info!(user = %self.caller.user.id, denied = ?denied, "request denied by policy");
+            let denied: Vec<&str> = denied.iter().map(String::as_str).collect();
+            Err(ServiceError::Forbidden(denial_message(&denied)))
+        }
+    }
+
+    /// Whether `action` would be allowed for this request.
+    pub fn allows(&self, action: &str) -> bool {
+        self.require(&[action]).is_ok()
+    }
+
+    /// Checks the caller may use a resource of `kind` its request names (what reading it
+    /// directly needs). Call it after finding the resource visible, before using it.
+    pub fn require_use(&self, kind: ResourceKind) -> Result<()> {
+        match &self.decider {
+            Some(d) => {
+                let a = d.catalogue.use_action(kind).to_string();
+                self.require(&[a.as_str()])
+            }
+            None => Err(ServiceError::Forbidden(format!(
+                "This request cannot use a {kind:?} resource."
+            ))),
+        }
     }
 }
 
@@ -339,43 +407,41 @@ impl Authorizer {
             return Ok(Authorized {
                 caller,
                 admin: false,
+                decider: None,
             });
         }
         let service = entry.action.as_deref().and_then(|a| a.split(':').next());
         let ctx = Self::context(&Subject::of(&caller), facts.source_ip, service, &[])?;
-        let (outcome, admin) = self
-            .decide_entry(&caller, entry, facts.enterprise_project, &ctx)
-            .await?;
+        let principal = self.principal_of(&caller).await?;
+        let (global, ep_counts) = Self::scopes_of(entry);
+        let ep = ep_counts.then_some(facts.enterprise_project).flatten();
+        let outcome = self.decide_actions(
+            &principal.policies,
+            &entry.required(),
+            global,
+            ep,
+            &ctx,
+            false,
+        );
         let denied = outcome.denied();
         if denied.is_empty() {
-            Ok(Authorized { caller, admin })
+            let admin = principal.admin;
+            let decider = Decider {
+                catalogue: self.catalogue.clone(),
+                principal,
+                ctx,
+                global,
+                ep: ep.map(str::to_string),
+            };
+            Ok(Authorized {
+                caller,
+                admin,
+                decider: Some(Arc::new(decider)),
+            })
         } else {
             tracing::info!(user = %caller.user.id, denied = ?denied, route = %entry.key(), "request denied by policy");
             Err(ServiceError::Forbidden(denial_message(&denied)))
         }
-    }
-
-    /// The decision for an entry, with every action's result (without the matching statements:
-    /// enforcement needs only the decision), and whether the caller administers the project.
-    pub async fn decide_entry(
-        &self,
-        caller: &TokenInfo,
-        entry: &Entry,
-        ep: Option<&str>,
-        ctx: &Context,
-    ) -> Result<(Outcome, bool)> {
-        let principal = self.principal_of(caller).await?;
-        let actions: Vec<&str> = entry.required();
-        let (global, ep_counts) = Self::scopes_of(entry);
-        let outcome = self.decide_actions(
-            &principal.policies,
-            &actions,
-            global,
-            ep_counts.then_some(ep).flatten(),
-            ctx,
-            false,
-        );
-        Ok((outcome, principal.admin))
     }
 
     pub fn decide_actions(
@@ -387,22 +453,36 @@ impl Authorizer {
         ctx: &Context,
         explain: bool,
     ) -> Outcome {
-        let req = Request {
-            actions: actions
-                .iter()
-                .map(|a| ActionRef {
-                    name: a,
-                    id: self.catalogue.action_id(a),
-                })
-                .collect(),
-            global,
-            enterprise_project: ep,
-            resource: None,
-            context: ctx,
-            explain,
-        };
-        decide(p, &req)
+        decide_with(&self.catalogue, p, actions, global, ep, ctx, explain)
     }
+}
+
+/// The decision of SPEC §4 for `actions`, over the policies reaching a caller: the one function
+/// enforcement, later checks of the same request and simulation all use.
+pub fn decide_with(
+    catalogue: &Catalogue,
+    p: &PrincipalPolicies,
+    actions: &[&str],
+    global: bool,
+    ep: Option<&str>,
+    ctx: &Context,
+    explain: bool,
+) -> Outcome {
+    let req = Request {
+        actions: actions
+            .iter()
+            .map(|a| ActionRef {
+                name: a,
+                id: catalogue.action_id(a),
+            })
+            .collect(),
+        global,
+        enterprise_project: ep,
+        resource: None,
+        context: ctx,
+        explain,
+    };
+    decide(p, &req)
 }
 
 #[cfg(test)]

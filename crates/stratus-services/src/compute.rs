@@ -11,7 +11,7 @@ use crate::images::Images;
 use crate::quotas::QuotaService;
 use crate::saga::Sagas;
 use crate::volumes::{VolumeCreate, Volumes};
-use crate::{Result, ServiceError};
+use crate::{IfMissing, Result, ServiceError};
 use futures::future::BoxFuture;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -19,7 +19,12 @@ use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
+use stratus_iam::ResourceKind;
 use stratus_store::{self as store, now_micros, FlavorRec, ImageRec, ServerRec, Store, VolumeRec};
+
+/// What mapping a volume for deletion with its server needs, when mapped and when deleted: the
+/// action deleting it directly needs.
+pub const DELETE_VOLUME: &str = "evs:volumes:delete";
 
 /// Nova's power_state values.
 pub mod power {
@@ -360,15 +365,16 @@ impl Compute {
         let flavor = self
             .flavor(&req.flavor_id)
             .await
-            .map_err(|_| bad(format!("Flavor {} could not be found.", req.flavor_id)))?;
+            .if_missing(|| bad(format!("Flavor {} could not be found.", req.flavor_id)))?;
+        caller.require_use(ResourceKind::Flavor)?;
         if !req.volumes.is_empty() {
             return self.create_from_volumes(caller, req, &flavor).await;
         }
         let image = self
             .images
-            .get(caller, &req.image_id)
+            .get_for_use(caller, &req.image_id)
             .await
-            .map_err(|_| bad(format!("Can not find requested image {}.", req.image_id)))?;
+            .if_missing(|| bad(format!("Can not find requested image {}.", req.image_id)))?;
         if image.status != "active" {
             return Err(bad(format!(
                 "Image {} is not active (it is {}).",
@@ -525,24 +531,30 @@ impl Compute {
         self.get(caller, id).await
     }
 
-    /// Deletes a server in any state, with its disks: attached volumes are detached, or deleted
-    /// if they were marked `delete_on_termination`.
+    /// Deletes a server in any state, with its disks. Attached volumes are detached and kept,
+    /// except those mapped with `delete_on_termination` (which needed `evs:volumes:delete` when
+    /// mapped): they are deleted if this caller may delete volumes too and no snapshot depends on
+    /// them (Cinder would refuse that delete), and kept otherwise.
     pub async fn delete(&self, caller: &Authorized, id: &str) -> Result<()> {
         let s = self.get(caller, id).await?;
         check_lock(caller, &s)?;
         let attached = store::volumes_of_server(self.store.pool(), &s.id).await?;
+        let may_delete = caller.allows(DELETE_VOLUME);
         let mut w = self.store.write(false).await?;
         store::server_delete(w.conn(), &s.id).await?;
         for mut v in attached {
-            if v.delete_on_termination {
-                store::volume_delete(w.conn(), &v.id).await?;
-            } else {
-                v.server_id = None;
-                v.device = None;
-                v.status = "available".into();
-                v.updated_at = now_micros();
-                store::volume_put(w.conn(), &v).await?;
+            if v.delete_on_termination
+                && may_delete
+                && store::volume_delete_unless_snapshotted(w.conn(), &v.id).await?
+            {
+                continue;
             }
+            v.server_id = None;
+            v.device = None;
+            v.status = "available".into();
+            v.delete_on_termination = false;
+            v.updated_at = now_micros();
+            store::volume_put(w.conn(), &v).await?;
         }
         self.store.commit(w).await?;
         self.driver.destroy(&s.id).await?;
@@ -571,6 +583,11 @@ impl Compute {
         }
         let mut order: Vec<&VolumeMapping> = req.volumes.iter().collect();
         order.sort_by_key(|m| m.boot_index.map_or(i64::MAX, |b| b.max(0)));
+        // Everything the mappings name is looked up as the caller, and every permission they
+        // need decided, before any volume is made.
+        for m in &order {
+            self.check_mapping(caller, m).await?;
+        }
         let mut made: Vec<String> = Vec::new();
         let mut attached = Vec::new();
         let mut failure = None;
@@ -627,6 +644,49 @@ impl Compute {
         Ok((server, admin_pass(&req)))
     }
 
+    /// Checks a mapping can be made by the caller: what it names is visible and usable, and
+    /// deleting its volume with the server is allowed if it asks for that.
+    async fn check_mapping(&self, caller: &Authorized, m: &VolumeMapping) -> Result<()> {
+        let uuid = m.uuid.as_deref().unwrap_or_default();
+        let invalid = |what: &str| {
+            bad(format!(
+                "Block Device Mapping is Invalid: failed to get {what} {uuid}."
+            ))
+        };
+        match m.source {
+            VolumeSource::Volume => {
+                let v = self
+                    .volumes
+                    .get_for_use(caller, uuid)
+                    .await
+                    .if_missing(|| invalid("volume"))?;
+                if v.status != "available" {
+                    return Err(bad(format!(
+                        "Invalid volume: volume {uuid} is {}, not available.",
+                        v.status
+                    )));
+                }
+            }
+            VolumeSource::Image => {
+                self.images
+                    .get_for_use(caller, uuid)
+                    .await
+                    .if_missing(|| invalid("image"))?;
+            }
+            VolumeSource::Snapshot => {
+                self.volumes
+                    .snapshot_for_use(caller, uuid)
+                    .await
+                    .if_missing(|| invalid("snapshot"))?;
+            }
+            VolumeSource::Blank => {}
+        }
+        if m.delete_on_termination {
+            caller.require(&[DELETE_VOLUME])?;
+        }
+        Ok(())
+    }
+
     /// The volume a mapping names, available (and made now if the mapping asks for a new one).
     async fn volume_for(
         &self,
@@ -643,11 +703,15 @@ impl Compute {
         };
         let v = match m.source {
             VolumeSource::Volume => {
-                let v = self.volumes.get(caller, &uuid).await.map_err(|_| {
-                    bad(format!(
-                        "Block Device Mapping is Invalid: failed to get volume {uuid}."
-                    ))
-                })?;
+                let v = self
+                    .volumes
+                    .get_for_use(caller, &uuid)
+                    .await
+                    .if_missing(|| {
+                        bad(format!(
+                            "Block Device Mapping is Invalid: failed to get volume {uuid}."
+                        ))
+                    })?;
                 if v.status != "available" {
                     return Err(bad(format!(
                         "Invalid volume: volume {uuid} is {}, not available.",
@@ -933,5 +997,11 @@ mod tests {
                 "{a:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_volume_delete_action_is_in_the_catalogue() {
+        let c = stratus_iam::Catalogue::shipped().unwrap();
+        assert!(c.action_id(DELETE_VOLUME).is_some());
     }
 }

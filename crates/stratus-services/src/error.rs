@@ -48,3 +48,18 @@ impl From<StoreError> for ServiceError {
         }
     }
 }
+
+/// Turns "not found" into the error a request naming the resource gets (often a 400), keeping
+/// every other error as it is: a 403 for a resource the caller may not use stays a 403.
+pub trait IfMissing<T> {
+    fn if_missing(self, f: impl FnOnce() -> ServiceError) -> Result<T>;
+}
+
+impl<T> IfMissing<T> for Result<T> {
+    fn if_missing(self, f: impl FnOnce() -> ServiceError) -> Result<T> {
+        match self {
+            Err(ServiceError::NotFound { .. }) => Err(f()),
+            other => other,
+        }
+    }
+}

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::format::{inspect, DiskFormat};
 use stratus_blob::{BlobError, BlobStore};
+use stratus_iam::ResourceKind;
 use stratus_store::{
     self as store, now_micros, ImageFilter, ImageRec, MemberRec, Store, DEFAULT_ENTERPRISE_PROJECT,
 };
@@ -147,6 +148,14 @@ impl Images {
         } else {
             Err(missing())
         }
+    }
+
+    /// An image a request names to use (to boot from, to make a volume of): visible to the
+    /// caller's project (404 otherwise) and readable by the caller (403 otherwise).
+    pub async fn get_for_use(&self, caller: &Authorized, id: &str) -> Result<ImageRec> {
+        let i = self.get(caller, id).await?;
+        caller.require_use(ResourceKind::Image)?;
+        Ok(i)
     }
 
     /// The image if the caller's project owns it (what may change it).

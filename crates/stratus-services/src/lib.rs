@@ -22,7 +22,7 @@ pub mod saga;
 pub mod token;
 pub mod volumes;
 
-pub use error::{Result, ServiceError};
+pub use error::{IfMissing, Result, ServiceError};
 pub use stratus_iam as policy;
 pub use stratus_store as store;
 

@@ -19,7 +19,7 @@ use crate::compute::{
 use crate::disks::Disks;
 use crate::images::Images;
 use crate::saga::{nothing, Caller, Saga, Step, StepError, StepResult, Why};
-use crate::{Result, ServiceError};
+use crate::{IfMissing, Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -113,9 +113,9 @@ impl Compute {
         crate::compute::check_metadata(req.metadata.as_ref().unwrap_or(&Map::new()))?;
         let image = self
             .images
-            .get(caller, &req.image_id)
+            .get_for_use(caller, &req.image_id)
             .await
-            .map_err(|_| ServiceError::BadRequest("Cannot find image for rebuild".into()))?;
+            .if_missing(|| ServiceError::BadRequest("Cannot find image for rebuild".into()))?;
         if image.status != "active" {
             return Err(ServiceError::BadRequest(format!(
                 "Image {} is not active.",

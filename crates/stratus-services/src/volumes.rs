@@ -5,11 +5,12 @@ use crate::disks::Disks;
 use crate::identity::TokenInfo;
 use crate::images::Images;
 use crate::quotas::{QuotaService, Quotas};
-use crate::{Result, ServiceError};
+use crate::{IfMissing, Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
+use stratus_iam::ResourceKind;
 use stratus_store::{self as store, now_micros, SnapshotRec, Store, VolumeRec};
 
 const GIB: i64 = 1 << 30;
@@ -139,6 +140,21 @@ impl Volumes {
             .ok_or_else(|| ServiceError::not_found("volume", id))
     }
 
+    /// A volume a request names to use (to attach, to snapshot): of the caller's project (404
+    /// otherwise) and readable by the caller (403 otherwise).
+    pub async fn get_for_use(&self, caller: &Authorized, id: &str) -> Result<VolumeRec> {
+        let v = self.get(caller, id).await?;
+        caller.require_use(ResourceKind::Volume)?;
+        Ok(v)
+    }
+
+    /// A snapshot a request names to use (to make a volume of), as [`Volumes::get_for_use`].
+    pub async fn snapshot_for_use(&self, caller: &Authorized, id: &str) -> Result<SnapshotRec> {
+        let s = self.snapshot(caller, id).await?;
+        caller.require_use(ResourceKind::Snapshot)?;
+        Ok(s)
+    }
+
     pub async fn list(&self, caller: &Authorized) -> Result<Vec<VolumeRec>> {
         Ok(store::volume_list(self.store.pool(), caller_project(caller)?).await?)
     }
@@ -171,11 +187,15 @@ impl Volumes {
         // (backing layer, its format, size in GiB)
         let (backing, format, size_gb) = match (&req.image_id, &req.snapshot_id) {
             (Some(image_id), None) => {
-                let i = self.images.get(caller, image_id).await.map_err(|_| {
-                    bad(format!(
+                let i = self
+                    .images
+                    .get_for_use(caller, image_id)
+                    .await
+                    .if_missing(|| {
+                        bad(format!(
                         "Invalid image identifier or unable to access requested image {image_id}."
                     ))
-                })?;
+                    })?;
                 if i.status != "active" {
                     return Err(bad(format!("Image {image_id} is not active.")));
                 }
@@ -215,11 +235,14 @@ impl Volumes {
                 (Some(cache), format, size)
             }
             (None, Some(snap_id)) => {
-                let s = self.snapshot(caller, snap_id).await.map_err(|_| {
-                    bad(format!(
-                        "Invalid snapshot: snapshot {snap_id} could not be found."
-                    ))
-                })?;
+                let s = self
+                    .snapshot_for_use(caller, snap_id)
+                    .await
+                    .if_missing(|| {
+                        bad(format!(
+                            "Invalid snapshot: snapshot {snap_id} could not be found."
+                        ))
+                    })?;
                 if s.status != "available" {
                     return Err(bad(format!(
                         "Invalid snapshot: snapshot {snap_id} is {}.",
@@ -343,7 +366,11 @@ impl Volumes {
             )));
         }
         let mut w = self.store.write(false).await?;
-        store::volume_delete(w.conn(), id).await?;
+        if !store::volume_delete_unless_snapshotted(w.conn(), id).await? {
+            return Err(bad(format!(
+                "Invalid volume: Volume {id} has snapshots or one is being taken."
+            )));
+        }
         self.store.commit(w).await?;
         self.disks.collect(&self.store).await?;
         Ok(())
@@ -357,13 +384,7 @@ impl Volumes {
         req: SnapshotCreate,
     ) -> Result<SnapshotRec> {
         crate::compute::check_metadata(&req.metadata)?;
-        let v = self
-            .get(caller, &req.volume_id)
-            .await
-            .map_err(|_| ServiceError::NotFound {
-                kind: "volume",
-                id: req.volume_id.clone(),
-            })?;
+        let v = self.get_for_use(caller, &req.volume_id).await?;
         let allowed = v.status == "available" || (v.status == "in-use" && req.force);
         if !allowed {
             return Err(bad(format!(

@@ -173,6 +173,22 @@ pub async fn volume_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) 
     Ok(r.rows_affected() > 0)
 }
 
+/// Deletes a volume no snapshot depends on and none is being taken of; false (and nothing done)
+/// otherwise. One statement, so a snapshot begun meanwhile keeps its volume.
+pub async fn volume_delete_unless_snapshotted<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    id: &str,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "DELETE FROM volumes WHERE id = $1 AND snapshot_lock IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM snapshots WHERE snapshots.volume_id = $1)",
+    )
+    .bind(id)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
 pub async fn snapshot_put<'e, E: Executor<'e, Database = Any>>(
     e: E,
     s: &SnapshotRec,

@@ -6,7 +6,12 @@
 //! - `no_policy`: a user of the domain with no grant at all, on resources of its domain (403
 //!   naming the action, except routes needing no decision);
 //! - `other_domain`: the domain administrator on resources of another domain (404, whatever the
-//!   policies say); `-` where the route names no resource.
+//!   policies say); `-` where the route names no resource;
+//! - `without_each`: for a route with dependency actions, a user allowed every required action but
+//!   one, for each one in turn: `403` when every such request is refused naming exactly the
+//!   missing action (so each dependency is decided), `-` for routes without dependencies.
+//!
+//! The `required` column is the route's action and its dependencies, as decided.
 //!
 //! `STRATUS_BLESS=1 cargo test --test authz_golden` rewrites the file after a deliberate change.
 
@@ -426,8 +431,27 @@ async fn golden_table(c: &TestCloud) {
     let nobody_token = c.token_for("nobody", "pw", Some("demo")).await;
     let nobody_subject = c.token_for("nobody", "pw", Some("demo")).await;
 
+    // A member of demo whose one custom policy is rewritten for each route.
+    let dep_user = c.create_user(&admin, "depuser", "pw").await;
+    let dep_group = c.group_with(&admin, "depgroup", &dep_user).await;
+    let dep_policy = c
+        .custom_policy(
+            &admin,
+            "golden-deps",
+            json!({"Version": "1.1", "Statement": [
+            {"Effect": "Allow", "Action": ["ecs:servers:get"]}]}),
+        )
+        .await;
+    c.grant(
+        &admin,
+        &format!("/identity/v3/projects/{demo_id}/groups/{dep_group}/roles/{dep_policy}"),
+    )
+    .await;
+    let dep_token = c.token_for("depuser", "pw", Some("demo")).await;
+
     let cat = Catalogue::shipped().unwrap();
-    let mut rows = vec!["# route\tanonymous\tno_policy\tother_domain".to_string()];
+    let mut rows =
+        vec!["# route\trequired\tanonymous\tno_policy\tother_domain\twithout_each".to_string()];
     let mut denials: HashMap<String, String> = HashMap::new();
     for e in cat.entries() {
         let key = e.key();
@@ -474,7 +498,57 @@ async fn golden_table(c: &TestCloud) {
         } else {
             "-".to_string()
         };
-        rows.push(format!("{key}\t{}\t{}\t{od}", anon.as_u16(), np.as_u16()));
+        let required = e.required();
+        let without_each = if e.dependencies.is_empty() {
+            "-".to_string()
+        } else {
+            let mut seen = Vec::new();
+            for missing in &required {
+                let allowed: Vec<&str> =
+                    required.iter().copied().filter(|a| a != missing).collect();
+                let (s, _, b) = c
+                    .call(
+                        Method::PATCH,
+                        &format!("/identity/v3.0/OS-ROLE/roles/{dep_policy}"),
+                        Some(&admin),
+                        Some(json!({"role": {"policy": {"Version": "1.1", "Statement": [
+                            {"Effect": "Allow", "Action": allowed}]}}})),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+                let mut req = c
+                    .http
+                    .request(m.clone(), format!("{}{}", c.url, own_path))
+                    .header("X-Auth-Token", &dep_token);
+                if let Some((ct, b)) = body.clone() {
+                    req = req.header("Content-Type", ct).body(b);
+                }
+                let r = req.send().await.unwrap();
+                let status = r.status();
+                let b: Value = r.json().await.unwrap_or(Value::Null);
+                let msg = b["error"]["message"]
+                    .as_str()
+                    .or(b["forbidden"]["message"].as_str())
+                    .or(b["message"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let named = msg == format!("Policy doesn't allow {missing} to be performed.");
+                if !(status == StatusCode::FORBIDDEN && named) {
+                    seen.push(format!("{missing}:{}", status.as_u16()));
+                }
+            }
+            if seen.is_empty() {
+                "403".to_string()
+            } else {
+                seen.join(",")
+            }
+        };
+        rows.push(format!(
+            "{key}\t{}\t{}\t{}\t{od}\t{without_each}",
+            required.join(","),
+            anon.as_u16(),
+            np.as_u16()
+        ));
     }
     // Every 403 names exactly the route's action.
     for (key, msg) in &denials {

@@ -729,7 +729,9 @@ async fn simulation_and_enforcement_agree(c: &TestCloud) {
             &admin,
             "ecs by service",
             json!({"Version": "1.1", "Statement": [{
-            "Effect": "Allow", "Action": ["ecs:servers:list", "ecs:servers:get"],
+            "Effect": "Allow", "Action": ["ecs:servers:list", "ecs:servers:get",
+                "ecs:serverVolumes:use", "ecs:diskConfigs:use", "ecs:securityGroups:use",
+                "ecs:serverKeypairs:get"],
             "Condition": {"StringEquals": {"g:ServiceName": ["ecs"]}}}]}),
         )
         .await;

@@ -162,3 +162,369 @@ async fn cached_data_is_the_data_of_its_image(c: &TestCloud) {
     }
 }
 on_both_stores!(cached_data_is_the_data_of_its_image);
+
+/// Another project's image, volume and snapshot, as each route taking one in its body would be
+/// asked to use them: `(catalogue key, kind, path, body)`.
+fn foreign_uses(
+    image: &str,
+    volume: &str,
+    snapshot: &str,
+    own_server: &str,
+) -> Vec<(&'static str, &'static str, String, Value)> {
+    let bdm = |source: &str, uuid: &str| {
+        json!({"server": {"name": "x", "flavorRef": "1", "block_device_mapping_v2": [
+            {"boot_index": 0, "source_type": source, "destination_type": "volume", "uuid": uuid,
+             "volume_size": 1, "delete_on_termination": true}]}})
+    };
+    vec![
+        (
+            "POST /compute/v2.1/{project_id}/servers",
+            "image",
+            "/compute/v2.1/servers".into(),
+            json!({"server": {"name": "x", "imageRef": image, "flavorRef": "1"}}),
+        ),
+        (
+            "POST /compute/v2.1/{project_id}/servers",
+            "image",
+            "/compute/v2.1/servers".into(),
+            bdm("image", image),
+        ),
+        (
+            "POST /compute/v2.1/{project_id}/servers",
+            "volume",
+            "/compute/v2.1/servers".into(),
+            bdm("volume", volume),
+        ),
+        (
+            "POST /compute/v2.1/{project_id}/servers",
+            "snapshot",
+            "/compute/v2.1/servers".into(),
+            bdm("snapshot", snapshot),
+        ),
+        (
+            "POST /compute/v2.1/{project_id}/servers/{server_id}/action rebuild",
+            "image",
+            format!("/compute/v2.1/servers/{own_server}/action"),
+            json!({"rebuild": {"imageRef": image}}),
+        ),
+        (
+            "POST /volume/v3/{project_id}/volumes",
+            "image",
+            "/volume/v3/volumes".into(),
+            json!({"volume": {"size": 1, "imageRef": image}}),
+        ),
+        (
+            "POST /volume/v3/{project_id}/volumes",
+            "snapshot",
+            "/volume/v3/volumes".into(),
+            json!({"volume": {"snapshot_id": snapshot}}),
+        ),
+        (
+            "POST /volume/v3/{project_id}/snapshots",
+            "volume",
+            "/volume/v3/snapshots".into(),
+            json!({"snapshot": {"volume_id": volume}}),
+        ),
+    ]
+}
+
+/// What a project holds, as its own lists show it.
+async fn holdings(c: &TestCloud, t: &str) -> Vec<usize> {
+    let mut n = Vec::new();
+    for (path, key) in [
+        ("/compute/v2.1/servers", "servers"),
+        ("/volume/v3/volumes", "volumes"),
+        ("/volume/v3/snapshots", "snapshots"),
+        ("/image/v2/images", "images"),
+    ] {
+        let (s, _, b) = c.call(Method::GET, path, Some(t), None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        n.push(b[key].as_array().map_or(0, Vec::len));
+    }
+    n
+}
+
+/// Every route that takes a resource in its body, asked to use another project's private image,
+/// volume and snapshot: the API's own "not found" answer, and nothing made or changed.
+async fn resources_of_other_projects_are_never_used(c: &TestCloud) {
+    let a = c.project_token("demo").await;
+    let b = c.project_token("admin").await;
+    let (image, _) = c.upload_filled_image(&a, "private", 0x5a).await;
+    let (s, _, v) = c
+        .call(
+            Method::POST,
+            "/volume/v3/volumes",
+            Some(&a),
+            Some(json!({"volume": {"size": 1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let volume = v["volume"]["id"].as_str().unwrap().to_string();
+    let (s, _, sn) = c
+        .call(
+            Method::POST,
+            "/volume/v3/snapshots",
+            Some(&a),
+            Some(json!({"snapshot": {"volume_id": volume}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{sn}");
+    let snapshot = sn["snapshot"]["id"].as_str().unwrap().to_string();
+    let (s, _, srv) = c
+        .call(
+            Method::POST,
+            "/compute/v2.1/servers",
+            Some(&b),
+            Some(json!({"server": {"name": "own", "imageRef": stratus_services::demo::DEMO_IMAGE_ID, "flavorRef": "1"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{srv}");
+    let own = srv["server"]["id"].as_str().unwrap().to_string();
+    let own_before = c.wait_server(&b, &own, "ACTIVE").await;
+
+    let a_before = holdings(c, &a).await;
+    let b_before = holdings(c, &b).await;
+    let uses = foreign_uses(&image, &volume, &snapshot, &own);
+    // Every route the catalogue says takes a resource in its body is tried with each kind it
+    // names (flavors belong to no project).
+    let cat = stratus_iam::Catalogue::shipped().unwrap();
+    for e in cat.entries() {
+        for kind in &e.body_resources {
+            let kind = format!("{kind:?}").to_lowercase();
+            if kind == "flavor" {
+                continue;
+            }
+            assert!(
+                uses.iter()
+                    .any(|(k, what, _, _)| *k == e.key() && *what == kind),
+                "no case using another project's {kind} through {}",
+                e.key()
+            );
+        }
+    }
+    for (key, kind, path, body) in &uses {
+        let (s, _, r) = c
+            .call(Method::POST, path, Some(&b), Some(body.clone()))
+            .await;
+        let expected = if key.ends_with("/snapshots") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(s, expected, "{key} with another project's {kind}: {r}");
+    }
+    assert_eq!(holdings(c, &a).await, a_before);
+    assert_eq!(holdings(c, &b).await, b_before);
+    let own_after = c.wait_server(&b, &own, "ACTIVE").await;
+    assert_eq!(own_after["image"], own_before["image"]);
+    assert_eq!(own_after["updated"], own_before["updated"]);
+    let (_, _, v) = c
+        .call(
+            Method::GET,
+            &format!("/volume/v3/volumes/{volume}"),
+            Some(&a),
+            None,
+        )
+        .await;
+    assert_eq!(v["volume"]["status"], "available");
+    assert!(v["volume"]["attachments"].as_array().unwrap().is_empty());
+}
+on_both_stores!(resources_of_other_projects_are_never_used);
+
+/// A body naming a visible resource the caller may not read is a 403 naming the action, before
+/// anything is made.
+async fn using_a_resource_needs_reading_it(c: &TestCloud) {
+    let admin = c.project_token("demo").await;
+    let (image, _) = c.upload_filled_image(&admin, "mine", 0x33).await;
+    let (_, _, v) = c
+        .call(
+            Method::POST,
+            "/volume/v3/volumes",
+            Some(&admin),
+            Some(json!({"volume": {"size": 1}})),
+        )
+        .await;
+    let volume = v["volume"]["id"].as_str().unwrap().to_string();
+    let (_, _, sn) = c
+        .call(
+            Method::POST,
+            "/volume/v3/snapshots",
+            Some(&admin),
+            Some(json!({"snapshot": {"volume_id": volume}})),
+        )
+        .await;
+    let snapshot = sn["snapshot"]["id"].as_str().unwrap().to_string();
+    // Allowed to create volumes, denied reading snapshots and images.
+    let t = c
+        .demo_member(
+            "no-reads",
+            &["EVS FullAccess"],
+            &[json!({"Version": "1.1", "Statement": [
+                {"Effect": "Deny", "Action": ["evs:snapshots:get", "ims:images:get"]}]})],
+        )
+        .await;
+    let before = holdings(c, &admin).await;
+    for (body, action) in [
+        (
+            json!({"volume": {"snapshot_id": snapshot}}),
+            "evs:snapshots:get",
+        ),
+        (
+            json!({"volume": {"size": 1, "imageRef": image}}),
+            "ims:images:get",
+        ),
+    ] {
+        let (s, _, b) = c
+            .call(Method::POST, "/volume/v3/volumes", Some(&t), Some(body))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+        assert_eq!(
+            b["forbidden"]["message"],
+            format!("Policy doesn't allow {action} to be performed.")
+        );
+    }
+    assert_eq!(holdings(c, &admin).await, before);
+}
+on_both_stores!(using_a_resource_needs_reading_it);
+
+async fn volume_status(c: &TestCloud, t: &str, id: &str) -> (StatusCode, Value) {
+    let (s, _, b) = c
+        .call(
+            Method::GET,
+            &format!("/volume/v3/volumes/{id}"),
+            Some(t),
+            None,
+        )
+        .await;
+    (s, b)
+}
+
+/// A server booted from volume `volume` with `delete_on_termination`, by `t`.
+async fn boot_from(c: &TestCloud, t: &str, volume: &str) -> (StatusCode, Value) {
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/compute/v2.1/servers",
+            Some(t),
+            Some(
+                json!({"server": {"name": "bfv", "flavorRef": "1", "block_device_mapping_v2": [
+                {"boot_index": 0, "source_type": "volume", "destination_type": "volume",
+                 "uuid": volume, "delete_on_termination": true}]}}),
+            ),
+        )
+        .await;
+    (s, b)
+}
+
+async fn bootable_volume(c: &TestCloud, t: &str) -> String {
+    let (s, _, v) = c
+        .call(
+            Method::POST,
+            "/volume/v3/volumes",
+            Some(t),
+            Some(json!({"volume": {"size": 1, "imageRef": stratus_services::demo::DEMO_IMAGE_ID}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    v["volume"]["id"].as_str().unwrap().to_string()
+}
+
+/// `delete_on_termination` deletes a volume only when its mapper and the server's deleter may
+/// delete volumes and no snapshot depends on it; an explicit Deny holds on every path.
+async fn delete_on_termination_is_authorized(c: &TestCloud) {
+    let admin = c.project_token("demo").await;
+    // A user who may do everything with servers and volumes but delete volumes.
+    let denied = c
+        .demo_member(
+            "keeps-volumes",
+            &["ECS FullAccess"],
+            &[json!({"Version": "1.1", "Statement": [
+                {"Effect": "Deny", "Action": ["evs:volumes:delete"]}]})],
+        )
+        .await;
+
+    // Mapping for deletion needs the delete action: 403, nothing attached.
+    let v0 = bootable_volume(c, &admin).await;
+    let (s, b) = boot_from(c, &denied, &v0).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(
+        b["forbidden"]["message"],
+        "Policy doesn't allow evs:volumes:delete to be performed."
+    );
+    assert_eq!(
+        volume_status(c, &admin, &v0).await.1["volume"]["status"],
+        "available"
+    );
+
+    // A volume with a snapshot is detached and kept.
+    let v1 = bootable_volume(c, &admin).await;
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/volume/v3/snapshots",
+            Some(&admin),
+            Some(json!({"snapshot": {"volume_id": v1}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let (s, b) = boot_from(c, &admin, &v1).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let s1 = b["server"]["id"].as_str().unwrap().to_string();
+    c.wait_server(&admin, &s1, "ACTIVE").await;
+    let (s, _, _) = c
+        .call(
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{s1}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    c.wait_gone(&admin, &format!("/compute/v2.1/servers/{s1}"))
+        .await;
+    assert_eq!(
+        volume_status(c, &admin, &v1).await.1["volume"]["status"],
+        "available"
+    );
+
+    // Mapped by the administrator, deleted by the user denied volume deletes: kept.
+    let v2 = bootable_volume(c, &admin).await;
+    let (s, b) = boot_from(c, &admin, &v2).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let s2 = b["server"]["id"].as_str().unwrap().to_string();
+    c.wait_server(&admin, &s2, "ACTIVE").await;
+    let (s, _, b) = c
+        .call(
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{s2}"),
+            Some(&denied),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    c.wait_gone(&admin, &format!("/compute/v2.1/servers/{s2}"))
+        .await;
+    assert_eq!(
+        volume_status(c, &admin, &v2).await.1["volume"]["status"],
+        "available"
+    );
+
+    // Mapped and deleted by the administrator, no snapshot: deleted with the server.
+    let (s, b) = boot_from(c, &admin, &v2).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let s3 = b["server"]["id"].as_str().unwrap().to_string();
+    c.wait_server(&admin, &s3, "ACTIVE").await;
+    let (s, _, _) = c
+        .call(
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{s3}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    c.wait_gone(&admin, &format!("/compute/v2.1/servers/{s3}"))
+        .await;
+    assert_eq!(volume_status(c, &admin, &v2).await.0, StatusCode::NOT_FOUND);
+}
+on_both_stores!(delete_on_termination_is_authorized);

@@ -486,3 +486,32 @@ impl TestCloud {
         self.config.storage().join("disks").join(v.disk)
     }
 }
+
+impl TestCloud {
+    /// A new user of the demo project holding the named system policies and the given custom
+    /// policy documents there; returns a token of it scoped to demo.
+    pub async fn demo_member(&self, name: &str, system: &[&str], custom: &[Value]) -> String {
+        let admin = self.admin_token().await;
+        let uid = self.create_user(&admin, name, "pw").await;
+        let gid = self.group_with(&admin, &format!("{name}-g"), &uid).await;
+        let demo = self.project_id(&admin, "demo").await;
+        let mut roles = Vec::new();
+        for p in system {
+            roles.push(self.role_id(&admin, p).await);
+        }
+        for (n, doc) in custom.iter().enumerate() {
+            roles.push(
+                self.custom_policy(&admin, &format!("{name}-{n}"), doc.clone())
+                    .await,
+            );
+        }
+        for role in roles {
+            self.grant(
+                &admin,
+                &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{role}"),
+            )
+            .await;
+        }
+        self.token_for(name, "pw", Some("demo")).await
+    }
+}

@@ -16,7 +16,7 @@ use stratus_services::authz::{Authorized, Facts};
 use stratus_services::identity::TokenInfo;
 
 /// Largest JSON request body accepted (413 above).
-pub const MAX_JSON_BODY: usize = 1024 * 1024;
+pub const MAX_JSON_BODY: usize = stratus_services::limits::JSON_BODY_BYTES;
 
 /// A JSON request body of type `T`, for API `A`.
 pub struct ApiJson<T, A>(pub T, pub PhantomData<A>);
@@ -70,13 +70,15 @@ pub fn parse_json<T: DeserializeOwned, A: Api>(bytes: &[u8]) -> Result<T, ApiErr
             "The request body is empty; a JSON document is required.",
         ));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    // Parsed once as a document, so that its shape is checked against the limits before any
+    // field is read.
+    let doc: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("Malformed JSON in request body: {e}.")))?;
+    stratus_services::limits::check_json(&doc)?;
+    serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("Malformed JSON in request body: {inner}."))
-        } else if path == "." || path.is_empty() {
+        if path == "." || path.is_empty() {
             ApiError::bad_request(format!("Invalid input for the request body: {inner}."))
         } else {
             ApiError::bad_request(format!("Invalid input for field '{path}': {inner}."))

@@ -132,7 +132,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .into_router()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn(middleware::bounded_query));
     // The compute layer rewrites paths, so it runs before routing, around the router.
     let compute = tower::Layer::layer(&axum::middleware::from_fn(compute::compute_layer), inner);
     let volume = tower::Layer::layer(&axum::middleware::from_fn(volume::volume_layer), compute);

@@ -73,6 +73,19 @@ pub async fn request_id(
     resp
 }
 
+/// Refuses a query string over its limits, in the error format of the API called (inside the
+/// APIs' own layers, so the answer carries their headers too).
+pub async fn bounded_query(req: Request, next: Next) -> Response {
+    match stratus_services::limits::check_query(req.uri().query().unwrap_or("")) {
+        Ok(()) => next.run(req).await,
+        Err(e) => crate::error::error_response(
+            crate::api_of(req.uri().path()),
+            axum::http::StatusCode::BAD_REQUEST,
+            &e.to_string(),
+        ),
+    }
+}
+
 /// A request body that records when it has been read to its end, and fails when it stalls
 /// (nothing received for `idle`) so that a client cannot hold an upload open forever.
 struct Watched {

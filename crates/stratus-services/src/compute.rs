@@ -255,25 +255,7 @@ fn caller_project(caller: &TokenInfo) -> Result<&str> {
     crate::caller_project(caller, "The compute service")
 }
 
-/// Checks Nova's metadata rules: keys 1–255 characters, values strings of at most 255.
-pub fn check_metadata(m: &Map<String, Value>) -> Result<()> {
-    for (k, v) in m {
-        if k.is_empty() || k.chars().count() > 255 {
-            return Err(bad(format!(
-                "Invalid metadata key {k:?}: 1 to 255 characters."
-            )));
-        }
-        match v.as_str() {
-            Some(s) if s.chars().count() <= 255 => {}
-            _ => {
-                return Err(bad(format!(
-                    "Invalid metadata value for {k:?}: a string of at most 255 characters."
-                )))
-            }
-        }
-    }
-    Ok(())
-}
+pub use crate::limits::check_metadata;
 
 impl Compute {
     pub fn new(
@@ -355,6 +337,10 @@ impl Compute {
             ));
         }
         check_metadata(&req.metadata)?;
+        crate::limits::check_description("description", req.description.as_deref())?;
+        if let Some(p) = &req.admin_pass {
+            crate::limits::check_chars("adminPass", p, crate::limits::NAME_CHARS)?;
+        }
         if let Some(az) = &req.availability_zone {
             if az != AVAILABILITY_ZONE {
                 return Err(bad(format!(

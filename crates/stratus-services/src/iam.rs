@@ -133,6 +133,11 @@ impl Iam {
 
     pub async fn create_policy(&self, caller: &Authorized, req: PolicyCreate) -> Result<RoleRec> {
         Self::validate_display_name(&req.display_name)?;
+        crate::limits::check_chars(
+            "role.description",
+            &req.description,
+            crate::limits::DESCRIPTION_CHARS,
+        )?;
         self.validate_policy(&req.policy)?;
         let domain_id = caller.user.domain_id.clone();
         if self.name_taken(&domain_id, &req.display_name, None).await? {
@@ -196,6 +201,7 @@ impl Iam {
             role.display_name = n;
         }
         if let Some(d) = patch.description {
+            crate::limits::check_chars("description", &d, crate::limits::DESCRIPTION_CHARS)?;
             role.description = d;
         }
         if let Some(p) = patch.policy {
@@ -387,6 +393,11 @@ impl Iam {
         description: String,
     ) -> Result<EnterpriseProjectRec> {
         crate::identity::validate_name("enterprise_project", &name)?;
+        crate::limits::check_chars(
+            "description",
+            &description,
+            crate::limits::DESCRIPTION_CHARS,
+        )?;
         let now = now_micros();
         let ep = EnterpriseProjectRec {
             id: uuid::Uuid::new_v4().to_string(),
@@ -417,6 +428,7 @@ impl Iam {
             ep.name = n;
         }
         if let Some(d) = patch.description {
+            crate::limits::check_chars("description", &d, crate::limits::DESCRIPTION_CHARS)?;
             ep.description = d;
         }
         if let Some(e) = patch.enabled {

@@ -4,7 +4,7 @@ use crate::app_creds::AppCred;
 use crate::authz::Authorized;
 use crate::cache::{Clear, Generation, Memo};
 use crate::token::{new_audit_id, TokenCodec, TokenPayload};
-use crate::{new_id, password, Result, ServiceError};
+use crate::{limits, new_id, password, Result, ServiceError};
 use std::future::Future;
 use std::sync::Arc;
 use stratus_store::{
@@ -832,6 +832,11 @@ impl Identity {
         req: ProjectCreate,
     ) -> Result<ProjectRec> {
         validate_name("project", &req.name)?;
+        limits::check_chars(
+            "project.description",
+            &req.description,
+            limits::DESCRIPTION_CHARS,
+        )?;
         let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
         let p = ProjectRec {
             tokens_valid_after: 0,
@@ -911,6 +916,7 @@ impl Identity {
             p.name = n;
         }
         if let Some(d) = patch.description {
+            limits::check_chars("description", &d, limits::DESCRIPTION_CHARS)?;
             p.description = d;
         }
         if let Some(e) = patch.enabled {
@@ -947,6 +953,14 @@ impl Identity {
 
     pub async fn create_user(&self, caller: &Authorized, req: UserCreate) -> Result<UserRec> {
         validate_name("user", &req.name)?;
+        limits::check_chars(
+            "user.description",
+            &req.description,
+            limits::DESCRIPTION_CHARS,
+        )?;
+        if let Some(e) = &req.email {
+            limits::check_chars("user.email", e, limits::NAME_CHARS)?;
+        }
         let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
         if let Some(pid) = &req.default_project_id {
             self.visible_project(caller, pid).await?;
@@ -1006,9 +1020,13 @@ impl Identity {
             u.name = n;
         }
         if let Some(d) = patch.description {
+            limits::check_chars("description", &d, limits::DESCRIPTION_CHARS)?;
             u.description = d;
         }
         if let Some(e) = patch.email {
+            if let Some(e) = &e {
+                limits::check_chars("user.email", e, limits::NAME_CHARS)?;
+            }
             u.email = e;
         }
         if let Some(pid) = patch.default_project_id {
@@ -1088,6 +1106,11 @@ impl Identity {
 
     pub async fn create_group(&self, caller: &Authorized, req: GroupCreate) -> Result<GroupRec> {
         validate_name("group", &req.name)?;
+        limits::check_chars(
+            "group.description",
+            &req.description,
+            limits::DESCRIPTION_CHARS,
+        )?;
         let domain_id = self.target_domain(caller, req.domain_id.as_deref())?;
         let g = GroupRec {
             id: new_id(),
@@ -1136,6 +1159,7 @@ impl Identity {
             g.name = n;
         }
         if let Some(d) = patch.description {
+            limits::check_chars("description", &d, limits::DESCRIPTION_CHARS)?;
             g.description = d;
         }
         let mut w = self.store.write(true).await?;

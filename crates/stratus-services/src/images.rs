@@ -3,7 +3,7 @@
 
 use crate::authz::Authorized;
 use crate::identity::TokenInfo;
-use crate::{Result, ServiceError};
+use crate::{limits, Result, ServiceError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
@@ -189,13 +189,15 @@ impl Images {
             return Err(bad("min_disk and min_ram must not be negative."));
         }
         if let Some(n) = &req.name {
-            if n.chars().count() > 255 {
+            if n.chars().count() > limits::NAME_CHARS {
                 return Err(bad("The image name is longer than 255 characters."));
             }
         }
         for k in req.properties.keys() {
             check_property_key(k)?;
         }
+        let tags = dedup(req.tags);
+        check_collections(&req.properties, &tags)?;
         let id = match req.id {
             Some(id) => uuid::Uuid::parse_str(&id)
                 .map_err(|_| bad(format!("Image id {id:?} is not a UUID.")))?
@@ -222,7 +224,7 @@ impl Images {
             os_hash_algo: None,
             os_hash_value: None,
             properties: Value::Object(req.properties).to_string(),
-            tags: Value::from(dedup(req.tags)).to_string(),
+            tags: Value::from(tags).to_string(),
             created_at: now,
             updated_at: now,
         };
@@ -272,8 +274,10 @@ impl Images {
         for op in ops {
             apply(&mut i, &mut props, &mut tags, op)?;
         }
+        let tags = dedup(tags);
+        check_collections(&props, &tags)?;
         i.properties = Value::Object(props).to_string();
-        i.tags = Value::from(dedup(tags)).to_string();
+        i.tags = Value::from(tags).to_string();
         i.updated_at = now_micros();
         self.save(&i, &before).await?;
         Ok(i)
@@ -486,13 +490,51 @@ pub fn check_properties(props: &Map<String, Value>) -> Result<()> {
     props.keys().try_for_each(|k| check_property_key(k))
 }
 
+/// Checks the counts of an image's properties and tags (413, as Glance's quotas), each tag's
+/// length and each property value's length.
+fn check_collections(props: &Map<String, Value>, tags: &[String]) -> Result<()> {
+    if props.len() > limits::IMAGE_PROPERTIES {
+        return Err(ServiceError::TooLarge(format!(
+            "Maximum number of properties exceeded: {} of at most {}.",
+            props.len(),
+            limits::IMAGE_PROPERTIES
+        )));
+    }
+    if tags.len() > limits::IMAGE_TAGS {
+        return Err(ServiceError::TooLarge(format!(
+            "Maximum number of tags exceeded: {} of at most {}.",
+            tags.len(),
+            limits::IMAGE_TAGS
+        )));
+    }
+    for t in tags {
+        if t.is_empty() || t.chars().count() > limits::TAG_CHARS {
+            return Err(bad(format!(
+                "A tag is 1 to {} characters.",
+                limits::TAG_CHARS
+            )));
+        }
+    }
+    for (k, v) in props {
+        if let Some(s) = v.as_str() {
+            if s.chars().count() > limits::PROPERTY_VALUE_CHARS {
+                return Err(bad(format!(
+                    "The value of property {k:?} is longer than {} characters.",
+                    limits::PROPERTY_VALUE_CHARS
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_property_key(k: &str) -> Result<()> {
     if READ_ONLY.contains(&k) || k.starts_with("os_glance") {
         return Err(ServiceError::Forbidden(format!(
             "Attribute '{k}' is read-only or reserved."
         )));
     }
-    if k.is_empty() || k.len() > 255 {
+    if k.is_empty() || k.chars().count() > limits::PROPERTY_NAME_CHARS {
         return Err(bad(format!("Invalid property name {k:?}.")));
     }
     Ok(())
@@ -640,10 +682,12 @@ impl Images {
         let before = i.status.clone();
         let mut tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
         if add {
-            if tag.is_empty() || tag.chars().count() > 255 {
+            if tag.is_empty() || tag.chars().count() > limits::TAG_CHARS {
                 return Err(bad("A tag is 1 to 255 characters."));
             }
             tags.push(tag.to_string());
+            tags = dedup(tags);
+            check_collections(&Map::new(), &tags)?;
         } else if let Some(pos) = tags.iter().position(|t| t == tag) {
             tags.remove(pos);
         } else {
@@ -682,6 +726,13 @@ impl Images {
         }
         if member == i.owner {
             return Err(bad("An image cannot be shared with its owner."));
+        }
+        let members = store::member_list(self.store.pool(), id).await?.len();
+        if members >= limits::IMAGE_MEMBERS {
+            return Err(ServiceError::TooLarge(format!(
+                "Maximum number of image members exceeded: at most {} projects.",
+                limits::IMAGE_MEMBERS
+            )));
         }
         let now = now_micros();
         let m = MemberRec {

@@ -15,6 +15,7 @@ mod error;
 pub mod iam;
 pub mod identity;
 pub mod images;
+pub mod limits;
 pub mod password;
 pub mod quotas;
 pub mod rebuild;

@@ -111,6 +111,12 @@ impl Compute {
             return Err(cannot("rebuild", &s));
         }
         crate::compute::check_metadata(req.metadata.as_ref().unwrap_or(&Map::new()))?;
+        if let Some(d) = &req.description {
+            crate::limits::check_description("description", d.as_deref())?;
+        }
+        if let Some(p) = &req.admin_pass {
+            crate::limits::check_chars("adminPass", p, crate::limits::NAME_CHARS)?;
+        }
         let image = self
             .images
             .get_for_use(caller, &req.image_id)

@@ -178,6 +178,7 @@ impl Volumes {
             return Err(bad("Give at most one of imageRef and snapshot_id."));
         }
         crate::compute::check_metadata(&req.metadata)?;
+        check_text(req.name.as_deref(), req.description.as_deref())?;
         let id = crate::new_uuid();
         let disk = format!("volumes/{id}/{}.qcow2", crate::new_id());
         let mut image_metadata = None;
@@ -384,6 +385,7 @@ impl Volumes {
         req: SnapshotCreate,
     ) -> Result<SnapshotRec> {
         crate::compute::check_metadata(&req.metadata)?;
+        check_text(req.name.as_deref(), req.description.as_deref())?;
         let v = self.get_for_use(caller, &req.volume_id).await?;
         let allowed = v.status == "available" || (v.status == "in-use" && req.force);
         if !allowed {
@@ -538,4 +540,13 @@ impl Volumes {
         self.disks.collect(&self.store).await?;
         Ok(())
     }
+}
+
+/// Checks the name and description of a volume or snapshot.
+fn check_text(name: Option<&str>, description: Option<&str>) -> Result<()> {
+    use crate::limits;
+    if let Some(n) = name {
+        limits::check_chars("name", n, limits::NAME_CHARS)?;
+    }
+    limits::check_description("description", description)
 }

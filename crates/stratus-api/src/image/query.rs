@@ -4,12 +4,13 @@
 
 use super::GResult;
 use crate::error::ApiError;
+use stratus_services::limits;
 use stratus_services::store::{Cmp, ImageFilter, Scope, SortKey};
 use time::format_description::well_known::Iso8601;
 use time::OffsetDateTime;
 
 /// Largest page of a listing.
-pub const MAX_LIMIT: i64 = 1000;
+pub const MAX_LIMIT: i64 = limits::PAGE_ITEMS as i64;
 pub const DEFAULT_LIMIT: i64 = 25;
 
 pub struct Parsed {
@@ -49,15 +50,23 @@ fn int(key: &str, v: &str) -> GResult<i64> {
     }
 }
 
-/// `in:a,b` → both; anything else → itself.
-fn values(v: &str) -> Vec<String> {
-    match v.strip_prefix("in:") {
+/// `in:a,b` → both; anything else → itself. At most [`limits::FILTER_VALUES`] values.
+fn values(key: &str, v: &str) -> GResult<Vec<String>> {
+    let out: Vec<String> = match v.strip_prefix("in:") {
         Some(list) => list
             .split(',')
             .map(|s| s.trim().trim_matches('"').to_string())
             .collect(),
         None => vec![v.to_string()],
+    };
+    if out.len() > limits::FILTER_VALUES {
+        return bad(format!(
+            "The {key} filter lists {} values; at most {} are accepted.",
+            out.len(),
+            limits::FILTER_VALUES
+        ));
     }
+    Ok(out)
 }
 
 /// `gt:2026-01-02T03:04:05Z` (or a bare time, meaning `eq`).
@@ -127,11 +136,11 @@ pub fn parse(pairs: &[(String, String)]) -> GResult<Parsed> {
                 }
             }
             "member_status" => f.member_status = v.clone(),
-            "id" => f.ids.extend(values(v)),
-            "name" => f.names.extend(values(v)),
-            "status" => f.statuses.extend(values(v)),
-            "disk_format" => f.disk_formats.extend(values(v)),
-            "container_format" => f.container_formats.extend(values(v)),
+            "id" => f.ids.extend(values(k, v)?),
+            "name" => f.names.extend(values(k, v)?),
+            "status" => f.statuses.extend(values(k, v)?),
+            "disk_format" => f.disk_formats.extend(values(k, v)?),
+            "container_format" => f.container_formats.extend(values(k, v)?),
             "owner" => f.owner = Some(v.clone()),
             "checksum" => f.checksum = Some(v.clone()),
             "os_hash_value" => f.os_hash_value = Some(v.clone()),
@@ -155,6 +164,12 @@ pub fn parse(pairs: &[(String, String)]) -> GResult<Parsed> {
             _ => f.properties.push((k.clone(), v.clone())),
         }
     }
+    if f.tags.len() + f.properties.len() > limits::IMAGE_FILTERS {
+        return bad(format!(
+            "At most {} tag and property filters are accepted.",
+            limits::IMAGE_FILTERS
+        ));
+    }
     if let Some(sort) = sort {
         if !keys.is_empty() || !dirs.is_empty() {
             return bad("The sort param cannot be combined with sort_key or sort_dir".into());
@@ -173,6 +188,17 @@ pub fn parse(pairs: &[(String, String)]) -> GResult<Parsed> {
                     .into(),
             ),
         };
+    }
+    if f.sort.len() > limits::SORT_KEYS {
+        return bad(format!(
+            "At most {} sort keys are accepted.",
+            limits::SORT_KEYS
+        ));
+    }
+    for (n, (k, _)) in f.sort.iter().enumerate() {
+        if f.sort[..n].iter().any(|(o, _)| o == k) {
+            return bad("Each sort key may be given once.".into());
+        }
     }
     if let (Some(min), Some(max)) = (f.size_min, f.size_max) {
         if min > max {

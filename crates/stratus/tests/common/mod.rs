@@ -515,3 +515,27 @@ impl TestCloud {
         self.token_for(name, "pw", Some("demo")).await
     }
 }
+
+impl TestCloud {
+    /// [`TestCloud::call`] at compute microversion `mv`.
+    pub async fn call_mv(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        mv: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.url, path))
+            .header("X-Auth-Token", token)
+            .header("OpenStack-API-Version", format!("compute {mv}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+}

@@ -252,3 +252,65 @@ pub async fn bootstrap(store: &Store, region: &str, catalogue: &Catalogue) -> Re
         admin_password,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use stratus_iam::engine::{decide, ActionRef, CompiledPolicy, Context, GrantScope, Request};
+    use stratus_iam::{parse_for, Catalogue, Limits, PrincipalPolicies};
+
+    /// Which catalogue actions a system policy allows, on a project.
+    fn allowed_by(name: &str) -> Vec<String> {
+        let cat = Catalogue::shipped().unwrap();
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(crate::data::SYSTEM_POLICIES).unwrap();
+        let p = all.iter().find(|p| p["name"] == name).unwrap();
+        let doc = parse_for(&cat, &p["policy"].to_string(), &Limits::SYSTEM).unwrap();
+        let mut pp = PrincipalPolicies::default();
+        pp.project.push((
+            GrantScope::Project,
+            std::sync::Arc::new(CompiledPolicy::compile(name, name, doc, &cat)),
+        ));
+        cat.actions()
+            .iter()
+            .filter(|a| {
+                let ctx = Context::default();
+                let req = Request {
+                    actions: vec![ActionRef {
+                        name: a,
+                        id: cat.action_id(a),
+                    }],
+                    global: false,
+                    enterprise_project: None,
+                    resource: None,
+                    context: &ctx,
+                    explain: false,
+                };
+                decide(&pp, &req).denied().is_empty()
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Making images public is for administrators: IMS and ECS FullAccess allow every other
+    /// image action (so a new one cannot be forgotten), Tenant Administrator allows it too.
+    #[test]
+    fn only_administrators_publicize_images() {
+        let cat = Catalogue::shipped().unwrap();
+        let ims: Vec<&String> = cat
+            .actions()
+            .iter()
+            .filter(|a| a.starts_with("ims:images:"))
+            .collect();
+        for policy in ["system_all_ims_full", "system_all_ecs_full"] {
+            let allowed = allowed_by(policy);
+            for a in &ims {
+                assert_eq!(
+                    allowed.contains(a),
+                    a.as_str() != crate::images::PUBLICIZE,
+                    "{policy}: {a}"
+                );
+            }
+        }
+        assert!(allowed_by("te_admin").contains(&crate::images::PUBLICIZE.to_string()));
+    }
+}

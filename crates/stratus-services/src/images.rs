@@ -16,6 +16,10 @@ use stratus_store::{
     self as store, now_micros, ImageFilter, ImageRec, MemberRec, Store, DEFAULT_ENTERPRISE_PROJECT,
 };
 
+/// What making an image public needs besides creating or updating it: public images are offered
+/// to every project (upstream's default lets only administrators publicize).
+pub const PUBLICIZE: &str = "ims:images:publicize";
+
 pub const DISK_FORMATS: &[&str] = &[
     "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
 ];
@@ -171,6 +175,9 @@ impl Images {
 
     pub async fn create(&self, caller: &Authorized, req: ImageCreate) -> Result<ImageRec> {
         let project = caller_project(caller)?.to_string();
+        if req.visibility.as_deref() == Some("public") {
+            caller.require(&[PUBLICIZE])?;
+        }
         self.create_in(project, req).await
     }
 
@@ -269,10 +276,14 @@ impl Images {
     ) -> Result<ImageRec> {
         let mut i = self.owned(caller, id).await?;
         let before = i.status.clone();
+        let was_public = i.visibility == "public";
         let mut props: Map<String, Value> = serde_json::from_str(&i.properties).unwrap_or_default();
         let mut tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
         for op in ops {
             apply(&mut i, &mut props, &mut tags, op)?;
+        }
+        if i.visibility == "public" && !was_public {
+            caller.require(&[PUBLICIZE])?;
         }
         let tags = dedup(tags);
         check_collections(&props, &tags)?;

@@ -528,3 +528,76 @@ async fn delete_on_termination_is_authorized(c: &TestCloud) {
     assert_eq!(volume_status(c, &admin, &v2).await.0, StatusCode::NOT_FOUND);
 }
 on_both_stores!(delete_on_termination_is_authorized);
+
+/// Making an image public needs `ims:images:publicize`, which IMS FullAccess lacks: a tenant
+/// cannot offer every project an image named like the demo image.
+async fn only_administrators_publicize_images(c: &TestCloud) {
+    let t = c.demo_member("imager", &["IMS FullAccess"], &[]).await;
+    let denied = "Policy doesn't allow ims:images:publicize to be performed.";
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(&t),
+            Some(json!({"name": "stratus-demo", "visibility": "public"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (StatusCode::FORBIDDEN, Some(denied)),
+        "{b}"
+    );
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(&t),
+            Some(json!({"name": "stratus-demo", "visibility": "private"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let r = c
+        .http
+        .patch(format!("{}/image/v2/images/{id}", c.url))
+        .header("X-Auth-Token", &t)
+        .header(
+            "Content-Type",
+            "application/openstack-images-v2.1-json-patch",
+        )
+        .body(json!([{"op": "replace", "path": "/visibility", "value": "public"}]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["message"], denied);
+    // Other projects still find exactly one public stratus-demo: the cloud's.
+    let other = c.project_token("admin").await;
+    let (_, _, l) = c
+        .call(
+            Method::GET,
+            "/image/v2/images?name=stratus-demo",
+            Some(&other),
+            None,
+        )
+        .await;
+    let found: Vec<&str> = l["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, [stratus_services::demo::DEMO_IMAGE_ID]);
+    // The administrator (Tenant Administrator) may publish.
+    let (s, _, b) = c
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(&other),
+            Some(json!({"name": "published", "visibility": "public"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+}
+on_both_stores!(only_administrators_publicize_images);

@@ -8,6 +8,7 @@
 //! and no staging file behind.
 
 pub mod format;
+pub mod inspect;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};

@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
-use stratus_blob::format::{inspect, DiskFormat};
+use stratus_blob::inspect::{inspect, ImageFormat};
 use stratus_blob::{BlobError, BlobStore};
 use stratus_iam::ResourceKind;
 use stratus_store::{
@@ -430,20 +430,12 @@ impl Images {
             .put(&i.id, data, self.max_size)
             .await
             .map_err(|e| self.blob_error(&i.id, e))?;
-        let format = match disk_format {
-            "raw" => Some(DiskFormat::Raw),
-            "qcow2" => Some(DiskFormat::Qcow2),
-            _ => None,
-        };
-        let virtual_size = match format {
-            Some(f) => Some(
-                inspect(&self.blob_dir.join(&i.id), f)
-                    .await
-                    .map_err(|e| bad(format!("Image data refused: {e}.")))?
-                    .virtual_size as i64,
-            ),
-            None => None,
-        };
+        let format = ImageFormat::parse(disk_format)
+            .ok_or_else(|| bad(format!("Unknown disk_format {disk_format:?}.")))?;
+        let inspected = inspect(&self.blob_dir.join(&i.id), format)
+            .await
+            .map_err(|e| bad(format!("Image data refused: {e}.")))?;
+        let virtual_size = Some(inspected.virtual_size as i64);
         Ok((digest, virtual_size))
     }
 
@@ -972,5 +964,22 @@ impl Images {
                 self.store_data(i, empty).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The formats an image may declare are exactly those the inspector checks.
+    #[test]
+    fn every_accepted_disk_format_is_inspected() {
+        let inspected: Vec<&str> = stratus_blob::inspect::ImageFormat::ALL
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        let mut a = super::DISK_FORMATS.to_vec();
+        let mut b = inspected.clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
     }
 }

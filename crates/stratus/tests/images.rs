@@ -258,10 +258,34 @@ async fn unsafe_or_mismatched_data_is_refused_and_discarded(c: &TestCloud) {
         &["-b", "base.qcow2", "-F", "qcow2"],
     );
     let plain = qcow2(tmp.path(), "plain.qcow2", &[]);
+    let made = |fmt: &str, opts: &[&str], name: &str| -> Vec<u8> {
+        let mut cmd = Command::new("qemu-img");
+        cmd.args(["create", "-f", fmt])
+            .args(opts)
+            .arg(name)
+            .arg("1M");
+        assert!(cmd.current_dir(tmp.path()).status().unwrap().success());
+        std::fs::read(tmp.path().join(name)).unwrap()
+    };
+    let flat = made("vmdk", &["-o", "subformat=monolithicFlat"], "flat.vmdk");
+    let vdi = made("vdi", &[], "disk.vdi");
+    let encrypted = made(
+        "qcow2",
+        &[
+            "--object",
+            "secret,id=s0,data=pw",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
+        ],
+        "enc.qcow2",
+    );
     for (fmt, data, needle) in [
         ("qcow2", overlay, "backing file"),
         ("raw", plain, "not the declared raw"),
         ("qcow2", vec![0x42u8; 65536], "not the declared qcow2"),
+        ("vmdk", flat, "vmdk descriptor, not the declared vmdk"),
+        ("vhd", vdi, "vdi, not the declared vhd"),
+        ("qcow2", encrypted, "encrypted"),
     ] {
         let img = create(
             c,
@@ -292,6 +316,35 @@ async fn unsafe_or_mismatched_data_is_refused_and_discarded(c: &TestCloud) {
             )
             .await;
         assert_eq!(s, StatusCode::NO_CONTENT);
+    }
+    // Every format the inspector vouches for becomes active with its virtual size.
+    for (fmt, qemu, opts) in [
+        ("vmdk", "vmdk", &["-o", "subformat=streamOptimized"][..]),
+        ("vhd", "vpc", &[][..]),
+        ("vhdx", "vhdx", &[][..]),
+        ("vdi", "vdi", &[][..]),
+    ] {
+        let data = made(qemu, opts, &format!("ok.{fmt}"));
+        let img = create(
+            c,
+            &t,
+            json!({"name": fmt, "disk_format": fmt, "container_format": "bare"}),
+        )
+        .await;
+        let id = img["id"].as_str().unwrap();
+        let (s, b) = put_file(c, &t, id, data).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{fmt}: {b}");
+        let (_, _, img) = c
+            .call(
+                Method::GET,
+                &format!("/image/v2/images/{id}"),
+                Some(&t),
+                None,
+            )
+            .await;
+        assert_eq!(img["status"], "active", "{img}");
+        let vs = img["virtual_size"].as_i64().unwrap();
+        assert!((1 << 20..2 << 20).contains(&vs), "{fmt}: {vs}");
     }
     // Data before the formats are set: 400.
     let img = create(c, &t, json!({"name": "y"})).await;

@@ -10,6 +10,7 @@ mod iam;
 mod identity;
 mod image;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 mod timefmt;
 mod volume;
@@ -118,6 +119,7 @@ impl AppState {
 pub fn routes() -> routes::RouteTable<Arc<AppState>> {
     routes::RouteTable::default()
         .at(axum::http::Method::GET, "/", root)
+        .at(axum::http::Method::GET, "/openapi.json", openapi_json)
         .merge(identity::routes())
         .merge(iam::routes())
         .merge(image::routes())
@@ -144,6 +146,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             http,
             middleware::request_id,
         ))
+}
+
+/// The OpenAPI description of every route.
+async fn openapi_json(
+    axum::extract::State(s): axum::extract::State<Arc<AppState>>,
+) -> impl IntoResponse {
+    Json(openapi::document(s.authz.catalogue(), &s.url("")))
 }
 
 /// Where each API lives, for people and scripts poking at the root.

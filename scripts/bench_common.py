@@ -24,9 +24,23 @@ def free_port():
         return s.getsockname()[1]
 
 
-def spawn(data_dir, port, *extra):
+def build_baseline(rev):
+    """The release binary of an earlier revision, built in a worktree of its own (its own target
+    dir under target/, so the current build stays); returns its path."""
+    tree = os.path.join(ROOT, "target", "baseline-src")
+    subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
+                   stderr=subprocess.DEVNULL)
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", tree, rev], cwd=ROOT,
+                   check=True, stdout=subprocess.DEVNULL)
+    target = os.path.join(ROOT, "target", "baseline")
+    subprocess.run(["cargo", "build", "--release", "--bin", "stratus"], cwd=tree, check=True,
+                   env=dict(os.environ, CARGO_TARGET_DIR=target))
+    return os.path.join(target, "release", "stratus")
+
+
+def spawn(data_dir, port, *extra, binary=None):
     return subprocess.Popen(
-        [BIN, "serve", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}", *extra],
+        [binary or BIN, "serve", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, STRATUS_LOG="warn"))
 
 

@@ -5,16 +5,7 @@ use std::sync::Arc;
 use stratus_iam::engine::{CompiledPolicy, Context, GrantScope, PrincipalPolicies};
 use stratus_iam::{parse_for, Catalogue, Limits};
 
-pub const SEED: [&str; 8] = [
-    "ecs:servers:createImage",
-    "evs:volumes:get",
-    "evs:snapshots:create",
-    "ims:images:create",
-    "ims:images:get",
-    "ims:images:list",
-    "ims:images:update",
-    "ims:images:delete",
-];
+pub const SEED: [&str; 8] = stratus_iam::SEED_ROW;
 
 /// The ten policies, as Version 1.1 documents.
 pub fn policies() -> Vec<(&'static str, String)> {

@@ -240,6 +240,19 @@ impl Catalogue {
     }
 }
 
+/// The seed row of Huawei Cloud's ECS permission table: `createImage` and its dependency actions,
+/// the actions the `createImage` entry must require (a test holds the shipped catalogue to it).
+pub const SEED_ROW: [&str; 8] = [
+    "ecs:servers:createImage",
+    "evs:volumes:get",
+    "evs:snapshots:create",
+    "ims:images:create",
+    "ims:images:get",
+    "ims:images:list",
+    "ims:images:update",
+    "ims:images:delete",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,19 +267,7 @@ mod tests {
                 Some("createImage"),
             )
             .expect("createImage entry");
-        assert_eq!(
-            e.required(),
-            [
-                "ecs:servers:createImage",
-                "evs:volumes:get",
-                "evs:snapshots:create",
-                "ims:images:create",
-                "ims:images:get",
-                "ims:images:list",
-                "ims:images:update",
-                "ims:images:delete"
-            ]
-        );
+        assert_eq!(e.required(), SEED_ROW);
         assert_eq!(e.scope, ServiceScope::Project);
         assert!(!e.enterprise_project);
     }

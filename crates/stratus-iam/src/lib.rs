@@ -12,7 +12,7 @@ pub mod condition;
 pub mod engine;
 pub mod policy;
 
-pub use catalogue::{Catalogue, Entry, ResourceKind, ServiceScope};
+pub use catalogue::{Catalogue, Entry, ResourceKind, ServiceScope, SEED_ROW};
 pub use engine::{
     decide, CompiledPolicy, Context, Decision, GrantScope, Outcome, PrincipalPolicies, Request,
 };

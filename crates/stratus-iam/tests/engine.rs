@@ -7,16 +7,7 @@ use stratus_iam::engine::{
 };
 use stratus_iam::{parse_for, Catalogue, Limits};
 
-const SEED: &[&str] = &[
-    "ecs:servers:createImage",
-    "evs:volumes:get",
-    "evs:snapshots:create",
-    "ims:images:create",
-    "ims:images:get",
-    "ims:images:list",
-    "ims:images:update",
-    "ims:images:delete",
-];
+const SEED: &[&str] = &stratus_iam::SEED_ROW;
 
 fn cat() -> Catalogue {
     Catalogue::shipped().expect("shipped catalogue")

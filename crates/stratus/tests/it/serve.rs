@@ -1,9 +1,7 @@
 //! `stratus serve` as a process: first start, restart, data-dir lock, newer schema, bad data dir,
 //! configuration sources, graceful shutdown.
 
-mod common;
-
-use common::password_auth;
+use crate::common::password_auth;
 use serde_json::Value;
 use sqlx::Connection;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -599,7 +597,7 @@ async fn stored_data_is_readable_by_its_owner_only() {
 /// idle timeout, its image back to `queued` with nothing kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_clients_are_cut_off() {
-    use common::*;
+    use crate::common::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let c = TestCloud::start_with(Backend::Sqlite, |cfg| {
         cfg.header_read_timeout = Duration::from_secs(2);

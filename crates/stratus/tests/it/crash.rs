@@ -7,9 +7,7 @@
 //! and on PostgreSQL a second node finishes or undoes the saga of a killed node once its lease ran
 //! out.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashSet;

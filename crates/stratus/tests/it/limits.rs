@@ -1,9 +1,7 @@
 //! Limits on what a request may carry: each is a 4xx in the called API's own format, changes
 //! nothing, and is listed in SECURITY.md.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use stratus_services::limits;
@@ -24,21 +22,13 @@ fn assert_refused(s: StatusCode, b: &Value, want: StatusCode, what: &str) {
 }
 
 async fn counts(c: &TestCloud, t: &str) -> Vec<usize> {
-    let mut n = Vec::new();
-    for (path, key) in [
-        ("/compute/v2.1/servers", "servers"),
-        ("/volume/v3/volumes", "volumes"),
-        ("/volume/v3/snapshots", "snapshots"),
-        ("/image/v2/images", "images"),
+    let identity = [
         ("/identity/v3/projects", "projects"),
         ("/identity/v3/users", "users"),
         ("/identity/v3/groups", "groups"),
-    ] {
-        let (s, _, b) = c.call(Method::GET, path, Some(t), None).await;
-        assert_eq!(s, StatusCode::OK, "{path}: {b}");
-        n.push(b[key].as_array().map_or(0, Vec::len));
-    }
-    n
+    ];
+    c.list_lengths(t, &[&HOLDINGS[..], &identity[..]].concat())
+        .await
 }
 
 /// Listing images: sort keys once each and at most ten, bounded filters and query strings —
@@ -219,7 +209,9 @@ async fn fields_are_bounded(c: &TestCloud) {
     let names_limit =
         |b: &Value| message(b).is_some_and(|m| m.contains("255") || m.contains("at most"));
     for (path, body, what) in cases {
-        let (s, b) = c.call_mv(Method::POST, path, &t, "2.19", Some(body)).await;
+        let (s, _, b) = c
+            .call_mv(Method::POST, path, Some(&t), "2.19", Some(body))
+            .await;
         assert_refused(s, &b, StatusCode::BAD_REQUEST, what);
         assert!(names_limit(&b), "{what}: {b}");
     }

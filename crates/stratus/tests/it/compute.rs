@@ -1,40 +1,13 @@
 //! The Compute API over real HTTP: microversions, discovery, flavors, servers with real qcow2
 //! disks, the power state machine, and bad input.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::process::Command;
 use stratus_services::demo::DEMO_IMAGE_ID;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stratus");
-
-/// A compute request at microversion `mv` ("" for none); returns status, headers, body.
-async fn nova(
-    c: &TestCloud,
-    method: Method,
-    path: &str,
-    t: Option<&str>,
-    mv: &str,
-    body: Option<Value>,
-) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut req = c.http.request(method, format!("{}{}", c.url, path));
-    if let Some(t) = t {
-        req = req.header("X-Auth-Token", t);
-    }
-    if !mv.is_empty() {
-        req = req.header("OpenStack-API-Version", format!("compute {mv}"));
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let (s, h) = (r.status(), r.headers().clone());
-    let text = r.text().await.unwrap();
-    (s, h, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 fn assert_nova_error(s: StatusCode, b: &Value, expected: StatusCode, fault: &str) {
     assert_eq!(s, expected, "{b}");
@@ -51,8 +24,7 @@ async fn project_token(c: &TestCloud, project: &str) -> String {
 }
 
 async fn create_server(c: &TestCloud, t: &str, name: &str) -> Value {
-    let (s, h, b) = nova(
-        c,
+    let (s, h, b) = c.call_mv(
         Method::POST,
         "/compute/v2.1/servers",
         Some(t),
@@ -74,15 +46,15 @@ async fn create_server(c: &TestCloud, t: &str, name: &str) -> Value {
 
 async fn wait_status(c: &TestCloud, t: &str, id: &str, want: &str) -> Value {
     for _ in 0..500 {
-        let (_, _, b) = nova(
-            c,
-            Method::GET,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(t),
-            "2.47",
-            None,
-        )
-        .await;
+        let (_, _, b) = c
+            .call_mv(
+                Method::GET,
+                &format!("/compute/v2.1/servers/{id}"),
+                Some(t),
+                "2.47",
+                None,
+            )
+            .await;
         if b["server"]["status"] == want {
             return b["server"].clone();
         }
@@ -92,11 +64,13 @@ async fn wait_status(c: &TestCloud, t: &str, id: &str, want: &str) -> Value {
 }
 
 async fn discovery_and_microversions(c: &TestCloud) {
-    let (s, h, b) = nova(c, Method::GET, "/compute/", None, "", None).await;
+    let (s, h, b) = c.call_mv(Method::GET, "/compute/", None, "", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["versions"][1]["version"], "2.47");
     assert_eq!(h["openstack-api-version"], "compute 2.1");
-    let (s, h, b) = nova(c, Method::GET, "/compute/v2.1/", None, "latest", None).await;
+    let (s, h, b) = c
+        .call_mv(Method::GET, "/compute/v2.1/", None, "latest", None)
+        .await;
     assert_eq!(
         (s, b["version"]["min_version"].as_str()),
         (StatusCode::OK, Some("2.1"))
@@ -107,44 +81,46 @@ async fn discovery_and_microversions(c: &TestCloud) {
         .to_str()
         .unwrap()
         .contains("OpenStack-API-Version"));
-    let (s, h, b) = nova(c, Method::GET, "/compute/v2.1/", None, "2.48", None).await;
+    let (s, h, b) = c
+        .call_mv(Method::GET, "/compute/v2.1/", None, "2.48", None)
+        .await;
     assert_eq!(s, StatusCode::NOT_ACCEPTABLE, "{b}");
     assert!(h.contains_key("openstack-api-version"));
-    let (s, _, b) = nova(c, Method::GET, "/compute/v2.1/", None, "2.x", None).await;
+    let (s, _, b) = c
+        .call_mv(Method::GET, "/compute/v2.1/", None, "2.x", None)
+        .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     // Errors carry the headers too, in Nova's format.
-    let (s, h, b) = nova(c, Method::GET, "/compute/v2.1/servers", None, "2.10", None).await;
+    let (s, h, b) = c
+        .call_mv(Method::GET, "/compute/v2.1/servers", None, "2.10", None)
+        .await;
     assert_nova_error(s, &b, StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(h["openstack-api-version"], "compute 2.10");
-    let (s, h, b) = nova(
-        c,
-        Method::GET,
-        "/compute/v2.1/nothing/here",
-        None,
-        "2.3",
-        None,
-    )
-    .await;
+    let (s, h, b) = c
+        .call_mv(Method::GET, "/compute/v2.1/nothing/here", None, "2.3", None)
+        .await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
     assert_eq!(h["x-openstack-nova-api-version"], "2.3");
 
     let t = project_token(c, "demo").await;
-    let (s, _, b) = nova(c, Method::GET, "/compute/v2.1/flavors", Some(&t), "", None).await;
+    let (s, _, b) = c
+        .call_mv(Method::GET, "/compute/v2.1/flavors", Some(&t), "", None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert!(b["flavors"]
         .as_array()
         .unwrap()
         .iter()
         .any(|f| f["name"] == "m1.tiny"));
-    let (_, _, b) = nova(
-        c,
-        Method::GET,
-        "/compute/v2/flavors/detail",
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, b) = c
+        .call_mv(
+            Method::GET,
+            "/compute/v2/flavors/detail",
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     let tiny = b["flavors"]
         .as_array()
         .unwrap()
@@ -156,15 +132,15 @@ async fn discovery_and_microversions(c: &TestCloud) {
         (tiny["ram"].as_i64(), tiny["disk"].as_i64()),
         (Some(512), Some(1))
     );
-    let (s, _, b) = nova(
-        c,
-        Method::GET,
-        "/compute/v2.1/flavors/nope",
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::GET,
+            "/compute/v2.1/flavors/nope",
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
 }
 on_both_stores!(discovery_and_microversions);
@@ -183,8 +159,8 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
     assert!(active["OS-SRV-USG:launched_at"].is_string());
 
     // The same server at 2.1 and at 2.47 differs exactly as upstream.
-    let (_, _, old) = nova(c, Method::GET, &path, Some(&t), "2.1", None).await;
-    let (_, _, new) = nova(c, Method::GET, &path, Some(&t), "2.47", None).await;
+    let (_, _, old) = c.call_mv(Method::GET, &path, Some(&t), "2.1", None).await;
+    let (_, _, new) = c.call_mv(Method::GET, &path, Some(&t), "2.47", None).await;
     let (old, new) = (
         old["server"].as_object().unwrap(),
         new["server"].as_object().unwrap(),
@@ -224,15 +200,15 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["virtual-size"], 1u64 << 30);
     // The root disk stands on the image's data, cached under its SHA-512.
-    let (_, _, demo) = nova(
-        c,
-        Method::GET,
-        &format!("/image/v2/images/{DEMO_IMAGE_ID}"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, demo) = c
+        .call_mv(
+            Method::GET,
+            &format!("/image/v2/images/{DEMO_IMAGE_ID}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     let sha512 = demo["os_hash_value"].as_str().unwrap();
     assert!(info["backing-filename"]
         .as_str()
@@ -246,42 +222,45 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
 
     // Listing with filters.
     create_server(c, &t, "other").await;
-    let (_, _, l) = nova(
-        c,
-        Method::GET,
-        "/compute/v2.1/servers?name=s1",
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, l) = c
+        .call_mv(
+            Method::GET,
+            "/compute/v2.1/servers?name=s1",
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(l["servers"].as_array().unwrap().len(), 1);
     assert_eq!(l["servers"][0]["id"], id.as_str());
-    let (_, _, l) = nova(
-        c,
-        Method::GET,
-        "/compute/v2.1/servers/detail?status=ACTIVE&name=s1",
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, l) = c
+        .call_mv(
+            Method::GET,
+            "/compute/v2.1/servers/detail?status=ACTIVE&name=s1",
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(l["servers"][0]["status"], "ACTIVE");
-    let (s, _, b) = nova(
-        c,
-        Method::GET,
-        "/compute/v2.1/servers?status=NAPPING",
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::GET,
+            "/compute/v2.1/servers?status=NAPPING",
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
 
     // The state machine: each action from where it may start; 409 elsewhere.
     let act = |body: Value| {
         let (t, path) = (t.clone(), format!("{path}/action"));
-        async move { nova(c, Method::POST, &path, Some(&t), "", Some(body)).await }
+        async move {
+            c.call_mv(Method::POST, &path, Some(&t), "", Some(body))
+                .await
+        }
     };
     let steps: Vec<(Value, StatusCode, &str)> = vec![
         (json!({"resume": null}), StatusCode::CONFLICT, "ACTIVE"),
@@ -321,7 +300,7 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
                 "{msg}"
             );
         }
-        let (_, _, now) = nova(c, Method::GET, &path, Some(&t), "", None).await;
+        let (_, _, now) = c.call_mv(Method::GET, &path, Some(&t), "", None).await;
         assert_eq!(now["server"]["status"], status, "after {body}");
     }
     let (_, _, b) = act(json!({"os-stop": null})).await;
@@ -332,10 +311,10 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
         format!("Cannot 'stop' instance {id} while it is in vm_state stopped")
     );
 
-    let (s, _, _) = nova(c, Method::DELETE, &path, Some(&t), "", None).await;
+    let (s, _, _) = c.call_mv(Method::DELETE, &path, Some(&t), "", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert!(!std::path::Path::new(&disk).exists());
-    let (s, _, b) = nova(c, Method::GET, &path, Some(&t), "", None).await;
+    let (s, _, b) = c.call_mv(Method::GET, &path, Some(&t), "", None).await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
 }
 on_both_stores!(server_lifecycle_and_state_machine);
@@ -374,18 +353,20 @@ async fn bad_input_and_visibility(c: &TestCloud) {
         ("2.47", json!({"servers": {}})),
     ];
     for (mv, body) in cases {
-        let (s, _, b) = nova(
-            c,
-            Method::POST,
-            "/compute/v2.1/servers",
-            Some(&t),
-            mv,
-            Some(body.clone()),
-        )
-        .await;
+        let (s, _, b) = c
+            .call_mv(
+                Method::POST,
+                "/compute/v2.1/servers",
+                Some(&t),
+                mv,
+                Some(body.clone()),
+            )
+            .await;
         assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     }
-    let (_, _, l) = nova(c, Method::GET, "/compute/v2.1/servers", Some(&t), "", None).await;
+    let (_, _, l) = c
+        .call_mv(Method::GET, "/compute/v2.1/servers", Some(&t), "", None)
+        .await;
     assert_eq!(l["servers"], json!([]), "bad input created nothing");
 
     let mine = create_server(c, &admin, "admins").await;
@@ -394,28 +375,28 @@ async fn bad_input_and_visibility(c: &TestCloud) {
         format!("/compute/v2.1/servers/{id}"),
         "/compute/v2.1/servers/not-a-uuid".to_string(),
     ] {
-        let (s, _, b) = nova(c, Method::GET, &path, Some(&t), "", None).await;
+        let (s, _, b) = c.call_mv(Method::GET, &path, Some(&t), "", None).await;
         assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
-        let (s, _, b) = nova(
-            c,
-            Method::POST,
-            &format!("{path}/action"),
-            Some(&t),
-            "",
-            Some(json!({"os-stop": null})),
-        )
-        .await;
+        let (s, _, b) = c
+            .call_mv(
+                Method::POST,
+                &format!("{path}/action"),
+                Some(&t),
+                "",
+                Some(json!({"os-stop": null})),
+            )
+            .await;
         assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
     }
-    let (s, _, b) = nova(
-        c,
-        Method::GET,
-        "/compute/v2.1/someoneelse/servers",
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::GET,
+            "/compute/v2.1/someoneelse/servers",
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     let act = format!("/compute/v2.1/servers/{id}/action");
     for body in [
@@ -424,7 +405,9 @@ async fn bad_input_and_visibility(c: &TestCloud) {
         json!({"os-stop": null, "os-start": null}),
         json!([]),
     ] {
-        let (s, _, b) = nova(c, Method::POST, &act, Some(&admin), "", Some(body.clone())).await;
+        let (s, _, b) = c
+            .call_mv(Method::POST, &act, Some(&admin), "", Some(body.clone()))
+            .await;
         assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     }
 }
@@ -448,25 +431,25 @@ async fn server_actions_need_their_action(c: &TestCloud) {
         .to_string();
     wait_status(c, &owner, &id, "ACTIVE").await;
     let t = c.token_for("viewer", "pw", Some("demo")).await;
-    let (s, _, _) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/servers/{id}"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, _) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        &format!("/compute/v2.1/servers/{id}/action"),
-        Some(&t),
-        "",
-        Some(json!({"os-stop": null})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{id}/action"),
+            Some(&t),
+            "",
+            Some(json!({"os-stop": null})),
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
     assert!(
         b["forbidden"]["message"]
@@ -475,15 +458,15 @@ async fn server_actions_need_their_action(c: &TestCloud) {
             .contains("ecs:servers:stop"),
         "{b}"
     );
-    let (_, _, now) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/servers/{id}"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, now) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(now["server"]["status"], "ACTIVE");
 }
 on_both_stores!(server_actions_need_their_action);
@@ -492,7 +475,10 @@ async fn boot_from_volumes(c: &TestCloud) {
     let t = project_token(c, "demo").await;
     let post = |path: &'static str, body: Value| {
         let t = t.clone();
-        async move { nova(c, Method::POST, path, Some(&t), "2.47", Some(body)).await }
+        async move {
+            c.call_mv(Method::POST, path, Some(&t), "2.47", Some(body))
+                .await
+        }
     };
     let (s, _, b) = post(
         "/volume/v3/volumes",
@@ -532,28 +518,28 @@ async fn boot_from_volumes(c: &TestCloud) {
         shown["os-extended-volumes:volumes_attached"],
         json!([{"id": boot1, "delete_on_termination": false}])
     );
-    let (_, _, old) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/servers/{s2}"),
-        Some(&t),
-        "2.1",
-        None,
-    )
-    .await;
+    let (_, _, old) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{s2}"),
+            Some(&t),
+            "2.1",
+            None,
+        )
+        .await;
     assert_eq!(
         old["server"]["os-extended-volumes:volumes_attached"],
         json!([{"id": boot1}])
     );
-    let (_, _, v) = nova(
-        c,
-        Method::GET,
-        &format!("/volume/v3/volumes/{boot1}"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, v) = c
+        .call_mv(
+            Method::GET,
+            &format!("/volume/v3/volumes/{boot1}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(v["volume"]["status"], "in-use");
     assert_eq!(v["volume"]["attachments"][0]["server_id"], s2.as_str());
     // The same volume cannot boot a second server.
@@ -561,15 +547,15 @@ async fn boot_from_volumes(c: &TestCloud) {
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
 
     // An attached volume cannot be deleted; a snapshot of it needs force.
-    let (s, _, b) = nova(
-        c,
-        Method::DELETE,
-        &format!("/volume/v3/volumes/{boot1}"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::DELETE,
+            &format!("/volume/v3/volumes/{boot1}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     let (s, _, b) = post(
         "/volume/v3/snapshots",
@@ -609,29 +595,25 @@ async fn boot_from_volumes(c: &TestCloud) {
             true
         );
     }
-    let (_, _, l) = nova(c, Method::GET, "/volume/v3/volumes", Some(&t), "", None).await;
+    let (_, _, l) = c
+        .call_mv(Method::GET, "/volume/v3/volumes", Some(&t), "", None)
+        .await;
     assert_eq!(l["volumes"].as_array().unwrap().len(), 4);
     for id in [&s2, &s3, &s4] {
-        let (s, _, _) = nova(
-            c,
-            Method::DELETE,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+        let (s, _, _) = c
+            .call_mv(
+                Method::DELETE,
+                &format!("/compute/v2.1/servers/{id}"),
+                Some(&t),
+                "",
+                None,
+            )
+            .await;
         assert_eq!(s, StatusCode::NO_CONTENT);
     }
-    let (_, _, l) = nova(
-        c,
-        Method::GET,
-        "/volume/v3/volumes/detail",
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, l) = c
+        .call_mv(Method::GET, "/volume/v3/volumes/detail", Some(&t), "", None)
+        .await;
     let left: Vec<(&str, &str)> = l["volumes"]
         .as_array()
         .unwrap()
@@ -648,15 +630,15 @@ on_both_stores!(boot_from_volumes);
 
 async fn the_image_proxy(c: &TestCloud) {
     let t = project_token(c, "demo").await;
-    let (s, _, b) = nova(
-        c,
-        Method::GET,
-        "/compute/v2.1/images/detail",
-        Some(&t),
-        "2.35",
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::GET,
+            "/compute/v2.1/images/detail",
+            Some(&t),
+            "2.35",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let demo = b["images"]
         .as_array()
@@ -675,15 +657,15 @@ async fn the_image_proxy(c: &TestCloud) {
     let (_, _, q) = c.call(Method::POST, "/image/v2/images", Some(&t),
         Some(json!({"name": "q", "min_disk": 5, "image_type": "snapshot", "instance_uuid": "abc"}))).await;
     let qid = q["id"].as_str().unwrap().to_string();
-    let (_, _, b) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/images/{qid}"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, b) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/images/{qid}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(
         (
             b["image"]["status"].as_str(),
@@ -705,15 +687,15 @@ async fn the_image_proxy(c: &TestCloud) {
         ("type=snapshot", vec!["q"]),
         ("changes-since=2000-01-01T00:00:00Z&minDisk=1", vec!["q"]),
     ] {
-        let (s, _, b) = nova(
-            c,
-            Method::GET,
-            &format!("/compute/v2.1/images?{q}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+        let (s, _, b) = c
+            .call_mv(
+                Method::GET,
+                &format!("/compute/v2.1/images?{q}"),
+                Some(&t),
+                "",
+                None,
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{q}: {b}");
         let names: Vec<&str> = b["images"]
             .as_array()
@@ -725,70 +707,76 @@ async fn the_image_proxy(c: &TestCloud) {
     }
     // Metadata, up to 2.38.
     let meta = format!("/compute/v2.1/images/{qid}/metadata");
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        &meta,
-        Some(&t),
-        "2.38",
-        Some(json!({"metadata": {"k": "v"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            &meta,
+            Some(&t),
+            "2.38",
+            Some(json!({"metadata": {"k": "v"}})),
+        )
+        .await;
     assert_eq!(
         (s, b["metadata"]["k"].as_str()),
         (StatusCode::OK, Some("v"))
     );
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &format!("{meta}/k"),
-        Some(&t),
-        "",
-        Some(json!({"meta": {"k": "w"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &format!("{meta}/k"),
+            Some(&t),
+            "",
+            Some(json!({"meta": {"k": "w"}})),
+        )
+        .await;
     assert_eq!((s, b["meta"]["k"].as_str()), (StatusCode::OK, Some("w")));
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &format!("{meta}/k"),
-        Some(&t),
-        "",
-        Some(json!({"meta": {"j": "w"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &format!("{meta}/k"),
+            Some(&t),
+            "",
+            Some(json!({"meta": {"j": "w"}})),
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (_, _, b) = nova(c, Method::GET, &format!("{meta}/k"), Some(&t), "", None).await;
+    let (_, _, b) = c
+        .call_mv(Method::GET, &format!("{meta}/k"), Some(&t), "", None)
+        .await;
     assert_eq!(b["meta"]["k"], "w");
-    let (s, _, _) = nova(c, Method::DELETE, &format!("{meta}/k"), Some(&t), "", None).await;
+    let (s, _, _) = c
+        .call_mv(Method::DELETE, &format!("{meta}/k"), Some(&t), "", None)
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, b) = nova(c, Method::GET, &format!("{meta}/k"), Some(&t), "", None).await;
+    let (s, _, b) = c
+        .call_mv(Method::GET, &format!("{meta}/k"), Some(&t), "", None)
+        .await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
     // PUT replaces every item.
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        &meta,
-        Some(&t),
-        "",
-        Some(json!({"metadata": {"a": "1", "b": "2"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            &meta,
+            Some(&t),
+            "",
+            Some(json!({"metadata": {"a": "1", "b": "2"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &meta,
-        Some(&t),
-        "2.38",
-        Some(json!({"metadata": {"b": "3", "c": "4"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &meta,
+            Some(&t),
+            "2.38",
+            Some(json!({"metadata": {"b": "3", "c": "4"}})),
+        )
+        .await;
     assert_eq!(
         (s, &b),
         (StatusCode::OK, &json!({"metadata": {"b": "3", "c": "4"}}))
     );
-    let (_, _, b) = nova(c, Method::GET, &meta, Some(&t), "", None).await;
+    let (_, _, b) = c.call_mv(Method::GET, &meta, Some(&t), "", None).await;
     let props = b["metadata"].as_object().unwrap();
     assert!(
         props.get("a").is_none() && props["b"] == "3" && props["c"] == "4",
@@ -796,68 +784,56 @@ async fn the_image_proxy(c: &TestCloud) {
     );
     let too_many: serde_json::Map<String, Value> =
         (0..129).map(|n| (format!("k{n}"), json!("v"))).collect();
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &meta,
-        Some(&t),
-        "",
-        Some(json!({"metadata": too_many})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &meta,
+            Some(&t),
+            "",
+            Some(json!({"metadata": too_many})),
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &meta,
-        Some(&t),
-        "",
-        Some(json!({"meta": {}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(Method::PUT, &meta, Some(&t), "", Some(json!({"meta": {}})))
+        .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (s, _, b) = nova(c, Method::GET, &meta, Some(&t), "2.39", None).await;
+    let (s, _, b) = c.call_mv(Method::GET, &meta, Some(&t), "2.39", None).await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &meta,
-        Some(&t),
-        "2.39",
-        Some(json!({"metadata": {}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &meta,
+            Some(&t),
+            "2.39",
+            Some(json!({"metadata": {}})),
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
-    let (s, _, b) = nova(
-        c,
-        Method::GET,
-        "/compute/v2.1/images",
-        Some(&t),
-        "2.36",
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(Method::GET, "/compute/v2.1/images", Some(&t), "2.36", None)
+        .await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
     // Delete through the proxy; another project's image stays invisible.
-    let (s, _, _) = nova(
-        c,
-        Method::DELETE,
-        &format!("/compute/v2.1/images/{qid}"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, _) = c
+        .call_mv(
+            Method::DELETE,
+            &format!("/compute/v2.1/images/{qid}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, b) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/images/{qid}"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/images/{qid}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
 }
 on_both_stores!(the_image_proxy);
@@ -885,7 +861,7 @@ async fn a_failed_build_records_a_fault(c: &TestCloud) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     std::fs::remove_file(c.config.data_dir.join("images").join(&iid)).unwrap();
-    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+    let (s, _, b) = c.call_mv( Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
         Some(json!({"server": {"name": "doomed", "imageRef": iid, "flavorRef": "1", "networks": "none"}}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let id = b["server"]["id"].as_str().unwrap().to_string();
@@ -899,15 +875,15 @@ async fn a_failed_build_records_a_fault(c: &TestCloud) {
         "{failed}"
     );
     assert!(failed["fault"]["created"].is_string());
-    let (s, _, _) = nova(
-        c,
-        Method::DELETE,
-        &format!("/compute/v2.1/servers/{id}"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, _) = c
+        .call_mv(
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 }
 on_both_stores!(a_failed_build_records_a_fault);
@@ -920,8 +896,7 @@ async fn act(
     mv: &str,
     body: Value,
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    nova(
-        c,
+    c.call_mv(
         Method::POST,
         &format!("/compute/v2.1/servers/{id}/action"),
         Some(t),
@@ -932,15 +907,15 @@ async fn act(
 }
 
 async fn show_server(c: &TestCloud, t: &str, id: &str, mv: &str) -> Value {
-    let (s, _, b) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/servers/{id}"),
-        Some(t),
-        mv,
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(t),
+            mv,
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["server"].clone()
 }
@@ -974,8 +949,7 @@ async fn attributes_are_kept_as_given(c: &TestCloud) {
     let post = |body: Value| {
         let t = t.clone();
         async move {
-            nova(
-                c,
+            c.call_mv(
                 Method::POST,
                 "/compute/v2.1/servers",
                 Some(&t),
@@ -1005,15 +979,15 @@ async fn attributes_are_kept_as_given(c: &TestCloud) {
     );
     // No network service: no ports, so no security groups are shown (upstream leaves the key out).
     assert!(shown.get("security_groups").is_none(), "{shown}");
-    let (_, _, l) = nova(
-        c,
-        Method::GET,
-        "/compute/v2.1/servers/detail",
-        Some(&t),
-        "2.47",
-        None,
-    )
-    .await;
+    let (_, _, l) = c
+        .call_mv(
+            Method::GET,
+            "/compute/v2.1/servers/detail",
+            Some(&t),
+            "2.47",
+            None,
+        )
+        .await;
     assert!(l["servers"][0].get("security_groups").is_none());
     let (s, _, b) = post(server(json!({}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -1120,15 +1094,15 @@ async fn a_locked_server_refuses_other_callers(c: &TestCloud) {
             format!("Instance {id} is locked")
         );
     }
-    let (s, _, b) = nova(
-        c,
-        Method::DELETE,
-        &format!("/compute/v2.1/servers/{id}"),
-        Some(&member),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&member),
+            "",
+            None,
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::CONFLICT, "conflictingRequest");
     assert_eq!(
         show_server(c, &member, &id, "2.47").await["status"],
@@ -1164,15 +1138,15 @@ async fn a_locked_server_refuses_other_callers(c: &TestCloud) {
     assert_eq!(show_server(c, &member, &id, "2.9").await["locked"], false);
     let (s, _, b) = act(c, &member, &id, "2.47", json!({"os-start": null})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let (s, _, _) = nova(
-        c,
-        Method::DELETE,
-        &format!("/image/v2/images/{image}"),
-        Some(&member),
-        "",
-        None,
-    )
-    .await;
+    let (s, _, _) = c
+        .call_mv(
+            Method::DELETE,
+            &format!("/image/v2/images/{image}"),
+            Some(&member),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     // A user without the lock action cannot lock.
     let viewer = member_token(c, "lockless", &["system_all_ecs_readonly"]).await;
@@ -1328,18 +1302,18 @@ async fn rebuild_gives_a_new_root_disk(c: &TestCloud) {
     assert_eq!(show_server(c, &t, &id, "2.47").await["status"], "ACTIVE");
 
     // Volume-backed: only the image it was made from.
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        "/volume/v3/volumes",
-        Some(&t),
-        "",
-        Some(json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            "/volume/v3/volumes",
+            Some(&t),
+            "",
+            Some(json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let vol = b["volume"]["id"].as_str().unwrap().to_string();
-    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+    let (s, _, b) = c.call_mv( Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
         Some(json!({"server": {"name": "vb", "flavorRef": "1", "networks": "none",
             "block_device_mapping_v2": [{"uuid": vol, "source_type": "volume", "destination_type": "volume", "boot_index": 0}]}}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -1387,15 +1361,15 @@ async fn upload_image(c: &TestCloud, t: &str, name: &str) -> String {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        "/image/v2/images",
-        Some(t),
-        "",
-        Some(json!({"name": name, "disk_format": "qcow2", "container_format": "bare"})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            "/image/v2/images",
+            Some(t),
+            "",
+            Some(json!({"name": name, "disk_format": "qcow2", "container_format": "bare"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let id = b["id"].as_str().unwrap().to_string();
     let r = c
@@ -1484,15 +1458,15 @@ async fn backups_rotate(c: &TestCloud) {
     let backups = |kind: &'static str| {
         let t = t.clone();
         async move {
-            let (_, _, l) = nova(
-                c,
-                Method::GET,
-                &format!("/image/v2/images?backup_type={kind}&sort=created_at:asc"),
-                Some(&t),
-                "",
-                None,
-            )
-            .await;
+            let (_, _, l) = c
+                .call_mv(
+                    Method::GET,
+                    &format!("/image/v2/images?backup_type={kind}&sort=created_at:asc"),
+                    Some(&t),
+                    "",
+                    None,
+                )
+                .await;
             l["images"]
                 .as_array()
                 .unwrap()
@@ -1513,15 +1487,15 @@ async fn backups_rotate(c: &TestCloud) {
         made[1..].to_vec(),
         "the newest two are kept"
     );
-    let (_, _, i) = nova(
-        c,
-        Method::GET,
-        &format!("/image/v2/images/{}", made[2]),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, i) = c
+        .call_mv(
+            Method::GET,
+            &format!("/image/v2/images/{}", made[2]),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(
         (
             i["image_type"].as_str(),
@@ -1568,7 +1542,7 @@ async fn backups_rotate(c: &TestCloud) {
         assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     }
     // Volume-backed servers have no backups (upstream's 400).
-    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+    let (s, _, b) = c.call_mv( Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
         Some(json!({"server": {"name": "vb", "flavorRef": "1", "networks": "none",
             "block_device_mapping_v2": [{"uuid": DEMO_IMAGE_ID, "source_type": "image", "destination_type": "volume",
                                          "boot_index": 0, "volume_size": 1, "delete_on_termination": true}]}}))).await;
@@ -1600,7 +1574,7 @@ async fn compute_quotas(c: &TestCloud) {
     let calls = (0..15).map(|n| {
         let t = t.clone();
         async move {
-            nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+            c.call_mv( Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
                 Some(json!({"server": {"name": format!("q{n}"), "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}}))).await
         }
     });
@@ -1619,7 +1593,7 @@ async fn compute_quotas(c: &TestCloud) {
     }
     let demo = c.project_id(&c.admin_token().await, "demo").await;
     let path = format!("/compute/v2.1/os-quota-sets/{demo}");
-    let (s, _, b) = nova(c, Method::GET, &path, Some(&t), "2.35", None).await;
+    let (s, _, b) = c.call_mv(Method::GET, &path, Some(&t), "2.35", None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         (
@@ -1629,98 +1603,92 @@ async fn compute_quotas(c: &TestCloud) {
         ),
         (Some(10), Some(-1), Some(demo.as_str()))
     );
-    let (_, _, b) = nova(c, Method::GET, &path, Some(&t), "2.36", None).await;
+    let (_, _, b) = c.call_mv(Method::GET, &path, Some(&t), "2.36", None).await;
     assert!(b["quota_set"].get("fixed_ips").is_none(), "{b}");
-    let (_, _, b) = nova(
-        c,
-        Method::GET,
-        &format!("{path}/detail"),
-        Some(&t),
-        "2.47",
-        None,
-    )
-    .await;
+    let (_, _, b) = c
+        .call_mv(
+            Method::GET,
+            &format!("{path}/detail"),
+            Some(&t),
+            "2.47",
+            None,
+        )
+        .await;
     assert_eq!(
         b["quota_set"]["instances"],
         json!({"in_use": 10, "limit": 10, "reserved": 0})
     );
     assert_eq!(b["quota_set"]["cores"]["in_use"], 10);
-    let (_, _, b) = nova(
-        c,
-        Method::GET,
-        &format!("{path}/defaults"),
-        Some(&t),
-        "",
-        None,
-    )
-    .await;
+    let (_, _, b) = c
+        .call_mv(Method::GET, &format!("{path}/defaults"), Some(&t), "", None)
+        .await;
     assert_eq!(b["quota_set"]["cores"], 20);
     // Not below what is used, unless forced; unknown keys are refused.
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &path,
-        Some(&t),
-        "",
-        Some(json!({"quota_set": {"instances": 5}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &path,
+            Some(&t),
+            "",
+            Some(json!({"quota_set": {"instances": 5}})),
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &path,
-        Some(&t),
-        "2.47",
-        Some(json!({"quota_set": {"fixed_ips": 5}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &path,
+            Some(&t),
+            "2.47",
+            Some(json!({"quota_set": {"fixed_ips": 5}})),
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &path,
-        Some(&t),
-        "",
-        Some(json!({"quota_set": {"instances": 5, "force": "True"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &path,
+            Some(&t),
+            "",
+            Some(json!({"quota_set": {"instances": 5, "force": "True"}})),
+        )
+        .await;
     assert_eq!(
         (s, &b["quota_set"]["instances"]),
         (StatusCode::OK, &json!(5)),
         "{b}"
     );
     assert!(b["quota_set"].get("id").is_none());
-    let (s, _, _) = nova(
-        c,
-        Method::PUT,
-        &path,
-        Some(&t),
-        "",
-        Some(json!({"quota_set": {"instances": 12}})),
-    )
-    .await;
+    let (s, _, _) = c
+        .call_mv(
+            Method::PUT,
+            &path,
+            Some(&t),
+            "",
+            Some(json!({"quota_set": {"instances": 12}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
+    let (s, _, b) = c.call_mv( Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
         Some(json!({"server": {"name": "eleventh", "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     // A member may read the quotas but not set them.
     let member = member_token(c, "quota-reader", &["system_all_ecs_full"]).await;
-    let (s, _, _) = nova(c, Method::GET, &path, Some(&member), "", None).await;
+    let (s, _, _) = c.call_mv(Method::GET, &path, Some(&member), "", None).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &path,
-        Some(&member),
-        "",
-        Some(json!({"quota_set": {"instances": 99}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &path,
+            Some(&member),
+            "",
+            Some(json!({"quota_set": {"instances": 99}})),
+        )
+        .await;
     assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
-    let (s, _, _) = nova(c, Method::DELETE, &path, Some(&t), "", None).await;
+    let (s, _, _) = c.call_mv(Method::DELETE, &path, Some(&t), "", None).await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let (_, _, b) = nova(c, Method::GET, &path, Some(&t), "", None).await;
+    let (_, _, b) = c.call_mv(Method::GET, &path, Some(&t), "", None).await;
     assert_eq!(b["quota_set"]["instances"], 10);
 }
 on_both_stores!(compute_quotas);

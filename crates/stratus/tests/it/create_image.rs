@@ -1,39 +1,13 @@
 //! createImage of an image-backed server over real HTTP: validation, authorization of the seed
 //! row, conflicts, the task_state steps, and the image's data and properties.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::process::Command;
 use stratus_services::demo::DEMO_IMAGE_ID;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stratus");
-
-async fn nova(
-    c: &TestCloud,
-    method: Method,
-    path: &str,
-    t: &str,
-    mv: &str,
-    body: Option<Value>,
-) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut req = c
-        .http
-        .request(method, format!("{}{}", c.url, path))
-        .header("X-Auth-Token", t);
-    if !mv.is_empty() {
-        req = req.header("OpenStack-API-Version", format!("compute {mv}"));
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let (s, h) = (r.status(), r.headers().clone());
-    let text = r.text().await.unwrap();
-    (s, h, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// The project of a token.
 async fn t_project(c: &TestCloud, t: &str) -> String {
@@ -50,7 +24,7 @@ async fn t_project(c: &TestCloud, t: &str) -> String {
 }
 
 async fn server(c: &TestCloud, t: &str, name: &str) -> String {
-    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", t, "2.47",
+    let (s, _, b) = c.call_mv(Method::POST, "/compute/v2.1/servers", Some(t), "2.47",
         Some(json!({"server": {"name": name, "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let id = b["server"]["id"].as_str().unwrap().to_string();
@@ -63,7 +37,7 @@ async fn server(c: &TestCloud, t: &str, name: &str) -> String {
 
 async fn wait(c: &TestCloud, t: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..1000 {
-        let (_, _, v) = nova(c, Method::GET, path, t, "2.47", None).await;
+        let (_, _, v) = c.call_mv(Method::GET, path, Some(t), "2.47", None).await;
         if done(&v) {
             return v;
         }
@@ -99,21 +73,21 @@ async fn image_backed_snapshot_and_boot(c: &TestCloud) {
     assert!(w.status.success());
     let action = format!("/compute/v2.1/servers/{id}/action");
 
-    let (s, h, b) = nova(c, Method::POST, &action, &t, "2.45",
+    let (s, h, b) = c.call_mv(Method::POST, &action, Some(&t), "2.45",
         Some(json!({"createImage": {"name": "snap-1", "metadata": {"image_type": "mine", "k": "v"}}}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     assert!(h.get("location").is_none());
     let image_id = b["image_id"].as_str().unwrap().to_string();
     // A second one right after is refused with upstream's message.
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        &action,
-        &t,
-        "2.45",
-        Some(json!({"createImage": {"name": "snap-2"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            &action,
+            Some(&t),
+            "2.45",
+            Some(json!({"createImage": {"name": "snap-2"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let msg = b["conflictingRequest"]["message"].as_str().unwrap();
     assert!(
@@ -182,7 +156,7 @@ async fn image_backed_snapshot_and_boot(c: &TestCloud) {
     assert_eq!(img["size"], data.len());
 
     // A server boots from the snapshot.
-    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", &t, "2.47",
+    let (s, _, b) = c.call_mv(Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
         Some(json!({"server": {"name": "from-snap", "imageRef": image_id, "flavorRef": "1", "networks": "none"}}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let new = b["server"]["id"].as_str().unwrap().to_string();
@@ -201,15 +175,15 @@ async fn image_backed_snapshot_and_boot(c: &TestCloud) {
     );
 
     // Below 2.45: Location and no body.
-    let (s, h, b) = nova(
-        c,
-        Method::POST,
-        &action,
-        &t,
-        "2.44",
-        Some(json!({"createImage": {"name": "snap-3"}})),
-    )
-    .await;
+    let (s, h, b) = c
+        .call_mv(
+            Method::POST,
+            &action,
+            Some(&t),
+            "2.44",
+            Some(json!({"createImage": {"name": "snap-3"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert!(b.is_null());
     let loc = h["location"].to_str().unwrap().to_string();
@@ -268,63 +242,65 @@ async fn create_image_bad_input(c: &TestCloud) {
             StatusCode::FORBIDDEN,
         ),
     ] {
-        let (s, _, b) = nova(c, Method::POST, &action, &t, mv, Some(body.clone())).await;
+        let (s, _, b) = c
+            .call_mv(Method::POST, &action, Some(&t), mv, Some(body.clone()))
+            .await;
         assert_eq!(s, want, "{body}: {b}");
     }
     // Multibyte names are fine; an unknown server is 404 after validation.
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        "/compute/v2.1/servers/nope/action",
-        &t,
-        "",
-        Some(json!({"createImage": {"name": "镜像"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            "/compute/v2.1/servers/nope/action",
+            Some(&t),
+            "",
+            Some(json!({"createImage": {"name": "镜像"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
-    let (_, _, l) = nova(
-        c,
-        Method::GET,
-        "/image/v2/images?visibility=private",
-        &t,
-        "",
-        None,
-    )
-    .await;
+    let (_, _, l) = c
+        .call_mv(
+            Method::GET,
+            "/image/v2/images?visibility=private",
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(l["images"], json!([]), "bad input made no image");
-    let (_, _, v) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/servers/{id}"),
-        &t,
-        "",
-        None,
-    )
-    .await;
+    let (_, _, v) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
     // A reserved image attribute in the metadata is refused before anything starts: no saga, no
     // fault on the server (as upstream, whose image service refuses it first).
     for key in ["owner", "checksum", "status", "os_glance_import_task"] {
-        let (s, _, b) = nova(
-            c,
-            Method::POST,
-            &action,
-            &t,
-            "",
-            Some(json!({"createImage": {"name": "ok", "metadata": {key: "x"}}})),
-        )
-        .await;
+        let (s, _, b) = c
+            .call_mv(
+                Method::POST,
+                &action,
+                Some(&t),
+                "",
+                Some(json!({"createImage": {"name": "ok", "metadata": {key: "x"}}})),
+            )
+            .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{key}: {b}");
     }
-    let (_, _, v) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/servers/{id}"),
-        &t,
-        "",
-        None,
-    )
-    .await;
+    let (_, _, v) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
     assert!(v["server"].get("fault").is_none(), "{v}");
     let sagas = stratus_store::saga_list(c.store().pool(), &[], 10)
@@ -344,16 +320,7 @@ async fn the_seed_row_authorizes_create_image(c: &TestCloud) {
         c.token_for("admin", &pw, Some("demo")).await
     };
     let id = server(c, &owner, "guarded").await;
-    let all = [
-        "ecs:servers:createImage",
-        "evs:volumes:get",
-        "evs:snapshots:create",
-        "ims:images:create",
-        "ims:images:get",
-        "ims:images:list",
-        "ims:images:update",
-        "ims:images:delete",
-    ];
+    let all = stratus_iam::SEED_ROW;
     for (n, missing) in all.iter().enumerate() {
         let user = format!("u{n}");
         let uid = c.create_user(&admin, &user, "pw").await;
@@ -373,40 +340,40 @@ async fn the_seed_row_authorizes_create_image(c: &TestCloud) {
         )
         .await;
         let t = c.token_for(&user, "pw", Some("demo")).await;
-        let (s, _, b) = nova(
-            c,
-            Method::POST,
-            &format!("/compute/v2.1/servers/{id}/action"),
-            &t,
-            "",
-            Some(json!({"createImage": {"name": "nope"}})),
-        )
-        .await;
+        let (s, _, b) = c
+            .call_mv(
+                Method::POST,
+                &format!("/compute/v2.1/servers/{id}/action"),
+                Some(&t),
+                "",
+                Some(json!({"createImage": {"name": "nope"}})),
+            )
+            .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{missing}: {b}");
         assert_eq!(
             b["forbidden"]["message"],
             format!("Policy doesn't allow {missing} to be performed.")
         );
     }
-    let (_, _, l) = nova(
-        c,
-        Method::GET,
-        "/image/v2/images?visibility=private",
-        &owner,
-        "",
-        None,
-    )
-    .await;
+    let (_, _, l) = c
+        .call_mv(
+            Method::GET,
+            "/image/v2/images?visibility=private",
+            Some(&owner),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(l["images"], json!([]));
-    let (_, _, v) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/servers/{id}"),
-        &owner,
-        "",
-        None,
-    )
-    .await;
+    let (_, _, v) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&owner),
+            "",
+            None,
+        )
+        .await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
 
     // ECS FullAccess on the project: allowed.
@@ -419,15 +386,15 @@ async fn the_seed_row_authorizes_create_image(c: &TestCloud) {
     )
     .await;
     let t = c.token_for("full", "pw", Some("demo")).await;
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        &format!("/compute/v2.1/servers/{id}/action"),
-        &t,
-        "2.45",
-        Some(json!({"createImage": {"name": "allowed"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{id}/action"),
+            Some(&t),
+            "2.45",
+            Some(json!({"createImage": {"name": "allowed"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let image = b["image_id"].as_str().unwrap().to_string();
     wait(c, &owner, &format!("/image/v2/images/{image}"), |v| {
@@ -450,15 +417,15 @@ async fn where_grants_count_for_create_image(c: &TestCloud) {
         let id = id.clone();
         async move {
             let t = c.token_for(user, "pw", Some("demo")).await;
-            let (s, _, b) = nova(
-                c,
-                Method::POST,
-                &format!("/compute/v2.1/servers/{id}/action"),
-                &t,
-                "2.45",
-                Some(json!({"createImage": {"name": user}})),
-            )
-            .await;
+            let (s, _, b) = c
+                .call_mv(
+                    Method::POST,
+                    &format!("/compute/v2.1/servers/{id}/action"),
+                    Some(&t),
+                    "2.45",
+                    Some(json!({"createImage": {"name": user}})),
+                )
+                .await;
             (s, b)
         }
     };
@@ -493,15 +460,15 @@ async fn where_grants_count_for_create_image(c: &TestCloud) {
         b["forbidden"]["message"],
         "Policy doesn't allow evs:snapshots:create to be performed."
     );
-    let (_, _, v) = nova(
-        c,
-        Method::GET,
-        &format!("/compute/v2.1/servers/{id}"),
-        &owner,
-        "",
-        None,
-    )
-    .await;
+    let (_, _, v) = c
+        .call_mv(
+            Method::GET,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&owner),
+            "",
+            None,
+        )
+        .await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
     // On all projects (inherited from the domain): 202.
     let uid = c.create_user(&admin, "inh", "pw").await;
@@ -537,11 +504,10 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
     let calls = (0..20).map(|n| {
         let (t, id) = (t.clone(), id.clone());
         async move {
-            nova(
-                c,
+            c.call_mv(
                 Method::POST,
                 &format!("/compute/v2.1/servers/{id}/action"),
-                &t,
+                Some(&t),
                 "2.45",
                 Some(json!({"createImage": {"name": format!("c{n}")}})),
             )
@@ -563,15 +529,15 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
         v["server"]["OS-EXT-STS:task_state"].is_null()
     })
     .await;
-    let (_, _, l) = nova(
-        c,
-        Method::GET,
-        "/image/v2/images?visibility=private",
-        &t,
-        "",
-        None,
-    )
-    .await;
+    let (_, _, l) = c
+        .call_mv(
+            Method::GET,
+            "/image/v2/images?visibility=private",
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(l["images"].as_array().unwrap().len(), 1);
     assert_eq!(l["images"][0]["status"], "active");
     // The 19 refused calls left no saga behind; the accepted one is done.
@@ -587,15 +553,15 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
     // 20 servers at once: 20 active images (above the default quota of 10 servers, which the
     // administrator raises as upstream's would).
     let demo = t_project(c, &t).await;
-    let (s, _, b) = nova(
-        c,
-        Method::PUT,
-        &format!("/compute/v2.1/os-quota-sets/{demo}"),
-        &t,
-        "",
-        Some(json!({"quota_set": {"instances": 30, "cores": 60, "ram": 102400}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::PUT,
+            &format!("/compute/v2.1/os-quota-sets/{demo}"),
+            Some(&t),
+            "",
+            Some(json!({"quota_set": {"instances": 30, "cores": 60, "ram": 102400}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let mut ids = Vec::new();
     for n in 0..20 {
@@ -604,15 +570,15 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
     let calls = ids.iter().map(|id| {
         let t = t.clone();
         async move {
-            let (s, _, b) = nova(
-                c,
-                Method::POST,
-                &format!("/compute/v2.1/servers/{id}/action"),
-                &t,
-                "2.45",
-                Some(json!({"createImage": {"name": format!("of-{id}")}})),
-            )
-            .await;
+            let (s, _, b) = c
+                .call_mv(
+                    Method::POST,
+                    &format!("/compute/v2.1/servers/{id}/action"),
+                    Some(&t),
+                    "2.45",
+                    Some(json!({"createImage": {"name": format!("of-{id}")}})),
+                )
+                .await;
             assert_eq!(s, StatusCode::ACCEPTED, "{b}");
             b["image_id"].as_str().unwrap().to_string()
         }
@@ -638,28 +604,28 @@ on_both_stores!(concurrent_create_image_calls);
 async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
     let pw = c.admin_password.clone();
     let t = c.token_for("admin", &pw, Some("demo")).await;
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        "/volume/v3/volumes",
-        &t,
-        "",
-        Some(json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID, "name": "root"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            "/volume/v3/volumes",
+            Some(&t),
+            "",
+            Some(json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID, "name": "root"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let root = b["volume"]["id"].as_str().unwrap().to_string();
-    let (_, _, b) = nova(
-        c,
-        Method::POST,
-        "/volume/v3/volumes",
-        &t,
-        "",
-        Some(json!({"volume": {"size": 2, "name": "data"}})),
-    )
-    .await;
+    let (_, _, b) = c
+        .call_mv(
+            Method::POST,
+            "/volume/v3/volumes",
+            Some(&t),
+            "",
+            Some(json!({"volume": {"size": 2, "name": "data"}})),
+        )
+        .await;
     let data = b["volume"]["id"].as_str().unwrap().to_string();
-    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", &t, "2.47", Some(json!({"server": {
+    let (s, _, b) = c.call_mv(Method::POST, "/compute/v2.1/servers", Some(&t), "2.47", Some(json!({"server": {
         "name": "bfv", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": [
             {"uuid": root, "source_type": "volume", "destination_type": "volume", "boot_index": 0},
             {"uuid": data, "source_type": "volume", "destination_type": "volume", "boot_index": 1}]}}))).await;
@@ -676,15 +642,15 @@ async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
         .unwrap();
     assert!(w.status.success());
 
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        &format!("/compute/v2.1/servers/{id}/action"),
-        &t,
-        "2.45",
-        Some(json!({"createImage": {"name": "bfv-image"}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{id}/action"),
+            Some(&t),
+            "2.45",
+            Some(json!({"createImage": {"name": "bfv-image"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let image_id = b["image_id"].as_str().unwrap().to_string();
     let img = wait(c, &t, &format!("/image/v2/images/{image_id}"), |v| {
@@ -705,7 +671,15 @@ async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
     assert_eq!(bdm.as_array().unwrap().len(), 2);
     assert_eq!(bdm[0]["boot_index"], 0);
     assert_eq!(bdm[1]["volume_size"], 2);
-    let (_, _, snaps) = nova(c, Method::GET, "/volume/v3/snapshots/detail", &t, "", None).await;
+    let (_, _, snaps) = c
+        .call_mv(
+            Method::GET,
+            "/volume/v3/snapshots/detail",
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     let names: Vec<&str> = snaps["snapshots"]
         .as_array()
         .unwrap()
@@ -720,7 +694,7 @@ async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
     .await;
 
     // Booting from the image makes volumes from the snapshots, with the data of the snapshot.
-    let (s, _, b) = nova(c, Method::POST, "/compute/v2.1/servers", &t, "2.47",
+    let (s, _, b) = c.call_mv(Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
         Some(json!({"server": {"name": "again", "imageRef": image_id, "flavorRef": "1", "networks": "none"}}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let new = b["server"]["id"].as_str().unwrap().to_string();
@@ -778,15 +752,15 @@ async fn busy_server(c: &TestCloud, t: &str, name: &str) -> (String, String) {
         .output()
         .unwrap();
     assert!(w.status.success(), "{w:?}");
-    let (s, _, b) = nova(
-        c,
-        Method::POST,
-        &format!("/compute/v2.1/servers/{id}/action"),
-        t,
-        "2.45",
-        Some(json!({"createImage": {"name": format!("{name}-image")}})),
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{id}/action"),
+            Some(t),
+            "2.45",
+            Some(json!({"createImage": {"name": format!("{name}-image")}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     wait(c, t, &format!("/compute/v2.1/servers/{id}"), |v| {
         v["server"]["OS-EXT-STS:task_state"] == "image_snapshot"
@@ -802,15 +776,15 @@ async fn deletions_midway(c: &TestCloud) {
     let t = c.token_for("admin", &pw, Some("demo")).await;
     let storage = c.config.storage();
     let (id, image) = busy_server(c, &t, "quiet").await;
-    let (s, _, b) = nova(
-        c,
-        Method::DELETE,
-        &format!("/image/v2/images/{image}"),
-        &t,
-        "",
-        None,
-    )
-    .await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::DELETE,
+            &format!("/image/v2/images/{image}"),
+            Some(&t),
+            "",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     wait(c, &t, &format!("/compute/v2.1/servers/{id}"), |v| {
         v["server"]["OS-EXT-STS:task_state"].is_null()
@@ -824,39 +798,39 @@ async fn deletions_midway(c: &TestCloud) {
     assert_eq!(rec.vm_state, "active");
     let last = settled_saga(c).await;
     assert_eq!((last.state.as_str(), last.quiet), ("undone", true));
-    let (s, _, _) = nova(
-        c,
-        Method::GET,
-        &format!("/image/v2/images/{image}"),
-        &t,
-        "",
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-
-    let (id, image) = busy_server(c, &t, "doomed").await;
-    let (s, _, b) = nova(
-        c,
-        Method::DELETE,
-        &format!("/compute/v2.1/servers/{id}"),
-        &t,
-        "2.47",
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    let mut gone = false;
-    for _ in 0..1000 {
-        let (s, _, _) = nova(
-            c,
+    let (s, _, _) = c
+        .call_mv(
             Method::GET,
             &format!("/image/v2/images/{image}"),
-            &t,
+            Some(&t),
             "",
             None,
         )
         .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (id, image) = busy_server(c, &t, "doomed").await;
+    let (s, _, b) = c
+        .call_mv(
+            Method::DELETE,
+            &format!("/compute/v2.1/servers/{id}"),
+            Some(&t),
+            "2.47",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let mut gone = false;
+    for _ in 0..1000 {
+        let (s, _, _) = c
+            .call_mv(
+                Method::GET,
+                &format!("/image/v2/images/{image}"),
+                Some(&t),
+                "",
+                None,
+            )
+            .await;
         if s == StatusCode::NOT_FOUND {
             gone = true;
             break;

@@ -13,11 +13,9 @@
 //!
 //! The `required` column is the route's action and its dependencies, as decided.
 //!
-//! `STRATUS_BLESS=1 cargo test --test authz_golden` rewrites the file after a deliberate change.
+//! `STRATUS_BLESS=1 cargo test -p stratus --test it authz_golden` rewrites the file after a deliberate change.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashMap;

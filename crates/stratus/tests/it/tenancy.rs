@@ -2,9 +2,7 @@
 //! after a delete, images, volumes and snapshots of other projects named in request bodies, and
 //! the image cache those paths share.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -230,18 +228,7 @@ fn foreign_uses(
 
 /// What a project holds, as its own lists show it.
 async fn holdings(c: &TestCloud, t: &str) -> Vec<usize> {
-    let mut n = Vec::new();
-    for (path, key) in [
-        ("/compute/v2.1/servers", "servers"),
-        ("/volume/v3/volumes", "volumes"),
-        ("/volume/v3/snapshots", "snapshots"),
-        ("/image/v2/images", "images"),
-    ] {
-        let (s, _, b) = c.call(Method::GET, path, Some(t), None).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        n.push(b[key].as_array().map_or(0, Vec::len));
-    }
-    n
+    c.list_lengths(t, &HOLDINGS).await
 }
 
 /// Every route that takes a resource in its body, asked to use another project's private image,

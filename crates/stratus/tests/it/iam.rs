@@ -1,23 +1,12 @@
 //! IAM over real HTTP: the seed row through the simulation API, custom policies and their
 //! validation, grants on every kind of scope, and enforcement of identity routes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const CREATE_IMAGE_PATH: &str = "/compute/v2.1/{project_id}/servers/{server_id}/action";
-const SEED: [&str; 8] = [
-    "ecs:servers:createImage",
-    "evs:volumes:get",
-    "evs:snapshots:create",
-    "ims:images:create",
-    "ims:images:get",
-    "ims:images:list",
-    "ims:images:update",
-    "ims:images:delete",
-];
+const SEED: [&str; 8] = stratus_iam::SEED_ROW;
 
 async fn simulate(c: &TestCloud, token: &str, body: Value) -> (StatusCode, Value) {
     let (s, _, b) = c

@@ -1,8 +1,6 @@
 //! The Image API over real HTTP: data, digests, visibility, format safety and bad input.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::process::Command;

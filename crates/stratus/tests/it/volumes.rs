@@ -1,9 +1,7 @@
 //! The Block Storage API over real HTTP: volumes (blank, from an image, from a snapshot),
 //! snapshots as qcow2 layers, limits, and bad input.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::process::Command;
@@ -261,7 +259,8 @@ on_both_stores!(bad_volume_input);
 /// Every volume and snapshot response has exactly the keys of upstream's published samples at
 /// 3.0, for a project member and for an administrator.
 async fn responses_in_upstreams_shape(c: &TestCloud) {
-    let golden: Value = serde_json::from_str(include_str!("golden/cinder-3.0-keys.json")).unwrap();
+    let golden: Value =
+        serde_json::from_str(include_str!("../golden/cinder-3.0-keys.json")).unwrap();
     let keys_of = |name: &str| -> Vec<String> {
         golden[name]
             .as_array()

@@ -1,0 +1,19 @@
+//! The integration tests of the `stratus` binary, in one test binary: real HTTP on a random port
+//! against real SQLite and PostgreSQL stores (`on_both_stores!`), the binary's own processes, the
+//! crash harness and the authorization golden table. Shared helpers are in `common`.
+
+#[macro_use]
+mod common;
+
+mod authz_golden;
+mod catalogue;
+mod compute;
+mod crash;
+mod create_image;
+mod iam;
+mod identity;
+mod images;
+mod limits;
+mod serve;
+mod tenancy;
+mod volumes;

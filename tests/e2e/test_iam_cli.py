@@ -16,6 +16,11 @@ def test_grants_with_the_cli(cloud):
                     OS_PROJECT_NAME="p1", OS_USER_DOMAIN_NAME="Default",
                     OS_PROJECT_DOMAIN_NAME="Default", OS_IDENTITY_API_VERSION="3")
     del env["OS_CLOUD"]
+    # Without a grant on p1 there is no token for it (Keystone's 401).
+    r = cloud.openstack("group", "list", check=False, env=env)
+    assert r.returncode != 0 and "HTTP 401" in r.stderr, r.stderr
+    # A grant on p1 gives a token; ECS FullAccess does not reach IAM's actions.
+    cloud.openstack("role", "add", "--group", "g1", "--project", "p1", "system_all_ecs_full")
     r = cloud.openstack("group", "list", check=False, env=env)
     assert r.returncode != 0 and "iam:groups:listGroups" in r.stderr, r.stderr
 

@@ -51,7 +51,11 @@ def test_visibility_and_list_permission(cloud):
                     OS_PROJECT_DOMAIN_NAME="Default", OS_IDENTITY_API_VERSION="3")
     del env["OS_CLOUD"]
 
-    # No policy on the project: listing is refused, naming the action.
+    # No grant on the project: no token for it (Keystone's 401).
+    r = cloud.openstack("image", "list", check=False, env=env)
+    assert r.returncode != 0 and "HTTP 401" in r.stderr, r.stderr
+    # A policy on the project without the action: listing is refused, naming the action.
+    cloud.openstack("role", "add", "--group", "readers", "--project", "demo", "system_all_evs_readonly")
     r = cloud.openstack("image", "list", check=False, env=env)
     assert r.returncode != 0 and "ims:images:list" in r.stderr, r.stderr
 

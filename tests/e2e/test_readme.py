@@ -60,7 +60,8 @@ def fresh_clone():
 
 
 def test_readme_first_steps_as_written(fresh_clone):
-    env = dict(os.environ, CARGO_TARGET_DIR=str(ROOT / "target"), STRATUS_LOG="warn")
+    env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")),
+               STRATUS_LOG="warn")
     env["PATH"] = f"{pathlib.Path(sys.executable).parent}:{env['PATH']}"
     for k in list(env):
         if k.startswith(("OS_", "STRATUS_")) and k != "STRATUS_LOG":

@@ -3,14 +3,14 @@
 //! has access rules, only for the API calls they name.
 
 use crate::authz::Authorized;
+pub use crate::caller::{path_matches, AccessRule, AppCred};
 use crate::identity::{Identity, TokenInfo};
 use crate::{password, Result, ServiceError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use stratus_store::{self as store, now_micros, AppCredRec, RoleRec};
+use stratus_store::{self as store, now_micros, AppCredRec};
 
 /// Most application credentials a user may hold.
 pub const MAX_PER_USER: usize = 100;
@@ -19,16 +19,6 @@ pub const MAX_ACCESS_RULES: usize = 100;
 /// Longest access-rule path (upstream's schema).
 pub const MAX_RULE_PATH: usize = 225;
 pub const RULE_METHODS: &[&str] = &["DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"];
-
-/// One API call an application credential may make: the service's type in the catalogue, the
-/// HTTP method, and a path where `*` stands for one segment and `**` for any number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessRule {
-    pub id: String,
-    pub service: String,
-    pub method: String,
-    pub path: String,
-}
 
 /// An access rule as a request gives it: a new rule, or the id of one the user has already.
 #[derive(Debug, Clone)]
@@ -58,62 +48,6 @@ pub struct AppCredCreate {
     pub roles: Vec<RoleSel>,
     pub unrestricted: bool,
     pub access_rules: Vec<RuleRef>,
-}
-
-/// An application credential as the API shows it.
-#[derive(Debug, Clone)]
-pub struct AppCred {
-    pub id: String,
-    pub user_id: String,
-    pub project_id: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub expires_at: Option<i64>,
-    pub unrestricted: bool,
-    pub roles: Vec<RoleRec>,
-    pub access_rules: Vec<AccessRule>,
-}
-
-impl AppCred {
-    /// Role ids.
-    pub fn role_ids(&self) -> Vec<String> {
-        self.roles.iter().map(|r| r.id.clone()).collect()
-    }
-
-    pub fn expired(&self, now: i64) -> bool {
-        self.expires_at.is_some_and(|e| e <= now)
-    }
-
-    /// Whether the credential's access rules (if any) allow `method` on `path` of the service of
-    /// type `service` (`path` as the client sent it, and without the service's prefix).
-    pub fn allows(&self, services: &[&str], method: &str, paths: &[&str]) -> bool {
-        self.access_rules.is_empty()
-            || self.access_rules.iter().any(|r| {
-                services.contains(&r.service.as_str())
-                    && r.method.eq_ignore_ascii_case(method)
-                    && paths.iter().any(|p| path_matches(&r.path, p))
-            })
-    }
-}
-
-/// Upstream's glob of access rules: `*` (or `{name}`) is one path segment, `**` any number.
-pub fn path_matches(pattern: &str, path: &str) -> bool {
-    fn go(pat: &[&str], path: &[&str]) -> bool {
-        match pat.split_first() {
-            None => path.is_empty(),
-            Some((&"**", rest)) => (0..=path.len()).any(|n| go(rest, &path[n..])),
-            Some((p, rest)) => match path.split_first() {
-                Some((seg, more)) => {
-                    let one = *p == "*" || (p.starts_with('{') && p.ends_with('}'));
-                    (one && !seg.is_empty() || p == seg) && go(rest, more)
-                }
-                None => false,
-            },
-        }
-    }
-    let pat: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    go(&pat, &segs)
 }
 
 fn bad(msg: impl Into<String>) -> ServiceError {
@@ -371,26 +305,5 @@ impl Identity {
         self.generation
             .put(&self.app_creds, g, id.to_string(), v.clone());
         Ok(v)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::path_matches;
-
-    #[test]
-    fn access_rule_paths_glob_like_upstream() {
-        assert!(path_matches("/v2.1/servers", "/v2.1/servers"));
-        assert!(path_matches("/v2.1/servers/*", "/v2.1/servers/abc"));
-        assert!(!path_matches("/v2.1/servers/*", "/v2.1/servers/abc/action"));
-        assert!(path_matches("/v2.1/servers/**", "/v2.1/servers/abc/action"));
-        assert!(path_matches(
-            "/v2.1/servers/{server_id}",
-            "/v2.1/servers/abc"
-        ));
-        assert!(path_matches("/v2/images/**", "/v2/images"));
-        assert!(!path_matches("/v2.1/servers", "/v2.1/servers/abc"));
-        assert!(!path_matches("/v2.1/servers/*", "/v2.1/servers/"));
-        assert!(!path_matches("/v2/images", "/v2/imagesX"));
     }
 }

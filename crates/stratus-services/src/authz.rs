@@ -6,7 +6,7 @@
 //! that returns or changes data takes one: so nothing is read out or changed before the decision.
 
 use crate::cache::{Clear, Generation, Memo};
-use crate::identity::{Scope, TokenInfo};
+use crate::caller::{Scope, TokenInfo};
 use crate::{Result, ServiceError};
 use std::net::IpAddr;
 use std::ops::Deref;

@@ -1,8 +1,9 @@
 //! Identity: authentication, tokens, and the domains, projects, users and groups they refer to.
 
-use crate::app_creds::AppCred;
 use crate::authz::Authorized;
 use crate::cache::{Clear, Generation, Memo};
+use crate::caller::AppCred;
+pub use crate::caller::{RoleRef, Scope, TokenInfo};
 use crate::token::{new_audit_id, TokenCodec, TokenPayload};
 use crate::{limits, new_id, password, Result, ServiceError};
 use std::future::Future;
@@ -14,56 +15,6 @@ use stratus_store::{
 
 /// The message Keystone gives for every authentication failure; details go to the log only.
 pub const AUTH_REQUIRED: &str = "The request you have made requires authentication.";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoleRef {
-    pub id: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone)]
-pub enum Scope {
-    Unscoped,
-    Project {
-        project: Arc<ProjectRec>,
-        domain: Arc<DomainRec>,
-    },
-    Domain(Arc<DomainRec>),
-}
-
-/// A validated token: who, on what scope, with which roles.
-#[derive(Debug, Clone)]
-pub struct TokenInfo {
-    pub user: Arc<UserRec>,
-    pub user_domain: Arc<DomainRec>,
-    pub scope: Scope,
-    pub roles: Arc<Vec<RoleRef>>,
-    pub methods: Vec<String>,
-    pub issued_at: i64,
-    pub expires_at: i64,
-    pub audit_id: String,
-    /// The application credential the token was made with: its roles bound `roles`, its
-    /// access rules bound what the token may call.
-    pub app_cred: Option<Arc<AppCred>>,
-}
-
-impl TokenInfo {
-    pub fn project(&self) -> Option<&ProjectRec> {
-        match &self.scope {
-            Scope::Project { project, .. } => Some(project),
-            _ => None,
-        }
-    }
-
-    /// The domain the token acts in: the scope's domain, else the user's.
-    pub fn acting_domain_id(&self) -> &str {
-        match &self.scope {
-            Scope::Project { project, .. } => &project.domain_id,
-            Scope::Domain(d) => &d.id,
-            Scope::Unscoped => &self.user.domain_id,
-        }
-    }
-}
 
 pub struct IssuedToken {
     pub token: String,

@@ -7,6 +7,7 @@ pub mod app_creds;
 pub mod authz;
 pub mod bootstrap;
 mod cache;
+pub mod caller;
 pub mod compute;
 pub mod create_image;
 pub mod demo;

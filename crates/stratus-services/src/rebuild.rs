@@ -110,7 +110,7 @@ impl Compute {
         {
             return Err(cannot("rebuild", &s));
         }
-        crate::compute::check_metadata(req.metadata.as_ref().unwrap_or(&Map::new()))?;
+        crate::limits::check_metadata(req.metadata.as_ref().unwrap_or(&Map::new()))?;
         if let Some(d) = &req.description {
             crate::limits::check_description("description", d.as_deref())?;
         }

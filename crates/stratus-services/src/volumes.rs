@@ -177,7 +177,7 @@ impl Volumes {
         if req.image_id.is_some() && req.snapshot_id.is_some() {
             return Err(bad("Give at most one of imageRef and snapshot_id."));
         }
-        crate::compute::check_metadata(&req.metadata)?;
+        crate::limits::check_metadata(&req.metadata)?;
         check_text(req.name.as_deref(), req.description.as_deref())?;
         let id = crate::new_uuid();
         let disk = format!("volumes/{id}/{}.qcow2", crate::new_id());
@@ -384,7 +384,7 @@ impl Volumes {
         caller: &Authorized,
         req: SnapshotCreate,
     ) -> Result<SnapshotRec> {
-        crate::compute::check_metadata(&req.metadata)?;
+        crate::limits::check_metadata(&req.metadata)?;
         check_text(req.name.as_deref(), req.description.as_deref())?;
         let v = self.get_for_use(caller, &req.volume_id).await?;
         let allowed = v.status == "available" || (v.status == "in-use" && req.force);

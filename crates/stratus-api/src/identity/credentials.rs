@@ -15,7 +15,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use stratus_services::app_creds::{AppCred, AppCredCreate, RoleSel, RuleRef};
-use stratus_services::identity::TokenInfo;
 
 const BASE: &str = "/identity/v3/users/{user_id}/application_credentials";
 
@@ -248,39 +247,4 @@ async fn delete(
     let c = authz.allow_self(is_self).await?;
     s.identity.delete_app_cred(&c, &user_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The service types a path belongs to (as the catalogue names them; block storage under its
-/// older names too) and the path without the service's prefix.
-fn service_of(path: &str) -> Option<(&'static [&'static str], &str)> {
-    const SERVICES: &[(&str, &[&str])] = &[
-        ("/identity", &["identity"]),
-        ("/compute", &["compute"]),
-        ("/image", &["image"]),
-        ("/volume", &["block-storage", "volumev3", "volume"]),
-    ];
-    SERVICES.iter().find_map(|(prefix, types)| {
-        let rest = path.strip_prefix(prefix)?;
-        (rest.is_empty() || rest.starts_with('/')).then_some((*types, rest))
-    })
-}
-
-/// A token of an application credential with access rules may make only the calls they name
-/// (401 otherwise, as upstream's middleware answers); reading its own token is always allowed.
-pub fn check_access_rules(caller: &TokenInfo, method: &M, path: &str) -> bool {
-    let Some(a) = &caller.app_cred else {
-        return true;
-    };
-    if a.access_rules.is_empty() {
-        return true;
-    }
-    if method == M::GET
-        && (path == "/identity/v3/auth/tokens" || path == "/identity/v3/auth/tokens/")
-    {
-        return true;
-    }
-    match service_of(path) {
-        Some((types, rest)) => a.allows(types, method.as_str(), &[rest, path]),
-        None => false,
-    }
 }

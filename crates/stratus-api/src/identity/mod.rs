@@ -3,8 +3,6 @@
 mod credentials;
 mod wire;
 
-pub(crate) use credentials::check_access_rules;
-
 use crate::error::{ApiError, ApiResult, Keystone};
 use crate::extract::{ApiJson, ApiQuery, Authz};
 use crate::routes::RouteTable;

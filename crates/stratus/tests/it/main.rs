@@ -15,5 +15,6 @@ mod identity;
 mod images;
 mod limits;
 mod serve;
+mod structure;
 mod tenancy;
 mod volumes;

@@ -11,6 +11,7 @@ mod identity;
 mod image;
 pub mod middleware;
 pub mod openapi;
+mod quota_sets;
 pub mod routes;
 mod timefmt;
 mod volume;
@@ -107,6 +108,9 @@ pub struct AppState {
     /// Base URL clients reach this server at, without a trailing slash (e.g.
     /// `http://127.0.0.1:8080`); catalogue URLs and links are made from it.
     pub public_url: String,
+    /// The OpenAPI description, serialised at its first request (it depends only on the
+    /// catalogue and the public URL, both fixed for the process).
+    pub openapi: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl AppState {
@@ -152,7 +156,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn openapi_json(
     axum::extract::State(s): axum::extract::State<Arc<AppState>>,
 ) -> impl IntoResponse {
-    Json(openapi::document(s.authz.catalogue(), &s.url("")))
+    let body = s.openapi.get_or_init(|| {
+        let doc = openapi::document(s.authz.catalogue(), &s.url(""));
+        bytes::Bytes::from(doc.to_string())
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.clone(),
+    )
 }
 
 /// Where each API lives, for people and scripts poking at the root.

@@ -7,6 +7,7 @@
 //! another, so the description covers exactly what is served. Every operation's `default`
 //! response is its API's error body.
 
+use crate::error::ApiKind;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use stratus_iam::{Catalogue, Entry};
@@ -29,11 +30,12 @@ pub fn public_path(path: &str) -> String {
         .replacen("/volume/v3/{project_id}", "/volume/v3", 1)
 }
 
-fn api_of(path: &str) -> &'static str {
-    match path.split('/').nth(1) {
-        Some("image") => "GlanceError",
-        Some("compute") | Some("volume") => "NovaFault",
-        _ => "KeystoneError",
+/// The name of the error body schema of the API serving `path`.
+fn error_schema_of(path: &str) -> &'static str {
+    match crate::api_of(path) {
+        ApiKind::Image => "GlanceError",
+        ApiKind::Compute | ApiKind::Volume => "NovaFault",
+        ApiKind::Identity => "KeystoneError",
     }
 }
 
@@ -153,7 +155,7 @@ pub fn document(catalogue: &Catalogue, server: &str) -> Value {
             "default".into(),
             json!({"description": "an error, in this API's format", "content": {
                 "application/json": {"schema": {"$ref":
-                    format!("#/components/schemas/{}", api_of(path))}}}}),
+                    format!("#/components/schemas/{}", error_schema_of(path))}}}}),
         );
         let authorization: Vec<Value> = entries
             .iter()

@@ -31,19 +31,31 @@ pub enum ImageFormat {
 }
 
 impl ImageFormat {
+    /// Every disk format Glance accepts, by its name (in Glance's order), with what checks it.
     pub const ALL: [(&'static str, ImageFormat); 11] = [
-        ("raw", ImageFormat::Raw),
-        ("qcow2", ImageFormat::Qcow2),
-        ("vmdk", ImageFormat::Vmdk),
+        ("ami", ImageFormat::Ami),
+        ("ari", ImageFormat::Ari),
+        ("aki", ImageFormat::Aki),
         ("vhd", ImageFormat::Vhd),
         ("vhdx", ImageFormat::Vhdx),
+        ("vmdk", ImageFormat::Vmdk),
+        ("raw", ImageFormat::Raw),
+        ("qcow2", ImageFormat::Qcow2),
         ("vdi", ImageFormat::Vdi),
         ("iso", ImageFormat::Iso),
         ("ploop", ImageFormat::Ploop),
-        ("ami", ImageFormat::Ami),
-        ("aki", ImageFormat::Aki),
-        ("ari", ImageFormat::Ari),
     ];
+
+    /// The names of [`ImageFormat::ALL`].
+    pub const NAMES: [&'static str; 11] = {
+        let mut names = [""; 11];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ALL[i].0;
+            i += 1;
+        }
+        names
+    };
 
     pub fn parse(s: &str) -> Option<ImageFormat> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, f)| *f)
@@ -133,33 +145,29 @@ fn le_u64(b: &[u8], off: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
 }
 
+/// Where each format's magic bytes stand in the head of a file, first match wins (a VHD's
+/// footer may also stand at the end, checked apart).
+const MAGIC: &[(usize, &[u8], Detected)] = &[
+    (0, b"QFI\xfb", Detected::Qcow2),
+    (0, b"KDMV", Detected::Vmdk),
+    (0, b"# Disk DescriptorFile", Detected::VmdkDescriptor),
+    (0, b"vhdxfile", Detected::Vhdx),
+    (0, b"conectix", Detected::Vhd),
+    (0x40, b"\x7f\x10\xda\xbe", Detected::Vdi),
+    (0, b"QED\0", Detected::Qed),
+    (0, b"LUKS\xba\xbe", Detected::Luks),
+    (0, b"WithoutFreeSpace", Detected::Ploop),
+    (0, b"WithouFreSpacExt", Detected::Ploop),
+    (0x8001, b"CD001", Detected::Iso),
+    (0x8801, b"CD001", Detected::Iso),
+    (0x9001, b"CD001", Detected::Iso),
+];
+
 fn detect(head: &[u8], tail: &[u8]) -> Detected {
-    if at(head, 0, b"QFI\xfb") {
-        Detected::Qcow2
-    } else if at(head, 0, b"KDMV") {
-        Detected::Vmdk
-    } else if at(head, 0, b"# Disk DescriptorFile") {
-        Detected::VmdkDescriptor
-    } else if at(head, 0, b"vhdxfile") {
-        Detected::Vhdx
-    } else if at(head, 0, b"conectix") || at(tail, 0, b"conectix") {
-        Detected::Vhd
-    } else if at(head, 0x40, b"\x7f\x10\xda\xbe") {
-        Detected::Vdi
-    } else if at(head, 0, b"QED\0") {
-        Detected::Qed
-    } else if at(head, 0, b"LUKS\xba\xbe") {
-        Detected::Luks
-    } else if at(head, 0, b"WithoutFreeSpace") || at(head, 0, b"WithouFreSpacExt") {
-        Detected::Ploop
-    } else if [0x8001, 0x8801, 0x9001]
-        .iter()
-        .any(|o| at(head, *o, b"CD001"))
-    {
-        Detected::Iso
-    } else {
-        Detected::Raw
-    }
+    let found = MAGIC.iter().find(|(off, magic, kind)| {
+        at(head, *off, magic) || (*kind == Detected::Vhd && at(tail, 0, magic))
+    });
+    found.map_or(Detected::Raw, |(_, _, kind)| *kind)
 }
 
 async fn read_at(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>, FormatError> {

@@ -38,6 +38,21 @@ struct Decider {
     ep: Option<String>,
 }
 
+impl Decider {
+    /// The decision for `actions` in this request's context and scopes.
+    fn decide(&self, actions: &[&str]) -> Outcome {
+        decide_with(
+            &self.catalogue,
+            &self.principal.policies,
+            actions,
+            self.global,
+            self.ep.as_deref(),
+            &self.ctx,
+            false,
+        )
+    }
+}
+
 impl std::fmt::Debug for Decider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Decider")
@@ -64,27 +79,18 @@ impl Authorized {
 
     /// Decides `actions` as the route's own were decided; 403 naming the denied ones.
     pub fn require(&self, actions: &[&str]) -> Result<()> {
-        let denied: Vec<String> = match &self.decider {
-            Some(d) => decide_with(
-                &d.catalogue,
-                &d.principal.policies,
-                actions,
-                d.global,
-                d.ep.as_deref(),
-                &d.ctx,
-                false,
-            )
-            .denied()
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
-            None => actions.iter().map(|a| a.to_string()).collect(),
+        let outcome;
+        let denied = match &self.decider {
+            Some(d) => {
+                outcome = d.decide(actions);
+                outcome.denied()
+            }
+            None => actions.to_vec(),
         };
         if denied.is_empty() {
             Ok(())
         } else {
             tracing::info!(user = %self.caller.user.id, denied = ?denied, "request denied by policy");
-            let denied: Vec<&str> = denied.iter().map(String::as_str).collect();
             Err(ServiceError::Forbidden(denial_message(&denied)))
         }
     }
@@ -415,45 +421,25 @@ impl Authorizer {
         let principal = self.principal_of(&caller).await?;
         let (global, ep_counts) = Self::scopes_of(entry);
         let ep = ep_counts.then_some(facts.enterprise_project).flatten();
-        let outcome = self.decide_actions(
-            &principal.policies,
-            &entry.required(),
+        let decider = Decider {
+            catalogue: self.catalogue.clone(),
+            principal,
+            ctx,
             global,
-            ep,
-            &ctx,
-            false,
-        );
+            ep: ep.map(str::to_string),
+        };
+        let outcome = decider.decide(&entry.required());
         let denied = outcome.denied();
         if denied.is_empty() {
-            let admin = principal.admin;
-            let decider = Decider {
-                catalogue: self.catalogue.clone(),
-                principal,
-                ctx,
-                global,
-                ep: ep.map(str::to_string),
-            };
             Ok(Authorized {
                 caller,
-                admin,
+                admin: decider.principal.admin,
                 decider: Some(Arc::new(decider)),
             })
         } else {
             tracing::info!(user = %caller.user.id, denied = ?denied, route = %entry.key(), "request denied by policy");
             Err(ServiceError::Forbidden(denial_message(&denied)))
         }
-    }
-
-    pub fn decide_actions(
-        &self,
-        p: &PrincipalPolicies,
-        actions: &[&str],
-        global: bool,
-        ep: Option<&str>,
-        ctx: &Context,
-        explain: bool,
-    ) -> Outcome {
-        decide_with(&self.catalogue, p, actions, global, ep, ctx, explain)
     }
 }
 

@@ -641,17 +641,7 @@ impl Compute {
         };
         match m.source {
             VolumeSource::Volume => {
-                let v = self
-                    .volumes
-                    .get_for_use(caller, uuid)
-                    .await
-                    .if_missing(|| invalid("volume"))?;
-                if v.status != "available" {
-                    return Err(bad(format!(
-                        "Invalid volume: volume {uuid} is {}, not available.",
-                        v.status
-                    )));
-                }
+                self.mapped_volume(caller, uuid).await?;
             }
             VolumeSource::Image => {
                 self.images
@@ -673,6 +663,26 @@ impl Compute {
         Ok(())
     }
 
+    /// An existing volume a mapping names: visible, usable by the caller, and available.
+    async fn mapped_volume(&self, caller: &Authorized, uuid: &str) -> Result<VolumeRec> {
+        let v = self
+            .volumes
+            .get_for_use(caller, uuid)
+            .await
+            .if_missing(|| {
+                bad(format!(
+                    "Block Device Mapping is Invalid: failed to get volume {uuid}."
+                ))
+            })?;
+        if v.status != "available" {
+            return Err(bad(format!(
+                "Invalid volume: volume {uuid} is {}, not available.",
+                v.status
+            )));
+        }
+        Ok(v)
+    }
+
     /// The volume a mapping names, available (and made now if the mapping asks for a new one).
     async fn volume_for(
         &self,
@@ -688,24 +698,7 @@ impl Compute {
             ..VolumeCreate::default()
         };
         let v = match m.source {
-            VolumeSource::Volume => {
-                let v = self
-                    .volumes
-                    .get_for_use(caller, &uuid)
-                    .await
-                    .if_missing(|| {
-                        bad(format!(
-                            "Block Device Mapping is Invalid: failed to get volume {uuid}."
-                        ))
-                    })?;
-                if v.status != "available" {
-                    return Err(bad(format!(
-                        "Invalid volume: volume {uuid} is {}, not available.",
-                        v.status
-                    )));
-                }
-                return Ok(v);
-            }
+            VolumeSource::Volume => return self.mapped_volume(caller, &uuid).await,
             VolumeSource::Image => self.volumes.create(caller, new(Some(uuid), None)).await,
             VolumeSource::Snapshot => self.volumes.create(caller, new(None, Some(uuid))).await,
             VolumeSource::Blank => self.volumes.create(caller, new(None, None)).await,

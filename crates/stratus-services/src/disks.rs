@@ -59,8 +59,10 @@ impl Disks {
     /// is missing, and checks it against the image's SHA-512 `sha512` before it is used: the
     /// layer can only ever hold data of that digest. Its row is registered beforehand by the
     /// caller, so collection takes the file once nothing reaches it.
+    ///
+    /// The data is copied and hashed outside the disks lock (it may be large); only the final
+    /// rename takes it, and a concurrent fill of the same layer renames identical data.
     pub async fn cache_image(&self, rel: &str, src: &Path, sha512: &str) -> Result<()> {
-        let _held = self.lock.lock().await;
         let cached = self.path(rel);
         if tokio::fs::try_exists(&cached).await.unwrap_or(false) {
             return Ok(());
@@ -80,6 +82,7 @@ impl Disks {
                 digest.unwrap_or_else(|e| e.to_string())
             )));
         }
+        let _held = self.lock.lock().await;
         tokio::fs::rename(&tmp, &cached)
             .await
             .map_err(|e| io("image cache", e))

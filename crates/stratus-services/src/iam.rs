@@ -559,7 +559,8 @@ impl Iam {
             let ep = ep_counts
                 .then_some(req.enterprise_project_id.as_deref())
                 .flatten();
-            let o = self.authz.decide_actions(
+            let o = crate::authz::decide_with(
+                self.authz.catalogue(),
                 &principal.policies,
                 &[action.as_str()],
                 *global,

@@ -48,94 +48,37 @@ pub const IMAGE_MEMBERS: usize = 128;
 /// Items of one listing page.
 pub const PAGE_ITEMS: usize = 1_000;
 
+/// `(name, value, what it bounds)` rows, the name taken from the constant itself.
+macro_rules! table {
+    ($($name:ident: $what:literal,)*) => {
+        &[$((stringify!($name), $name, $what)),*]
+    };
+}
+
 /// The table `SECURITY.md` shows: name, value, what it bounds.
-pub const TABLE: &[(&str, usize, &str)] = &[
-    (
-        "JSON_BODY_BYTES",
-        JSON_BODY_BYTES,
-        "bytes of a JSON request body (413 above)",
-    ),
-    (
-        "JSON_DEPTH",
-        JSON_DEPTH,
-        "nesting of arrays and objects in a JSON body",
-    ),
-    (
-        "JSON_STRING_BYTES",
-        JSON_STRING_BYTES,
-        "bytes of any string in a JSON body",
-    ),
-    (
-        "JSON_ARRAY_ITEMS",
-        JSON_ARRAY_ITEMS,
-        "items of any array in a JSON body",
-    ),
-    (
-        "JSON_OBJECT_MEMBERS",
-        JSON_OBJECT_MEMBERS,
-        "members of any object in a JSON body",
-    ),
-    ("QUERY_BYTES", QUERY_BYTES, "bytes of a query string"),
-    ("QUERY_PARAMS", QUERY_PARAMS, "parameters of a query string"),
-    (
-        "FILTER_VALUES",
-        FILTER_VALUES,
-        "values of one `in:` list filter",
-    ),
-    (
-        "IMAGE_FILTERS",
-        IMAGE_FILTERS,
-        "tag and property filters of one image listing",
-    ),
-    (
-        "SORT_KEYS",
-        SORT_KEYS,
-        "sort keys of one listing, each at most once",
-    ),
-    ("NAME_CHARS", NAME_CHARS, "characters of a name"),
-    (
-        "DESCRIPTION_CHARS",
-        DESCRIPTION_CHARS,
-        "characters of a description",
-    ),
-    (
-        "METADATA_ITEMS",
-        METADATA_ITEMS,
-        "metadata items of a server, volume or snapshot",
-    ),
-    (
-        "METADATA_CHARS",
-        METADATA_CHARS,
-        "characters of a metadata key or value",
-    ),
-    ("IMAGE_TAGS", IMAGE_TAGS, "tags of an image"),
-    ("TAG_CHARS", TAG_CHARS, "characters of a tag"),
-    (
-        "IMAGE_PROPERTIES",
-        IMAGE_PROPERTIES,
-        "additional properties of an image",
-    ),
-    (
-        "PROPERTY_NAME_CHARS",
-        PROPERTY_NAME_CHARS,
-        "characters of an image property's name",
-    ),
-    (
-        "PROPERTY_VALUE_CHARS",
-        PROPERTY_VALUE_CHARS,
-        "characters of an image property's value",
-    ),
-    (
-        "IMAGE_MEMBERS",
-        IMAGE_MEMBERS,
-        "projects an image is shared with",
-    ),
-    (
-        "PAGE_ITEMS",
-        PAGE_ITEMS,
-        "items of one listing page (a larger `limit` is cut to it)",
-    ),
-];
+pub const TABLE: &[(&str, usize, &str)] = table! {
+    JSON_BODY_BYTES: "bytes of a JSON request body (413 above)",
+    JSON_DEPTH: "nesting of arrays and objects in a JSON body",
+    JSON_STRING_BYTES: "bytes of any string in a JSON body",
+    JSON_ARRAY_ITEMS: "items of any array in a JSON body",
+    JSON_OBJECT_MEMBERS: "members of any object in a JSON body",
+    QUERY_BYTES: "bytes of a query string",
+    QUERY_PARAMS: "parameters of a query string",
+    FILTER_VALUES: "values of one `in:` list filter",
+    IMAGE_FILTERS: "tag and property filters of one image listing",
+    SORT_KEYS: "sort keys of one listing, each at most once",
+    NAME_CHARS: "characters of a name",
+    DESCRIPTION_CHARS: "characters of a description",
+    METADATA_ITEMS: "metadata items of a server, volume or snapshot",
+    METADATA_CHARS: "characters of a metadata key or value",
+    IMAGE_TAGS: "tags of an image",
+    TAG_CHARS: "characters of a tag",
+    IMAGE_PROPERTIES: "additional properties of an image",
+    PROPERTY_NAME_CHARS: "characters of an image property's name",
+    PROPERTY_VALUE_CHARS: "characters of an image property's value",
+    IMAGE_MEMBERS: "projects an image is shared with",
+    PAGE_ITEMS: "items of one listing page (a larger `limit` is cut to it)",
+};
 
 fn bad(msg: String) -> ServiceError {
     ServiceError::BadRequest(msg)

@@ -17,14 +17,6 @@ const GIB: i64 = 1 << 30;
 /// Largest volume, in GiB (64 TiB).
 pub const MAX_VOLUME_GB: i64 = 65536;
 
-/// What a project uses of its block storage quotas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub volumes: i64,
-    pub gigabytes: i64,
-    pub snapshots: i64,
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct VolumeCreate {
     pub name: Option<String>,
@@ -114,22 +106,6 @@ impl Volumes {
 
     pub fn quotas(&self) -> &Arc<Quotas> {
         &self.quotas
-    }
-
-    pub async fn usage(&self, caller: &TokenInfo) -> Result<Usage> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(store::StoreError::from)?;
-        let (volumes, gigabytes, snapshots) =
-            store::block_usage(&mut conn, caller_project(caller)?).await?;
-        Ok(Usage {
-            volumes,
-            gigabytes,
-            snapshots,
-        })
     }
 
     pub async fn get(&self, caller: &TokenInfo, id: &str) -> Result<VolumeRec> {

@@ -210,6 +210,7 @@ pub async fn start(
             body_idle_timeout: cfg.body_idle_timeout,
             trusted_proxies: cfg.trusted_proxies.clone(),
         },
+        openapi: Default::default(),
     });
     let app = stratus_api::router(state);
     let limits = http::ConnectionLimits {

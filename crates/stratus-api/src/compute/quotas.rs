@@ -4,12 +4,13 @@
 use super::{project_of, Microversion, NAuthz, NResult, St, P};
 use crate::error::ApiError;
 use crate::extract::{parse_json, read_body};
+use crate::quota_sets;
 use crate::routes::RouteTable;
 use crate::AppState;
 use axum::extract::{Path, Request};
 use axum::http::{Method as M, StatusCode};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use stratus_services::quotas::{QuotaService, Quotas};
 
@@ -47,9 +48,7 @@ async fn show(
         .quotas()
         .limits(&tenant, QuotaService::Compute, legacy(mv))
         .await?;
-    let mut q: Map<String, Value> = limits.into_iter().map(|(k, v)| (k, json!(v))).collect();
-    q.insert("id".into(), json!(tenant));
-    Ok(Json(json!({ "quota_set": q })))
+    Ok(quota_sets::limits(Some(&tenant), limits))
 }
 
 async fn detail(
@@ -65,17 +64,7 @@ async fn detail(
         .quotas()
         .usage(&tenant, QuotaService::Compute, legacy(mv))
         .await?;
-    let mut q: Map<String, Value> = usage
-        .into_iter()
-        .map(|(k, u)| {
-            (
-                k,
-                json!({"in_use": u.in_use, "limit": u.limit, "reserved": 0}),
-            )
-        })
-        .collect();
-    q.insert("id".into(), json!(tenant));
-    Ok(Json(json!({ "quota_set": q })))
+    Ok(quota_sets::usage(&tenant, usage))
 }
 
 async fn defaults(
@@ -86,12 +75,8 @@ async fn defaults(
 ) -> NResult<Json<Value>> {
     target(&s, &authz, &pid, &tenant).await?;
     authz.allow().await?;
-    let mut q: Map<String, Value> = Quotas::defaults(QuotaService::Compute, legacy(mv))
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
-    q.insert("id".into(), json!(tenant));
-    Ok(Json(json!({ "quota_set": q })))
+    let defaults = Quotas::defaults(QuotaService::Compute, legacy(mv));
+    Ok(quota_sets::limits(Some(&tenant), defaults))
 }
 
 async fn update(
@@ -102,11 +87,7 @@ async fn update(
     req: Request,
 ) -> NResult<Json<Value>> {
     let body: Value = parse_json(&read_body(req).await?)?;
-    let mut set = body
-        .get("quota_set")
-        .and_then(Value::as_object)
-        .cloned()
-        .ok_or_else(|| ApiError::bad_request("'quota_set' is a required property"))?;
+    let mut set = quota_sets::requested(&body)?;
     let force = match set.remove("force") {
         None => false,
         Some(Value::Bool(b)) => b,
@@ -133,8 +114,7 @@ async fn update(
     let limits = quotas
         .limits(&tenant, QuotaService::Compute, legacy(mv))
         .await?;
-    let q: Map<String, Value> = limits.into_iter().map(|(k, v)| (k, json!(v))).collect();
-    Ok(Json(json!({ "quota_set": q })))
+    Ok(quota_sets::limits(None, limits))
 }
 
 async fn delete(

@@ -580,28 +580,13 @@ async fn quota_show(
     quota_target(&s, &authz, &pid, &target).await?;
     authz.allow().await?;
     let quotas = s.volumes.quotas();
-    let mut set: Map<String, Value> = if usage {
-        quotas
-            .usage(&target, QuotaService::Volume, false)
-            .await?
-            .into_iter()
-            .map(|(k, u)| {
-                (
-                    k,
-                    json!({"in_use": u.in_use, "limit": u.limit, "reserved": 0}),
-                )
-            })
-            .collect()
+    Ok(if usage {
+        let usage = quotas.usage(&target, QuotaService::Volume, false).await?;
+        crate::quota_sets::usage(&target, usage)
     } else {
-        quotas
-            .limits(&target, QuotaService::Volume, false)
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k, json!(v)))
-            .collect()
-    };
-    set.insert("id".into(), json!(target));
-    Ok(Json(json!({ "quota_set": set })))
+        let limits = quotas.limits(&target, QuotaService::Volume, false).await?;
+        crate::quota_sets::limits(Some(&target), limits)
+    })
 }
 
 async fn quota_defaults(
@@ -611,12 +596,8 @@ async fn quota_defaults(
 ) -> VResult<Json<Value>> {
     quota_target(&s, &authz, &pid, &target).await?;
     authz.allow().await?;
-    let mut set: Map<String, Value> = Quotas::defaults(QuotaService::Volume, false)
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
-    set.insert("id".into(), json!(target));
-    Ok(Json(json!({ "quota_set": set })))
+    let defaults = Quotas::defaults(QuotaService::Volume, false);
+    Ok(crate::quota_sets::limits(Some(&target), defaults))
 }
 
 async fn quota_update(
@@ -626,11 +607,7 @@ async fn quota_update(
     req: Request,
 ) -> VResult<Json<Value>> {
     let body: Value = parse_json(&read_body::<Cinder>(req).await?)?;
-    let mut set = body
-        .get("quota_set")
-        .and_then(Value::as_object)
-        .cloned()
-        .ok_or_else(|| ApiError::bad_request("'quota_set' is a required property"))?;
+    let mut set = crate::quota_sets::requested(&body)?;
     set.remove("tenant_id");
     set.remove("id");
     quota_target(&s, &authz, &pid, &target).await?;
@@ -639,13 +616,8 @@ async fn quota_update(
     quotas
         .set(&c, &target, QuotaService::Volume, &set, false)
         .await?;
-    let set: Map<String, Value> = quotas
-        .limits(&target, QuotaService::Volume, false)
-        .await?
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
-    Ok(Json(json!({ "quota_set": set })))
+    let limits = quotas.limits(&target, QuotaService::Volume, false).await?;
+    Ok(crate::quota_sets::limits(None, limits))
 }
 
 async fn quota_delete(

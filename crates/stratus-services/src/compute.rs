@@ -20,20 +20,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
 use stratus_iam::ResourceKind;
-use stratus_store::{self as store, now_micros, FlavorRec, ImageRec, ServerRec, Store, VolumeRec};
+use stratus_store::{
+    self as store, now_micros, FlavorRec, ImageRec, ImageStatus, PowerState, ServerRec, Store,
+    TaskState, Transition, VmState, VolumeRec, VolumeStatus,
+};
 
 /// What mapping a volume for deletion with its server needs, when mapped and when deleted: the
 /// action deleting it directly needs.
 pub const DELETE_VOLUME: &str = "evs:volumes:delete";
-
-/// Nova's power_state values.
-pub mod power {
-    pub const NOSTATE: i64 = 0;
-    pub const RUNNING: i64 = 1;
-    pub const PAUSED: i64 = 3;
-    pub const SHUTDOWN: i64 = 4;
-    pub const SUSPENDED: i64 = 7;
-}
 
 /// One server action: the vm_states it may start from (with no task running), and where it
 /// leaves the server.
@@ -41,9 +35,22 @@ pub mod power {
 pub struct ActionRule {
     /// The action's name in messages (`Cannot 'stop' instance ...`).
     pub verb: &'static str,
-    pub from: &'static [&'static str],
-    pub vm_state: &'static str,
-    pub power_state: i64,
+    pub from: &'static [VmState],
+    pub vm_state: VmState,
+    pub power_state: PowerState,
+}
+
+impl ActionRule {
+    /// The compare-and-set move this action makes.
+    pub fn transition(&self) -> Transition<'static> {
+        Transition {
+            from: self.from,
+            from_task: None,
+            vm_state: self.vm_state,
+            task_state: None,
+            power_state: self.power_state,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,52 +65,55 @@ pub enum Action {
     Resume,
 }
 
+use PowerState as P;
+use VmState as V;
+
 /// The state machine of power actions, as upstream allows them.
 pub const ACTIONS: &[(Action, ActionRule)] = &[
     (
         Action::Stop,
-        rule("stop", &["active", "error"], "stopped", power::SHUTDOWN),
+        rule("stop", &[V::Active, V::Error], V::Stopped, P::Shutdown),
     ),
     (
         Action::Start,
-        rule("start", &["stopped"], "active", power::RUNNING),
+        rule("start", &[V::Stopped], V::Active, P::Running),
     ),
     (
         Action::SoftReboot,
-        rule("reboot", &["active"], "active", power::RUNNING),
+        rule("reboot", &[V::Active], V::Active, P::Running),
     ),
     (
         Action::HardReboot,
         rule(
             "reboot",
-            &["active", "stopped", "paused", "suspended", "error"],
-            "active",
-            power::RUNNING,
+            &[V::Active, V::Stopped, V::Paused, V::Suspended, V::Error],
+            V::Active,
+            P::Running,
         ),
     ),
     (
         Action::Pause,
-        rule("pause", &["active"], "paused", power::PAUSED),
+        rule("pause", &[V::Active], V::Paused, P::Paused),
     ),
     (
         Action::Unpause,
-        rule("unpause", &["paused"], "active", power::RUNNING),
+        rule("unpause", &[V::Paused], V::Active, P::Running),
     ),
     (
         Action::Suspend,
-        rule("suspend", &["active"], "suspended", power::SUSPENDED),
+        rule("suspend", &[V::Active], V::Suspended, P::Suspended),
     ),
     (
         Action::Resume,
-        rule("resume", &["suspended"], "active", power::RUNNING),
+        rule("resume", &[V::Suspended], V::Active, P::Running),
     ),
 ];
 
 const fn rule(
     verb: &'static str,
-    from: &'static [&'static str],
-    vm_state: &'static str,
-    power_state: i64,
+    from: &'static [VmState],
+    vm_state: VmState,
+    power_state: PowerState,
 ) -> ActionRule {
     ActionRule {
         verb,
@@ -115,32 +125,22 @@ const fn rule(
 
 /// Nova's status of a server, from its vm_state and task_state.
 pub fn status_of(s: &ServerRec) -> &'static str {
-    match (s.vm_state.as_str(), s.task_state.as_deref()) {
-        (
-            "active" | "stopped" | "error",
-            Some("rebuilding" | "rebuild_block_device_mapping" | "rebuild_spawning"),
-        ) => "REBUILD",
-        ("active", Some("rebooting")) => "REBOOT",
-        ("active", Some("rebooting_hard")) => "HARD_REBOOT",
-        ("active", _) => "ACTIVE",
-        ("building", _) => "BUILD",
-        ("stopped", _) => "SHUTOFF",
-        ("paused", _) => "PAUSED",
-        ("suspended", _) => "SUSPENDED",
-        ("error", _) => "ERROR",
-        ("deleted", _) => "DELETED",
-        _ => "UNKNOWN",
+    match (s.vm_state, s.task_state) {
+        (V::Active | V::Stopped | V::Error, Some(t)) if t.is_rebuild() => "REBUILD",
+        (V::Active, Some(TaskState::Rebooting)) => "REBOOT",
+        (V::Active, Some(TaskState::RebootingHard)) => "HARD_REBOOT",
+        (vm, _) => vm.status(),
     }
 }
 
 /// Status values a listing can filter on, and the vm_states they stand for.
-pub const STATUS_FILTERS: &[(&str, &str)] = &[
-    ("ACTIVE", "active"),
-    ("BUILD", "building"),
-    ("SHUTOFF", "stopped"),
-    ("PAUSED", "paused"),
-    ("SUSPENDED", "suspended"),
-    ("ERROR", "error"),
+pub const STATUS_FILTERS: &[VmState] = &[
+    V::Active,
+    V::Building,
+    V::Stopped,
+    V::Paused,
+    V::Suspended,
+    V::Error,
 ];
 
 /// Makes and removes the disks of servers. The local driver keeps qcow2 files in the disks
@@ -305,12 +305,12 @@ impl Compute {
         limit: i64,
     ) -> Result<Vec<ServerRec>> {
         let project = caller_project(caller)?;
-        let states: Vec<&str> = match status {
+        let states: Vec<VmState> = match status {
             None => vec![],
             Some(st) => {
                 let st = st.to_ascii_uppercase();
-                match STATUS_FILTERS.iter().find(|(s, _)| *s == st) {
-                    Some((_, vm)) => vec![*vm],
+                match STATUS_FILTERS.iter().find(|s| s.status() == st) {
+                    Some(vm) => vec![*vm],
                     None => return Err(bad(format!("Invalid status value {st:?}."))),
                 }
             }
@@ -361,7 +361,7 @@ impl Compute {
             .get_for_use(caller, &req.image_id)
             .await
             .if_missing(|| bad(format!("Can not find requested image {}.", req.image_id)))?;
-        if image.status != "active" {
+        if image.status != ImageStatus::Active {
             return Err(bad(format!(
                 "Image {} is not active (it is {}).",
                 image.id, image.status
@@ -381,7 +381,7 @@ impl Compute {
             &caller.user.id,
             &flavor,
             &image.id,
-            "spawning",
+            TaskState::Spawning,
             String::new(),
         );
         let root = root_disk_of(&server.id);
@@ -476,21 +476,12 @@ impl Compute {
             .ok_or_else(|| ServiceError::Internal(format!("no rule for {action:?}")))?;
         let refuse = |s: &ServerRec| cannot(rule.verb, s);
         check_lock(caller, &s)?;
-        if s.task_state.is_some() || !rule.from.contains(&s.vm_state.as_str()) {
+        if s.task_state.is_some() || !rule.from.contains(&s.vm_state) {
             return Err(refuse(&s));
         }
         let mut w = self.store.write(false).await?;
-        let moved = store::server_transition(
-            w.conn(),
-            id,
-            rule.from,
-            None,
-            rule.vm_state,
-            None,
-            rule.power_state,
-            now_micros(),
-        )
-        .await?;
+        let moved =
+            store::server_transition(w.conn(), id, &rule.transition(), now_micros()).await?;
         self.store.commit(w).await?;
         let now = self.get(caller, id).await?;
         if moved {
@@ -537,7 +528,7 @@ impl Compute {
             }
             v.server_id = None;
             v.device = None;
-            v.status = "available".into();
+            v.status = VolumeStatus::Available;
             v.delete_on_termination = false;
             v.updated_at = now_micros();
             store::volume_put(w.conn(), &v).await?;
@@ -603,7 +594,7 @@ impl Compute {
             &caller.user.id,
             flavor,
             "",
-            "block_device_mapping",
+            TaskState::BlockDeviceMapping,
             String::new(),
         );
         let recorded: Result<()> = async {
@@ -613,7 +604,7 @@ impl Compute {
             for (n, (v, delete)) in attached.iter_mut().enumerate() {
                 v.server_id = Some(server.id.clone());
                 v.device = Some(format!("/dev/vd{}", (b'a' + n as u8) as char));
-                v.status = "in-use".into();
+                v.status = VolumeStatus::InUse;
                 v.delete_on_termination = *delete;
                 v.updated_at = now;
                 store::volume_put(w.conn(), v).await?;
@@ -674,7 +665,7 @@ impl Compute {
                     "Block Device Mapping is Invalid: failed to get volume {uuid}."
                 ))
             })?;
-        if v.status != "available" {
+        if v.status != VolumeStatus::Available {
             return Err(bad(format!(
                 "Invalid volume: volume {uuid} is {}, not available.",
                 v.status
@@ -780,7 +771,7 @@ impl ServerCreate {
         user: &str,
         flavor: &FlavorRec,
         image_id: &str,
-        task: &str,
+        task: TaskState,
         root_disk: String,
     ) -> ServerRec {
         let now = now_micros();
@@ -794,9 +785,9 @@ impl ServerCreate {
             flavor_id: flavor.id.clone(),
             flavor: flavor_json(flavor).to_string(),
             image_id: image_id.to_string(),
-            vm_state: "building".into(),
-            task_state: Some(task.into()),
-            power_state: power::NOSTATE,
+            vm_state: VmState::Building,
+            task_state: Some(task),
+            power_state: PowerState::NoState,
             metadata: Value::Object(self.metadata.clone()).to_string(),
             availability_zone: AVAILABILITY_ZONE.into(),
             fault: None,
@@ -972,7 +963,8 @@ mod tests {
             assert!(!r.from.is_empty());
             // Every target state is a state some action can leave (or active).
             assert!(
-                r.vm_state == "active" || ACTIONS.iter().any(|(_, o)| o.from.contains(&r.vm_state)),
+                r.vm_state == VmState::Active
+                    || ACTIONS.iter().any(|(_, o)| o.from.contains(&r.vm_state)),
                 "{a:?}"
             );
         }

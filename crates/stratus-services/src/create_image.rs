@@ -24,10 +24,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
-use stratus_store::{self as store, now_micros, ImageRec, ServerRec, Store};
+use stratus_store::{
+    self as store, now_micros, ImageRec, ServerRec, Store, TaskState, Transition, VmState,
+};
 
 /// The vm_states a server can be snapshotted (or backed up) in.
-pub const SNAPSHOT_FROM: &[&str] = &["active", "stopped", "paused", "suspended"];
+pub const SNAPSHOT_FROM: &[VmState] = &[
+    VmState::Active,
+    VmState::Stopped,
+    VmState::Paused,
+    VmState::Suspended,
+];
 
 /// Steps run before the 202: the task is held and the image exists.
 const ACCEPTED_AFTER: usize = 2;
@@ -87,20 +94,20 @@ pub struct ImageSagaState {
 
 impl ImageSagaState {
     /// The task the server holds while its data is copied.
-    fn copy_task(&self) -> &'static str {
+    fn copy_task(&self) -> TaskState {
         if self.backup.is_some() {
-            "image_backup"
+            TaskState::ImageBackup
         } else {
-            "image_snapshot"
+            TaskState::ImageSnapshot
         }
     }
 
     /// The task the server takes when the saga is accepted.
-    fn first_task(&self) -> &'static str {
+    fn first_task(&self) -> TaskState {
         if self.backup.is_some() {
-            "image_backup"
+            TaskState::ImageBackup
         } else {
-            "image_snapshot_pending"
+            TaskState::ImageSnapshotPending
         }
     }
 
@@ -303,7 +310,7 @@ impl Compute {
         verb: &str,
     ) -> Result<ServerRec> {
         let s = self.get(caller, id).await?;
-        if s.task_state.is_some() || !SNAPSHOT_FROM.contains(&s.vm_state.as_str()) {
+        if s.task_state.is_some() || !SNAPSHOT_FROM.contains(&s.vm_state) {
             return Err(cannot(verb, &s));
         }
         Ok(s)
@@ -395,11 +402,11 @@ impl ImageSagas {
     async fn move_task(
         &self,
         st: &ImageSagaState,
-        from: &[&str],
-        to: Option<&str>,
+        from: &[TaskState],
+        to: Option<TaskState>,
     ) -> std::result::Result<(), StepError> {
         let s = self.server(st).await?;
-        let now = s.task_state.as_deref();
+        let now = s.task_state;
         if now == to {
             return Ok(());
         }
@@ -411,17 +418,8 @@ impl ImageSagas {
             )));
         }
         let mut w = self.store.write(false).await?;
-        let moved = store::server_transition(
-            w.conn(),
-            &s.id,
-            &[s.vm_state.as_str()],
-            now,
-            &s.vm_state,
-            to,
-            s.power_state,
-            now_micros(),
-        )
-        .await?;
+        let t = Transition::task(&s, now, to);
+        let moved = store::server_transition(w.conn(), &s.id, &t, now_micros()).await?;
         self.store.commit(w).await?;
         if moved {
             Ok(())
@@ -466,24 +464,18 @@ async fn reserve(c: &ImageSagas, st: &mut ImageSagaState, retry: bool) -> StepRe
     let s = store::server_get(c.store.pool(), id)
         .await?
         .ok_or_else(|| StepError::Refused(ServiceError::not_found("instance", id)))?;
-    if retry && s.task_state.as_deref() == Some(task) {
+    if retry && s.task_state == Some(task) {
         return Ok(());
     }
-    if s.task_state.is_some() || !SNAPSHOT_FROM.contains(&s.vm_state.as_str()) {
+    if s.task_state.is_some() || !SNAPSHOT_FROM.contains(&s.vm_state) {
         return Err(StepError::Refused(cannot(st.verb(), &s)));
     }
     let mut w = c.store.write(false).await?;
-    let moved = store::server_transition(
-        w.conn(),
-        id,
-        SNAPSHOT_FROM,
-        None,
-        &s.vm_state,
-        Some(task),
-        s.power_state,
-        now_micros(),
-    )
-    .await?;
+    let t = Transition {
+        from: SNAPSHOT_FROM,
+        ..Transition::task(&s, None, Some(task))
+    };
+    let moved = store::server_transition(w.conn(), id, &t, now_micros()).await?;
     c.store.commit(w).await?;
     if moved {
         return Ok(());
@@ -500,11 +492,7 @@ async fn unreserve(c: &ImageSagas, st: &ImageSagaState, why: &Why) -> Result<()>
     let Some(s) = store::server_get(c.store.pool(), &st.server_id).await? else {
         return Ok(());
     };
-    if !s
-        .task_state
-        .as_deref()
-        .is_some_and(|t| t.starts_with("image_"))
-    {
+    if !s.task_state.is_some_and(TaskState::is_image) {
         return Ok(());
     }
     let fault = why
@@ -545,7 +533,7 @@ async fn flatten(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepR
     let copying = st.copy_task();
     c.move_task(
         st,
-        &[st.first_task(), "image_pending_upload"],
+        &[st.first_task(), TaskState::ImagePendingUpload],
         Some(copying),
     )
     .await?;
@@ -561,7 +549,7 @@ async fn flatten(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepR
     stratus_blob::format::convert(&root, DiskFormat::Qcow2, &tmp, DiskFormat::Qcow2)
         .await
         .map_err(|e| failed(format!("flattening the disk: {e}")))?;
-    c.move_task(st, &[copying], Some("image_pending_upload"))
+    c.move_task(st, &[copying], Some(TaskState::ImagePendingUpload))
         .await
 }
 
@@ -575,15 +563,23 @@ async fn remove_tmp(c: &ImageSagas, st: &ImageSagaState, _why: &Why) -> Result<(
 }
 
 async fn upload(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepResult {
-    c.move_task(st, &["image_pending_upload"], Some("image_uploading"))
-        .await?;
+    c.move_task(
+        st,
+        &[TaskState::ImagePendingUpload],
+        Some(TaskState::ImageUploading),
+    )
+    .await?;
     let tmp = tmp_of(st)?.to_string();
     c.put_data(st, Some(&tmp)).await
 }
 
 async fn snapshot(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepResult {
-    c.move_task(st, &["image_snapshot_pending"], Some("image_snapshot"))
-        .await?;
+    c.move_task(
+        st,
+        &[TaskState::ImageSnapshotPending],
+        Some(TaskState::ImageSnapshot),
+    )
+    .await?;
     c.server(st).await?;
     c.image(st).await?;
     for plan in &st.snapshots {
@@ -648,9 +644,9 @@ async fn finish(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepRe
         return Ok(());
     }
     let from = if st.tmp.is_some() {
-        "image_uploading"
+        TaskState::ImageUploading
     } else {
-        "image_snapshot"
+        TaskState::ImageSnapshot
     };
     c.move_task(st, &[from], None).await
 }

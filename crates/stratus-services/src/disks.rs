@@ -149,8 +149,10 @@ impl Disks {
 /// has, so that the same name never holds other data (an image id could be given to other data;
 /// a digest cannot).
 pub fn cache_layer_of(image: &stratus_store::ImageRec) -> Result<String> {
-    match (&image.status[..], image.os_hash_value.as_deref()) {
-        ("active", Some(h)) if h.len() == 128 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+    match (image.status, image.os_hash_value.as_deref()) {
+        (stratus_store::ImageStatus::Active, Some(h))
+            if h.len() == 128 && h.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
             Ok(format!("cache/sha512-{h}"))
         }
         _ => Err(ServiceError::BadRequest(format!(

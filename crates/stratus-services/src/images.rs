@@ -13,7 +13,8 @@ use stratus_blob::inspect::{inspect, ImageFormat};
 use stratus_blob::{BlobError, BlobStore};
 use stratus_iam::ResourceKind;
 use stratus_store::{
-    self as store, now_micros, ImageFilter, ImageRec, MemberRec, Store, DEFAULT_ENTERPRISE_PROJECT,
+    self as store, now_micros, ImageFilter, ImageRec, ImageStatus, MemberRec, MemberStatus, Store,
+    DEFAULT_ENTERPRISE_PROJECT,
 };
 
 /// What making an image public needs besides creating or updating it: public images are offered
@@ -217,7 +218,7 @@ impl Images {
             owner: project,
             enterprise_project_id: DEFAULT_ENTERPRISE_PROJECT.into(),
             name: req.name,
-            status: "queued".into(),
+            status: ImageStatus::Queued,
             visibility,
             protected: req.protected,
             disk_format: req.disk_format,
@@ -274,7 +275,7 @@ impl Images {
         ops: Vec<PatchOp>,
     ) -> Result<ImageRec> {
         let mut i = self.owned(caller, id).await?;
-        let before = i.status.clone();
+        let before = i.status;
         let was_public = i.visibility == "public";
         let mut props: Map<String, Value> = serde_json::from_str(&i.properties).unwrap_or_default();
         let mut tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
@@ -289,11 +290,11 @@ impl Images {
         i.properties = Value::Object(props).to_string();
         i.tags = Value::from(tags).to_string();
         i.updated_at = now_micros();
-        self.save(&i, &before).await?;
+        self.save(&i, before).await?;
         Ok(i)
     }
 
-    async fn save(&self, i: &ImageRec, expected_status: &str) -> Result<()> {
+    async fn save(&self, i: &ImageRec, expected_status: ImageStatus) -> Result<()> {
         let mut w = self.store.write(false).await?;
         let ok = store::image_update_if(w.conn(), i, expected_status).await?;
         self.store.commit(w).await?;
@@ -337,13 +338,18 @@ impl Images {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        self.store_data_from(i, "queued", data).await
+        self.store_data_from(i, ImageStatus::Queued, data).await
     }
 
     /// Stores `data` as the content of an image in status `from`: a `queued` image moves to
     /// `saving` while the data arrives (only one upload wins that move), an `importing` one stays
     /// so; either becomes `active`, or on failure returns to `from` with nothing kept.
-    async fn store_data_from<S, E>(&self, mut i: ImageRec, from: &str, data: S) -> Result<ImageRec>
+    async fn store_data_from<S, E>(
+        &self,
+        mut i: ImageRec,
+        from: ImageStatus,
+        data: S,
+    ) -> Result<ImageRec>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -362,16 +368,20 @@ impl Images {
                 "Set disk_format and container_format before uploading data.",
             ));
         };
-        let during = if from == "queued" { "saving" } else { from };
+        let during = if from == ImageStatus::Queued {
+            ImageStatus::Saving
+        } else {
+            from
+        };
         if during != from {
-            i.status = during.into();
+            i.status = during;
             i.updated_at = now_micros();
             self.save(&i, from).await?;
         }
         let result = self.receive(&i, &disk_format, data).await;
         match result {
             Ok((digest, virtual_size)) => {
-                i.status = "active".into();
+                i.status = ImageStatus::Active;
                 i.size = Some(digest.size as i64);
                 i.checksum = Some(digest.md5);
                 i.os_hash_algo = Some("sha512".into());
@@ -388,7 +398,7 @@ impl Images {
             Err(e) => {
                 let _ = self.blobs.delete(id).await;
                 if during != from {
-                    i.status = from.into();
+                    i.status = from;
                     i.updated_at = now_micros();
                     let _ = self.save(&i, during).await;
                 }
@@ -449,12 +459,12 @@ impl Images {
         Option<impl Stream<Item = std::result::Result<Bytes, BlobError>> + use<>>,
     )> {
         let i = self.get(caller, id).await?;
-        if i.status == "deactivated" {
+        if i.status == ImageStatus::Deactivated {
             return Err(ServiceError::Forbidden(format!(
                 "The data of image {id} is not available: the image is deactivated."
             )));
         }
-        if i.status != "active" {
+        if i.status != ImageStatus::Active {
             return Ok((i, None));
         }
         let whole = range.is_none();
@@ -601,7 +611,7 @@ fn apply(
             "min_disk" => i.min_disk = as_int(&path, &value)?,
             "min_ram" => i.min_ram = as_int(&path, &value)?,
             "disk_format" | "container_format" => {
-                if i.status != "queued" {
+                if i.status != ImageStatus::Queued {
                     return Err(ServiceError::Forbidden(format!(
                         "{key} can only change while the image is queued."
                     )));
@@ -657,9 +667,9 @@ impl Images {
     pub async fn set_active(&self, caller: &Authorized, id: &str, active: bool) -> Result<()> {
         let mut i = self.owned(caller, id).await?;
         let (from, to) = if active {
-            ("deactivated", "active")
+            (ImageStatus::Deactivated, ImageStatus::Active)
         } else {
-            ("active", "deactivated")
+            (ImageStatus::Active, ImageStatus::Deactivated)
         };
         if i.status == to {
             return Ok(());
@@ -671,7 +681,7 @@ impl Images {
                 i.status
             )));
         }
-        i.status = to.into();
+        i.status = to;
         i.updated_at = now_micros();
         self.save(&i, from).await
     }
@@ -681,7 +691,7 @@ impl Images {
 impl Images {
     pub async fn tag(&self, caller: &Authorized, id: &str, tag: &str, add: bool) -> Result<()> {
         let mut i = self.owned(caller, id).await?;
-        let before = i.status.clone();
+        let before = i.status;
         let mut tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
         if add {
             tags.push(tag.to_string());
@@ -694,7 +704,7 @@ impl Images {
         }
         i.tags = Value::from(dedup(tags)).to_string();
         i.updated_at = now_micros();
-        self.save(&i, &before).await
+        self.save(&i, before).await
     }
 }
 
@@ -737,7 +747,7 @@ impl Images {
         let m = MemberRec {
             image_id: id.to_string(),
             member: member.to_string(),
-            status: "pending".into(),
+            status: MemberStatus::Pending,
             created_at: now,
             updated_at: now,
         };
@@ -789,10 +799,12 @@ impl Images {
             ));
         }
         one_of("status", status, MEMBER_STATUSES)?;
-        m.status = status.to_string();
+        m.status = status
+            .parse()
+            .map_err(|e: store::UnknownState| bad(e.to_string()))?;
         m.updated_at = now_micros();
         let mut w = self.store.write(false).await?;
-        store::member_set_status(w.conn(), id, member, status, m.updated_at).await?;
+        store::member_set_status(w.conn(), id, member, m.status, m.updated_at).await?;
         self.store.commit(w).await?;
         Ok(m)
     }
@@ -848,7 +860,7 @@ impl Images {
             owner: owner.to_string(),
             enterprise_project_id: DEFAULT_ENTERPRISE_PROJECT.into(),
             name: Some(name.to_string()),
-            status: "queued".into(),
+            status: ImageStatus::Queued,
             visibility: "public".into(),
             protected: false,
             disk_format: Some("qcow2".into()),
@@ -866,12 +878,12 @@ impl Images {
             updated_at: now,
         };
         match store::image_get(self.store.pool(), id).await? {
-            Some(existing) if existing.status == "active" => return Ok(existing),
+            Some(existing) if existing.status == ImageStatus::Active => return Ok(existing),
             Some(existing) => {
                 // Left `saving` or `queued` by a start that did not finish: start over.
                 let _ = self.blobs.delete(id).await;
                 let mut w = self.store.write(false).await?;
-                store::image_update_if(w.conn(), &image, &existing.status).await?;
+                store::image_update_if(w.conn(), &image, existing.status).await?;
                 self.store.commit(w).await?;
             }
             None => {
@@ -880,7 +892,7 @@ impl Images {
                 self.store.commit(w).await?;
             }
         }
-        image.status = "queued".into();
+        image.status = ImageStatus::Queued;
         let f = tokio::fs::File::open(qcow2)
             .await
             .map_err(|e| ServiceError::Internal(format!("cannot read {}: {e}", qcow2.display())))?;
@@ -939,14 +951,14 @@ impl Images {
             .find(id)
             .await?
             .ok_or_else(|| ServiceError::not_found("image", id))?;
-        if i.status == "active" {
+        if i.status == ImageStatus::Active {
             return Ok(i);
         }
-        if i.status == "saving" {
+        if i.status == ImageStatus::Saving {
             self.drop_data(id).await?;
-            i.status = "queued".into();
+            i.status = ImageStatus::Queued;
             i.updated_at = now_micros();
-            self.save(&i, "saving").await?;
+            self.save(&i, ImageStatus::Saving).await?;
         }
         match path {
             Some(p) => {

@@ -13,9 +13,7 @@
 //! rebuilt with the image it was made from, and its disks are not touched.
 
 use crate::authz::Authorized;
-use crate::compute::{
-    cannot, check_image_fits, check_lock, disk_config_for, power, Compute, FlavorSize,
-};
+use crate::compute::{cannot, check_image_fits, check_lock, disk_config_for, Compute, FlavorSize};
 use crate::disks::Disks;
 use crate::images::Images;
 use crate::saga::{nothing, Caller, Saga, Step, StepError, StepResult, Why};
@@ -24,10 +22,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
-use stratus_store::{self as store, now_micros, RebuildAccept, ServerRec, Store};
+use stratus_store::{
+    self as store, now_micros, ImageStatus, PowerState, RebuildAccept, ServerRec, Store, TaskState,
+    Transition, VmState,
+};
 
 /// The vm_states a server can be rebuilt from (with no task, and launched once).
-pub const REBUILD_FROM: &[&str] = &["active", "stopped", "error"];
+pub const REBUILD_FROM: &[VmState] = &[VmState::Active, VmState::Stopped, VmState::Error];
 
 /// What a rebuild request may change besides the image.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +51,7 @@ pub struct RebuildState {
     pub saga_id: String,
     pub server_id: String,
     /// The vm_state the server was rebuilt from: a stopped server is stopped again after.
-    pub from_vm_state: String,
+    pub from_vm_state: VmState,
     pub image_id: String,
     /// Image-backed servers: the image's cache layer, its format, and the new root disk.
     pub cache: Option<String>,
@@ -104,9 +105,7 @@ impl Compute {
     ) -> Result<(ServerRec, String)> {
         let s = self.get(caller, id).await?;
         check_lock(caller, &s)?;
-        if s.task_state.is_some()
-            || !REBUILD_FROM.contains(&s.vm_state.as_str())
-            || s.launched_at.is_none()
+        if s.task_state.is_some() || !REBUILD_FROM.contains(&s.vm_state) || s.launched_at.is_none()
         {
             return Err(cannot("rebuild", &s));
         }
@@ -122,7 +121,7 @@ impl Compute {
             .get_for_use(caller, &req.image_id)
             .await
             .if_missing(|| ServiceError::BadRequest("Cannot find image for rebuild".into()))?;
-        if image.status != "active" {
+        if image.status != ImageStatus::Active {
             return Err(ServiceError::BadRequest(format!(
                 "Image {} is not active.",
                 image.id
@@ -134,7 +133,7 @@ impl Compute {
             caller: Caller::of(caller),
             saga_id: saga_id.clone(),
             server_id: s.id.clone(),
-            from_vm_state: s.vm_state.clone(),
+            from_vm_state: s.vm_state,
             image_id: image.id.clone(),
             name: req.name.clone().unwrap_or_else(|| s.name.clone()),
             description: req.description.clone().unwrap_or(s.description.clone()),
@@ -189,23 +188,14 @@ impl RebuildSagas {
     }
 
     /// Moves the rebuild's task on; already there is fine (a retry).
-    async fn move_task(&self, st: &RebuildState, from: &str, to: &str) -> StepResult {
+    async fn move_task(&self, st: &RebuildState, from: TaskState, to: TaskState) -> StepResult {
         let s = self.server(st).await?;
-        if s.task_state.as_deref() == Some(to) {
+        if s.task_state == Some(to) {
             return Ok(());
         }
         let mut w = self.store.write(false).await?;
-        let moved = store::server_transition(
-            w.conn(),
-            &s.id,
-            &[s.vm_state.as_str()],
-            Some(from),
-            &s.vm_state,
-            Some(to),
-            s.power_state,
-            now_micros(),
-        )
-        .await?;
+        let t = Transition::task(&s, Some(from), Some(to));
+        let moved = store::server_transition(w.conn(), &s.id, &t, now_micros()).await?;
         self.store.commit(w).await?;
         if moved {
             Ok(())
@@ -223,7 +213,7 @@ async fn accept(c: &RebuildSagas, st: &mut RebuildState, retry: bool) -> StepRes
     let s = store::server_get(c.store.pool(), &st.server_id)
         .await?
         .ok_or_else(|| StepError::Refused(ServiceError::not_found("instance", &st.server_id)))?;
-    if retry && s.task_state.as_deref() == Some("rebuilding") {
+    if retry && s.task_state == Some(TaskState::Rebuilding) {
         return Ok(());
     }
     if s.task_state.is_some() || s.vm_state != st.from_vm_state {
@@ -244,7 +234,7 @@ async fn accept(c: &RebuildSagas, st: &mut RebuildState, retry: bool) -> StepRes
     };
     let mut w = c.store.write(false).await?;
     let moved =
-        store::server_rebuild_accept(w.conn(), &s.id, &st.from_vm_state, &a, now_micros()).await?;
+        store::server_rebuild_accept(w.conn(), &s.id, st.from_vm_state, &a, now_micros()).await?;
     c.store.commit(w).await?;
     if moved {
         return Ok(());
@@ -263,11 +253,7 @@ async fn fail_server(c: &RebuildSagas, st: &RebuildState, why: &Why) -> Result<(
     let Some(s) = store::server_get(c.store.pool(), &st.server_id).await? else {
         return Ok(());
     };
-    if !s
-        .task_state
-        .as_deref()
-        .is_some_and(|t| t.starts_with("rebuild"))
-    {
+    if !s.task_state.is_some_and(TaskState::is_rebuild) {
         return Ok(());
     }
     let message = format!(
@@ -281,13 +267,21 @@ async fn fail_server(c: &RebuildSagas, st: &RebuildState, why: &Why) -> Result<(
 }
 
 async fn detach(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepResult {
-    c.move_task(st, "rebuilding", "rebuild_block_device_mapping")
-        .await
+    c.move_task(
+        st,
+        TaskState::Rebuilding,
+        TaskState::RebuildBlockDeviceMapping,
+    )
+    .await
 }
 
 async fn spawn(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepResult {
-    c.move_task(st, "rebuild_block_device_mapping", "rebuild_spawning")
-        .await?;
+    c.move_task(
+        st,
+        TaskState::RebuildBlockDeviceMapping,
+        TaskState::RebuildSpawning,
+    )
+    .await?;
     let (Some(cache), Some(root)) = (&st.cache, &st.root) else {
         return Ok(());
     };
@@ -322,10 +316,10 @@ async fn finish(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepRe
     if s.task_state.is_none() && s.root_disk == st.root.clone().unwrap_or(s.root_disk.clone()) {
         return Ok(());
     }
-    let (vm_state, power_state) = if st.from_vm_state == "stopped" {
-        ("stopped", power::SHUTDOWN)
+    let (vm_state, power_state) = if st.from_vm_state == VmState::Stopped {
+        (VmState::Stopped, PowerState::Shutdown)
     } else {
-        ("active", power::RUNNING)
+        (VmState::Active, PowerState::Running)
     };
     let root = st.root.clone().unwrap_or_else(|| s.root_disk.clone());
     let mut w = c.store.write(false).await?;

@@ -25,7 +25,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use stratus_store::{self as store, now_micros, SagaRec, SagaStepRec, Store};
+use stratus_store::{
+    self as store, now_micros, SagaRec, SagaState, SagaStepRec, StepStatus, Store,
+};
 
 /// How a step ended when it did not succeed.
 #[derive(Debug)]
@@ -337,7 +339,7 @@ impl Sagas {
         let mut rec = SagaRec {
             id: id.clone(),
             kind: S::NAME.to_string(),
-            state: "running".into(),
+            state: SagaState::Running,
             step: 0,
             data,
             error: None,
@@ -570,7 +572,7 @@ impl Sagas {
         until: Option<usize>,
     ) -> Result<Ended> {
         let steps = k.step_names();
-        if rec.state == "undoing" {
+        if rec.state == SagaState::Undoing {
             return self.undo_all(k, rec, None).await;
         }
         let mut data: Value = serde_json::from_str(&rec.data)
@@ -582,7 +584,7 @@ impl Sagas {
         loop {
             let idx = rec.step as usize;
             if idx >= steps.len() {
-                rec.state = "done".into();
+                rec.state = SagaState::Done;
                 if !self
                     .persist(rec, &finished.iter().collect::<Vec<_>>())
                     .await?
@@ -603,12 +605,12 @@ impl Sagas {
             let name = steps[idx];
             let retry = existing
                 .iter()
-                .any(|s| s.idx == idx as i64 && s.status == "started");
+                .any(|s| s.idx == idx as i64 && s.status == StepStatus::Started);
             let mut row = SagaStepRec {
                 saga_id: rec.id.clone(),
                 idx: idx as i64,
                 name: name.to_string(),
-                status: "started".into(),
+                status: StepStatus::Started,
                 // The state the step starts from is what its undo works from.
                 undo: data.to_string(),
                 error: None,
@@ -631,7 +633,7 @@ impl Sagas {
             match result {
                 Ok(()) => {
                     self.pause_if(k.name(), name, "after", &rec.id).await;
-                    row.status = "done".into();
+                    row.status = StepStatus::Done;
                     row.finished_at = Some(now_micros());
                     rec.step = idx as i64 + 1;
                     rec.data = data.to_string();
@@ -656,9 +658,9 @@ impl Sagas {
                     row.finished_at = Some(now_micros());
                     if refused {
                         // Nothing of it happened: nothing of it to undo.
-                        row.status = "undone".into();
+                        row.status = StepStatus::Undone;
                     }
-                    rec.state = "undoing".into();
+                    rec.state = SagaState::Undoing;
                     rec.error = Some(format!("{name}: {message}"));
                     rec.quiet = quiet;
                     if !self.persist(rec, &[&row]).await? {
@@ -682,7 +684,7 @@ impl Sagas {
         // names its failed undo instead).
         let cause = rows
             .iter()
-            .filter(|r| r.status != "undo_failed")
+            .filter(|r| r.status != StepStatus::UndoFailed)
             .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
             .next_back()
             .or_else(|| rec.error.clone());
@@ -691,7 +693,10 @@ impl Sagas {
         };
         rows.sort_by_key(|r| std::cmp::Reverse(r.idx));
         for mut row in rows {
-            if !matches!(row.status.as_str(), "started" | "done" | "undo_failed") {
+            if !matches!(
+                row.status,
+                StepStatus::Started | StepStatus::Done | StepStatus::UndoFailed
+            ) {
                 continue;
             }
             let record: Value = serde_json::from_str(&row.undo).unwrap_or(Value::Null);
@@ -711,19 +716,19 @@ impl Sagas {
             rec.step = row.idx;
             match undone {
                 Ok(()) => {
-                    if row.status == "undo_failed" {
+                    if row.status == StepStatus::UndoFailed {
                         // The error was its undo's, which has now succeeded.
                         row.error = None;
                     }
-                    row.status = "undone".into();
+                    row.status = StepStatus::Undone;
                     if !self.persist(rec, &[&row]).await? {
                         return Ok(Ended::LostLease);
                     }
                 }
                 Err(e) => {
-                    row.status = "undo_failed".into();
+                    row.status = StepStatus::UndoFailed;
                     row.error = Some(e.to_string());
-                    rec.state = "stuck".into();
+                    rec.state = SagaState::Stuck;
                     rec.error = Some(format!(
                         "undo of {} failed: {e} (undoing because {})",
                         row.name,
@@ -736,7 +741,7 @@ impl Sagas {
                 }
             }
         }
-        rec.state = "undone".into();
+        rec.state = SagaState::Undone;
         if !self.persist(rec, &[]).await? {
             return Ok(Ended::LostLease);
         }

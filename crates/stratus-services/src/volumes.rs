@@ -11,7 +11,10 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
 use stratus_iam::ResourceKind;
-use stratus_store::{self as store, now_micros, SnapshotRec, Store, VolumeRec};
+use stratus_store::{
+    self as store, now_micros, ImageStatus, SnapshotRec, SnapshotStatus, Store, VolumeRec,
+    VolumeStatus,
+};
 
 const GIB: i64 = 1 << 30;
 /// Largest volume, in GiB (64 TiB).
@@ -173,7 +176,7 @@ impl Volumes {
                         "Invalid image identifier or unable to access requested image {image_id}."
                     ))
                     })?;
-                if i.status != "active" {
+                if i.status != ImageStatus::Active {
                     return Err(bad(format!("Image {image_id} is not active.")));
                 }
                 let format = i
@@ -220,7 +223,7 @@ impl Volumes {
                             "Invalid snapshot: snapshot {snap_id} could not be found."
                         ))
                     })?;
-                if s.status != "available" {
+                if s.status != SnapshotStatus::Available {
                     return Err(bad(format!(
                         "Invalid snapshot: snapshot {snap_id} is {}.",
                         s.status
@@ -260,7 +263,7 @@ impl Volumes {
             name: req.name,
             description: req.description,
             size_gb,
-            status: "creating".into(),
+            status: VolumeStatus::Creating,
             bootable,
             image_id: req.image_id,
             snapshot_id: req.snapshot_id,
@@ -306,7 +309,11 @@ impl Volumes {
             }
         }
         .await;
-        v.status = if made.is_ok() { "available" } else { "error" }.into();
+        v.status = if made.is_ok() {
+            VolumeStatus::Available
+        } else {
+            VolumeStatus::Error
+        };
         v.updated_at = now_micros();
         self.put(&v).await?;
         made.map(|_| v)
@@ -333,7 +340,7 @@ impl Volumes {
             .iter()
             .any(|s| s.volume_id == v.id);
         if v.server_id.is_some()
-            || !matches!(v.status.as_str(), "available" | "error")
+            || !matches!(v.status, VolumeStatus::Available | VolumeStatus::Error)
             || has_snapshots
         {
             return Err(bad(format!(
@@ -363,7 +370,8 @@ impl Volumes {
         crate::limits::check_metadata(&req.metadata)?;
         check_text(req.name.as_deref(), req.description.as_deref())?;
         let v = self.get_for_use(caller, &req.volume_id).await?;
-        let allowed = v.status == "available" || (v.status == "in-use" && req.force);
+        let allowed =
+            v.status == VolumeStatus::Available || (v.status == VolumeStatus::InUse && req.force);
         if !allowed {
             return Err(bad(format!(
                 "Invalid volume: Volume {} status must be available, but current status is: {}.",
@@ -388,7 +396,10 @@ impl Volumes {
     /// (unless it already was), a new empty layer is made over it, then the store records both.
     pub async fn snapshot_apply(&self, plan: &SnapshotPlan) -> Result<SnapshotRec> {
         let recorded = store::snapshot_get(self.store.pool(), &plan.id).await?;
-        if let Some(s) = recorded.as_ref().filter(|s| s.status == "available") {
+        if let Some(s) = recorded
+            .as_ref()
+            .filter(|s| s.status == SnapshotStatus::Available)
+        {
             return Ok(s.clone());
         }
         let mut v = store::volume_get(self.store.pool(), &plan.volume_id)
@@ -403,7 +414,7 @@ impl Volumes {
             name: plan.name.clone(),
             description: plan.description.clone(),
             size_gb: v.size_gb,
-            status: "creating".into(),
+            status: SnapshotStatus::Creating,
             disk: v.disk.clone(),
             metadata: Value::Object(plan.metadata.clone()).to_string(),
             created_at: now,
@@ -460,7 +471,7 @@ impl Volumes {
             )
             .await?;
         let now = now_micros();
-        snap.status = "available".into();
+        snap.status = SnapshotStatus::Available;
         snap.disk = frozen.clone();
         snap.updated_at = now;
         v.disk = plan.active.clone();
@@ -479,7 +490,10 @@ impl Volumes {
     /// unrecorded one has its new layer removed and the volume's layer put back.
     pub async fn snapshot_revert(&self, plan: &SnapshotPlan) -> Result<()> {
         let recorded = store::snapshot_get(self.store.pool(), &plan.id).await?;
-        if recorded.as_ref().is_some_and(|s| s.status == "available") {
+        if recorded
+            .as_ref()
+            .is_some_and(|s| s.status == SnapshotStatus::Available)
+        {
             let mut w = self.store.write(false).await?;
             store::snapshot_delete(w.conn(), &plan.id).await?;
             self.store.commit(w).await?;

@@ -124,7 +124,7 @@ fn engine(store: &Arc<Store>, node: &str, toy: &Arc<Toy>, lease_ms: u64) -> Arc<
 async fn wait_state(store: &Store, id: &str, state: &str) -> stratus_store::SagaRec {
     for _ in 0..500 {
         if let Some(s) = stratus_store::saga_get(store.pool(), id).await.unwrap() {
-            if s.state == state {
+            if s.state.as_str() == state {
                 return s;
             }
         }
@@ -164,7 +164,7 @@ async fn steps_run_in_order_and_record_before_and_after() {
         .iter()
         .map(|s| {
             let undo: ToyState = serde_json::from_str(&s.undo).unwrap();
-            (s.name.clone(), s.status.clone(), undo.done)
+            (s.name.clone(), s.status.to_string(), undo.done)
         })
         .collect();
     let done = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();

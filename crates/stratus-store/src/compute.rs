@@ -1,10 +1,10 @@
 //! Records and queries of servers.
 
-use crate::Result;
+use crate::{Db, PowerState, Result, TaskState, VmState};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::FromRow;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ServerRec {
     pub id: String,
     pub project_id: String,
@@ -17,9 +17,9 @@ pub struct ServerRec {
     pub flavor: String,
     /// Empty for a server booted from a volume.
     pub image_id: String,
-    pub vm_state: String,
-    pub task_state: Option<String>,
-    pub power_state: i64,
+    pub vm_state: VmState,
+    pub task_state: Option<TaskState>,
+    pub power_state: PowerState,
     /// JSON object text.
     pub metadata: String,
     pub availability_zone: String,
@@ -34,6 +34,7 @@ pub struct ServerRec {
     pub access_ipv4: String,
     pub access_ipv6: String,
     /// `OS-DCF:diskConfig` AUTO (true) or MANUAL.
+    #[sqlx(try_from = "crate::Flag")]
     pub auto_disk_config: bool,
     /// `owner` or `admin` while locked.
     pub locked_by: Option<String>,
@@ -44,34 +45,10 @@ const COLS: &str = "id, project_id, user_id, enterprise_project_id, name, descri
     updated_at, launched_at, access_ipv4, access_ipv6, auto_disk_config, locked_by";
 
 fn from_row(r: &AnyRow) -> Result<ServerRec> {
-    Ok(ServerRec {
-        id: r.try_get("id")?,
-        project_id: r.try_get("project_id")?,
-        user_id: r.try_get("user_id")?,
-        enterprise_project_id: r.try_get("enterprise_project_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        flavor_id: r.try_get("flavor_id")?,
-        flavor: r.try_get("flavor")?,
-        image_id: r.try_get("image_id")?,
-        vm_state: r.try_get("vm_state")?,
-        task_state: r.try_get("task_state")?,
-        power_state: r.try_get("power_state")?,
-        metadata: r.try_get("metadata")?,
-        availability_zone: r.try_get("availability_zone")?,
-        fault: r.try_get("fault")?,
-        root_disk: r.try_get("root_disk")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        launched_at: r.try_get("launched_at")?,
-        access_ipv4: r.try_get("access_ipv4")?,
-        access_ipv6: r.try_get("access_ipv6")?,
-        auto_disk_config: crate::get_flag(r, "auto_disk_config")?,
-        locked_by: r.try_get("locked_by")?,
-    })
+    Ok(ServerRec::from_row(r)?)
 }
 
-pub async fn server_insert<'e, E: Executor<'e, Database = Any>>(e: E, s: &ServerRec) -> Result<()> {
+pub async fn server_insert<'e, E: Db<'e>>(e: E, s: &ServerRec) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO servers ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23)"
@@ -85,8 +62,8 @@ pub async fn server_insert<'e, E: Executor<'e, Database = Any>>(e: E, s: &Server
     .bind(&s.flavor_id)
     .bind(&s.flavor)
     .bind(&s.image_id)
-    .bind(&s.vm_state)
-    .bind(&s.task_state)
+    .bind(s.vm_state)
+    .bind(s.task_state)
     .bind(s.power_state)
     .bind(&s.metadata)
     .bind(&s.availability_zone)
@@ -105,7 +82,7 @@ pub async fn server_insert<'e, E: Executor<'e, Database = Any>>(e: E, s: &Server
 }
 
 /// Locks (`Some(by)`) or unlocks a server.
-pub async fn server_set_lock<'e, E: Executor<'e, Database = Any>>(
+pub async fn server_set_lock<'e, E: Db<'e>>(
     e: E,
     id: &str,
     locked_by: Option<&str>,
@@ -134,10 +111,10 @@ pub struct RebuildAccept {
 
 /// Starts a rebuild: the server, still in `vm_state` with no task, takes the task `rebuilding`
 /// and the attributes of the request; false if it changed meanwhile.
-pub async fn server_rebuild_accept<'e, E: Executor<'e, Database = Any>>(
+pub async fn server_rebuild_accept<'e, E: Db<'e>>(
     e: E,
     id: &str,
-    vm_state: &str,
+    vm_state: VmState,
     a: &RebuildAccept,
     now: i64,
 ) -> Result<bool> {
@@ -163,12 +140,12 @@ pub async fn server_rebuild_accept<'e, E: Executor<'e, Database = Any>>(
 
 /// The end of a rebuild: the server runs `root_disk` (unchanged for a volume-backed server) and
 /// is `vm_state` again, its task done.
-pub async fn server_rebuilt<'e, E: Executor<'e, Database = Any>>(
+pub async fn server_rebuilt<'e, E: Db<'e>>(
     e: E,
     id: &str,
     root_disk: &str,
-    vm_state: &str,
-    power_state: i64,
+    vm_state: VmState,
+    power_state: PowerState,
     now: i64,
 ) -> Result<bool> {
     let r = sqlx::query(
@@ -186,7 +163,7 @@ pub async fn server_rebuilt<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// A failed rebuild: the server is `error` with a fault, its task done (as upstream).
-pub async fn server_fail_task<'e, E: Executor<'e, Database = Any>>(
+pub async fn server_fail_task<'e, E: Db<'e>>(
     e: E,
     id: &str,
     message: &str,
@@ -205,10 +182,7 @@ pub async fn server_fail_task<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn server_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<ServerRec>> {
+pub async fn server_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<ServerRec>> {
     sqlx::query(&format!("SELECT {COLS} FROM servers WHERE id = $1"))
         .bind(id)
         .fetch_optional(e)
@@ -219,10 +193,10 @@ pub async fn server_get<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// A project's servers, newest first, optionally only those in `vm_states`.
-pub async fn server_list<'e, E: Executor<'e, Database = Any>>(
+pub async fn server_list<'e, E: Db<'e>>(
     e: E,
     project_id: &str,
-    vm_states: &[&str],
+    vm_states: &[VmState],
     limit: i64,
 ) -> Result<Vec<ServerRec>> {
     let states = if vm_states.is_empty() {
@@ -244,20 +218,38 @@ pub async fn server_list<'e, E: Executor<'e, Database = Any>>(
     q.fetch_all(e).await?.iter().map(from_row).collect()
 }
 
-/// Moves a server between states if it is still in one of `from_vm` with no task running (the
-/// one way every action starts); false if another change got there first.
-#[allow(clippy::too_many_arguments)]
-pub async fn server_transition<'e, E: Executor<'e, Database = Any>>(
+/// A compare-and-set move of a server's states: it happens only if the server is still in one of
+/// the `from` vm_states with the task `from_task` (none for an action starting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition<'a> {
+    pub from: &'a [VmState],
+    pub from_task: Option<TaskState>,
+    pub vm_state: VmState,
+    pub task_state: Option<TaskState>,
+    pub power_state: PowerState,
+}
+
+impl<'a> Transition<'a> {
+    /// A move of server `s`'s task alone, from `from` to `to`: its vm_state and power state stay.
+    pub fn task(s: &'a ServerRec, from: Option<TaskState>, to: Option<TaskState>) -> Self {
+        Transition {
+            from: std::slice::from_ref(&s.vm_state),
+            from_task: from,
+            vm_state: s.vm_state,
+            task_state: to,
+            power_state: s.power_state,
+        }
+    }
+}
+
+/// Makes transition `t` of server `id`; false if another change got there first.
+pub async fn server_transition<'e, E: Db<'e>>(
     e: E,
     id: &str,
-    from_vm: &[&str],
-    from_task: Option<&str>,
-    vm_state: &str,
-    task_state: Option<&str>,
-    power_state: i64,
+    t: &Transition<'_>,
     now: i64,
 ) -> Result<bool> {
-    let ps: Vec<String> = (0..from_vm.len()).map(|n| format!("${}", n + 7)).collect();
+    let ps: Vec<String> = (0..t.from.len()).map(|n| format!("${}", n + 7)).collect();
     let sql = format!(
         "UPDATE servers SET vm_state = $2, task_state = $3, power_state = $4, updated_at = $5 \
          WHERE id = $1 AND COALESCE(task_state, '') = $6 AND vm_state IN ({})",
@@ -265,19 +257,19 @@ pub async fn server_transition<'e, E: Executor<'e, Database = Any>>(
     );
     let mut q = sqlx::query(&sql)
         .bind(id)
-        .bind(vm_state)
-        .bind(task_state)
-        .bind(power_state)
+        .bind(t.vm_state)
+        .bind(t.task_state)
+        .bind(t.power_state)
         .bind(now)
-        .bind(from_task.unwrap_or(""));
-    for s in from_vm {
+        .bind(t.from_task.map_or("", TaskState::as_str));
+    for s in t.from {
         q = q.bind(*s);
     }
     Ok(q.execute(e).await?.rows_affected() > 0)
 }
 
 /// The end of a build: the root disk exists (`active`) or the build failed (`error` + fault).
-pub async fn server_built<'e, E: Executor<'e, Database = Any>>(
+pub async fn server_built<'e, E: Db<'e>>(
     e: E,
     id: &str,
     root_disk: &str,
@@ -285,9 +277,9 @@ pub async fn server_built<'e, E: Executor<'e, Database = Any>>(
     now: i64,
 ) -> Result<bool> {
     let (vm_state, power_state) = if fault.is_some() {
-        ("error", 0)
+        (VmState::Error, PowerState::NoState)
     } else {
-        ("active", 1)
+        (VmState::Active, PowerState::Running)
     };
     let r = sqlx::query(
         "UPDATE servers SET vm_state = $2, task_state = NULL, power_state = $3, root_disk = $4, fault = $5, \
@@ -305,7 +297,7 @@ pub async fn server_built<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn server_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+pub async fn server_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM servers WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -315,7 +307,7 @@ pub async fn server_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) 
 
 /// Ends whatever task a server runs, recording why in its fault if there is a reason to tell
 /// (the server keeps its vm_state and any earlier fault).
-pub async fn server_clear_task<'e, E: Executor<'e, Database = Any>>(
+pub async fn server_clear_task<'e, E: Db<'e>>(
     e: E,
     id: &str,
     message: Option<&str>,
@@ -335,10 +327,7 @@ pub async fn server_clear_task<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Servers whose task_state starts with `prefix` (tasks a restart must settle).
-pub async fn servers_in_task<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    prefix: &str,
-) -> Result<Vec<ServerRec>> {
+pub async fn servers_in_task<'e, E: Db<'e>>(e: E, prefix: &str) -> Result<Vec<ServerRec>> {
     sqlx::query(&format!(
         "SELECT {COLS} FROM servers WHERE task_state LIKE $1"
     ))

@@ -1,19 +1,21 @@
 //! Records and queries of authorization data: enterprise projects, custom policies, grants.
 
 use crate::identity::{role_from, ActorKind, GrantRec, RoleRec, ScopeKind, ROLE_COLS};
-use crate::{flag, get_flag, Result};
+use crate::{flag, Db, Result};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::FromRow;
+use sqlx::Row;
 
 /// The default enterprise project every deployment has.
 pub const DEFAULT_ENTERPRISE_PROJECT: &str = "0";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct EnterpriseProjectRec {
     pub id: String,
     pub domain_id: String,
     pub name: String,
     pub description: String,
+    #[sqlx(try_from = "crate::Flag")]
     pub enabled: bool,
     pub created_at: i64,
     pub updated_at: i64,
@@ -22,21 +24,10 @@ pub struct EnterpriseProjectRec {
 const EP_COLS: &str = "id, domain_id, name, description, enabled, created_at, updated_at";
 
 fn ep_from(r: &AnyRow) -> Result<EnterpriseProjectRec> {
-    Ok(EnterpriseProjectRec {
-        id: r.try_get("id")?,
-        domain_id: r.try_get("domain_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        enabled: get_flag(r, "enabled")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+    Ok(EnterpriseProjectRec::from_row(r)?)
 }
 
-pub async fn ep_insert<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    p: &EnterpriseProjectRec,
-) -> Result<()> {
+pub async fn ep_insert<'e, E: Db<'e>>(e: E, p: &EnterpriseProjectRec) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO enterprise_projects ({EP_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
     ))
@@ -52,10 +43,7 @@ pub async fn ep_insert<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn ep_update<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    p: &EnterpriseProjectRec,
-) -> Result<bool> {
+pub async fn ep_update<'e, E: Db<'e>>(e: E, p: &EnterpriseProjectRec) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE enterprise_projects SET name = $2, description = $3, enabled = $4, updated_at = $5 WHERE id = $1",
     )
@@ -69,7 +57,7 @@ pub async fn ep_update<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn ep_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+pub async fn ep_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM enterprise_projects WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -77,10 +65,7 @@ pub async fn ep_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> R
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn ep_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<EnterpriseProjectRec>> {
+pub async fn ep_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<EnterpriseProjectRec>> {
     sqlx::query(&format!(
         "SELECT {EP_COLS} FROM enterprise_projects WHERE id = $1"
     ))
@@ -92,7 +77,7 @@ pub async fn ep_get<'e, E: Executor<'e, Database = Any>>(
     .transpose()
 }
 
-pub async fn ep_list<'e, E: Executor<'e, Database = Any>>(
+pub async fn ep_list<'e, E: Db<'e>>(
     e: E,
     domain_id: &str,
     name: Option<&str>,
@@ -112,7 +97,7 @@ pub async fn ep_list<'e, E: Executor<'e, Database = Any>>(
 // ---------------------------------------------------------------------------------------------
 // custom policies
 
-pub async fn role_update<'e, E: Executor<'e, Database = Any>>(e: E, r: &RoleRec) -> Result<bool> {
+pub async fn role_update<'e, E: Db<'e>>(e: E, r: &RoleRec) -> Result<bool> {
     let res = sqlx::query(
         "UPDATE roles SET display_name = $2, description = $3, policy = $4, updated_at = $5 WHERE id = $1",
     )
@@ -126,7 +111,7 @@ pub async fn role_update<'e, E: Executor<'e, Database = Any>>(e: E, r: &RoleRec)
     Ok(res.rows_affected() > 0)
 }
 
-pub async fn role_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+pub async fn role_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM roles WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -134,10 +119,7 @@ pub async fn role_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) ->
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn custom_role_count<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    domain_id: &str,
-) -> Result<i64> {
+pub async fn custom_role_count<'e, E: Db<'e>>(e: E, domain_id: &str) -> Result<i64> {
     let r = sqlx::query("SELECT COUNT(*) FROM roles WHERE kind = 'custom' AND domain_id = $1")
         .bind(domain_id)
         .fetch_one(e)
@@ -146,10 +128,7 @@ pub async fn custom_role_count<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// System policies and the custom policies of one domain.
-pub async fn roles_visible<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    domain_id: &str,
-) -> Result<Vec<RoleRec>> {
+pub async fn roles_visible<'e, E: Db<'e>>(e: E, domain_id: &str) -> Result<Vec<RoleRec>> {
     sqlx::query(&format!(
         "SELECT {ROLE_COLS} FROM roles WHERE domain_id IS NULL OR domain_id = $1 ORDER BY kind DESC, display_name, id"
     ))
@@ -164,7 +143,7 @@ pub async fn roles_visible<'e, E: Executor<'e, Database = Any>>(
 // ---------------------------------------------------------------------------------------------
 // grants
 
-pub async fn grant_exists<'e, E: Executor<'e, Database = Any>>(e: E, g: &GrantRec) -> Result<bool> {
+pub async fn grant_exists<'e, E: Db<'e>>(e: E, g: &GrantRec) -> Result<bool> {
     let r = sqlx::query(
         "SELECT 1 FROM grants WHERE role_id = $1 AND actor_kind = $2 AND actor_id = $3 AND scope_kind = $4 AND scope_id = $5",
     )
@@ -178,7 +157,7 @@ pub async fn grant_exists<'e, E: Executor<'e, Database = Any>>(e: E, g: &GrantRe
     Ok(r.is_some())
 }
 
-pub async fn grant_delete<'e, E: Executor<'e, Database = Any>>(e: E, g: &GrantRec) -> Result<bool> {
+pub async fn grant_delete<'e, E: Db<'e>>(e: E, g: &GrantRec) -> Result<bool> {
     let r = sqlx::query(
         "DELETE FROM grants WHERE role_id = $1 AND actor_kind = $2 AND actor_id = $3 AND scope_kind = $4 AND scope_id = $5",
     )
@@ -193,7 +172,7 @@ pub async fn grant_delete<'e, E: Executor<'e, Database = Any>>(e: E, g: &GrantRe
 }
 
 /// Roles granted to one actor on one scope.
-pub async fn grants_on<'e, E: Executor<'e, Database = Any>>(
+pub async fn grants_on<'e, E: Db<'e>>(
     e: E,
     actor_kind: ActorKind,
     actor_id: &str,
@@ -221,7 +200,7 @@ pub async fn grants_on<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Every grant that reaches a user, directly or through a group, with its scope and role.
-pub async fn grants_reaching_user<'e, E: Executor<'e, Database = Any>>(
+pub async fn grants_reaching_user<'e, E: Db<'e>>(
     e: E,
     user_id: &str,
 ) -> Result<Vec<(ScopeKind, String, RoleRec)>> {

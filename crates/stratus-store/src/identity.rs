@@ -4,43 +4,47 @@
 //! Every function takes any executor (the pool for reads, a [`crate::WriteTx`] connection inside
 //! a transaction), so one query serves both.
 
-use crate::{flag, get_flag, Result};
+use crate::{flag, Db, Result};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::FromRow;
+use sqlx::Row;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DomainRec {
     pub id: String,
     pub name: String,
     pub description: String,
+    #[sqlx(try_from = "crate::Flag")]
     pub enabled: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ProjectRec {
     pub id: String,
     pub domain_id: String,
     pub name: String,
     pub description: String,
+    #[sqlx(try_from = "crate::Flag")]
     pub enabled: bool,
     /// Tokens of the project issued before this instant are invalid (it was disabled).
     pub tokens_valid_after: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserRec {
     pub id: String,
     pub domain_id: String,
     pub name: String,
     pub description: String,
     pub email: Option<String>,
+    #[sqlx(try_from = "crate::Flag")]
     pub enabled: bool,
     pub password_hash: Option<String>,
     pub default_project_id: Option<String>,
     pub tokens_valid_after: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct GroupRec {
     pub id: String,
     pub domain_id: String,
@@ -48,7 +52,7 @@ pub struct GroupRec {
     pub description: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RoleRec {
     pub id: String,
     pub name: String,
@@ -135,7 +139,7 @@ pub struct CatalogRec {
     pub path: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct FlavorRec {
     pub id: String,
     pub name: String,
@@ -144,6 +148,7 @@ pub struct FlavorRec {
     pub disk_gb: i64,
     pub ephemeral_gb: i64,
     pub swap_mb: i64,
+    #[sqlx(try_from = "crate::Flag")]
     pub is_public: bool,
     pub description: String,
     /// JSON object text.
@@ -153,10 +158,7 @@ pub struct FlavorRec {
 // ---------------------------------------------------------------------------------------------
 // meta
 
-pub async fn meta_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    key: &str,
-) -> Result<Option<String>> {
+pub async fn meta_get<'e, E: Db<'e>>(e: E, key: &str) -> Result<Option<String>> {
     let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
         .bind(key)
         .fetch_optional(e)
@@ -167,11 +169,7 @@ pub async fn meta_get<'e, E: Executor<'e, Database = Any>>(
     })
 }
 
-pub async fn meta_set<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    key: &str,
-    value: &str,
-) -> Result<()> {
+pub async fn meta_set<'e, E: Db<'e>>(e: E, key: &str, value: &str) -> Result<()> {
     sqlx::query(
         "INSERT INTO meta (key, value) VALUES ($1, $2) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -186,11 +184,7 @@ pub async fn meta_set<'e, E: Executor<'e, Database = Any>>(
 // ---------------------------------------------------------------------------------------------
 // regions and domains
 
-pub async fn region_insert<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-    description: &str,
-) -> Result<()> {
+pub async fn region_insert<'e, E: Db<'e>>(e: E, id: &str, description: &str) -> Result<()> {
     sqlx::query("INSERT INTO regions (id, description) VALUES ($1, $2)")
         .bind(id)
         .bind(description)
@@ -199,9 +193,7 @@ pub async fn region_insert<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn region_list<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-) -> Result<Vec<(String, String)>> {
+pub async fn region_list<'e, E: Db<'e>>(e: E) -> Result<Vec<(String, String)>> {
     let rows = sqlx::query("SELECT id, description FROM regions ORDER BY id")
         .fetch_all(e)
         .await?;
@@ -211,17 +203,12 @@ pub async fn region_list<'e, E: Executor<'e, Database = Any>>(
 }
 
 fn domain_from(r: &AnyRow) -> Result<DomainRec> {
-    Ok(DomainRec {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        enabled: get_flag(r, "enabled")?,
-    })
+    Ok(DomainRec::from_row(r)?)
 }
 
 const DOMAIN_COLS: &str = "id, name, description, enabled";
 
-pub async fn domain_insert<'e, E: Executor<'e, Database = Any>>(e: E, d: &DomainRec) -> Result<()> {
+pub async fn domain_insert<'e, E: Db<'e>>(e: E, d: &DomainRec) -> Result<()> {
     sqlx::query("INSERT INTO domains (id, name, description, enabled, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&d.id)
         .bind(&d.name)
@@ -233,10 +220,7 @@ pub async fn domain_insert<'e, E: Executor<'e, Database = Any>>(e: E, d: &Domain
     Ok(())
 }
 
-pub async fn domain_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<DomainRec>> {
+pub async fn domain_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<DomainRec>> {
     let q = format!("SELECT {DOMAIN_COLS} FROM domains WHERE id = $1");
     sqlx::query(&q)
         .bind(id)
@@ -247,10 +231,7 @@ pub async fn domain_get<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn domain_by_name<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    name: &str,
-) -> Result<Option<DomainRec>> {
+pub async fn domain_by_name<'e, E: Db<'e>>(e: E, name: &str) -> Result<Option<DomainRec>> {
     let q = format!("SELECT {DOMAIN_COLS} FROM domains WHERE name = $1");
     sqlx::query(&q)
         .bind(name)
@@ -261,10 +242,7 @@ pub async fn domain_by_name<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn domain_list<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    name: Option<&str>,
-) -> Result<Vec<DomainRec>> {
+pub async fn domain_list<'e, E: Db<'e>>(e: E, name: Option<&str>) -> Result<Vec<DomainRec>> {
     let q =
         format!("SELECT {DOMAIN_COLS} FROM domains WHERE ($1 IS NULL OR name = $1) ORDER BY name");
     sqlx::query(&q)
@@ -282,20 +260,10 @@ pub async fn domain_list<'e, E: Executor<'e, Database = Any>>(
 const PROJECT_COLS: &str = "id, domain_id, name, description, enabled, tokens_valid_after";
 
 fn project_from(r: &AnyRow) -> Result<ProjectRec> {
-    Ok(ProjectRec {
-        id: r.try_get("id")?,
-        domain_id: r.try_get("domain_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        enabled: get_flag(r, "enabled")?,
-        tokens_valid_after: r.try_get("tokens_valid_after")?,
-    })
+    Ok(ProjectRec::from_row(r)?)
 }
 
-pub async fn project_insert<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    p: &ProjectRec,
-) -> Result<()> {
+pub async fn project_insert<'e, E: Db<'e>>(e: E, p: &ProjectRec) -> Result<()> {
     sqlx::query(
         "INSERT INTO projects (id, domain_id, name, description, enabled, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -311,10 +279,7 @@ pub async fn project_insert<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn project_update<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    p: &ProjectRec,
-) -> Result<bool> {
+pub async fn project_update<'e, E: Db<'e>>(e: E, p: &ProjectRec) -> Result<bool> {
     let r =
         sqlx::query("UPDATE projects SET name = $2, description = $3, enabled = $4, tokens_valid_after = $5 WHERE id = $1")
             .bind(&p.id)
@@ -327,7 +292,7 @@ pub async fn project_update<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn project_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+pub async fn project_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM projects WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -335,10 +300,7 @@ pub async fn project_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str)
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn project_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<ProjectRec>> {
+pub async fn project_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<ProjectRec>> {
     let q = format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1");
     sqlx::query(&q)
         .bind(id)
@@ -349,7 +311,7 @@ pub async fn project_get<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn project_by_name<'e, E: Executor<'e, Database = Any>>(
+pub async fn project_by_name<'e, E: Db<'e>>(
     e: E,
     domain_id: &str,
     name: &str,
@@ -373,10 +335,7 @@ pub struct ProjectFilter<'a> {
     pub enabled: Option<bool>,
 }
 
-pub async fn project_list<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    f: &ProjectFilter<'_>,
-) -> Result<Vec<ProjectRec>> {
+pub async fn project_list<'e, E: Db<'e>>(e: E, f: &ProjectFilter<'_>) -> Result<Vec<ProjectRec>> {
     let q = format!(
         "SELECT {PROJECT_COLS} FROM projects WHERE ($1 IS NULL OR domain_id = $1) \
          AND ($2 IS NULL OR name = $2) AND ($3 IS NULL OR enabled = $3) ORDER BY name, id"
@@ -399,20 +358,10 @@ const USER_COLS: &str =
     "id, domain_id, name, description, email, enabled, password_hash, default_project_id, tokens_valid_after";
 
 fn user_from(r: &AnyRow) -> Result<UserRec> {
-    Ok(UserRec {
-        id: r.try_get("id")?,
-        domain_id: r.try_get("domain_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        email: r.try_get("email")?,
-        enabled: get_flag(r, "enabled")?,
-        password_hash: r.try_get("password_hash")?,
-        default_project_id: r.try_get("default_project_id")?,
-        tokens_valid_after: r.try_get("tokens_valid_after")?,
-    })
+    Ok(UserRec::from_row(r)?)
 }
 
-pub async fn user_insert<'e, E: Executor<'e, Database = Any>>(e: E, u: &UserRec) -> Result<()> {
+pub async fn user_insert<'e, E: Db<'e>>(e: E, u: &UserRec) -> Result<()> {
     sqlx::query(
         "INSERT INTO users (id, domain_id, name, description, email, enabled, password_hash, \
          default_project_id, tokens_valid_after, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -432,7 +381,7 @@ pub async fn user_insert<'e, E: Executor<'e, Database = Any>>(e: E, u: &UserRec)
     Ok(())
 }
 
-pub async fn user_update<'e, E: Executor<'e, Database = Any>>(e: E, u: &UserRec) -> Result<bool> {
+pub async fn user_update<'e, E: Db<'e>>(e: E, u: &UserRec) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE users SET name = $2, description = $3, email = $4, enabled = $5, password_hash = $6, \
          default_project_id = $7, tokens_valid_after = $8 WHERE id = $1",
@@ -450,7 +399,7 @@ pub async fn user_update<'e, E: Executor<'e, Database = Any>>(e: E, u: &UserRec)
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn user_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+pub async fn user_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -458,10 +407,7 @@ pub async fn user_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) ->
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn user_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<UserRec>> {
+pub async fn user_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<UserRec>> {
     let q = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
     sqlx::query(&q)
         .bind(id)
@@ -472,7 +418,7 @@ pub async fn user_get<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn user_by_name<'e, E: Executor<'e, Database = Any>>(
+pub async fn user_by_name<'e, E: Db<'e>>(
     e: E,
     domain_id: &str,
     name: &str,
@@ -495,10 +441,7 @@ pub struct UserFilter<'a> {
     pub enabled: Option<bool>,
 }
 
-pub async fn user_list<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    f: &UserFilter<'_>,
-) -> Result<Vec<UserRec>> {
+pub async fn user_list<'e, E: Db<'e>>(e: E, f: &UserFilter<'_>) -> Result<Vec<UserRec>> {
     let q = format!(
         "SELECT {USER_COLS} FROM users WHERE ($1 IS NULL OR domain_id = $1) \
          AND ($2 IS NULL OR name = $2) AND ($3 IS NULL OR enabled = $3) ORDER BY name, id"
@@ -520,15 +463,10 @@ pub async fn user_list<'e, E: Executor<'e, Database = Any>>(
 const GROUP_COLS: &str = "id, domain_id, name, description";
 
 fn group_from(r: &AnyRow) -> Result<GroupRec> {
-    Ok(GroupRec {
-        id: r.try_get("id")?,
-        domain_id: r.try_get("domain_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-    })
+    Ok(GroupRec::from_row(r)?)
 }
 
-pub async fn group_insert<'e, E: Executor<'e, Database = Any>>(e: E, g: &GroupRec) -> Result<()> {
+pub async fn group_insert<'e, E: Db<'e>>(e: E, g: &GroupRec) -> Result<()> {
     sqlx::query(
         "INSERT INTO user_groups (id, domain_id, name, description, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -542,7 +480,7 @@ pub async fn group_insert<'e, E: Executor<'e, Database = Any>>(e: E, g: &GroupRe
     Ok(())
 }
 
-pub async fn group_update<'e, E: Executor<'e, Database = Any>>(e: E, g: &GroupRec) -> Result<bool> {
+pub async fn group_update<'e, E: Db<'e>>(e: E, g: &GroupRec) -> Result<bool> {
     let r = sqlx::query("UPDATE user_groups SET name = $2, description = $3 WHERE id = $1")
         .bind(&g.id)
         .bind(&g.name)
@@ -552,7 +490,7 @@ pub async fn group_update<'e, E: Executor<'e, Database = Any>>(e: E, g: &GroupRe
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn group_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+pub async fn group_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM user_groups WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -560,10 +498,7 @@ pub async fn group_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn group_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<GroupRec>> {
+pub async fn group_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<GroupRec>> {
     let q = format!("SELECT {GROUP_COLS} FROM user_groups WHERE id = $1");
     sqlx::query(&q)
         .bind(id)
@@ -574,7 +509,7 @@ pub async fn group_get<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn group_by_name<'e, E: Executor<'e, Database = Any>>(
+pub async fn group_by_name<'e, E: Db<'e>>(
     e: E,
     domain_id: &str,
     name: &str,
@@ -590,7 +525,7 @@ pub async fn group_by_name<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn group_list<'e, E: Executor<'e, Database = Any>>(
+pub async fn group_list<'e, E: Db<'e>>(
     e: E,
     domain_id: Option<&str>,
     name: Option<&str>,
@@ -610,11 +545,7 @@ pub async fn group_list<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Adds a member; returns false if the user already was one.
-pub async fn member_add<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    group_id: &str,
-    user_id: &str,
-) -> Result<bool> {
+pub async fn member_add<'e, E: Db<'e>>(e: E, group_id: &str, user_id: &str) -> Result<bool> {
     let r = sqlx::query(
         "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
     )
@@ -625,11 +556,7 @@ pub async fn member_add<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn member_remove<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    group_id: &str,
-    user_id: &str,
-) -> Result<bool> {
+pub async fn member_remove<'e, E: Db<'e>>(e: E, group_id: &str, user_id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
         .bind(group_id)
         .bind(user_id)
@@ -638,11 +565,7 @@ pub async fn member_remove<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn member_check<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    group_id: &str,
-    user_id: &str,
-) -> Result<bool> {
+pub async fn member_check<'e, E: Db<'e>>(e: E, group_id: &str, user_id: &str) -> Result<bool> {
     let r = sqlx::query("SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2")
         .bind(group_id)
         .bind(user_id)
@@ -651,10 +574,7 @@ pub async fn member_check<'e, E: Executor<'e, Database = Any>>(
     Ok(r.is_some())
 }
 
-pub async fn group_members<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    group_id: &str,
-) -> Result<Vec<UserRec>> {
+pub async fn group_members<'e, E: Db<'e>>(e: E, group_id: &str) -> Result<Vec<UserRec>> {
     let q = format!(
         "SELECT {} FROM users u JOIN group_members m ON m.user_id = u.id WHERE m.group_id = $1 ORDER BY u.name, u.id",
         USER_COLS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
@@ -668,10 +588,7 @@ pub async fn group_members<'e, E: Executor<'e, Database = Any>>(
         .collect()
 }
 
-pub async fn user_groups<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    user_id: &str,
-) -> Result<Vec<GroupRec>> {
+pub async fn user_groups<'e, E: Db<'e>>(e: E, user_id: &str) -> Result<Vec<GroupRec>> {
     let q = format!(
         "SELECT {} FROM user_groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = $1 ORDER BY g.name, g.id",
         GROUP_COLS.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
@@ -691,20 +608,12 @@ pub async fn user_groups<'e, E: Executor<'e, Database = Any>>(
 pub(crate) const ROLE_COLS: &str = "id, name, display_name, description, kind, domain_id, policy";
 
 pub(crate) fn role_from(r: &AnyRow) -> Result<RoleRec> {
-    Ok(RoleRec {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        display_name: r.try_get("display_name")?,
-        description: r.try_get("description")?,
-        kind: r.try_get("kind")?,
-        domain_id: r.try_get("domain_id")?,
-        policy: r.try_get("policy")?,
-    })
+    Ok(RoleRec::from_row(r)?)
 }
 
 /// Inserts a role, or updates it in place if a role of that name exists (system policies are
 /// refreshed from data at every start).
-pub async fn role_upsert<'e, E: Executor<'e, Database = Any>>(e: E, r: &RoleRec) -> Result<()> {
+pub async fn role_upsert<'e, E: Db<'e>>(e: E, r: &RoleRec) -> Result<()> {
     let now = crate::now_micros();
     sqlx::query(
         "INSERT INTO roles (id, name, display_name, description, kind, domain_id, policy, created_at, updated_at) \
@@ -725,10 +634,7 @@ pub async fn role_upsert<'e, E: Executor<'e, Database = Any>>(e: E, r: &RoleRec)
     Ok(())
 }
 
-pub async fn role_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<RoleRec>> {
+pub async fn role_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<RoleRec>> {
     let q = format!("SELECT {ROLE_COLS} FROM roles WHERE id = $1");
     sqlx::query(&q)
         .bind(id)
@@ -739,10 +645,7 @@ pub async fn role_get<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn role_by_name<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    name: &str,
-) -> Result<Option<RoleRec>> {
+pub async fn role_by_name<'e, E: Db<'e>>(e: E, name: &str) -> Result<Option<RoleRec>> {
     let q = format!("SELECT {ROLE_COLS} FROM roles WHERE name = $1");
     sqlx::query(&q)
         .bind(name)
@@ -753,7 +656,7 @@ pub async fn role_by_name<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn role_list<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<RoleRec>> {
+pub async fn role_list<'e, E: Db<'e>>(e: E) -> Result<Vec<RoleRec>> {
     let q = format!("SELECT {ROLE_COLS} FROM roles ORDER BY name");
     sqlx::query(&q)
         .fetch_all(e)
@@ -763,7 +666,7 @@ pub async fn role_list<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<
         .collect()
 }
 
-pub async fn grant_put<'e, E: Executor<'e, Database = Any>>(e: E, g: &GrantRec) -> Result<()> {
+pub async fn grant_put<'e, E: Db<'e>>(e: E, g: &GrantRec) -> Result<()> {
     sqlx::query(
         "INSERT INTO grants (role_id, actor_kind, actor_id, scope_kind, scope_id, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
@@ -780,7 +683,7 @@ pub async fn grant_put<'e, E: Executor<'e, Database = Any>>(e: E, g: &GrantRec) 
 }
 
 /// The roles a user holds on a scope, directly or through any of their groups.
-pub async fn roles_of_user_on<'e, E: Executor<'e, Database = Any>>(
+pub async fn roles_of_user_on<'e, E: Db<'e>>(
     e: E,
     user_id: &str,
     scopes: &[(ScopeKind, &str)],
@@ -813,7 +716,7 @@ pub async fn roles_of_user_on<'e, E: Executor<'e, Database = Any>>(
 // ---------------------------------------------------------------------------------------------
 // token keys and revocations
 
-pub async fn token_keys<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<(i64, String)>> {
+pub async fn token_keys<'e, E: Db<'e>>(e: E) -> Result<Vec<(i64, String)>> {
     Ok(token_keys_dated(e)
         .await?
         .into_iter()
@@ -822,9 +725,7 @@ pub async fn token_keys<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec
 }
 
 /// Every token key, oldest first: id, secret, creation time.
-pub async fn token_keys_dated<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-) -> Result<Vec<(i64, String, i64)>> {
+pub async fn token_keys_dated<'e, E: Db<'e>>(e: E) -> Result<Vec<(i64, String, i64)>> {
     let rows = sqlx::query("SELECT id, secret, created_at FROM token_keys ORDER BY id")
         .fetch_all(e)
         .await?;
@@ -833,7 +734,7 @@ pub async fn token_keys_dated<'e, E: Executor<'e, Database = Any>>(
         .collect()
 }
 
-pub async fn token_key_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: i64) -> Result<()> {
+pub async fn token_key_delete<'e, E: Db<'e>>(e: E, id: i64) -> Result<()> {
     sqlx::query("DELETE FROM token_keys WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -841,11 +742,7 @@ pub async fn token_key_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: i64
     Ok(())
 }
 
-pub async fn token_key_insert<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: i64,
-    secret: &str,
-) -> Result<()> {
+pub async fn token_key_insert<'e, E: Db<'e>>(e: E, id: i64, secret: &str) -> Result<()> {
     sqlx::query("INSERT INTO token_keys (id, secret, created_at) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(secret)
@@ -855,11 +752,7 @@ pub async fn token_key_insert<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn token_revoke<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    audit_id: &str,
-    expires_at: i64,
-) -> Result<()> {
+pub async fn token_revoke<'e, E: Db<'e>>(e: E, audit_id: &str, expires_at: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO revoked_tokens (audit_id, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
     )
@@ -870,10 +763,7 @@ pub async fn token_revoke<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn token_is_revoked<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    audit_id: &str,
-) -> Result<bool> {
+pub async fn token_is_revoked<'e, E: Db<'e>>(e: E, audit_id: &str) -> Result<bool> {
     let r = sqlx::query("SELECT 1 FROM revoked_tokens WHERE audit_id = $1")
         .bind(audit_id)
         .fetch_optional(e)
@@ -882,10 +772,7 @@ pub async fn token_is_revoked<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Forgets revocations of tokens that have expired anyway.
-pub async fn token_revocations_purge<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    now: i64,
-) -> Result<u64> {
+pub async fn token_revocations_purge<'e, E: Db<'e>>(e: E, now: i64) -> Result<u64> {
     let r = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
         .bind(now)
         .execute(e)
@@ -896,10 +783,7 @@ pub async fn token_revocations_purge<'e, E: Executor<'e, Database = Any>>(
 // ---------------------------------------------------------------------------------------------
 // catalogue
 
-pub async fn catalog_insert<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    c: &CatalogRec,
-) -> Result<()> {
+pub async fn catalog_insert<'e, E: Db<'e>>(e: E, c: &CatalogRec) -> Result<()> {
     sqlx::query(
         "INSERT INTO catalog (id, service_id, service_type, service_name, interface, region_id, path) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -916,7 +800,7 @@ pub async fn catalog_insert<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn catalog_list<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<CatalogRec>> {
+pub async fn catalog_list<'e, E: Db<'e>>(e: E) -> Result<Vec<CatalogRec>> {
     let rows = sqlx::query(
         "SELECT id, service_id, service_type, service_name, interface, region_id, path FROM catalog \
          ORDER BY service_type, interface",
@@ -941,7 +825,7 @@ pub async fn catalog_list<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<V
 // ---------------------------------------------------------------------------------------------
 // flavors
 
-pub async fn flavor_upsert<'e, E: Executor<'e, Database = Any>>(e: E, f: &FlavorRec) -> Result<()> {
+pub async fn flavor_upsert<'e, E: Db<'e>>(e: E, f: &FlavorRec) -> Result<()> {
     sqlx::query(
         "INSERT INTO flavors (id, name, vcpus, ram_mb, disk_gb, ephemeral_gb, swap_mb, is_public, description, \
          extra_specs, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
@@ -962,36 +846,20 @@ pub async fn flavor_upsert<'e, E: Executor<'e, Database = Any>>(e: E, f: &Flavor
     Ok(())
 }
 
-pub async fn flavor_list<'e, E: Executor<'e, Database = Any>>(e: E) -> Result<Vec<FlavorRec>> {
+pub async fn flavor_list<'e, E: Db<'e>>(e: E) -> Result<Vec<FlavorRec>> {
     let rows = sqlx::query(
         "SELECT id, name, vcpus, ram_mb, disk_gb, ephemeral_gb, swap_mb, is_public, description, extra_specs \
          FROM flavors ORDER BY ram_mb, id",
     )
     .fetch_all(e)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(FlavorRec {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                vcpus: r.try_get("vcpus")?,
-                ram_mb: r.try_get("ram_mb")?,
-                disk_gb: r.try_get("disk_gb")?,
-                ephemeral_gb: r.try_get("ephemeral_gb")?,
-                swap_mb: r.try_get("swap_mb")?,
-                is_public: get_flag(r, "is_public")?,
-                description: r.try_get("description")?,
-                extra_specs: r.try_get("extra_specs")?,
-            })
-        })
-        .collect()
+    Ok(rows
+        .iter()
+        .map(FlavorRec::from_row)
+        .collect::<sqlx::Result<_>>()?)
 }
 
-pub async fn grants_delete_actor<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    kind: ActorKind,
-    id: &str,
-) -> Result<u64> {
+pub async fn grants_delete_actor<'e, E: Db<'e>>(e: E, kind: ActorKind, id: &str) -> Result<u64> {
     let r = sqlx::query("DELETE FROM grants WHERE actor_kind = $1 AND actor_id = $2")
         .bind(kind.as_str())
         .bind(id)
@@ -1000,11 +868,7 @@ pub async fn grants_delete_actor<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected())
 }
 
-pub async fn grants_delete_scope<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    kind: ScopeKind,
-    id: &str,
-) -> Result<u64> {
+pub async fn grants_delete_scope<'e, E: Db<'e>>(e: E, kind: ScopeKind, id: &str) -> Result<u64> {
     let r = sqlx::query("DELETE FROM grants WHERE scope_kind = $1 AND scope_id = $2")
         .bind(kind.as_str())
         .bind(id)
@@ -1016,7 +880,7 @@ pub async fn grants_delete_scope<'e, E: Executor<'e, Database = Any>>(
 // ---------------------------------------------------------------------------------------------
 // application credentials
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AppCredRec {
     pub id: String,
     pub user_id: String,
@@ -1025,6 +889,7 @@ pub struct AppCredRec {
     pub description: Option<String>,
     pub secret_hash: String,
     pub expires_at: Option<i64>,
+    #[sqlx(try_from = "crate::Flag")]
     pub unrestricted: bool,
     /// JSON list of role ids.
     pub roles: String,
@@ -1037,26 +902,11 @@ const APP_CRED_COLS: &str = "id, user_id, project_id, name, description, secret_
     unrestricted, roles, access_rules, created_at";
 
 fn app_cred_from(r: &AnyRow) -> Result<AppCredRec> {
-    Ok(AppCredRec {
-        id: r.try_get("id")?,
-        user_id: r.try_get("user_id")?,
-        project_id: r.try_get("project_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        secret_hash: r.try_get("secret_hash")?,
-        expires_at: r.try_get("expires_at")?,
-        unrestricted: crate::get_flag(r, "unrestricted")?,
-        roles: r.try_get("roles")?,
-        access_rules: r.try_get("access_rules")?,
-        created_at: r.try_get("created_at")?,
-    })
+    Ok(AppCredRec::from_row(r)?)
 }
 
 /// Inserts an application credential; a name the user already has is [`StoreError::Conflict`].
-pub async fn app_cred_insert<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    a: &AppCredRec,
-) -> Result<()> {
+pub async fn app_cred_insert<'e, E: Db<'e>>(e: E, a: &AppCredRec) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO application_credentials ({APP_CRED_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
          $9, $10, $11)"
@@ -1077,10 +927,7 @@ pub async fn app_cred_insert<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn app_cred_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<AppCredRec>> {
+pub async fn app_cred_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<AppCredRec>> {
     sqlx::query(&format!(
         "SELECT {APP_CRED_COLS} FROM application_credentials WHERE id = $1"
     ))
@@ -1093,7 +940,7 @@ pub async fn app_cred_get<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// A user's application credentials, by name, optionally only the one called `name`.
-pub async fn app_creds_of_user<'e, E: Executor<'e, Database = Any>>(
+pub async fn app_creds_of_user<'e, E: Db<'e>>(
     e: E,
     user_id: &str,
     name: Option<&str>,
@@ -1111,7 +958,7 @@ pub async fn app_creds_of_user<'e, E: Executor<'e, Database = Any>>(
     .collect()
 }
 
-pub async fn app_cred_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+pub async fn app_cred_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM application_credentials WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -1119,10 +966,7 @@ pub async fn app_cred_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn app_creds_delete_of_user<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    user_id: &str,
-) -> Result<()> {
+pub async fn app_creds_delete_of_user<'e, E: Db<'e>>(e: E, user_id: &str) -> Result<()> {
     sqlx::query("DELETE FROM application_credentials WHERE user_id = $1")
         .bind(user_id)
         .execute(e)
@@ -1132,10 +976,7 @@ pub async fn app_creds_delete_of_user<'e, E: Executor<'e, Database = Any>>(
 
 /// Every grant of a domain's roles to its users and groups: on its projects, on all its projects
 /// and on the domain itself (enterprise-project grants are not Keystone assignments).
-pub async fn grants_in_domain<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    domain_id: &str,
-) -> Result<Vec<GrantRec>> {
+pub async fn grants_in_domain<'e, E: Db<'e>>(e: E, domain_id: &str) -> Result<Vec<GrantRec>> {
     let rows = sqlx::query(
         "SELECT g.role_id, g.actor_kind, g.actor_id, g.scope_kind, g.scope_id FROM grants g \
          WHERE (g.scope_kind IN ('domain', 'all_projects') AND g.scope_id = $1) \
@@ -1175,7 +1016,7 @@ pub struct LoginFailures {
     pub locked_until: i64,
 }
 
-pub async fn login_failures_get<'e, E: Executor<'e, Database = Any>>(
+pub async fn login_failures_get<'e, E: Db<'e>>(
     e: E,
     user_id: &str,
 ) -> Result<Option<LoginFailures>> {
@@ -1194,7 +1035,7 @@ pub async fn login_failures_get<'e, E: Executor<'e, Database = Any>>(
     .transpose()
 }
 
-pub async fn login_failures_put<'e, E: Executor<'e, Database = Any>>(
+pub async fn login_failures_put<'e, E: Db<'e>>(
     e: E,
     user_id: &str,
     f: &LoginFailures,
@@ -1213,10 +1054,7 @@ pub async fn login_failures_put<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn login_failures_clear<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    user_id: &str,
-) -> Result<()> {
+pub async fn login_failures_clear<'e, E: Db<'e>>(e: E, user_id: &str) -> Result<()> {
     sqlx::query("DELETE FROM login_failures WHERE user_id = $1")
         .bind(user_id)
         .execute(e)

@@ -1,17 +1,19 @@
 //! Records and queries of image metadata.
 
-use crate::Result;
+use crate::{Db, ImageStatus, MemberStatus, Result};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Executor, Row};
+use sqlx::AnyConnection;
+use sqlx::FromRow;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ImageRec {
     pub id: String,
     pub owner: String,
     pub enterprise_project_id: String,
     pub name: Option<String>,
-    pub status: String,
+    pub status: ImageStatus,
     pub visibility: String,
+    #[sqlx(try_from = "crate::Flag")]
     pub protected: bool,
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
@@ -35,28 +37,7 @@ const COLS: &str = "id, owner, enterprise_project_id, name, status, visibility, 
     tags, created_at, updated_at";
 
 fn from_row(r: &AnyRow) -> Result<ImageRec> {
-    Ok(ImageRec {
-        id: r.try_get("id")?,
-        owner: r.try_get("owner")?,
-        enterprise_project_id: r.try_get("enterprise_project_id")?,
-        name: r.try_get("name")?,
-        status: r.try_get("status")?,
-        visibility: r.try_get("visibility")?,
-        protected: crate::get_flag(r, "protected")?,
-        disk_format: r.try_get("disk_format")?,
-        container_format: r.try_get("container_format")?,
-        min_disk: r.try_get("min_disk")?,
-        min_ram: r.try_get("min_ram")?,
-        size: r.try_get("size")?,
-        virtual_size: r.try_get("virtual_size")?,
-        checksum: r.try_get("checksum")?,
-        os_hash_algo: r.try_get("os_hash_algo")?,
-        os_hash_value: r.try_get("os_hash_value")?,
-        properties: r.try_get("properties")?,
-        tags: r.try_get("tags")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+    Ok(ImageRec::from_row(r)?)
 }
 
 pub async fn image_insert(e: &mut AnyConnection, i: &ImageRec) -> Result<()> {
@@ -67,7 +48,7 @@ pub async fn image_insert(e: &mut AnyConnection, i: &ImageRec) -> Result<()> {
     .bind(&i.owner)
     .bind(&i.enterprise_project_id)
     .bind(&i.name)
-    .bind(&i.status)
+    .bind(i.status)
     .bind(&i.visibility)
     .bind(crate::flag(i.protected))
     .bind(&i.disk_format)
@@ -93,7 +74,7 @@ pub async fn image_insert(e: &mut AnyConnection, i: &ImageRec) -> Result<()> {
 pub async fn image_update_if(
     e: &mut AnyConnection,
     i: &ImageRec,
-    expected_status: &str,
+    expected_status: ImageStatus,
 ) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE images SET name = $2, status = $3, visibility = $4, protected = $5, disk_format = $6, \
@@ -103,7 +84,7 @@ pub async fn image_update_if(
     )
     .bind(&i.id)
     .bind(&i.name)
-    .bind(&i.status)
+    .bind(i.status)
     .bind(&i.visibility)
     .bind(crate::flag(i.protected))
     .bind(&i.disk_format)
@@ -195,10 +176,7 @@ pub async fn image_delete(e: &mut AnyConnection, id: &str) -> Result<bool> {
 }
 
 /// Whether an image with this id existed and was deleted.
-pub async fn image_was_deleted<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<bool> {
+pub async fn image_was_deleted<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     Ok(sqlx::query("SELECT 1 FROM deleted_images WHERE id = $1")
         .bind(id)
         .fetch_optional(e)
@@ -206,10 +184,7 @@ pub async fn image_was_deleted<'e, E: Executor<'e, Database = Any>>(
         .is_some())
 }
 
-pub async fn image_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<ImageRec>> {
+pub async fn image_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<ImageRec>> {
     sqlx::query(&format!("SELECT {COLS} FROM images WHERE id = $1"))
         .bind(id)
         .fetch_optional(e)
@@ -310,7 +285,7 @@ impl SortKey {
         let text = |o: &Option<String>| Arg::Text(o.clone().unwrap_or_default());
         match self {
             SortKey::Name => text(&i.name),
-            SortKey::Status => Arg::Text(i.status.clone()),
+            SortKey::Status => Arg::Text(i.status.as_str().to_string()),
             SortKey::ContainerFormat => text(&i.container_format),
             SortKey::DiskFormat => text(&i.disk_format),
             SortKey::Size => Arg::Int(i.size.unwrap_or(-1)),
@@ -420,10 +395,7 @@ impl Sql {
 /// Each way an image can be visible (owned, public, community, shared with the project) is its own
 /// indexed branch, limited on its own, and the branches are merged; so the default listing walks
 /// `(owner, created_at, id)` and `(visibility, created_at, id)` instead of scanning the table.
-pub async fn image_list<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    f: &ImageFilter,
-) -> Result<Vec<ImageRec>> {
+pub async fn image_list<'e, E: Db<'e>>(e: E, f: &ImageFilter) -> Result<Vec<ImageRec>> {
     let mut q = Sql::default();
     let mut sort = f.sort.clone();
     if sort.is_empty() {
@@ -555,34 +527,28 @@ pub async fn image_list<'e, E: Executor<'e, Database = Any>>(
     query.fetch_all(e).await?.iter().map(from_row).collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MemberRec {
     pub image_id: String,
     pub member: String,
-    pub status: String,
+    pub status: MemberStatus,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 fn member_from_row(r: &AnyRow) -> Result<MemberRec> {
-    Ok(MemberRec {
-        image_id: r.try_get("image_id")?,
-        member: r.try_get("member")?,
-        status: r.try_get("status")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+    Ok(MemberRec::from_row(r)?)
 }
 
 const MEMBER_COLS: &str = "image_id, member, status, created_at, updated_at";
 
-pub async fn member_insert<'e, E: Executor<'e, Database = Any>>(e: E, m: &MemberRec) -> Result<()> {
+pub async fn member_insert<'e, E: Db<'e>>(e: E, m: &MemberRec) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO image_members ({MEMBER_COLS}) VALUES ($1, $2, $3, $4, $5)"
     ))
     .bind(&m.image_id)
     .bind(&m.member)
-    .bind(&m.status)
+    .bind(m.status)
     .bind(m.created_at)
     .bind(m.updated_at)
     .execute(e)
@@ -590,7 +556,7 @@ pub async fn member_insert<'e, E: Executor<'e, Database = Any>>(e: E, m: &Member
     Ok(())
 }
 
-pub async fn member_get<'e, E: Executor<'e, Database = Any>>(
+pub async fn member_get<'e, E: Db<'e>>(
     e: E,
     image_id: &str,
     member: &str,
@@ -607,10 +573,7 @@ pub async fn member_get<'e, E: Executor<'e, Database = Any>>(
     .transpose()
 }
 
-pub async fn member_list<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    image_id: &str,
-) -> Result<Vec<MemberRec>> {
+pub async fn member_list<'e, E: Db<'e>>(e: E, image_id: &str) -> Result<Vec<MemberRec>> {
     sqlx::query(&format!(
         "SELECT {MEMBER_COLS} FROM image_members WHERE image_id = $1 ORDER BY created_at, member"
     ))
@@ -622,11 +585,11 @@ pub async fn member_list<'e, E: Executor<'e, Database = Any>>(
     .collect()
 }
 
-pub async fn member_set_status<'e, E: Executor<'e, Database = Any>>(
+pub async fn member_set_status<'e, E: Db<'e>>(
     e: E,
     image_id: &str,
     member: &str,
-    status: &str,
+    status: MemberStatus,
     now: i64,
 ) -> Result<bool> {
     let r = sqlx::query(
@@ -641,11 +604,7 @@ pub async fn member_set_status<'e, E: Executor<'e, Database = Any>>(
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn member_delete<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    image_id: &str,
-    member: &str,
-) -> Result<bool> {
+pub async fn member_delete<'e, E: Db<'e>>(e: E, image_id: &str, member: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM image_members WHERE image_id = $1 AND member = $2")
         .bind(image_id)
         .bind(member)

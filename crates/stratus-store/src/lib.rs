@@ -11,6 +11,7 @@ mod identity;
 mod images;
 mod migrate;
 mod sagas;
+mod states;
 mod volumes;
 
 pub use compute::*;
@@ -20,12 +21,19 @@ pub use images::*;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 pub use sagas::*;
 pub use sqlx::AnyConnection;
+pub use states::*;
 pub use volumes::*;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+
+/// What every query function of the store runs on: the pool, a connection, or a transaction
+/// (`WriteTx::conn`), of either database.
+pub trait Db<'e>: Executor<'e, Database = Any> {}
+
+impl<'e, T: Executor<'e, Database = Any>> Db<'e> for T {}
 
 /// Errors of the store. Constraint violations are told apart so services can map them to 409.
 #[derive(Debug, thiserror::Error)]
@@ -216,10 +224,6 @@ pub async fn advisory_lock(w: &mut WriteTx, key: i64) -> Result<()> {
 
 pub(crate) fn flag(b: bool) -> i64 {
     i64::from(b)
-}
-
-pub(crate) fn get_flag(row: &AnyRow, col: &str) -> Result<bool> {
-    Ok(row.try_get::<i64, _>(col)? != 0)
 }
 
 /// Microseconds since the Unix epoch, the store's unit of time.

@@ -1,19 +1,21 @@
 //! Records of sagas and their steps, and the lease that says which node runs a saga.
 
-use crate::Result;
+use crate::{Db, Result, SagaState, StepStatus};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::FromRow;
+use sqlx::Row;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SagaRec {
     pub id: String,
     pub kind: String,
     /// `running`, `undoing`, `done`, `undone` or `stuck`.
-    pub state: String,
+    pub state: SagaState,
     pub step: i64,
     /// JSON object text.
     pub data: String,
     pub error: Option<String>,
+    #[sqlx(try_from = "crate::Flag")]
     pub quiet: bool,
     pub owner: String,
     pub lease_until: i64,
@@ -21,13 +23,13 @@ pub struct SagaRec {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SagaStepRec {
     pub saga_id: String,
     pub idx: i64,
     pub name: String,
     /// `started`, `done`, `undone` or `undo_failed`.
-    pub status: String,
+    pub status: StepStatus,
     /// JSON text: what the undo acts on.
     pub undo: String,
     pub error: Option<String>,
@@ -35,48 +37,24 @@ pub struct SagaStepRec {
     pub finished_at: Option<i64>,
 }
 
-/// States in which a saga still has work to do.
-pub const SAGA_LIVE_STATES: &[&str] = &["running", "undoing"];
-
 const COLS: &str =
     "id, kind, state, step, data, error, quiet, owner, lease_until, created_at, updated_at";
 
 fn from_row(r: &AnyRow) -> Result<SagaRec> {
-    Ok(SagaRec {
-        id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
-        state: r.try_get("state")?,
-        step: r.try_get("step")?,
-        data: r.try_get("data")?,
-        error: r.try_get("error")?,
-        quiet: r.try_get::<i64, _>("quiet")? != 0,
-        owner: r.try_get("owner")?,
-        lease_until: r.try_get("lease_until")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+    Ok(SagaRec::from_row(r)?)
 }
 
 fn step_from_row(r: &AnyRow) -> Result<SagaStepRec> {
-    Ok(SagaStepRec {
-        saga_id: r.try_get("saga_id")?,
-        idx: r.try_get("idx")?,
-        name: r.try_get("name")?,
-        status: r.try_get("status")?,
-        undo: r.try_get("undo")?,
-        error: r.try_get("error")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-    })
+    Ok(SagaStepRec::from_row(r)?)
 }
 
-pub async fn saga_insert<'e, E: Executor<'e, Database = Any>>(e: E, s: &SagaRec) -> Result<()> {
+pub async fn saga_insert<'e, E: Db<'e>>(e: E, s: &SagaRec) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO sagas ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
     .bind(&s.id)
     .bind(&s.kind)
-    .bind(&s.state)
+    .bind(s.state)
     .bind(s.step)
     .bind(&s.data)
     .bind(&s.error)
@@ -90,10 +68,7 @@ pub async fn saga_insert<'e, E: Executor<'e, Database = Any>>(e: E, s: &SagaRec)
     Ok(())
 }
 
-pub async fn saga_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<SagaRec>> {
+pub async fn saga_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<SagaRec>> {
     sqlx::query(&format!("SELECT {COLS} FROM sagas WHERE id = $1"))
         .bind(id)
         .fetch_optional(e)
@@ -104,9 +79,9 @@ pub async fn saga_get<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Sagas, newest first; only those in `states` unless it is empty.
-pub async fn saga_list<'e, E: Executor<'e, Database = Any>>(
+pub async fn saga_list<'e, E: Db<'e>>(
     e: E,
-    states: &[&str],
+    states: &[SagaState],
     limit: i64,
 ) -> Result<Vec<SagaRec>> {
     let filter = if states.is_empty() {
@@ -124,11 +99,7 @@ pub async fn saga_list<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Live sagas `owner` may take: its own, and any whose lease ran out before `now`.
-pub async fn saga_claimable<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    owner: &str,
-    now: i64,
-) -> Result<Vec<String>> {
+pub async fn saga_claimable<'e, E: Db<'e>>(e: E, owner: &str, now: i64) -> Result<Vec<String>> {
     let rows = sqlx::query(
         "SELECT id FROM sagas WHERE state IN ('running', 'undoing') \
          AND (owner = $1 OR lease_until < $2) ORDER BY created_at",
@@ -144,7 +115,7 @@ pub async fn saga_claimable<'e, E: Executor<'e, Database = Any>>(
 
 /// Takes (or renews) the lease of a live saga for `owner` until `until`, if `owner` holds it or
 /// it ran out before `now`. Returns whether `owner` holds it now.
-pub async fn saga_claim<'e, E: Executor<'e, Database = Any>>(
+pub async fn saga_claim<'e, E: Db<'e>>(
     e: E,
     id: &str,
     owner: &str,
@@ -165,17 +136,13 @@ pub async fn saga_claim<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Saves a saga's progress if `owner` still holds its lease; returns whether it did.
-pub async fn saga_save<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    s: &SagaRec,
-    owner: &str,
-) -> Result<bool> {
+pub async fn saga_save<'e, E: Db<'e>>(e: E, s: &SagaRec, owner: &str) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE sagas SET state = $2, step = $3, data = $4, error = $5, quiet = $6, \
          lease_until = $7, updated_at = $8 WHERE id = $1 AND owner = $9",
     )
     .bind(&s.id)
-    .bind(&s.state)
+    .bind(s.state)
     .bind(s.step)
     .bind(&s.data)
     .bind(&s.error)
@@ -189,11 +156,7 @@ pub async fn saga_save<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Moves a stuck saga back to `undoing` so that a node retries its undo (operator action).
-pub async fn saga_retry<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-    now: i64,
-) -> Result<bool> {
+pub async fn saga_retry<'e, E: Db<'e>>(e: E, id: &str, now: i64) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE sagas SET state = 'undoing', lease_until = 0, updated_at = $2 \
          WHERE id = $1 AND state = 'stuck'",
@@ -206,10 +169,7 @@ pub async fn saga_retry<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Records a step (insert or update).
-pub async fn saga_step_put<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    s: &SagaStepRec,
-) -> Result<()> {
+pub async fn saga_step_put<'e, E: Db<'e>>(e: E, s: &SagaStepRec) -> Result<()> {
     sqlx::query(
         "INSERT INTO saga_steps (saga_id, idx, name, status, undo, error, started_at, finished_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (saga_id, idx) DO UPDATE SET \
@@ -219,7 +179,7 @@ pub async fn saga_step_put<'e, E: Executor<'e, Database = Any>>(
     .bind(&s.saga_id)
     .bind(s.idx)
     .bind(&s.name)
-    .bind(&s.status)
+    .bind(s.status)
     .bind(&s.undo)
     .bind(&s.error)
     .bind(s.started_at)
@@ -229,10 +189,7 @@ pub async fn saga_step_put<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn saga_steps<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    saga_id: &str,
-) -> Result<Vec<SagaStepRec>> {
+pub async fn saga_steps<'e, E: Db<'e>>(e: E, saga_id: &str) -> Result<Vec<SagaStepRec>> {
     sqlx::query(
         "SELECT saga_id, idx, name, status, undo, error, started_at, finished_at \
          FROM saga_steps WHERE saga_id = $1 ORDER BY idx",

@@ -1,10 +1,11 @@
 //! Records and queries of volumes, snapshots and disk layers.
 
-use crate::Result;
+use crate::{Db, Result, SnapshotStatus, VolumeStatus};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::FromRow;
+use sqlx::Row;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct VolumeRec {
     pub id: String,
     pub project_id: String,
@@ -13,7 +14,8 @@ pub struct VolumeRec {
     pub name: Option<String>,
     pub description: Option<String>,
     pub size_gb: i64,
-    pub status: String,
+    pub status: VolumeStatus,
+    #[sqlx(try_from = "crate::Flag")]
     pub bootable: bool,
     pub image_id: Option<String>,
     pub snapshot_id: Option<String>,
@@ -21,13 +23,14 @@ pub struct VolumeRec {
     pub disk: String,
     pub server_id: Option<String>,
     pub device: Option<String>,
+    #[sqlx(try_from = "crate::Flag")]
     pub delete_on_termination: bool,
     pub metadata: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SnapshotRec {
     pub id: String,
     pub project_id: String,
@@ -35,7 +38,7 @@ pub struct SnapshotRec {
     pub name: Option<String>,
     pub description: Option<String>,
     pub size_gb: i64,
-    pub status: String,
+    pub status: SnapshotStatus,
     pub disk: String,
     pub metadata: String,
     pub created_at: i64,
@@ -49,47 +52,15 @@ const SCOLS: &str =
     "id, project_id, volume_id, name, description, size_gb, status, disk, metadata, created_at, updated_at";
 
 fn volume_from(r: &AnyRow) -> Result<VolumeRec> {
-    Ok(VolumeRec {
-        id: r.try_get("id")?,
-        project_id: r.try_get("project_id")?,
-        user_id: r.try_get("user_id")?,
-        enterprise_project_id: r.try_get("enterprise_project_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        size_gb: r.try_get("size_gb")?,
-        status: r.try_get("status")?,
-        bootable: crate::get_flag(r, "bootable")?,
-        image_id: r.try_get("image_id")?,
-        snapshot_id: r.try_get("snapshot_id")?,
-        image_metadata: r.try_get("image_metadata")?,
-        disk: r.try_get("disk")?,
-        server_id: r.try_get("server_id")?,
-        device: r.try_get("device")?,
-        delete_on_termination: crate::get_flag(r, "delete_on_termination")?,
-        metadata: r.try_get("metadata")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+    Ok(VolumeRec::from_row(r)?)
 }
 
 fn snapshot_from(r: &AnyRow) -> Result<SnapshotRec> {
-    Ok(SnapshotRec {
-        id: r.try_get("id")?,
-        project_id: r.try_get("project_id")?,
-        volume_id: r.try_get("volume_id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        size_gb: r.try_get("size_gb")?,
-        status: r.try_get("status")?,
-        disk: r.try_get("disk")?,
-        metadata: r.try_get("metadata")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+    Ok(SnapshotRec::from_row(r)?)
 }
 
 /// Inserts or replaces every column of a volume.
-pub async fn volume_put<'e, E: Executor<'e, Database = Any>>(e: E, v: &VolumeRec) -> Result<()> {
+pub async fn volume_put<'e, E: Db<'e>>(e: E, v: &VolumeRec) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO volumes ({VCOLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
@@ -105,7 +76,7 @@ pub async fn volume_put<'e, E: Executor<'e, Database = Any>>(e: E, v: &VolumeRec
     .bind(&v.name)
     .bind(&v.description)
     .bind(v.size_gb)
-    .bind(&v.status)
+    .bind(v.status)
     .bind(crate::flag(v.bootable))
     .bind(&v.image_id)
     .bind(&v.snapshot_id)
@@ -122,10 +93,7 @@ pub async fn volume_put<'e, E: Executor<'e, Database = Any>>(e: E, v: &VolumeRec
     Ok(())
 }
 
-pub async fn volume_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<VolumeRec>> {
+pub async fn volume_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<VolumeRec>> {
     sqlx::query(&format!("SELECT {VCOLS} FROM volumes WHERE id = $1"))
         .bind(id)
         .fetch_optional(e)
@@ -135,10 +103,7 @@ pub async fn volume_get<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn volume_list<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    project_id: &str,
-) -> Result<Vec<VolumeRec>> {
+pub async fn volume_list<'e, E: Db<'e>>(e: E, project_id: &str) -> Result<Vec<VolumeRec>> {
     sqlx::query(&format!(
         "SELECT {VCOLS} FROM volumes WHERE project_id = $1 ORDER BY created_at DESC, id DESC"
     ))
@@ -150,10 +115,7 @@ pub async fn volume_list<'e, E: Executor<'e, Database = Any>>(
     .collect()
 }
 
-pub async fn volumes_of_server<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    server_id: &str,
-) -> Result<Vec<VolumeRec>> {
+pub async fn volumes_of_server<'e, E: Db<'e>>(e: E, server_id: &str) -> Result<Vec<VolumeRec>> {
     sqlx::query(&format!(
         "SELECT {VCOLS} FROM volumes WHERE server_id = $1 ORDER BY device, id"
     ))
@@ -165,7 +127,7 @@ pub async fn volumes_of_server<'e, E: Executor<'e, Database = Any>>(
     .collect()
 }
 
-pub async fn volume_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+pub async fn volume_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM volumes WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -175,10 +137,7 @@ pub async fn volume_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) 
 
 /// Deletes a volume no snapshot depends on and none is being taken of; false (and nothing done)
 /// otherwise. One statement, so a snapshot begun meanwhile keeps its volume.
-pub async fn volume_delete_unless_snapshotted<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<bool> {
+pub async fn volume_delete_unless_snapshotted<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query(
         "DELETE FROM volumes WHERE id = $1 AND snapshot_lock IS NULL \
          AND NOT EXISTS (SELECT 1 FROM snapshots WHERE snapshots.volume_id = $1)",
@@ -189,10 +148,7 @@ pub async fn volume_delete_unless_snapshotted<'e, E: Executor<'e, Database = Any
     Ok(r.rows_affected() > 0)
 }
 
-pub async fn snapshot_put<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    s: &SnapshotRec,
-) -> Result<()> {
+pub async fn snapshot_put<'e, E: Db<'e>>(e: E, s: &SnapshotRec) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO snapshots ({SCOLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description, \
@@ -205,7 +161,7 @@ pub async fn snapshot_put<'e, E: Executor<'e, Database = Any>>(
     .bind(&s.name)
     .bind(&s.description)
     .bind(s.size_gb)
-    .bind(&s.status)
+    .bind(s.status)
     .bind(&s.disk)
     .bind(&s.metadata)
     .bind(s.created_at)
@@ -215,10 +171,7 @@ pub async fn snapshot_put<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn snapshot_get<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    id: &str,
-) -> Result<Option<SnapshotRec>> {
+pub async fn snapshot_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<SnapshotRec>> {
     sqlx::query(&format!("SELECT {SCOLS} FROM snapshots WHERE id = $1"))
         .bind(id)
         .fetch_optional(e)
@@ -228,10 +181,7 @@ pub async fn snapshot_get<'e, E: Executor<'e, Database = Any>>(
         .transpose()
 }
 
-pub async fn snapshot_list<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    project_id: &str,
-) -> Result<Vec<SnapshotRec>> {
+pub async fn snapshot_list<'e, E: Db<'e>>(e: E, project_id: &str) -> Result<Vec<SnapshotRec>> {
     sqlx::query(&format!(
         "SELECT {SCOLS} FROM snapshots WHERE project_id = $1 ORDER BY created_at DESC, id DESC"
     ))
@@ -243,7 +193,7 @@ pub async fn snapshot_list<'e, E: Executor<'e, Database = Any>>(
     .collect()
 }
 
-pub async fn snapshot_delete<'e, E: Executor<'e, Database = Any>>(e: E, id: &str) -> Result<bool> {
+pub async fn snapshot_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM snapshots WHERE id = $1")
         .bind(id)
         .execute(e)
@@ -266,7 +216,7 @@ pub async fn block_usage(e: &mut sqlx::AnyConnection, project_id: &str) -> Resul
 }
 
 /// Registers a disk file and its backing file (idempotent).
-pub async fn layer_add<'e, E: Executor<'e, Database = Any>>(
+pub async fn layer_add<'e, E: Db<'e>>(
     e: E,
     path: &str,
     parent: Option<&str>,
@@ -285,7 +235,7 @@ pub async fn layer_add<'e, E: Executor<'e, Database = Any>>(
 
 /// Registers a layer that nothing reaches yet, held by `pinned_by` (a saga) so that collection
 /// keeps it until [`layers_unpin`].
-pub async fn layer_add_pinned<'e, E: Executor<'e, Database = Any>>(
+pub async fn layer_add_pinned<'e, E: Db<'e>>(
     e: E,
     path: &str,
     parent: Option<&str>,
@@ -307,10 +257,7 @@ pub async fn layer_add_pinned<'e, E: Executor<'e, Database = Any>>(
 
 /// Lets collection take the layers `pinned_by` held, once something else reaches them (or
 /// nothing should).
-pub async fn layers_unpin<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    pinned_by: &str,
-) -> Result<()> {
+pub async fn layers_unpin<'e, E: Db<'e>>(e: E, pinned_by: &str) -> Result<()> {
     sqlx::query("UPDATE disk_layers SET pinned_by = NULL WHERE pinned_by = $1")
         .bind(pinned_by)
         .execute(e)
@@ -383,7 +330,7 @@ pub async fn layers_collect(conn: &mut sqlx::AnyConnection) -> Result<Vec<String
 // quotas
 
 /// The limits set for a project's `service` (resources without a row use the defaults).
-pub async fn quota_limits<'e, E: Executor<'e, Database = Any>>(
+pub async fn quota_limits<'e, E: Db<'e>>(
     e: E,
     project_id: &str,
     service: &str,
@@ -400,7 +347,7 @@ pub async fn quota_limits<'e, E: Executor<'e, Database = Any>>(
     .collect()
 }
 
-pub async fn quota_limit_put<'e, E: Executor<'e, Database = Any>>(
+pub async fn quota_limit_put<'e, E: Db<'e>>(
     e: E,
     project_id: &str,
     service: &str,
@@ -421,7 +368,7 @@ pub async fn quota_limit_put<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Back to the defaults for a project's `service`.
-pub async fn quota_limits_clear<'e, E: Executor<'e, Database = Any>>(
+pub async fn quota_limits_clear<'e, E: Db<'e>>(
     e: E,
     project_id: &str,
     service: &str,
@@ -435,10 +382,7 @@ pub async fn quota_limits_clear<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// The flavors (JSON) of a project's servers, for counting cores and RAM.
-pub async fn server_flavors_of<'e, E: Executor<'e, Database = Any>>(
-    e: E,
-    project_id: &str,
-) -> Result<Vec<String>> {
+pub async fn server_flavors_of<'e, E: Db<'e>>(e: E, project_id: &str) -> Result<Vec<String>> {
     sqlx::query("SELECT flavor FROM servers WHERE project_id = $1")
         .bind(project_id)
         .fetch_all(e)
@@ -450,7 +394,7 @@ pub async fn server_flavors_of<'e, E: Executor<'e, Database = Any>>(
 
 /// Takes a volume for snapshot `plan` (again, for the same plan); false if another snapshot of
 /// it is being taken.
-pub async fn volume_snapshot_lock<'e, E: Executor<'e, Database = Any>>(
+pub async fn volume_snapshot_lock<'e, E: Db<'e>>(
     e: E,
     volume_id: &str,
     plan: &str,
@@ -466,7 +410,7 @@ pub async fn volume_snapshot_lock<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Lets other snapshots of the volume be taken.
-pub async fn volume_snapshot_unlock<'e, E: Executor<'e, Database = Any>>(
+pub async fn volume_snapshot_unlock<'e, E: Db<'e>>(
     e: E,
     volume_id: &str,
     plan: &str,

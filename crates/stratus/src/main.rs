@@ -395,14 +395,22 @@ fn saga(cmd: SagaCommand) -> Result<()> {
         .build()?;
     match cmd {
         SagaCommand::List(a) => {
-            const STATES: &[&str] = &["running", "undoing", "done", "undone", "stuck"];
-            if let Some(bad) = a.states.iter().find(|s| !STATES.contains(&s.as_str())) {
-                anyhow::bail!("unknown saga state {bad:?}; one of {}", STATES.join(", "));
-            }
+            let states = a
+                .states
+                .iter()
+                .map(|s| s.parse::<stratus_store::SagaState>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    let all: Vec<&str> = stratus_store::SagaState::ALL
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect();
+                    anyhow::anyhow!("{e}; one of {}", all.join(", "))
+                })?;
             let cfg = store_config(a.store)?;
             print!(
                 "{}",
-                rt.block_on(stratus::saga_cli::list(&cfg, &a.states, a.limit))?
+                rt.block_on(stratus::saga_cli::list(&cfg, &states, a.limit))?
             );
         }
         SagaCommand::Show(a) => {

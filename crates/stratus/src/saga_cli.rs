@@ -15,10 +15,9 @@ fn when(micros: i64) -> String {
 }
 
 /// One line per saga, newest first: id, kind, state, step, owner, age of the last change, error.
-pub async fn list(cfg: &Config, states: &[String], limit: i64) -> Result<String> {
+pub async fn list(cfg: &Config, states: &[stratus_store::SagaState], limit: i64) -> Result<String> {
     let store = crate::open_store(cfg).await?;
-    let states: Vec<&str> = states.iter().map(String::as_str).collect();
-    let sagas = stratus_store::saga_list(store.pool(), &states, limit).await;
+    let sagas = stratus_store::saga_list(store.pool(), states, limit).await;
     store.close().await;
     let mut out = String::new();
     writeln!(

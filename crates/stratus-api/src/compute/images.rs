@@ -14,20 +14,20 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_services::authz::{Authorized, Facts};
 use stratus_services::images::{ListQuery, PatchOp};
-use stratus_services::store::{Cmp, ImageFilter, ImageRec};
+use stratus_services::store::{Cmp, ImageFilter, ImageRec, ImageStatus};
 
 /// The last microversion serving `/images`, and `/images/{id}/metadata`.
 const IMAGES_MAX: u16 = 35;
 const METADATA_MAX: u16 = 38;
 
 /// Glance status → Nova status and progress, as upstream maps them.
-const STATUSES: &[(&str, &str, i64)] = &[
-    ("active", "ACTIVE", 100),
-    ("queued", "SAVING", 25),
-    ("saving", "SAVING", 50),
-    ("deleted", "DELETED", 0),
-    ("pending_delete", "DELETED", 0),
-    ("killed", "ERROR", 0),
+const STATUSES: &[(ImageStatus, &str, i64)] = &[
+    (ImageStatus::Active, "ACTIVE", 100),
+    (ImageStatus::Queued, "SAVING", 25),
+    (ImageStatus::Saving, "SAVING", 50),
+    (ImageStatus::Deleted, "DELETED", 0),
+    (ImageStatus::PendingDelete, "DELETED", 0),
+    (ImageStatus::Killed, "ERROR", 0),
 ];
 
 pub fn routes() -> RouteTable<Arc<AppState>> {

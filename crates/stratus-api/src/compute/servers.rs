@@ -18,7 +18,7 @@ use stratus_services::compute::{
 };
 use stratus_services::create_image::Rotation;
 use stratus_services::rebuild::RebuildRequest;
-use stratus_services::store::{ServerRec, VolumeRec};
+use stratus_services::store::{ServerRec, VmState, VolumeRec};
 
 pub fn routes() -> RouteTable<Arc<AppState>> {
     let p = |s: &str| format!("{P}{s}");
@@ -61,7 +61,7 @@ fn server_json(s: &AppState, mv: Microversion, v: &ServerRec, attached: &[Volume
         "id": v.id, "name": v.name, "status": status, "tenant_id": v.project_id,
         "user_id": v.user_id,
         "metadata": serde_json::from_str::<Value>(&v.metadata).unwrap_or_else(|_| json!({})),
-        "hostId": if v.vm_state == "building" { String::new() } else { host_id(&v.project_id) },
+        "hostId": if v.vm_state == VmState::Building { String::new() } else { host_id(&v.project_id) },
         "image": image, "flavor": flavor,
         "created": time_z(v.created_at), "updated": time_z(v.updated_at),
         "addresses": {}, "accessIPv4": v.access_ipv4, "accessIPv6": v.access_ipv6,

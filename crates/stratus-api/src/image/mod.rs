@@ -16,7 +16,7 @@ use std::sync::Arc;
 use stratus_services::authz::{Authorized, Facts};
 use stratus_services::images::import::ImportRequest;
 use stratus_services::images::{ImageCreate, ListQuery, PatchOp};
-use stratus_services::store::ImageRec;
+use stratus_services::store::{ImageRec, ImageStatus};
 use time::OffsetDateTime;
 
 pub(crate) type GResult<T> = ApiResult<T, Glance>;
@@ -598,7 +598,7 @@ async fn download(
 ) -> GResult<Response> {
     let (seen, c) = visible(&s, authz, &id).await?;
     let size = seen.size.unwrap_or(0).max(0) as u64;
-    let range = if seen.status == "active" {
+    let range = if seen.status == ImageStatus::Active {
         match byte_range(&headers, size) {
             Ok(r) => r,
             Err(()) => {

@@ -24,7 +24,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use stratus_store::{now_micros, ImageRec};
+use stratus_store::{now_micros, ImageRec, ImageStatus};
 
 pub const GLANCE_DIRECT: &str = "glance-direct";
 pub const WEB_DOWNLOAD: &str = "web-download";
@@ -125,15 +125,15 @@ impl Imports {
     {
         let images = &self.images;
         let mut i = images.owned(caller, id).await?;
-        if i.status != "queued" {
+        if i.status != ImageStatus::Queued {
             return Err(conflict(format!(
                 "Image {id} is {}; only a queued image can be staged.",
                 i.status
             )));
         }
-        i.status = "uploading".into();
+        i.status = ImageStatus::Uploading;
         i.updated_at = now_micros();
-        images.save(&i, "queued").await?;
+        images.save(&i, ImageStatus::Queued).await?;
         let staged = images
             .blobs
             .put(&staged_key(id), data, images.max_size)
@@ -143,16 +143,16 @@ impl Imports {
             Ok(d) => {
                 i.size = Some(d.size as i64);
                 i.updated_at = now_micros();
-                if let Err(e) = images.save(&i, "uploading").await {
+                if let Err(e) = images.save(&i, ImageStatus::Uploading).await {
                     let _ = images.drop_data(id).await;
                     return Err(e);
                 }
                 Ok(i)
             }
             Err(e) => {
-                i.status = "queued".into();
+                i.status = ImageStatus::Queued;
                 i.updated_at = now_micros();
-                let _ = images.save(&i, "uploading").await;
+                let _ = images.save(&i, ImageStatus::Uploading).await;
                 Err(e)
             }
         }
@@ -171,7 +171,7 @@ impl Imports {
         }
         if req.method == COPY_IMAGE {
             // One store: an active image is everywhere it can be copied to.
-            return if i.status == "active" {
+            return if i.status == ImageStatus::Active {
                 Ok(())
             } else {
                 Err(conflict(format!(
@@ -180,7 +180,7 @@ impl Imports {
                 )))
             };
         }
-        if i.status == "active" {
+        if i.status == ImageStatus::Active {
             return Err(conflict(format!("Image {id} is already active.")));
         }
         if i.disk_format.is_none() || i.container_format.is_none() {
@@ -189,7 +189,7 @@ impl Imports {
             )));
         }
         match req.method.as_str() {
-            GLANCE_DIRECT if i.status != "uploading" => {
+            GLANCE_DIRECT if i.status != ImageStatus::Uploading => {
                 return Err(conflict(
                     "Image needs to be staged before 'glance-direct' method can be used",
                 ))
@@ -201,7 +201,7 @@ impl Imports {
                         "URI for web-download does not pass filtering".into(),
                     ));
                 }
-                if i.status != "queued" {
+                if i.status != ImageStatus::Queued {
                     return Err(conflict(format!(
                         "Image {id} is {}; web-download needs a queued image.",
                         i.status
@@ -224,11 +224,11 @@ impl Imports {
 }
 
 /// The status an import starts from.
-fn start_status(method: &str) -> &'static str {
+fn start_status(method: &str) -> ImageStatus {
     if method == GLANCE_DIRECT {
-        "uploading"
+        ImageStatus::Uploading
     } else {
-        "queued"
+        ImageStatus::Queued
     }
 }
 
@@ -252,7 +252,7 @@ fn set_task(i: &mut ImageRec, task: Option<&str>) {
 async fn claim(c: &ImportSagas, st: &mut ImportState, retry: bool) -> StepResult {
     let gone = || StepError::Refused(ServiceError::not_found("image", &st.image_id));
     let mut i = c.images.find(&st.image_id).await?.ok_or_else(gone)?;
-    if retry && i.status == "importing" && task_of(&i).as_deref() == Some(&st.saga_id) {
+    if retry && i.status == ImageStatus::Importing && task_of(&i).as_deref() == Some(&st.saga_id) {
         return Ok(());
     }
     let from = start_status(&st.method);
@@ -262,7 +262,7 @@ async fn claim(c: &ImportSagas, st: &mut ImportState, retry: bool) -> StepResult
             i.id, i.status
         ))));
     }
-    i.status = "importing".into();
+    i.status = ImageStatus::Importing;
     set_task(&mut i, Some(&st.saga_id));
     i.updated_at = now_micros();
     c.images.save(&i, from).await.map_err(StepError::Refused)
@@ -276,17 +276,17 @@ async fn unclaim(c: &ImportSagas, st: &ImportState, _why: &Why) -> Result<()> {
     if task_of(&i).as_deref() != Some(&st.saga_id) {
         return Ok(());
     }
-    let was = i.status.clone();
-    if was == "active" {
+    let was = i.status;
+    if was == ImageStatus::Active {
         return Ok(());
     }
     c.images.drop_data(&i.id).await?;
-    i.status = "queued".into();
+    i.status = ImageStatus::Queued;
     i.size = None;
     i.virtual_size = None;
     set_task(&mut i, None);
     i.updated_at = now_micros();
-    c.images.save(&i, &was).await
+    c.images.save(&i, was).await
 }
 
 async fn load(c: &ImportSagas, st: &mut ImportState, _retry: bool) -> StepResult {
@@ -300,7 +300,7 @@ async fn load(c: &ImportSagas, st: &mut ImportState, _retry: bool) -> StepResult
     if task_of(&i).as_deref() != Some(&st.saga_id) {
         return Err(quiet());
     }
-    if i.status == "active" {
+    if i.status == ImageStatus::Active {
         return Ok(());
     }
     let images = &c.images;
@@ -310,11 +310,15 @@ async fn load(c: &ImportSagas, st: &mut ImportState, _retry: bool) -> StepResult
             .get(&staged_key(&i.id), None)
             .await
             .map_err(|e| ServiceError::Internal(format!("the staged data is gone: {e}")))?;
-        images.store_data_from(i, "importing", staged).await?;
+        images
+            .store_data_from(i, ImageStatus::Importing, staged)
+            .await?;
     } else {
         let uri = st.uri.clone().unwrap_or_default();
         let body = fetch(&c.web_download_allow, &uri).await?;
-        images.store_data_from(i, "importing", body).await?;
+        images
+            .store_data_from(i, ImageStatus::Importing, body)
+            .await?;
     }
     Ok(())
 }
@@ -368,10 +372,10 @@ async fn clean(c: &ImportSagas, st: &mut ImportState, _retry: bool) -> StepResul
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     if let Some(mut i) = c.images.find(&st.image_id).await? {
         if task_of(&i).as_deref() == Some(&st.saga_id) {
-            let status = i.status.clone();
+            let status = i.status;
             set_task(&mut i, None);
             i.updated_at = now_micros();
-            c.images.save(&i, &status).await?;
+            c.images.save(&i, status).await?;
         }
     }
     Ok(())

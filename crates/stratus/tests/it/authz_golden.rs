@@ -269,7 +269,7 @@ async fn other_domain(c: &TestCloud) -> Ids {
             owner: ids.project.clone(),
             enterprise_project_id: "0".into(),
             name: Some("other's".into()),
-            status: "queued".into(),
+            status: stratus_store::ImageStatus::Queued,
             visibility: "private".into(),
             protected: false,
             disk_format: None,

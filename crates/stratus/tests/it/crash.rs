@@ -354,7 +354,7 @@ async fn settle(site: &mut Site) {
     loop {
         let live = stratus_store::saga_list(
             site.store().await.pool(),
-            stratus_store::SAGA_LIVE_STATES,
+            stratus_store::SagaState::LIVE,
             100,
         )
         .await
@@ -602,9 +602,13 @@ async fn kill_at_every_boundary(site: &mut Site) {
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let until = Instant::now() + Duration::from_secs(60);
     let stuck = loop {
-        let l = stratus_store::saga_list(site.store().await.pool(), &["stuck"], 10)
-            .await
-            .unwrap();
+        let l = stratus_store::saga_list(
+            site.store().await.pool(),
+            &[stratus_store::SagaState::Stuck],
+            10,
+        )
+        .await
+        .unwrap();
         if let Some(s) = l.into_iter().next() {
             break s;
         }
@@ -634,7 +638,8 @@ async fn kill_at_every_boundary(site: &mut Site) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        again.state, "stuck",
+        again.state,
+        stratus_store::SagaState::Stuck,
         "a stuck saga is left for the operator"
     );
     let (ok, out) = site.cli("a", &["saga", "retry", &stuck.id]);
@@ -644,7 +649,7 @@ async fn kill_at_every_boundary(site: &mut Site) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(done.state, "undone");
+    assert_eq!(done.state, stratus_store::SagaState::Undone);
     let api = api.at(&node);
     check_invariants(site, &api, &[&s1, &s2], "after retry").await;
     assert!(!api.images().await.iter().any(|i| i["name"] == "doomed"));
@@ -851,9 +856,13 @@ async fn another_node_takes_over_after_the_lease() {
     );
     settle(&mut site).await;
     let b_id = std::fs::read_to_string(site.data("b").join("node-id")).unwrap();
-    let sagas = stratus_store::saga_list(site.store().await.pool(), &["done"], 10)
-        .await
-        .unwrap();
+    let sagas = stratus_store::saga_list(
+        site.store().await.pool(),
+        &[stratus_store::SagaState::Done],
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         sagas[0].owner,
         b_id.trim(),

@@ -729,7 +729,7 @@ async fn settled_saga(c: &TestCloud) -> stratus_store::SagaRec {
             .await
             .unwrap();
         if let Some(s) = sagas.into_iter().next() {
-            if !stratus_store::SAGA_LIVE_STATES.contains(&s.state.as_str()) {
+            if !stratus_store::SagaState::LIVE.contains(&s.state) {
                 return s;
             }
         }
@@ -795,7 +795,7 @@ async fn deletions_midway(c: &TestCloud) {
         .unwrap()
         .unwrap();
     assert_eq!(rec.fault, None, "a quiet stop records no fault");
-    assert_eq!(rec.vm_state, "active");
+    assert_eq!(rec.vm_state, stratus_store::VmState::Active);
     let last = settled_saga(c).await;
     assert_eq!((last.state.as_str(), last.quiet), ("undone", true));
     let (s, _, _) = c

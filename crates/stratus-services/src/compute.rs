@@ -1,18 +1,23 @@
 //! Compute: servers, their state machine, and the driver that makes their disks.
 //!
-//! A server is created `building`; a background task asks the driver for its root disk (a qcow2
-//! overlay on the image) and moves it to `active`, or to `error` with a fault. Power actions are
-//! conditional moves between vm_states, described by the [`ACTIONS`] table.
+//! A server is created `building` and made by a saga of [`crate::server_sagas`]: the driver makes
+//! its root disk (a qcow2 overlay on the image) and the server becomes `active`, or `error` with
+//! a fault; deleting a server is a saga too. Power actions are compare-and-set moves between
+//! vm_states, described by the [`ACTIONS`] table.
 
 use crate::authz::Authorized;
 use crate::disks::Disks;
+pub use crate::driver::{root_disk_of, ComputeDriver, LocalDriver};
 use crate::identity::TokenInfo;
 use crate::images::Images;
-use crate::quotas::QuotaService;
-use crate::saga::Sagas;
+use crate::saga::{Caller, Saga, Sagas};
+use crate::server_sagas::{
+    BuildState, CreateServer, CreateServerFromVolumes, DeleteServer, DeleteState, FromVolumesState,
+    ServerSagas,
+};
+use crate::volume_create::VolumePlan;
 use crate::volumes::{VolumeCreate, Volumes};
 use crate::{IfMissing, Result, ServiceError};
-use futures::future::BoxFuture;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -143,58 +148,6 @@ pub const STATUS_FILTERS: &[VmState] = &[
     V::Error,
 ];
 
-/// Makes and removes the disks of servers. The local driver keeps qcow2 files in the disks
-/// directory; a QEMU/libvirt driver would also run the guests.
-pub trait ComputeDriver: Send + Sync {
-    /// Creates the root disk `root` (a path under the disks directory) of `size` bytes over the
-    /// cached image layer `image` of format `format`.
-    fn create_root<'a>(
-        &'a self,
-        root: &'a str,
-        image: &'a str,
-        format: DiskFormat,
-        size: u64,
-    ) -> BoxFuture<'a, Result<()>>;
-
-    /// Removes the disks of `server` that belong to it alone (nothing to remove is not an error).
-    fn destroy<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<()>>;
-}
-
-/// Root disks as qcow2 files (`servers/<id>/disk`) over the image cache.
-pub struct LocalDriver {
-    disks: Arc<Disks>,
-}
-
-impl LocalDriver {
-    pub fn new(disks: Arc<Disks>) -> LocalDriver {
-        LocalDriver { disks }
-    }
-}
-
-impl ComputeDriver for LocalDriver {
-    fn create_root<'a>(
-        &'a self,
-        root: &'a str,
-        image: &'a str,
-        format: DiskFormat,
-        size: u64,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.disks.overlay(root, image, format, size))
-    }
-
-    fn destroy<'a>(&'a self, server: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.disks.remove(&root_disk_of(server)).await;
-            Ok(())
-        })
-    }
-}
-
-/// Where a server's root disk lives under the disks directory.
-pub fn root_disk_of(server: &str) -> String {
-    format!("servers/{server}/disk")
-}
-
 /// Where a volume of a server booted from volumes comes from (`block_device_mapping_v2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VolumeSource {
@@ -243,7 +196,6 @@ pub struct Compute {
     pub(crate) images: Arc<Images>,
     pub(crate) volumes: Arc<Volumes>,
     disks: Arc<Disks>,
-    driver: Arc<dyn ComputeDriver>,
     pub(crate) sagas: Arc<Sagas>,
 }
 
@@ -266,12 +218,22 @@ impl Compute {
         driver: Arc<dyn ComputeDriver>,
         sagas: Arc<Sagas>,
     ) -> Compute {
+        let ctx = Arc::new(ServerSagas {
+            store: store.clone(),
+            images: images.clone(),
+            volumes: volumes.maker().clone(),
+            quotas: volumes.quotas().clone(),
+            disks: disks.clone(),
+            driver,
+        });
+        sagas.register::<CreateServer>(ctx.clone());
+        sagas.register::<CreateServerFromVolumes>(ctx.clone());
+        sagas.register::<DeleteServer>(ctx);
         Compute {
             store,
             images,
             volumes,
             disks,
-            driver,
             sagas,
         }
     }
@@ -384,86 +346,24 @@ impl Compute {
             TaskState::Spawning,
             String::new(),
         );
-        let root = root_disk_of(&server.id);
-        server.root_disk = root.clone();
-        let cache = crate::disks::cache_layer_of(&image)?;
-        let sha512 = image.os_hash_value.clone().unwrap_or_default();
-        // The layers are registered with the server that reaches them, before the files exist:
-        // collection never takes them, and takes them once the server is gone.
-        let mut w = self.store.write(false).await?;
-        self.reserve(&mut w, &server.project_id, &flavor).await?;
-        let now = now_micros();
-        store::layer_add(w.conn(), &cache, None, now).await?;
-        store::layer_add(w.conn(), &root, Some(&cache), now).await?;
-        store::server_insert(w.conn(), &server).await?;
-        self.store.commit(w).await?;
-
-        let data = self.images.local_data_path(&image.id);
-        let (store, driver, disks, id) = (
-            self.store.clone(),
-            self.driver.clone(),
-            self.disks.clone(),
-            server.id.clone(),
-        );
-        tokio::spawn(async move {
-            let built = async {
-                disks.cache_image(&cache, &data, &sha512).await?;
-                driver.create_root(&root, &cache, format, size).await
-            }
-            .await;
-            let fault = match built {
-                Ok(()) => None,
-                Err(e) => {
-                    tracing::error!(server = %id, "build failed: {e}");
-                    let fault = json!({"code": 500, "message": format!("Build of instance {id} failed: {e}"),
-                                       "created": now_micros()});
-                    Some(fault.to_string())
-                }
-            };
-            let recorded = async {
-                let mut w = store.write(false).await?;
-                let ok = store::server_built(w.conn(), &id, &root, fault.as_deref(), now_micros())
-                    .await?;
-                store.commit(w).await?;
-                Ok::<bool, store::StoreError>(ok)
-            }
-            .await;
-            if !matches!(recorded, Ok(true)) {
-                // Deleted while building (or the store failed): its disks are not wanted.
-                let _ = driver.destroy(&id).await;
-                let _ = disks.collect(&store).await;
-            }
-        });
-        Ok((server, admin_pass))
-    }
-
-    /// Counts a new server of `flavor` against the project's compute quota, in the transaction
-    /// that records it (403 over quota, as upstream).
-    async fn reserve(
-        &self,
-        w: &mut store::WriteTx,
-        project: &str,
-        flavor: &FlavorRec,
-    ) -> Result<()> {
-        let over = self
-            .volumes
-            .quotas()
-            .check_in(
-                w,
-                project,
-                QuotaService::Compute,
-                &[
-                    ("instances", 1),
-                    ("cores", flavor.vcpus),
-                    ("ram", flavor.ram_mb),
-                ],
-            )
+        server.root_disk = root_disk_of(&server.id);
+        let st = BuildState {
+            caller: Caller::of(caller),
+            server,
+            vcpus: flavor.vcpus,
+            ram_mb: flavor.ram_mb,
+            image_id: image.id.clone(),
+            cache: crate::disks::cache_layer_of(&image)?,
+            format,
+            sha512: image.os_hash_value.clone().unwrap_or_default(),
+            size,
+        };
+        // Answered once the server is recorded; it is built in the background.
+        let st = self
+            .sagas
+            .begin::<CreateServer>(crate::new_uuid(), &st, 1)
             .await?;
-        if over.is_empty() {
-            Ok(())
-        } else {
-            Err(crate::quotas::compute_over(&over))
-        }
+        Ok((st.server, admin_pass))
     }
 
     /// Runs a power action through the [`ACTIONS`] table; 409 in a state it cannot start from.
@@ -515,27 +415,14 @@ impl Compute {
     pub async fn delete(&self, caller: &Authorized, id: &str) -> Result<()> {
         let s = self.get(caller, id).await?;
         check_lock(caller, &s)?;
-        let attached = store::volumes_of_server(self.store.pool(), &s.id).await?;
-        let may_delete = caller.allows(DELETE_VOLUME);
-        let mut w = self.store.write(false).await?;
-        store::server_delete(w.conn(), &s.id).await?;
-        for mut v in attached {
-            if v.delete_on_termination
-                && may_delete
-                && store::volume_delete_unless_snapshotted(w.conn(), &v.id).await?
-            {
-                continue;
-            }
-            v.server_id = None;
-            v.device = None;
-            v.status = VolumeStatus::Available;
-            v.delete_on_termination = false;
-            v.updated_at = now_micros();
-            store::volume_put(w.conn(), &v).await?;
-        }
-        self.store.commit(w).await?;
-        self.driver.destroy(&s.id).await?;
-        self.disks.collect(&self.store).await?;
+        let st = DeleteState {
+            caller: Caller::of(caller),
+            server_id: s.id,
+            delete_volumes: caller.allows(DELETE_VOLUME),
+        };
+        self.sagas
+            .begin::<DeleteServer>(crate::new_uuid(), &st, DeleteServer::STEPS.len())
+            .await?;
         Ok(())
     }
 
@@ -565,30 +452,32 @@ impl Compute {
         for m in &order {
             self.check_mapping(caller, m).await?;
         }
-        let mut made: Vec<String> = Vec::new();
-        let mut attached = Vec::new();
-        let mut failure = None;
+        // New volumes are planned (as the caller), existing ones checked available; nothing is
+        // made before the boot volume is known to be bootable.
+        let mut new_volumes = Vec::new();
+        let mut attach = Vec::new();
+        let mut bootable = Vec::new();
         for m in &order {
-            match self.volume_for(caller, m, &mut made).await {
-                Ok(v) => attached.push((v, m.delete_on_termination)),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
+            let id = match self.volume_for(caller, m).await? {
+                Mapped::Existing { id, bootable: b } => {
+                    bootable.push(b);
+                    id
                 }
-            }
+                Mapped::New(p) => {
+                    bootable.push(p.volume.bootable);
+                    let id = p.volume.id.clone();
+                    new_volumes.push(*p);
+                    id
+                }
+            };
+            attach.push((id, m.delete_on_termination));
         }
-        if let Some(e) = failure {
-            self.drop_volumes(&made).await;
-            return Err(e);
-        }
-        if !attached[0].0.bootable {
-            self.drop_volumes(&made).await;
+        if !bootable.first().copied().unwrap_or(false) {
             return Err(bad(format!(
                 "Block Device {} is not bootable.",
-                attached[0].0.id
+                attach.first().map_or("", |(id, _)| id.as_str())
             )));
         }
-        let now = now_micros();
         let server = req.record(
             project,
             &caller.user.id,
@@ -597,28 +486,20 @@ impl Compute {
             TaskState::BlockDeviceMapping,
             String::new(),
         );
-        let recorded: Result<()> = async {
-            let mut w = self.store.write(false).await?;
-            self.reserve(&mut w, &server.project_id, flavor).await?;
-            store::server_insert(w.conn(), &server).await?;
-            for (n, (v, delete)) in attached.iter_mut().enumerate() {
-                v.server_id = Some(server.id.clone());
-                v.device = Some(format!("/dev/vd{}", (b'a' + n as u8) as char));
-                v.status = VolumeStatus::InUse;
-                v.delete_on_termination = *delete;
-                v.updated_at = now;
-                store::volume_put(w.conn(), v).await?;
-            }
-            // The volumes exist already: the server is built.
-            store::server_built(w.conn(), &server.id, "", None, now_micros()).await?;
-            Ok(self.store.commit(w).await?)
-        }
-        .await;
-        if let Err(e) = recorded {
-            self.drop_volumes(&made).await;
-            return Err(e);
-        }
-        Ok((server, admin_pass(&req)))
+        let st = FromVolumesState {
+            caller: Caller::of(caller),
+            server,
+            vcpus: flavor.vcpus,
+            ram_mb: flavor.ram_mb,
+            new_volumes,
+            attach,
+        };
+        let steps = CreateServerFromVolumes::STEPS.len();
+        let st = self
+            .sagas
+            .begin::<CreateServerFromVolumes>(crate::new_uuid(), &st, steps)
+            .await?;
+        Ok((st.server, admin_pass(&req)))
     }
 
     /// Checks a mapping can be made by the caller: what it names is visible and usable, and
@@ -674,13 +555,8 @@ impl Compute {
         Ok(v)
     }
 
-    /// The volume a mapping names, available (and made now if the mapping asks for a new one).
-    async fn volume_for(
-        &self,
-        caller: &Authorized,
-        m: &VolumeMapping,
-        made: &mut Vec<String>,
-    ) -> Result<VolumeRec> {
+    /// The volume a mapping names, available, or the plan of the new one it asks for.
+    async fn volume_for(&self, caller: &Authorized, m: &VolumeMapping) -> Result<Mapped> {
         let uuid = m.uuid.clone().unwrap_or_default();
         let new = |image_id: Option<String>, snapshot_id: Option<String>| VolumeCreate {
             size_gb: m.volume_size,
@@ -688,29 +564,23 @@ impl Compute {
             snapshot_id,
             ..VolumeCreate::default()
         };
-        let v = match m.source {
-            VolumeSource::Volume => return self.mapped_volume(caller, &uuid).await,
-            VolumeSource::Image => self.volumes.create(caller, new(Some(uuid), None)).await,
-            VolumeSource::Snapshot => self.volumes.create(caller, new(None, Some(uuid))).await,
-            VolumeSource::Blank => self.volumes.create(caller, new(None, None)).await,
-        }
-        .map_err(|e| match e {
+        let req = match m.source {
+            VolumeSource::Volume => {
+                let v = self.mapped_volume(caller, &uuid).await?;
+                return Ok(Mapped::Existing {
+                    id: v.id,
+                    bootable: v.bootable,
+                });
+            }
+            VolumeSource::Image => new(Some(uuid), None),
+            VolumeSource::Snapshot => new(None, Some(uuid)),
+            VolumeSource::Blank => new(None, None),
+        };
+        let plan = self.volumes.plan(caller, req).await.map_err(|e| match e {
             ServiceError::BadRequest(m) => bad(format!("Block Device Mapping is Invalid: {m}")),
             other => other,
         })?;
-        made.push(v.id.clone());
-        Ok(v)
-    }
-
-    /// Removes volumes made for a server that was not created after all.
-    async fn drop_volumes(&self, ids: &[String]) {
-        for id in ids {
-            if let Ok(mut w) = self.store.write(false).await {
-                let _ = store::volume_delete(w.conn(), id).await;
-                let _ = self.store.commit(w).await;
-            }
-        }
-        let _ = self.disks.collect(&self.store).await;
+        Ok(Mapped::New(Box::new(plan)))
     }
 
     /// The volumes attached to a server, boot volume first.
@@ -725,6 +595,12 @@ impl Compute {
             .ok_or_else(|| ServiceError::not_found("instance", id))?;
         Ok((!s.root_disk.is_empty()).then(|| self.disks.path(&s.root_disk)))
     }
+}
+
+/// A volume a mapping names: one that exists, or one to make.
+enum Mapped {
+    Existing { id: String, bootable: bool },
+    New(Box<VolumePlan>),
 }
 
 /// The volumes an image made by createImage of a volume-backed server stands for

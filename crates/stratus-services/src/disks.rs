@@ -14,6 +14,8 @@ use stratus_store::{self as store, now_micros, Store};
 
 pub struct Disks {
     dir: PathBuf,
+    /// This node's name: the cache fills it has under way are named after it.
+    node: String,
     /// Serialises collection against the linking of cached images.
     lock: tokio::sync::Mutex<()>,
 }
@@ -30,12 +32,36 @@ impl Disks {
     /// Disks under `dir`, made absolute here: layers name their backing files by absolute path
     /// (a layer may be renamed, so a path relative to it would break), and qemu resolves a
     /// relative backing path against the overlay's own directory, not the process's.
-    pub fn new(dir: PathBuf) -> Disks {
+    pub fn new(dir: PathBuf, node: &str) -> Disks {
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         Disks {
             dir,
+            node: node.to_string(),
             lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn fill_prefix(&self) -> String {
+        format!(".fill-{}-", self.node)
+    }
+
+    /// Removes the cache fills this node left half-made when it was killed (a fill is written
+    /// under a temporary name and renamed into place whole). Run at start, before any saga runs;
+    /// other nodes' fills are theirs. Returns how many were removed.
+    pub async fn purge_partial_fills(&self) -> usize {
+        let prefix = self.fill_prefix();
+        let Ok(mut rd) = tokio::fs::read_dir(self.path("cache")).await else {
+            return 0;
+        };
+        let mut n = 0;
+        while let Ok(Some(e)) = rd.next_entry().await {
+            if e.file_name().to_string_lossy().starts_with(&prefix)
+                && tokio::fs::remove_file(e.path()).await.is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
     }
 
     pub fn dir(&self) -> &Path {
@@ -68,7 +94,7 @@ impl Disks {
             return Ok(());
         }
         self.parent_dir(rel).await?;
-        let tmp = self.path(&format!("cache/.fill-{}", crate::new_id()));
+        let tmp = self.path(&format!("cache/{}{}", self.fill_prefix(), crate::new_id()));
         if tokio::fs::hard_link(src, &tmp).await.is_err() {
             tokio::fs::copy(src, &tmp)
                 .await

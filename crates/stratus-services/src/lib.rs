@@ -12,6 +12,7 @@ pub mod compute;
 pub mod create_image;
 pub mod demo;
 pub mod disks;
+pub mod driver;
 mod error;
 pub mod iam;
 pub mod identity;
@@ -21,7 +22,9 @@ pub mod password;
 pub mod quotas;
 pub mod rebuild;
 pub mod saga;
+pub mod server_sagas;
 pub mod token;
+pub mod volume_create;
 pub mod volumes;
 
 pub use error::{IfMissing, Result, ServiceError};

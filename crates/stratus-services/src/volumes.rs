@@ -5,6 +5,8 @@ use crate::disks::Disks;
 use crate::identity::TokenInfo;
 use crate::images::Images;
 use crate::quotas::{QuotaService, Quotas};
+use crate::saga::{Caller, Saga, Sagas};
+use crate::volume_create::{CacheFill, CreateVolume, VolumeCreateState, VolumeMaker, VolumePlan};
 use crate::{IfMissing, Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -82,6 +84,8 @@ pub struct Volumes {
     images: Arc<Images>,
     disks: Arc<Disks>,
     quotas: Arc<Quotas>,
+    maker: Arc<VolumeMaker>,
+    sagas: Arc<Sagas>,
 }
 
 fn bad(msg: impl Into<String>) -> ServiceError {
@@ -93,18 +97,34 @@ fn caller_project(caller: &TokenInfo) -> Result<&str> {
 }
 
 impl Volumes {
+    /// Block storage over `disks`; registers its saga kind with `sagas`.
     pub fn new(
         store: Arc<Store>,
         images: Arc<Images>,
         disks: Arc<Disks>,
         quotas: Arc<Quotas>,
+        sagas: Arc<Sagas>,
     ) -> Volumes {
+        let maker = Arc::new(VolumeMaker {
+            store: store.clone(),
+            images: images.clone(),
+            disks: disks.clone(),
+            quotas: quotas.clone(),
+        });
+        sagas.register::<CreateVolume>(maker.clone());
         Volumes {
             store,
             images,
             disks,
             quotas,
+            maker,
+            sagas,
         }
+    }
+
+    /// What makes volumes, for the sagas of other services.
+    pub fn maker(&self) -> &Arc<VolumeMaker> {
+        &self.maker
     }
 
     pub fn quotas(&self) -> &Arc<Quotas> {
@@ -151,7 +171,24 @@ impl Volumes {
     }
 
     /// A blank volume, or one over an image or a snapshot; its data is never copied up front.
+    /// Made by the `volume-create` saga, all of it before the answer.
     pub async fn create(&self, caller: &Authorized, req: VolumeCreate) -> Result<VolumeRec> {
+        let plan = self.plan(caller, req).await?;
+        let st = VolumeCreateState {
+            caller: Caller::of(caller),
+            plan,
+        };
+        self.sagas
+            .begin::<CreateVolume>(crate::new_uuid(), &st, CreateVolume::STEPS.len())
+            .await?;
+        store::volume_get(self.store.pool(), &st.plan.volume.id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("volume", &st.plan.volume.id))
+    }
+
+    /// Decides everything about a new volume, as the caller, before anything is made: what it is
+    /// made over (an image or a snapshot the caller may use), its size, and its record.
+    pub async fn plan(&self, caller: &Authorized, req: VolumeCreate) -> Result<VolumePlan> {
         let project = caller_project(caller)?.to_string();
         if req.image_id.is_some() && req.snapshot_id.is_some() {
             return Err(bad("Give at most one of imageRef and snapshot_id."));
@@ -162,7 +199,7 @@ impl Volumes {
         let disk = format!("volumes/{id}/{}.qcow2", crate::new_id());
         let mut image_metadata = None;
         let mut bootable = false;
-        // The image cache layer to fill: (layer, the image data, its SHA-512).
+        // The image whose data fills the cache layer the volume starts over.
         let mut fill = None;
         // (backing layer, its format, size in GiB)
         let (backing, format, size_gb) = match (&req.image_id, &req.snapshot_id) {
@@ -207,11 +244,10 @@ impl Volumes {
                 );
                 bootable = true;
                 let cache = crate::disks::cache_layer_of(&i)?;
-                fill = Some((
-                    cache.clone(),
-                    self.images.local_data_path(&i.id),
-                    i.os_hash_value.clone().unwrap_or_default(),
-                ));
+                fill = Some(CacheFill {
+                    image_id: i.id.clone(),
+                    sha512: i.os_hash_value.clone().unwrap_or_default(),
+                });
                 (Some(cache), format, size)
             }
             (None, Some(snap_id)) => {
@@ -255,9 +291,9 @@ impl Volumes {
             )));
         }
         let now = now_micros();
-        let mut v = VolumeRec {
+        let volume = VolumeRec {
             id,
-            project_id: project.clone(),
+            project_id: project,
             user_id: caller.user.id.clone(),
             enterprise_project_id: store::DEFAULT_ENTERPRISE_PROJECT.into(),
             name: req.name,
@@ -268,7 +304,7 @@ impl Volumes {
             image_id: req.image_id,
             snapshot_id: req.snapshot_id,
             image_metadata,
-            disk: disk.clone(),
+            disk,
             server_id: None,
             device: None,
             delete_on_termination: false,
@@ -276,47 +312,12 @@ impl Volumes {
             created_at: now,
             updated_at: now,
         };
-        // The quota is counted, and the volume and its layers recorded, in one transaction that
-        // holds the project's quota lock: concurrent creations are counted one after another,
-        // and nothing is made for a refused one.
-        let mut w = self.store.write(false).await?;
-        let over = self
-            .quotas
-            .check_in(
-                &mut w,
-                &project,
-                QuotaService::Volume,
-                &[("volumes", 1), ("gigabytes", size_gb)],
-            )
-            .await?;
-        if !over.is_empty() {
-            return Err(crate::quotas::volume_over(&over));
-        }
-        if let Some(b) = &backing {
-            store::layer_add(w.conn(), b, None, now).await?;
-        }
-        store::layer_add(w.conn(), &disk, backing.as_deref(), now).await?;
-        store::volume_put(w.conn(), &v).await?;
-        self.store.commit(w).await?;
-        let size = (size_gb * GIB) as u64;
-        let made = async {
-            if let Some((cache, src, sha512)) = &fill {
-                self.disks.cache_image(cache, src, sha512).await?;
-            }
-            match &backing {
-                Some(b) => self.disks.overlay(&disk, b, format, size).await,
-                None => self.disks.blank(&disk, size).await,
-            }
-        }
-        .await;
-        v.status = if made.is_ok() {
-            VolumeStatus::Available
-        } else {
-            VolumeStatus::Error
-        };
-        v.updated_at = now_micros();
-        self.put(&v).await?;
-        made.map(|_| v)
+        Ok(VolumePlan {
+            volume,
+            backing,
+            format,
+            fill,
+        })
     }
 
     async fn put(&self, v: &VolumeRec) -> Result<()> {

@@ -4,7 +4,7 @@ use crate::{Db, PowerState, Result, TaskState, VmState};
 use sqlx::any::AnyRow;
 use sqlx::FromRow;
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct ServerRec {
     pub id: String,
     pub project_id: String,
@@ -324,17 +324,4 @@ pub async fn server_clear_task<'e, E: Db<'e>>(
     .execute(e)
     .await?;
     Ok(r.rows_affected() > 0)
-}
-
-/// Servers whose task_state starts with `prefix` (tasks a restart must settle).
-pub async fn servers_in_task<'e, E: Db<'e>>(e: E, prefix: &str) -> Result<Vec<ServerRec>> {
-    sqlx::query(&format!(
-        "SELECT {COLS} FROM servers WHERE task_state LIKE $1"
-    ))
-    .bind(format!("{prefix}%"))
-    .fetch_all(e)
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
 }

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::FromRow;
 use sqlx::Row;
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct VolumeRec {
     pub id: String,
     pub project_id: String,
@@ -132,6 +132,52 @@ pub async fn volume_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
         .bind(id)
         .execute(e)
         .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Attaches an available volume to `server_id` as `device`; false (and nothing done) if it is
+/// attached already or not available.
+pub async fn volume_attach<'e, E: Db<'e>>(
+    e: E,
+    id: &str,
+    server_id: &str,
+    device: &str,
+    delete_on_termination: bool,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE volumes SET server_id = $2, device = $3, status = $4, delete_on_termination = $5, \
+         updated_at = $6 WHERE id = $1 AND status = $7 AND server_id IS NULL",
+    )
+    .bind(id)
+    .bind(server_id)
+    .bind(device)
+    .bind(VolumeStatus::InUse)
+    .bind(i64::from(delete_on_termination))
+    .bind(now)
+    .bind(VolumeStatus::Available)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Moves a volume from status `from` to `to`; false if it is gone or in another status.
+pub async fn volume_set_status<'e, E: Db<'e>>(
+    e: E,
+    id: &str,
+    from: VolumeStatus,
+    to: VolumeStatus,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE volumes SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .bind(now)
+    .execute(e)
+    .await?;
     Ok(r.rows_affected() > 0)
 }
 

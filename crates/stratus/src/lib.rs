@@ -145,16 +145,14 @@ pub async fn start(
             tracing::warn!("the demo image could not be registered: {e}");
         }
     }
-    let disks = Arc::new(Disks::new(storage.join("disks")));
+    let node = data_dir.node_id()?;
+    let disks = Arc::new(Disks::new(storage.join("disks"), &node));
+    let purged = disks.purge_partial_fills().await;
+    if purged > 0 {
+        tracing::info!("removed {purged} image cache fills left half-made");
+    }
     let driver = Arc::new(LocalDriver::new(disks.clone()));
     let quotas = Arc::new(stratus_services::quotas::Quotas::new(store.clone()));
-    let volumes = Arc::new(Volumes::new(
-        store.clone(),
-        images.clone(),
-        disks.clone(),
-        quotas,
-    ));
-    let node = data_dir.node_id()?;
     let sagas = Arc::new(Sagas::new(
         store.clone(),
         node,
@@ -163,6 +161,13 @@ pub async fn start(
         },
         Faults::parse(&cfg.saga_faults),
         data_dir.path().to_path_buf(),
+    ));
+    let volumes = Arc::new(Volumes::new(
+        store.clone(),
+        images.clone(),
+        disks.clone(),
+        quotas,
+        sagas.clone(),
     ));
     let image_sagas = Arc::new(ImageSagas {
         store: store.clone(),

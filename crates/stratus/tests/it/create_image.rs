@@ -303,9 +303,7 @@ async fn create_image_bad_input(c: &TestCloud) {
         .await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
     assert!(v["server"].get("fault").is_none(), "{v}");
-    let sagas = stratus_store::saga_list(c.store().pool(), &[], 10)
-        .await
-        .unwrap();
+    let sagas = image_sagas(c, 10).await;
     assert!(sagas.is_empty(), "{sagas:?}");
 }
 on_both_stores!(create_image_bad_input);
@@ -542,9 +540,7 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
     assert_eq!(l["images"][0]["status"], "active");
     // The 19 refused calls left no saga behind; the accepted one is done.
     settled_saga(c).await;
-    let sagas = stratus_store::saga_list(c.store().pool(), &[], 100)
-        .await
-        .unwrap();
+    let sagas = image_sagas(c, 100).await;
     assert_eq!(
         sagas.iter().map(|s| s.state.as_str()).collect::<Vec<_>>(),
         ["done"]
@@ -721,13 +717,22 @@ async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
 }
 on_both_stores!(volume_backed_snapshot_and_boot);
 
-/// The newest saga once it is no longer running or undoing (its last undo may be written just
-/// after the effects the test waited for).
+/// The newest createImage or createBackup sagas, newest first (servers are made by sagas too).
+async fn image_sagas(c: &TestCloud, limit: usize) -> Vec<stratus_store::SagaRec> {
+    let all = stratus_store::saga_list(c.store().pool(), &[], 1000)
+        .await
+        .unwrap();
+    all.into_iter()
+        .filter(|s| s.kind.starts_with("create-"))
+        .take(limit)
+        .collect()
+}
+
+/// The newest image saga once it is no longer running or undoing (its last undo may be written
+/// just after the effects the test waited for).
 async fn settled_saga(c: &TestCloud) -> stratus_store::SagaRec {
     for _ in 0..1000 {
-        let sagas = stratus_store::saga_list(c.store().pool(), &[], 1)
-            .await
-            .unwrap();
+        let sagas = image_sagas(c, 1).await;
         if let Some(s) = sagas.into_iter().next() {
             if !stratus_store::SagaState::LIVE.contains(&s.state) {
                 return s;

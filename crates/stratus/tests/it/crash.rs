@@ -1,6 +1,6 @@
-//! Crash harness for the createImage sagas: `stratus serve` processes are killed with SIGKILL at
-//! every step boundary of both flows (paused there by `STRATUS_SAGA_FAULTS=pause:...`) and at
-//! random points of the data copy, restarted, and the invariants checked once the saga settled:
+//! Crash harness for the sagas: `stratus serve` processes are killed with SIGKILL at every step
+//! boundary of every saga kind (paused there by `STRATUS_SAGA_FAULTS=pause:...`) and at random
+//! points of createImage's data copy, restarted, and the invariants checked once the saga settled:
 //! every image is `active` or gone, no server has a task_state, and no volume snapshot, blob,
 //! staging file, temporary file or disk file exists that no live object owns. Also: a failed undo
 //! leaves a visible `stuck` saga (no crash loop) that `stratus saga retry` sends back to its undo,

@@ -234,7 +234,7 @@ impl Identity {
             access_rules: serde_json::to_string(&rules).unwrap_or_else(|_| "[]".into()),
             created_at: now,
         };
-        let mut w = self.store().write(true).await?;
+        let mut w = self.store().write_identity().await?;
         store::app_cred_insert(w.conn(), &rec)
             .await
             .map_err(|e| match e {
@@ -287,7 +287,7 @@ impl Identity {
     ) -> Result<()> {
         Self::not_from_restricted(caller)?;
         let a = self.get_app_cred(caller, user_id, id).await?;
-        let mut w = self.store().write(true).await?;
+        let mut w = self.store().write_identity().await?;
         store::app_cred_delete(w.conn(), &a.id).await?;
         self.store().commit(w).await?;
         Ok(())

@@ -69,7 +69,7 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
 }
 
 pub async fn bootstrap(store: &Store, region: &str, catalogue: &Catalogue) -> Result<Bootstrapped> {
-    let mut w = store.write(true).await?;
+    let mut w = store.write_identity().await?;
     store::advisory_lock(&mut w, 727002).await?;
     let first_start = store::meta_get(w.conn(), "bootstrapped").await?.is_none();
     let mut admin_password = None;

@@ -379,7 +379,7 @@ impl Compute {
         if s.task_state.is_some() || !rule.from.contains(&s.vm_state) {
             return Err(refuse(&s));
         }
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         let moved =
             store::server_transition(w.conn(), id, &rule.transition(), now_micros()).await?;
         self.store.commit(w).await?;
@@ -402,7 +402,7 @@ impl Compute {
         // The caller acts in the server's project, so it locks as its owner (upstream's
         // `locked_by` is `admin` only for a lock from another project), and the owner may unlock.
         let by = lock.then_some("owner");
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::server_set_lock(w.conn(), &s.id, by, now_micros()).await?;
         self.store.commit(w).await?;
         self.get(caller, id).await

@@ -417,7 +417,7 @@ impl ImageSagas {
                 st.verb()
             )));
         }
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         let t = Transition::task(&s, now, to);
         let moved = store::server_transition(w.conn(), &s.id, &t, now_micros()).await?;
         self.store.commit(w).await?;
@@ -470,7 +470,7 @@ async fn reserve(c: &ImageSagas, st: &mut ImageSagaState, retry: bool) -> StepRe
     if s.task_state.is_some() || !SNAPSHOT_FROM.contains(&s.vm_state) {
         return Err(StepError::Refused(cannot(st.verb(), &s)));
     }
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     let t = Transition {
         from: SNAPSHOT_FROM,
         ..Transition::task(&s, None, Some(task))
@@ -499,7 +499,7 @@ async fn unreserve(c: &ImageSagas, st: &ImageSagaState, why: &Why) -> Result<()>
         .error
         .as_ref()
         .map(|e| format!("{} failed: {e}", st.verb()));
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     store::server_clear_task(w.conn(), &s.id, fault.as_deref(), now_micros()).await?;
     Ok(c.store.commit(w).await?)
 }

@@ -78,7 +78,7 @@ pub async fn ensure_demo_image(
     let _ = tokio::fs::remove_file(&raw).await;
     let _ = tokio::fs::remove_file(&qcow2).await;
     registered?;
-    let mut w = store.write(false).await?;
+    let mut w = store.write().await?;
     store::meta_set(w.conn(), META_KEY, DEMO_IMAGE_ID).await?;
     Ok(store.commit(w).await?)
 }

@@ -161,7 +161,7 @@ impl Disks {
     /// Removes every layer nothing reaches any more (rows, then files).
     pub async fn collect(&self, store: &Store) -> Result<Vec<String>> {
         let _held = self.lock.lock().await;
-        let mut w = store.write(false).await?;
+        let mut w = store.write().await?;
         let dead = store::layers_collect(w.conn()).await?;
         store.commit(w).await?;
         for rel in &dead {
@@ -212,7 +212,7 @@ async fn sha512_of(path: &Path) -> std::result::Result<String, std::io::Error> {
 
 /// Registers layers `(path, parent)` in one transaction.
 pub async fn register(store: &Store, layers: &[(&str, Option<&str>)]) -> Result<()> {
-    let mut w = store.write(false).await?;
+    let mut w = store.write().await?;
     let now = now_micros();
     for (path, parent) in layers {
         store::layer_add(w.conn(), path, *parent, now).await?;

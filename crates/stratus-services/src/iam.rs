@@ -156,7 +156,7 @@ impl Iam {
             domain_id: Some(domain_id.clone()),
             policy: req.policy,
         };
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         // Count inside the write transaction so that concurrent creations cannot pass the limit.
         store::advisory_lock(&mut w, 727003).await?;
         let count = store::custom_role_count(w.conn(), &domain_id).await?;
@@ -208,7 +208,7 @@ impl Iam {
             self.validate_policy(&p)?;
             role.policy = p;
         }
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::role_update(w.conn(), &role).await?;
         self.store.commit(w).await?;
         Ok(role)
@@ -216,7 +216,7 @@ impl Iam {
 
     pub async fn delete_policy(&self, caller: &Authorized, id: &str) -> Result<()> {
         let role = self.own_custom(caller, id).await?;
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::role_delete(w.conn(), &role.id).await?;
         self.store.commit(w).await?;
         Ok(())
@@ -302,7 +302,7 @@ impl Iam {
         role_id: &str,
     ) -> Result<()> {
         let g = self.grant(caller, group_id, target, role_id).await?;
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::grant_put(w.conn(), &g).await?;
         self.store.commit(w).await?;
         Ok(())
@@ -334,7 +334,7 @@ impl Iam {
         role_id: &str,
     ) -> Result<()> {
         let g = self.grant(caller, group_id, target, role_id).await?;
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         let removed = store::grant_delete(w.conn(), &g).await?;
         self.store.commit(w).await?;
         if removed {
@@ -408,7 +408,7 @@ impl Iam {
             created_at: now,
             updated_at: now,
         };
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::ep_insert(w.conn(), &ep)
             .await
             .map_err(|e| duplicate(e, "enterprise project", &ep.name))?;
@@ -440,7 +440,7 @@ impl Iam {
             ep.enabled = e;
         }
         ep.updated_at = now_micros();
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::ep_update(w.conn(), &ep)
             .await
             .map_err(|e| duplicate(e, "enterprise project", &ep.name))?;
@@ -455,7 +455,7 @@ impl Iam {
                 "The default enterprise project cannot be deleted.".into(),
             ));
         }
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::grants_delete_scope(w.conn(), ScopeKind::EnterpriseProject, &ep.id).await?;
         store::ep_delete(w.conn(), &ep.id).await?;
         self.store.commit(w).await?;

@@ -191,7 +191,7 @@ pub struct Rotation {
 /// the time a node may go on using a key before it reads the keys again.
 pub async fn rotate_token_keys(store: &Store, token_ttl_secs: i64) -> Result<Rotation> {
     let now = now_micros();
-    let mut w = store.write(true).await?;
+    let mut w = store.write_identity().await?;
     let keys = store::token_keys_dated(w.conn()).await?;
     let primary = keys.iter().map(|k| k.0).max().unwrap_or(0) + 1;
     store::token_key_insert(w.conn(), primary, &TokenCodec::generate_secret()).await?;
@@ -275,7 +275,7 @@ impl Identity {
         if p.max_failures <= 0 {
             return Ok(());
         }
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         let mut f = store::login_failures_get(w.conn(), user_id)
             .await?
             .unwrap_or_default();
@@ -593,7 +593,7 @@ impl Identity {
                     return Err(unauthorized(format!("user {} is locked out", user.id)));
                 }
                 if self.login_protection.max_failures > 0 {
-                    let mut w = self.store.write(false).await?;
+                    let mut w = self.store.write().await?;
                     store::login_failures_clear(w.conn(), &user.id).await?;
                     self.store.commit(w).await?;
                 }
@@ -726,7 +726,7 @@ impl Identity {
 
     /// Revokes `subject` (`DELETE /v3/auth/tokens`).
     pub async fn revoke(&self, _by: &Authorized, subject: &TokenInfo) -> Result<()> {
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::token_revoke(w.conn(), &subject.audit_id, subject.expires_at).await?;
         store::token_revocations_purge(w.conn(), now_micros()).await?;
         self.store.commit(w).await?;
@@ -797,7 +797,7 @@ impl Identity {
             description: req.description,
             enabled: req.enabled,
         };
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::project_insert(w.conn(), &p)
             .await
             .map_err(|e| duplicate(e, "project", &p.name))?;
@@ -877,7 +877,7 @@ impl Identity {
             }
             p.enabled = e;
         }
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::project_update(w.conn(), &p)
             .await
             .map_err(|e| duplicate(e, "project", &p.name))?;
@@ -892,7 +892,7 @@ impl Identity {
                 "A project cannot be deleted with a token scoped to it.".into(),
             ));
         }
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::grants_delete_scope(w.conn(), ScopeKind::Project, &p.id).await?;
         store::project_delete(w.conn(), &p.id).await?;
         self.store.commit(w).await?;
@@ -931,7 +931,7 @@ impl Identity {
             default_project_id: req.default_project_id,
             tokens_valid_after: 0,
         };
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::user_insert(w.conn(), &u)
             .await
             .map_err(|e| duplicate(e, "user", &u.name))?;
@@ -998,7 +998,7 @@ impl Identity {
         if revoke {
             u.tokens_valid_after = now_micros();
         }
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::user_update(w.conn(), &u)
             .await
             .map_err(|e| duplicate(e, "user", &u.name))?;
@@ -1031,7 +1031,7 @@ impl Identity {
         }
         u.password_hash = Some(password::hash(new).await?);
         u.tokens_valid_after = now_micros();
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::user_update(w.conn(), &u).await?;
         self.store.commit(w).await?;
         Ok(())
@@ -1039,7 +1039,7 @@ impl Identity {
 
     pub async fn delete_user(&self, caller: &Authorized, id: &str) -> Result<()> {
         let u = self.visible_user(caller, id).await?;
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::grants_delete_actor(w.conn(), store::ActorKind::User, &u.id).await?;
         store::app_creds_delete_of_user(w.conn(), &u.id).await?;
         store::user_delete(w.conn(), &u.id).await?;
@@ -1069,7 +1069,7 @@ impl Identity {
             name: req.name,
             description: req.description,
         };
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::group_insert(w.conn(), &g)
             .await
             .map_err(|e| duplicate(e, "group", &g.name))?;
@@ -1113,7 +1113,7 @@ impl Identity {
             limits::check_chars("description", &d, limits::DESCRIPTION_CHARS)?;
             g.description = d;
         }
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::group_update(w.conn(), &g)
             .await
             .map_err(|e| duplicate(e, "group", &g.name))?;
@@ -1123,7 +1123,7 @@ impl Identity {
 
     pub async fn delete_group(&self, caller: &Authorized, id: &str) -> Result<()> {
         let g = self.visible_group(caller, id).await?;
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::grants_delete_actor(w.conn(), store::ActorKind::Group, &g.id).await?;
         store::group_delete(w.conn(), &g.id).await?;
         self.store.commit(w).await?;
@@ -1143,7 +1143,7 @@ impl Identity {
     ) -> Result<()> {
         let g = self.visible_group(caller, group_id).await?;
         let u = self.visible_user(caller, user_id).await?;
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         store::member_add(w.conn(), &g.id, &u.id).await?;
         self.store.commit(w).await?;
         Ok(())
@@ -1175,7 +1175,7 @@ impl Identity {
     ) -> Result<()> {
         let g = self.visible_group(caller, group_id).await?;
         let u = self.visible_user(caller, user_id).await?;
-        let mut w = self.store.write(true).await?;
+        let mut w = self.store.write_identity().await?;
         let removed = store::member_remove(w.conn(), &g.id, &u.id).await?;
         self.store.commit(w).await?;
         if removed {

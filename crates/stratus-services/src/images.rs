@@ -235,7 +235,7 @@ impl Images {
             created_at: now,
             updated_at: now,
         };
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         if store::image_was_deleted(w.conn(), &image.id).await? {
             return Err(ServiceError::Conflict(format!(
                 "Image {} was deleted; an image id is never used again.",
@@ -295,7 +295,7 @@ impl Images {
     }
 
     async fn save(&self, i: &ImageRec, expected_status: ImageStatus) -> Result<()> {
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         let ok = store::image_update_if(w.conn(), i, expected_status).await?;
         self.store.commit(w).await?;
         if ok {
@@ -315,7 +315,7 @@ impl Images {
                 "Image {id} is protected and cannot be deleted."
             )));
         }
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::image_delete(w.conn(), id).await?;
         self.store.commit(w).await?;
         self.drop_data(id).await
@@ -751,7 +751,7 @@ impl Images {
             created_at: now,
             updated_at: now,
         };
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::member_insert(w.conn(), &m)
             .await
             .map_err(|e| match e {
@@ -803,7 +803,7 @@ impl Images {
             .parse()
             .map_err(|e: store::UnknownState| bad(e.to_string()))?;
         m.updated_at = now_micros();
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::member_set_status(w.conn(), id, member, m.status, m.updated_at).await?;
         self.store.commit(w).await?;
         Ok(m)
@@ -812,7 +812,7 @@ impl Images {
     pub async fn remove_member(&self, caller: &Authorized, id: &str, member: &str) -> Result<()> {
         let i = self.owned(caller, id).await?;
         Self::only_shared(&i)?;
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         let gone = store::member_delete(w.conn(), id, member).await?;
         self.store.commit(w).await?;
         if gone {
@@ -882,12 +882,12 @@ impl Images {
             Some(existing) => {
                 // Left `saving` or `queued` by a start that did not finish: start over.
                 let _ = self.blobs.delete(id).await;
-                let mut w = self.store.write(false).await?;
+                let mut w = self.store.write().await?;
                 store::image_update_if(w.conn(), &image, existing.status).await?;
                 self.store.commit(w).await?;
             }
             None => {
-                let mut w = self.store.write(false).await?;
+                let mut w = self.store.write().await?;
                 store::image_insert(w.conn(), &image).await?;
                 self.store.commit(w).await?;
             }
@@ -911,7 +911,7 @@ impl Images {
     /// Deletes an image whatever its state (undoing a snapshot that did not finish), with its
     /// data and any staging data of an interrupted upload.
     pub async fn discard(&self, id: &str) -> Result<()> {
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::image_delete(w.conn(), id).await?;
         self.store.commit(w).await?;
         self.drop_data(id).await

@@ -173,7 +173,7 @@ impl Quotas {
                 })?;
             parsed.push((k.clone(), n));
         }
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::advisory_lock(&mut w, lock_key(project)).await?;
         let used = counted(w.conn(), project, service).await?;
         for (k, n) in &parsed {
@@ -195,7 +195,7 @@ impl Quotas {
         project: &str,
         service: QuotaService,
     ) -> Result<()> {
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::quota_limits_clear(w.conn(), project, service.as_str()).await?;
         Ok(self.store.commit(w).await?)
     }

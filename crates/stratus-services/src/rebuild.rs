@@ -193,7 +193,7 @@ impl RebuildSagas {
         if s.task_state == Some(to) {
             return Ok(());
         }
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         let t = Transition::task(&s, Some(from), Some(to));
         let moved = store::server_transition(w.conn(), &s.id, &t, now_micros()).await?;
         self.store.commit(w).await?;
@@ -232,7 +232,7 @@ async fn accept(c: &RebuildSagas, st: &mut RebuildState, retry: bool) -> StepRes
         access_ipv6: st.access_ipv6.clone(),
         auto_disk_config: st.auto_disk_config,
     };
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     let moved =
         store::server_rebuild_accept(w.conn(), &s.id, st.from_vm_state, &a, now_micros()).await?;
     c.store.commit(w).await?;
@@ -261,7 +261,7 @@ async fn fail_server(c: &RebuildSagas, st: &RebuildState, why: &Why) -> Result<(
         s.id,
         why.error.as_deref().unwrap_or("stopped")
     );
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     store::server_fail_task(w.conn(), &s.id, &message, now_micros()).await?;
     Ok(c.store.commit(w).await?)
 }
@@ -287,7 +287,7 @@ async fn spawn(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepRes
     };
     let format = DiskFormat::parse(&st.format)
         .ok_or_else(|| failed(format!("unknown disk format {:?}", st.format)))?;
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     let now = now_micros();
     store::layer_add_pinned(w.conn(), cache, None, &st.saga_id, now).await?;
     store::layer_add_pinned(w.conn(), root, Some(cache), &st.saga_id, now).await?;
@@ -300,7 +300,7 @@ async fn spawn(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepRes
 
 /// Lets collection take the new root disk (unless the server runs it already).
 async fn drop_new_root(c: &RebuildSagas, st: &RebuildState, _why: &Why) -> Result<()> {
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     store::layers_unpin(w.conn(), &st.saga_id).await?;
     c.store.commit(w).await?;
     c.disks.collect(&c.store).await?;
@@ -322,7 +322,7 @@ async fn finish(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepRe
         (VmState::Active, PowerState::Running)
     };
     let root = st.root.clone().unwrap_or_else(|| s.root_disk.clone());
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     let done =
         store::server_rebuilt(w.conn(), &s.id, &root, vm_state, power_state, now_micros()).await?;
     store::layers_unpin(w.conn(), &st.saga_id).await?;

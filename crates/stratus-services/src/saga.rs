@@ -353,7 +353,7 @@ impl Sagas {
         // between the insert and the first step.
         self.mark_driving(&id, true);
         let inserted = async {
-            let mut w = self.store.write(false).await?;
+            let mut w = self.store.write().await?;
             store::saga_insert(w.conn(), &rec).await?;
             self.store.commit(w).await
         }
@@ -380,7 +380,7 @@ impl Sagas {
                 self.mark_driving(&id, false);
                 let first_refused = matches!(outcome, StepOutcome::Refused(_)) && failed_at == 0;
                 if first_refused {
-                    let mut w = self.store.write(false).await?;
+                    let mut w = self.store.write().await?;
                     store::saga_delete(w.conn(), &id).await?;
                     self.store.commit(w).await?;
                 }
@@ -422,7 +422,7 @@ impl Sagas {
                 loop {
                     tokio::time::sleep(me.times.renew_every()).await;
                     let held = async {
-                        let mut w = me.store.write(false).await?;
+                        let mut w = me.store.write().await?;
                         let ok = store::saga_claim(
                             w.conn(),
                             &id,
@@ -488,7 +488,7 @@ impl Sagas {
             return Ok(());
         }
         let taken = async {
-            let mut w = self.store.write(false).await?;
+            let mut w = self.store.write().await?;
             let ok = store::saga_claim(w.conn(), &id, &self.node, now_micros(), self.lease_end())
                 .await?;
             self.store.commit(w).await?;
@@ -552,7 +552,7 @@ impl Sagas {
     async fn persist(&self, rec: &mut SagaRec, steps: &[&SagaStepRec]) -> Result<bool> {
         rec.updated_at = now_micros();
         rec.lease_until = self.lease_end();
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         if !store::saga_save(w.conn(), rec, &self.node).await? {
             return Ok(false);
         }
@@ -764,7 +764,7 @@ pub async fn show(st: &Store, id: &str) -> Result<Option<SagaView>> {
 
 /// Sends a stuck saga back to its undo, which any node then retries (operator tooling).
 pub async fn retry(st: &Store, id: &str) -> Result<bool> {
-    let mut w = st.write(false).await?;
+    let mut w = st.write().await?;
     let ok = store::saga_retry(w.conn(), id, now_micros()).await?;
     st.commit(w).await?;
     Ok(ok)

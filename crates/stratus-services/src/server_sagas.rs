@@ -167,7 +167,7 @@ async fn reserve(c: &ServerSagas, st: &mut BuildState, _retry: bool) -> StepResu
     }
     // The layers are registered with the server that reaches them, before the files exist:
     // collection never takes them, and takes them once the server is gone.
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     c.reserve_quota(&mut w, s, st.vcpus, st.ram_mb)
         .await
         .map_err(StepError::Refused)?;
@@ -188,7 +188,7 @@ async fn fail_build(c: &ServerSagas, st: &BuildState, why: &Why) -> Result<()> {
     tracing::error!(server = %id, "build failed: {e}");
     let fault = json!({"code": 500, "message": format!("Build of instance {id} failed: {e}"),
                        "created": now_micros()});
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     store::server_built(
         w.conn(),
         id,
@@ -225,7 +225,7 @@ async fn remove_if_deleted(c: &ServerSagas, st: &BuildState, _why: &Why) -> Resu
 
 async fn finish_build(c: &ServerSagas, st: &mut BuildState, _retry: bool) -> StepResult {
     let s = &st.server;
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     let built = store::server_built(w.conn(), &s.id, &s.root_disk, None, now_micros()).await?;
     c.store.commit(w).await?;
     if !built && !c.exists(&s.id).await? {
@@ -262,7 +262,7 @@ async fn attach(c: &ServerSagas, st: &mut FromVolumesState, _retry: bool) -> Ste
     if c.exists(&s.id).await? {
         return Ok(());
     }
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     c.reserve_quota(&mut w, s, st.vcpus, st.ram_mb).await?;
     store::server_insert(w.conn(), s).await?;
     let now = now_micros();
@@ -286,7 +286,7 @@ async fn detach(c: &ServerSagas, st: &mut DeleteState, _retry: bool) -> StepResu
         return Ok(());
     }
     let attached = store::volumes_of_server(c.store.pool(), &st.server_id).await?;
-    let mut w = c.store.write(false).await?;
+    let mut w = c.store.write().await?;
     store::server_delete(w.conn(), &st.server_id).await?;
     for mut v in attached {
         if v.delete_on_termination

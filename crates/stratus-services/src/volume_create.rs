@@ -61,7 +61,7 @@ impl VolumeMaker {
         if store::volume_get(self.store.pool(), &v.id).await?.is_some() {
             return Ok(());
         }
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         let over = self
             .quotas
             .check_in(
@@ -106,14 +106,14 @@ impl VolumeMaker {
         } else {
             VolumeStatus::Error
         };
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::volume_set_status(w.conn(), id, VolumeStatus::Creating, to, now_micros()).await?;
         Ok(self.store.commit(w).await?)
     }
 
     /// Removes volumes made for something that was not made after all, and their layers.
     pub async fn remove(&self, ids: &[String]) -> Result<()> {
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         for id in ids {
             store::volume_delete(w.conn(), id).await?;
         }

@@ -321,7 +321,7 @@ impl Volumes {
     }
 
     async fn put(&self, v: &VolumeRec) -> Result<()> {
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::volume_put(w.conn(), v).await?;
         Ok(self.store.commit(w).await?)
     }
@@ -350,7 +350,7 @@ impl Volumes {
                 if has_snapshots { " and has snapshots" } else { "" }
             )));
         }
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         if !store::volume_delete_unless_snapshotted(w.conn(), id).await? {
             return Err(bad(format!(
                 "Invalid volume: Volume {id} has snapshots or one is being taken."
@@ -424,7 +424,7 @@ impl Volumes {
         if recorded.is_none() {
             // One snapshot of a volume at a time (its layers are renamed), and the quota counted
             // with the snapshot's row, in one transaction.
-            let mut w = self.store.write(false).await?;
+            let mut w = self.store.write().await?;
             if !store::volume_snapshot_lock(w.conn(), &v.id, &plan.id).await? {
                 return Err(ServiceError::Conflict(format!(
                     "Invalid volume: a snapshot of volume {} is being taken; try again.",
@@ -477,7 +477,7 @@ impl Volumes {
         snap.updated_at = now;
         v.disk = plan.active.clone();
         v.updated_at = now;
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::layer_rename(w.conn(), &old, &frozen).await?;
         store::layer_add(w.conn(), &plan.active, Some(&frozen), now).await?;
         store::snapshot_put(w.conn(), &snap).await?;
@@ -495,7 +495,7 @@ impl Volumes {
             .as_ref()
             .is_some_and(|s| s.status == SnapshotStatus::Available)
         {
-            let mut w = self.store.write(false).await?;
+            let mut w = self.store.write().await?;
             store::snapshot_delete(w.conn(), &plan.id).await?;
             self.store.commit(w).await?;
             self.disks.collect(&self.store).await?;
@@ -503,7 +503,7 @@ impl Volumes {
         }
         if recorded.is_some() {
             // Reserved but not taken: the row goes, and the volume is free again.
-            let mut w = self.store.write(false).await?;
+            let mut w = self.store.write().await?;
             store::snapshot_delete(w.conn(), &plan.id).await?;
             store::volume_snapshot_unlock(w.conn(), &plan.volume_id, &plan.id).await?;
             self.store.commit(w).await?;
@@ -525,7 +525,7 @@ impl Volumes {
     /// Deletes a snapshot; its layer stays while a volume still stands on it.
     pub async fn delete_snapshot(&self, caller: &Authorized, id: &str) -> Result<()> {
         let s = self.snapshot(caller, id).await?;
-        let mut w = self.store.write(false).await?;
+        let mut w = self.store.write().await?;
         store::snapshot_delete(w.conn(), &s.id).await?;
         self.store.commit(w).await?;
         self.disks.collect(&self.store).await?;

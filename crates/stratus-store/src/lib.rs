@@ -115,11 +115,7 @@ impl Store {
                     .min_connections(1)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                            )
-                            .await?;
+                            conn.execute(SQLITE_PRAGMAS).await?;
                             Ok(())
                         })
                     })
@@ -150,8 +146,18 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Starts a write transaction. If `bump_revision`, the commit also advances the revision.
-    pub async fn write(&self, bump_revision: bool) -> Result<WriteTx> {
+    /// Starts a write transaction of data other than identity and authorization data.
+    pub async fn write(&self) -> Result<WriteTx> {
+        self.begin_write(false).await
+    }
+
+    /// Starts a write transaction of identity or authorization data: its commit also advances
+    /// the revision, so that every node's caches of such data reload.
+    pub async fn write_identity(&self) -> Result<WriteTx> {
+        self.begin_write(true).await
+    }
+
+    async fn begin_write(&self, bump_revision: bool) -> Result<WriteTx> {
         let begin = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",

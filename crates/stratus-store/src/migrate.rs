@@ -35,7 +35,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 pub(crate) async fn run(store: &Store) -> Result<()> {
-    let mut w = store.write(false).await?;
+    let mut w = store.write().await?;
     // Serialise concurrent start-ups of several nodes.
     crate::advisory_lock(&mut w, 727001).await?;
     w.conn()

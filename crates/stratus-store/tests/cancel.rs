@@ -11,14 +11,14 @@ async fn cancelled_transaction_starts_poison_no_connection() {
     let store = Store::open(&url).await.unwrap();
     // Start many writes and drop each after its first poll: BEGIN is on its way, its future gone.
     for n in 0..64u64 {
-        let write = store.write(false);
+        let write = store.write();
         tokio::pin!(write);
         let _ = tokio::time::timeout(Duration::from_micros(n % 7), &mut write).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Every connection of the pool is used again: none may be inside a transaction.
     for _ in 0..64 {
-        let mut w = store.write(false).await.expect("a transaction starts");
+        let mut w = store.write().await.expect("a transaction starts");
         sqlx::query("SELECT 1").execute(w.conn()).await.unwrap();
         store.commit(w).await.expect("and commits");
     }

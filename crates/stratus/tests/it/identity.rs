@@ -715,7 +715,7 @@ async fn token_keys_rotate(c: &TestCloud) {
     assert_eq!(token_valid(c, &new, &old).await, StatusCode::OK);
     assert_eq!(token_valid(c, &old, &new).await, StatusCode::OK);
     // Key 1 was retired when key 2 was made; make that longer ago than a token lives.
-    let mut w = c.store().write(false).await.unwrap();
+    let mut w = c.store().write().await.unwrap();
     sqlx::query("UPDATE token_keys SET created_at = created_at - $1 WHERE id = 2")
         .bind(3_700_000_000i64)
         .execute(w.conn())

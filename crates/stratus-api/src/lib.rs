@@ -98,6 +98,7 @@ impl Cidr {
 /// What every handler can reach.
 pub struct AppState {
     pub identity: Arc<Identity>,
+    pub directory: Arc<stratus_services::directory::Directory>,
     pub authz: Arc<Authorizer>,
     pub iam: Arc<Iam>,
     pub images: Arc<Images>,

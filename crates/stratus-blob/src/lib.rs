@@ -18,7 +18,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
 use sha2::{Digest as _, Sha512};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::mpsc::{channel, Sender};
@@ -152,7 +152,36 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Clone)]
 pub struct BlobStore {
     inner: Arc<dyn ObjectStore>,
+    /// The directory of a local store, whose blobs are files already.
+    local: Option<PathBuf>,
+    /// Where blobs of another store are copied to be read as files.
+    work: PathBuf,
 }
+
+/// A blob as a file on this host, for what reads files (`qemu-img`, the disk cache): the local
+/// store's own file, or a copy that is removed when this is dropped.
+#[derive(Debug)]
+pub struct LocalFile {
+    path: PathBuf,
+    copy: bool,
+}
+
+impl LocalFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if self.copy {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Numbers the copies made by [`BlobStore::materialize`] within this process.
+static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl BlobStore {
     /// A store in a local directory (created if missing).
@@ -165,12 +194,66 @@ impl BlobStore {
         let chunked = ChunkedStore::new(Arc::new(fs), READ_CHUNK);
         Ok(BlobStore {
             inner: Arc::new(chunked),
+            local: Some(dir.to_path_buf()),
+            work: dir.to_path_buf(),
         })
     }
 
-    /// Any `object_store` backend (an S3-compatible bucket, for instance).
-    pub fn from_object_store(inner: Arc<dyn ObjectStore>) -> BlobStore {
-        BlobStore { inner }
+    /// Any `object_store` backend (an S3-compatible bucket, for instance); blobs read as files
+    /// are copied into `work` first.
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, work: PathBuf) -> BlobStore {
+        BlobStore {
+            inner,
+            local: None,
+            work,
+        }
+    }
+
+    /// Blob `key` as a file on this host: the local store's own file, or a copy of the blob
+    /// made in the work directory (gone when the [`LocalFile`] is dropped).
+    pub async fn materialize(&self, key: &str) -> Result<LocalFile, BlobError> {
+        if let Some(dir) = &self.local {
+            return Ok(LocalFile {
+                path: dir.join(key),
+                copy: false,
+            });
+        }
+        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.work.join(format!(".copy-{}-{n}", std::process::id()));
+        let file = LocalFile { path, copy: true };
+        tokio::fs::create_dir_all(&self.work)
+            .await
+            .map_err(|e| BlobError::Store(format!("work directory: {e}")))?;
+        let mut out = tokio::fs::File::create(file.path())
+            .await
+            .map_err(|e| BlobError::Store(format!("copy of {key}: {e}")))?;
+        let mut data = self.get(key, None).await?;
+        while let Some(chunk) = data.next().await {
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk?)
+                .await
+                .map_err(|e| BlobError::Store(format!("copy of {key}: {e}")))?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut out)
+            .await
+            .map_err(|e| BlobError::Store(format!("copy of {key}: {e}")))?;
+        Ok(file)
+    }
+
+    /// Deletes a blob and whatever an interrupted write of it left (the local store stages a
+    /// write as `<key>#<n>` files); deleting one that does not exist is not an error.
+    pub async fn purge(&self, key: &str) -> Result<(), BlobError> {
+        self.delete(key).await?;
+        if let Some(dir) = &self.local {
+            let prefix = format!("{key}#");
+            if let Ok(mut rd) = tokio::fs::read_dir(dir).await {
+                while let Ok(Some(e)) = rd.next_entry().await {
+                    if e.file_name().to_string_lossy().starts_with(&prefix) {
+                        let _ = tokio::fs::remove_file(e.path()).await;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes `data` to `key`, hashing it on the way. Nothing is left behind unless the whole

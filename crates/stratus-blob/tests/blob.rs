@@ -173,3 +173,43 @@ async fn verified_reads_hold_back_the_last_chunk_until_the_digest_matches() {
     let out: Vec<_> = stratus_blob::verify_md5(chunks(), None).collect().await;
     assert_eq!(out.len(), 3);
 }
+
+/// A blob as a file: the local store's own file; a copy for any other store, removed when it
+/// is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialize_gives_a_file_with_the_blobs_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = b"blob bytes".repeat(100_000);
+    let local = BlobStore::local(&tmp.path().join("blobs")).unwrap();
+    let memory = BlobStore::from_object_store(
+        std::sync::Arc::new(object_store::memory::InMemory::new()),
+        tmp.path().join("work"),
+    );
+    for store in [&local, &memory] {
+        let src = stream::iter(chunks(&data, &[4096, 70_000]));
+        store.put("k", src, u64::MAX).await.unwrap();
+        let f = store.materialize("k").await.unwrap();
+        assert_eq!(std::fs::read(f.path()).unwrap(), data);
+        let path = f.path().to_path_buf();
+        drop(f);
+        // The local store's file stays; a copy goes.
+        assert_eq!(path.exists(), std::ptr::eq(store, &local), "{path:?}");
+    }
+    assert!(files(&tmp.path().join("work")).is_empty());
+}
+
+/// Purging a blob also removes the staging files an interrupted write left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_the_blob_and_its_staging_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("blobs");
+    let store = BlobStore::local(&dir).unwrap();
+    let src = stream::iter(chunks(b"data", &[2]));
+    store.put("k", src, u64::MAX).await.unwrap();
+    std::fs::write(dir.join("k#7"), b"half").unwrap();
+    std::fs::write(dir.join("other#1"), b"not ours").unwrap();
+    store.purge("k").await.unwrap();
+    assert_eq!(files(&dir), [dir.join("other#1").display().to_string()]);
+    // Purging what is not there is not an error.
+    store.purge("k").await.unwrap();
+}

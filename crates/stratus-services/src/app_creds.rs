@@ -102,7 +102,7 @@ impl Identity {
         user_id: &str,
         req: AppCredCreate,
     ) -> Result<(AppCred, String)> {
-        let user = self.visible_user(caller, user_id).await?;
+        let user = crate::directory::visible_user(self.store(), caller, user_id).await?;
         Self::not_from_restricted(caller)?;
         if caller.user.id != user.id {
             return Err(ServiceError::Forbidden(
@@ -255,7 +255,7 @@ impl Identity {
         user_id: &str,
         name: Option<&str>,
     ) -> Result<Vec<AppCred>> {
-        let user = self.visible_user(caller, user_id).await?;
+        let user = crate::directory::visible_user(self.store(), caller, user_id).await?;
         let mut out = Vec::new();
         for rec in store::app_creds_of_user(self.store().pool(), &user.id, name).await? {
             out.push(self.app_cred_of(&rec).await?);
@@ -270,7 +270,7 @@ impl Identity {
         user_id: &str,
         id: &str,
     ) -> Result<AppCred> {
-        let user = self.visible_user(caller, user_id).await?;
+        let user = crate::directory::visible_user(self.store(), caller, user_id).await?;
         let rec = store::app_cred_get(self.store().pool(), id)
             .await?
             .filter(|a| a.user_id == user.id)

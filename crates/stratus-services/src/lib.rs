@@ -11,6 +11,7 @@ pub mod caller;
 pub mod compute;
 pub mod create_image;
 pub mod demo;
+pub mod directory;
 pub mod disks;
 pub mod driver;
 mod error;

@@ -292,8 +292,8 @@ async fn spawn(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepRes
     store::layer_add_pinned(w.conn(), cache, None, &st.saga_id, now).await?;
     store::layer_add_pinned(w.conn(), root, Some(cache), &st.saga_id, now).await?;
     c.store.commit(w).await?;
-    let data = c.images.local_data_path(&st.image_id);
-    c.disks.cache_image(cache, &data, &st.sha512).await?;
+    let data = c.images.data_file(&st.image_id).await?;
+    c.disks.cache_image(cache, data.path(), &st.sha512).await?;
     c.disks.overlay(root, cache, format, st.size).await?;
     Ok(())
 }

@@ -207,8 +207,10 @@ async fn spawn(c: &ServerSagas, st: &mut BuildState, _retry: bool) -> StepResult
             st.server.id
         )));
     }
-    let data = c.images.local_data_path(&st.image_id);
-    c.disks.cache_image(&st.cache, &data, &st.sha512).await?;
+    let data = c.images.data_file(&st.image_id).await?;
+    c.disks
+        .cache_image(&st.cache, data.path(), &st.sha512)
+        .await?;
     c.driver
         .create_root(&st.server.root_disk, &st.cache, st.format, st.size)
         .await?;

@@ -88,8 +88,10 @@ impl VolumeMaker {
     pub async fn make(&self, p: &VolumePlan) -> Result<()> {
         let v = &p.volume;
         if let (Some(cache), Some(fill)) = (&p.backing, &p.fill) {
-            let data = self.images.local_data_path(&fill.image_id);
-            self.disks.cache_image(cache, &data, &fill.sha512).await?;
+            let data = self.images.data_file(&fill.image_id).await?;
+            self.disks
+                .cache_image(cache, data.path(), &fill.sha512)
+                .await?;
         }
         let size = u64::try_from(v.size_gb).unwrap_or(0) * GIB;
         match &p.backing {

@@ -204,6 +204,7 @@ pub async fn start(
     let scanner = sagas.spawn_scanner();
     let state = Arc::new(AppState {
         identity,
+        directory: Arc::new(stratus_services::directory::Directory::new(store.clone())),
         authz,
         iam,
         images,

@@ -165,7 +165,7 @@ async fn create(
         .map(parse_expiry)
         .transpose()
         .map_err(ApiError::bad_request)?;
-    let target = s.identity.get_user(authz.caller(), &user_id).await?;
+    let target = s.directory.get_user(authz.caller(), &user_id).await?;
     let is_self = target.id == authz.caller().user.id;
     let c = authz.allow_self(is_self).await?;
     let (a, secret) = s
@@ -204,7 +204,7 @@ async fn list(
     Path(user_id): Path<String>,
     ApiQuery(q, _): ApiQuery<ListQuery, crate::error::Keystone>,
 ) -> KResult<Json<Value>> {
-    let target = s.identity.get_user(authz.caller(), &user_id).await?;
+    let target = s.directory.get_user(authz.caller(), &user_id).await?;
     let is_self = target.id == authz.caller().user.id;
     let c = authz.allow_self(is_self).await?;
     let all = s

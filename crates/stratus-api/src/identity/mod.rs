@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use stratus_services::identity::{
+use stratus_services::directory::{
     GroupCreate, GroupPatch, ProjectCreate, ProjectPatch, UserCreate, UserPatch,
 };
 use stratus_services::store::{ProjectFilter, UserFilter};
@@ -171,7 +171,7 @@ async fn revoke_token(State(s): St, authz: KAuthz, headers: HeaderMap) -> KResul
 async fn auth_projects(State(s): St, authz: KAuthz) -> KResult<Json<Value>> {
     let c = authz.allow().await?;
     let items = s
-        .identity
+        .directory
         .my_projects(&c)
         .await?
         .iter()
@@ -214,7 +214,7 @@ async fn list_domains(
 ) -> KResult<Json<Value>> {
     let c = authz.allow().await?;
     let items = s
-        .identity
+        .directory
         .list_domains(&c, q.name.as_deref())
         .await?
         .iter()
@@ -229,7 +229,7 @@ async fn list_domains(
 }
 
 async fn get_domain(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
-    let d = s.identity.get_domain(authz.caller(), &id).await?;
+    let d = s.directory.get_domain(authz.caller(), &id).await?;
     let is_self = d.id == authz.caller().user.domain_id;
     authz.allow_self(is_self).await?;
     Ok(Json(json!({"domain": domain_json(&s, &d)})))
@@ -238,7 +238,7 @@ async fn get_domain(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KRes
 async fn list_regions(State(s): St, authz: KAuthz) -> KResult<Json<Value>> {
     authz.allow().await?;
     let items = s
-        .identity
+        .directory
         .list_regions()
         .await?
         .into_iter()
@@ -312,7 +312,7 @@ async fn list_projects(
         enabled,
     };
     let items = s
-        .identity
+        .directory
         .list_projects(&c, f)
         .await?
         .iter()
@@ -344,7 +344,7 @@ async fn create_project(
         description: p.description.unwrap_or_default(),
         enabled: p.enabled.unwrap_or(true),
     };
-    let created = s.identity.create_project(&c, req).await?;
+    let created = s.directory.create_project(&c, req).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"project": project_json(&s, &created)})),
@@ -352,7 +352,7 @@ async fn create_project(
 }
 
 async fn get_project(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
-    let p = s.identity.get_project(authz.caller(), &id).await?;
+    let p = s.directory.get_project(authz.caller(), &id).await?;
     let is_self = authz.caller().project().is_some_and(|own| own.id == p.id);
     authz.allow_self(is_self).await?;
     Ok(Json(json!({"project": project_json(&s, &p)})))
@@ -364,7 +364,7 @@ async fn update_project(
     Path(id): Path<String>,
     ApiJson(b, _): KJson<ProjectPatchBody>,
 ) -> KResult<Json<Value>> {
-    s.identity.get_project(authz.caller(), &id).await?;
+    s.directory.get_project(authz.caller(), &id).await?;
     let c = authz.allow().await?;
     let p = b.project;
     let patch = ProjectPatch {
@@ -372,7 +372,7 @@ async fn update_project(
         description: p.description,
         enabled: p.enabled,
     };
-    let updated = s.identity.update_project(&c, &id, patch).await?;
+    let updated = s.directory.update_project(&c, &id, patch).await?;
     Ok(Json(json!({"project": project_json(&s, &updated)})))
 }
 
@@ -381,9 +381,9 @@ async fn delete_project(
     authz: KAuthz,
     Path(id): Path<String>,
 ) -> KResult<StatusCode> {
-    s.identity.get_project(authz.caller(), &id).await?;
+    s.directory.get_project(authz.caller(), &id).await?;
     let c = authz.allow().await?;
-    s.identity.delete_project(&c, &id).await?;
+    s.directory.delete_project(&c, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -403,7 +403,7 @@ async fn list_users(
         enabled,
     };
     let items = s
-        .identity
+        .directory
         .list_users(&c, f)
         .await?
         .iter()
@@ -428,7 +428,7 @@ async fn create_user(
         enabled: u.enabled.unwrap_or(true),
         default_project_id: u.default_project_id,
     };
-    let created = s.identity.create_user(&c, req).await?;
+    let created = s.directory.create_user(&c, req).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"user": user_json(&s, &created)})),
@@ -444,7 +444,7 @@ async fn on_user(
     stratus_services::authz::Authorized,
     stratus_services::store::UserRec,
 )> {
-    let u = s.identity.get_user(authz.caller(), id).await?;
+    let u = s.directory.get_user(authz.caller(), id).await?;
     let is_self = u.id == authz.caller().user.id;
     Ok((authz.allow_self(is_self).await?, u))
 }
@@ -470,13 +470,13 @@ async fn update_user(
         password: u.password,
         default_project_id: u.default_project_id,
     };
-    let updated = s.identity.update_user(&c, &id, patch).await?;
+    let updated = s.directory.update_user(&c, &id, patch).await?;
     Ok(Json(json!({"user": user_json(&s, &updated)})))
 }
 
 async fn delete_user(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<StatusCode> {
     let (c, _) = on_user(&s, authz, &id).await?;
-    s.identity.delete_user(&c, &id).await?;
+    s.directory.delete_user(&c, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -487,7 +487,7 @@ async fn change_password(
     ApiJson(b, _): KJson<PasswordChangeBody>,
 ) -> KResult<StatusCode> {
     let (c, _) = on_user(&s, authz, &id).await?;
-    s.identity
+    s.directory
         .change_password(&c, &id, b.user.original_password, b.user.password)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -496,7 +496,7 @@ async fn change_password(
 async fn user_groups(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
     let (c, _) = on_user(&s, authz, &id).await?;
     let items = s
-        .identity
+        .directory
         .user_groups(&c, &id)
         .await?
         .iter()
@@ -517,7 +517,7 @@ async fn user_projects(
 ) -> KResult<Json<Value>> {
     let (c, _) = on_user(&s, authz, &id).await?;
     let items = s
-        .identity
+        .directory
         .user_projects(&c, &id)
         .await?
         .iter()
@@ -541,7 +541,7 @@ async fn list_groups(
 ) -> KResult<Json<Value>> {
     let c = authz.allow().await?;
     let items = s
-        .identity
+        .directory
         .list_groups(&c, q.domain_id.as_deref(), q.name.as_deref())
         .await?
         .iter()
@@ -562,7 +562,7 @@ async fn create_group(
         domain_id: g.domain_id,
         description: g.description.unwrap_or_default(),
     };
-    let created = s.identity.create_group(&c, req).await?;
+    let created = s.directory.create_group(&c, req).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"group": group_json(&s, &created)})),
@@ -578,7 +578,7 @@ async fn on_group(
     stratus_services::authz::Authorized,
     stratus_services::store::GroupRec,
 )> {
-    let g = s.identity.get_group(authz.caller(), id).await?;
+    let g = s.directory.get_group(authz.caller(), id).await?;
     Ok((authz.allow().await?, g))
 }
 
@@ -598,20 +598,20 @@ async fn update_group(
         name: b.group.name,
         description: b.group.description,
     };
-    let g = s.identity.update_group(&c, &id, patch).await?;
+    let g = s.directory.update_group(&c, &id, patch).await?;
     Ok(Json(json!({"group": group_json(&s, &g)})))
 }
 
 async fn delete_group(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<StatusCode> {
     let (c, _) = on_group(&s, authz, &id).await?;
-    s.identity.delete_group(&c, &id).await?;
+    s.directory.delete_group(&c, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn group_users(State(s): St, authz: KAuthz, Path(id): Path<String>) -> KResult<Json<Value>> {
     let (c, _) = on_group(&s, authz, &id).await?;
     let items = s
-        .identity
+        .directory
         .group_members(&c, &id)
         .await?
         .iter()
@@ -632,8 +632,8 @@ async fn on_membership(
     g: &str,
     u: &str,
 ) -> KResult<stratus_services::authz::Authorized> {
-    s.identity.get_group(authz.caller(), g).await?;
-    s.identity.get_user(authz.caller(), u).await?;
+    s.directory.get_group(authz.caller(), g).await?;
+    s.directory.get_user(authz.caller(), u).await?;
     authz.allow().await
 }
 
@@ -643,7 +643,7 @@ async fn add_member(
     Path((g, u)): Path<(String, String)>,
 ) -> KResult<StatusCode> {
     let c = on_membership(&s, authz, &g, &u).await?;
-    s.identity.add_member(&c, &g, &u).await?;
+    s.directory.add_member(&c, &g, &u).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -653,7 +653,7 @@ async fn check_member(
     Path((g, u)): Path<(String, String)>,
 ) -> KResult<StatusCode> {
     let c = on_membership(&s, authz, &g, &u).await?;
-    s.identity.check_member(&c, &g, &u).await?;
+    s.directory.check_member(&c, &g, &u).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -663,6 +663,6 @@ async fn remove_member(
     Path((g, u)): Path<(String, String)>,
 ) -> KResult<StatusCode> {
     let c = on_membership(&s, authz, &g, &u).await?;
-    s.identity.remove_member(&c, &g, &u).await?;
+    s.directory.remove_member(&c, &g, &u).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -456,23 +456,21 @@ impl Compute {
         // made before the boot volume is known to be bootable.
         let mut new_volumes = Vec::new();
         let mut attach = Vec::new();
-        let mut bootable = Vec::new();
+        // Whether the boot volume (the first in order) is bootable.
+        let mut boots = None;
         for m in &order {
-            let id = match self.volume_for(caller, m).await? {
-                Mapped::Existing { id, bootable: b } => {
-                    bootable.push(b);
-                    id
-                }
+            let (id, bootable) = match self.volume_for(caller, m).await? {
+                Mapped::Existing { id, bootable } => (id, bootable),
                 Mapped::New(p) => {
-                    bootable.push(p.volume.bootable);
-                    let id = p.volume.id.clone();
+                    let found = (p.volume.id.clone(), p.volume.bootable);
                     new_volumes.push(*p);
-                    id
+                    found
                 }
             };
+            boots.get_or_insert(bootable);
             attach.push((id, m.delete_on_termination));
         }
-        if !bootable.first().copied().unwrap_or(false) {
+        if boots != Some(true) {
             return Err(bad(format!(
                 "Block Device {} is not bootable.",
                 attach.first().map_or("", |(id, _)| id.as_str())

@@ -200,11 +200,28 @@ impl Quotas {
         Ok(self.store.commit(w).await?)
     }
 
-    /// Checks, inside the transaction `w` that is about to write what they count, that a project
-    /// may have `wants` more of each resource. Holds the project's quota lock until `w` ends, so
-    /// that concurrent creations are counted one after the other. Returns the resources over
-    /// their limits (empty: go ahead).
-    pub async fn check_in(
+    /// Counts `wants` more of each resource against a project's quota, inside the transaction
+    /// `w` that is about to write what they count: holds the project's quota lock until `w` ends,
+    /// so that concurrent creations are counted one after the other, and refuses with the
+    /// service's own error (Nova's 403, Cinder's 413) when any resource would go over its limit.
+    pub async fn reserve(
+        &self,
+        w: &mut WriteTx,
+        project: &str,
+        service: QuotaService,
+        wants: &[(&str, i64)],
+    ) -> Result<()> {
+        let over = self.check_in(w, project, service, wants).await?;
+        match (over.is_empty(), service) {
+            (true, _) => Ok(()),
+            (false, QuotaService::Compute) => Err(compute_over(&over)),
+            (false, QuotaService::Volume) => Err(volume_over(&over)),
+        }
+    }
+
+    /// The resources of `wants` that would go over the project's limits (empty: go ahead),
+    /// taking the project's quota lock in `w`.
+    async fn check_in(
         &self,
         w: &mut WriteTx,
         project: &str,

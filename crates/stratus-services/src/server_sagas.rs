@@ -132,20 +132,14 @@ impl ServerSagas {
         vcpus: i64,
         ram_mb: i64,
     ) -> Result<()> {
-        let over = self
-            .quotas
-            .check_in(
+        self.quotas
+            .reserve(
                 w,
                 &s.project_id,
                 QuotaService::Compute,
                 &[("instances", 1), ("cores", vcpus), ("ram", ram_mb)],
             )
-            .await?;
-        if over.is_empty() {
-            Ok(())
-        } else {
-            Err(crate::quotas::compute_over(&over))
-        }
+            .await
     }
 
     async fn exists(&self, id: &str) -> Result<bool> {

@@ -62,18 +62,14 @@ impl VolumeMaker {
             return Ok(());
         }
         let mut w = self.store.write().await?;
-        let over = self
-            .quotas
-            .check_in(
+        self.quotas
+            .reserve(
                 &mut w,
                 &v.project_id,
                 QuotaService::Volume,
                 &[("volumes", 1), ("gigabytes", v.size_gb)],
             )
             .await?;
-        if !over.is_empty() {
-            return Err(crate::quotas::volume_over(&over));
-        }
         let now = now_micros();
         if let Some(b) = &p.backing {
             store::layer_add(w.conn(), b, None, now).await?;

@@ -437,18 +437,14 @@ impl Volumes {
                 .ok_or_else(|| ServiceError::not_found("volume", &plan.volume_id))?;
             snap.disk = v.disk.clone();
             snap.size_gb = v.size_gb;
-            let over = self
-                .quotas
-                .check_in(
+            self.quotas
+                .reserve(
                     &mut w,
                     &v.project_id,
                     QuotaService::Volume,
                     &[("snapshots", 1), ("gigabytes", v.size_gb)],
                 )
                 .await?;
-            if !over.is_empty() {
-                return Err(crate::quotas::volume_over(&over));
-            }
             store::snapshot_put(w.conn(), &snap).await?;
             self.store.commit(w).await?;
         }

@@ -723,6 +723,40 @@ macro_rules! on_both_sites {
 
 on_both_sites!(kill_at_every_boundary);
 
+/// Sends a request to `node`, which was started paused at fault rule `what`; once it paused
+/// there, kills it (the request unanswered), starts the node again and waits for its sagas to
+/// settle. Returns the new node.
+async fn kill_while_paused(
+    site: &mut Site,
+    mut node: Node,
+    api: &Api,
+    what: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Node {
+    let request = {
+        let mut req = api
+            .http
+            .request(method, format!("{}{path}", api.url))
+            .header("X-Auth-Token", &api.token)
+            .header("OpenStack-API-Version", "compute 2.47");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+    };
+    if !paused(&mut node).await {
+        let answer = request.await.unwrap();
+        panic!("{what}: never paused; the request got {answer:?}");
+    }
+    node.kill();
+    request.abort();
+    let node = site.spawn("a", "");
+    settle(site).await;
+    node
+}
+
 /// The server and volume sagas: a server on an image, a server booted from a new volume made
 /// from an image, a volume made from a snapshot and a server deleted, each killed at every step
 /// boundary and restarted. The invariants hold, and each reaches its end whether or not its
@@ -808,26 +842,8 @@ async fn kill_the_server_and_volume_sagas_at_every_boundary(site: &mut Site) {
                         (Method::DELETE, path, None)
                     }
                 };
-                let request = {
-                    let mut req = api
-                        .http
-                        .request(method, format!("{}{path}", api.url))
-                        .header("X-Auth-Token", &api.token)
-                        .header("OpenStack-API-Version", "compute 2.47");
-                    if let Some(b) = body {
-                        req = req.json(&b);
-                    }
-                    tokio::spawn(async move { req.send().await.map(|r| r.status()) })
-                };
-                if !paused(&mut node).await {
-                    let answer = request.await.unwrap();
-                    panic!("{what}: never paused; the request got {answer:?}");
-                }
-                node.kill();
-                request.abort();
-                node = site.spawn("a", "");
+                node = kill_while_paused(site, node, &api, &what, method, &path, body).await;
                 let api = api.at(&node);
-                settle(site).await;
                 check_invariants(site, &api, &[&s1, &s2], &what).await;
                 let outcome = match kind {
                     "volume-create" => api.named("volumes", &name).await,
@@ -937,24 +953,9 @@ async fn kill_the_other_sagas_at_every_boundary(site: &mut Site) {
                         )
                     }
                 };
-                let request = {
-                    let req = api
-                        .http
-                        .post(format!("{}{path}", api.url))
-                        .header("X-Auth-Token", &api.token)
-                        .header("OpenStack-API-Version", "compute 2.47")
-                        .json(&body);
-                    tokio::spawn(async move { req.send().await.map(|r| r.status()) })
-                };
-                if !paused(&mut node).await {
-                    let answer = request.await.unwrap();
-                    panic!("{what}: never paused; the request got {answer:?}");
-                }
-                node.kill();
-                request.abort();
-                node = site.spawn("a", "");
+                node = kill_while_paused(site, node, &api, &what, Method::POST, &path, Some(body))
+                    .await;
                 let api = api.at(&node);
-                settle(site).await;
                 check_invariants(site, &api, &[&s1, &s2], &what).await;
                 let outcome = match kind {
                     "rebuild" => api.server(&s1).await["status"]

@@ -38,10 +38,13 @@ def build_baseline(rev):
     return os.path.join(target, "release", "stratus")
 
 
-def spawn(data_dir, port, *extra, binary=None):
+def spawn(data_dir, port, *extra, binary=None, env=None):
+    """`stratus serve` on `port`; its servers run no guests unless `env` says otherwise (the
+    benchmarks of disks and images measure the disk-only path)."""
+    env = {**os.environ, "STRATUS_LOG": "warn", "STRATUS_DRIVER": "none", **(env or {})}
     return subprocess.Popen(
         [binary or BIN, "serve", "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, STRATUS_LOG="warn"))
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 def wait_ready(port, deadline=30.0):
@@ -76,3 +79,18 @@ def admin_token(port, data_dir, project="admin"):
 def status_kib(pid, field):
     """A VmRSS/VmHWM reading of /proc/PID/status, in KiB."""
     return int(re.search(rf"{field}:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1))
+
+
+def wrk(url, duration, headers=()):
+    """wrk at 2 threads and 64 connections: requests per second and the median latency; any
+    failed response is an error."""
+    args = ["wrk", "-t2", "-c64", f"-d{duration}s", "--latency"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{non2xx.group(1)} failed responses:\n{out}")
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)
+    return rps, p50

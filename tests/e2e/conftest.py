@@ -25,7 +25,7 @@ def _psql(base_url, sql):
 
 
 class Cloud:
-    def __init__(self, backend):
+    def __init__(self, backend, **env_extra):
         self.backend = backend
         self.tmp = tempfile.mkdtemp(prefix="stratus-e2e-")
         self.data_dir = os.path.join(self.tmp, "data")
@@ -39,7 +39,9 @@ class Cloud:
             _psql(base, f"CREATE DATABASE {self.db_name}")
             self.database_url = base.rsplit("/", 1)[0] + "/" + self.db_name
             args += ["--database-url", self.database_url]
-        env = dict(os.environ, STRATUS_LOG="warn")
+        # No guests unless a test asks for them (`qemu_cloud`).
+        env = dict(os.environ, STRATUS_LOG="warn", STRATUS_DRIVER="none")
+        env.update(env_extra)
         self.log = open(os.path.join(self.tmp, "server.log"), "w")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.url = None
@@ -81,10 +83,25 @@ class Cloud:
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=30)
         self.log.close()
+        kill_guests(os.path.join(self.data_dir, "guests"))
         if self.db_name:
             _psql(self.pg_base, f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
         shutil.rmtree(self.tmp, ignore_errors=True)
         return code
+
+
+def kill_guests(guests_dir):
+    """Guests outlive their server by design; a test's do not outlive the test."""
+    if not os.path.isdir(guests_dir):
+        return
+    for gid in os.listdir(guests_dir):
+        try:
+            pid = int(open(os.path.join(guests_dir, gid, "qemu.pid")).read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if gid.encode() in f.read():
+                    os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 def backends():
@@ -92,6 +109,15 @@ def backends():
     if os.environ.get("STRATUS_TEST_DATABASE_URL"):
         out.append("postgres")
     return out
+
+
+@pytest.fixture
+def qemu_cloud():
+    """A cloud whose servers are real QEMU guests (TCG), stopped hard after 1 s of ACPI."""
+    c = Cloud("sqlite", STRATUS_DRIVER="qemu", STRATUS_ACCEL="tcg", STRATUS_SHUTDOWN_TIMEOUT="1",
+              STRATUS_GUEST_SYNC_INTERVAL="1")
+    yield c
+    assert c.stop() == 0, "server did not exit cleanly on SIGTERM"
 
 
 @pytest.fixture(params=backends())

@@ -14,10 +14,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, kill_guests
 
 README = (ROOT / "README.md").read_text()
 PORT = 8080  # the README's default listen address
@@ -66,7 +67,8 @@ def test_readme_first_steps_as_written(fresh_clone):
     for k in list(env):
         if k.startswith(("OS_", "STRATUS_")) and k != "STRATUS_LOG":
             del env[k]
-    port_free(PORT)
+    for port in range(PORT, PORT + 5):  # the main one and Huawei's four
+        port_free(port)
     log = open(fresh_clone / "server.log", "w")
     server = subprocess.Popen(["bash", "-c", run_command()], cwd=fresh_clone, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=log, start_new_session=True)
@@ -80,6 +82,9 @@ def test_readme_first_steps_as_written(fresh_clone):
         data_dir = fresh_clone / "stratus-data"
         assert f"  data dir: {data_dir}" in banner, banner
         assert (data_dir / "clouds.yaml").exists()
+        huawei = ", ".join(f"{name} http://127.0.0.1:{PORT + k}"
+                           for k, name in enumerate(["iam", "ecs", "ims", "evs"], 1))
+        assert f"  huawei cloud endpoints: {huawei}" in banner, banner
 
         script = "set -euo pipefail -x\n" + usage_block()
         r = subprocess.run(["bash", "-c", script], cwd=fresh_clone, env=env, text=True,
@@ -98,10 +103,23 @@ def test_readme_first_steps_as_written(fresh_clone):
         info = subprocess.run(["qemu-img", "info", "-f", "qcow2", "--backing-chain", disks[0]],
                               check=True, capture_output=True, text=True).stdout
         assert "backing file: /" in info, info  # backing files are named absolutely
+        # The default cloud runs real guests where QEMU is installed (scripts/test installs it):
+        # the running server's guest greets on its console.
+        guests = [l for l in banner if l.startswith("  guests: ")]
+        assert guests and guests[0].startswith("  guests: qemu ("), banner
+        for _ in range(120):
+            out = subprocess.run(["openstack", "console", "log", "show", "s2"], env=osenv, text=True,
+                                 capture_output=True, check=True).stdout
+            if "stratus demo image: booted" in out:
+                break
+            time.sleep(0.5)
+        assert "stratus demo image: booted" in out, out
     finally:
         os.killpg(server.pid, signal.SIGINT)  # Ctrl-C in the user's terminal
         assert server.wait(timeout=60) == 0, "the server did not stop cleanly"
         log.close()
+        # Guests outlive the server by design; the test's do not outlive the test.
+        kill_guests(os.path.join(fresh_clone, "stratus-data", "guests"))
 
 
 def port_free(port):

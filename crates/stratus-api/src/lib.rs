@@ -6,6 +6,7 @@
 mod compute;
 pub mod error;
 pub mod extract;
+pub mod huawei;
 mod iam;
 mod identity;
 mod image;
@@ -147,6 +148,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let image = tower::Layer::layer(&axum::middleware::from_fn(image::image_layer), volume);
     Router::new()
         .fallback_service(image)
+        .layer(axum::middleware::from_fn(middleware::signed_request))
         .layer(axum::middleware::from_fn_with_state(
             http,
             middleware::request_id,

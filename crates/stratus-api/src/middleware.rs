@@ -156,3 +156,83 @@ fn watch_body(req: Request, idle: std::time::Duration) -> (Request, Arc<AtomicBo
     });
     (Request::from_parts(parts, body), done)
 }
+
+/// For an AK/SK-signed request (others pass untouched): keeps the request's URI as it came over
+/// the wire (unless a listener's path mapping already did) and hashes its body first (up to the JSON body limit;
+/// a larger body is passed on unread and unhashed, so its signature must leave it out with
+/// `X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD`).
+pub async fn signed_request(mut req: Request, next: Next) -> Response {
+    use crate::extract::{PayloadSha256, WireUri, MAX_JSON_BODY};
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+    use stratus_services::signing;
+    let signed = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(signing::is_signed);
+    if !signed {
+        return next.run(req).await;
+    }
+    if req.extensions().get::<WireUri>().is_none() {
+        let uri = req.uri().clone();
+        req.extensions_mut().insert(WireUri(uri));
+    }
+    let headers = req.headers();
+    let unsigned_payload = headers
+        .get(signing::CONTENT_SHA256_HEADER)
+        .is_some_and(|v| v.as_bytes() == signing::UNSIGNED_PAYLOAD.as_bytes());
+    let declared_large = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_JSON_BODY as u64);
+    let empty = match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => v.as_bytes() == b"0",
+        None => headers.get(header::TRANSFER_ENCODING).is_none(),
+    };
+    if empty {
+        req.extensions_mut()
+            .insert(PayloadSha256(signing::EMPTY_SHA256.to_string()));
+    }
+    if empty || unsigned_payload || declared_large {
+        return next.run(req).await;
+    }
+    let (mut parts, mut body) = req.into_parts();
+    let mut buf = bytes::BytesMut::new();
+    let mut rest = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Ok(data) = f.into_data() {
+                    buf.extend_from_slice(&data);
+                    if buf.len() > MAX_JSON_BODY {
+                        rest = Some(body);
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                return crate::error::error_response(
+                    crate::api_of(parts.uri.path()),
+                    axum::http::StatusCode::BAD_REQUEST,
+                    &format!("Could not read the request body: {e}."),
+                )
+            }
+        }
+    }
+    let read = buf.freeze();
+    let body = match rest {
+        // Too large to hash: handed on whole, what was read first and the rest after it.
+        Some(rest) => Body::from_stream(
+            futures::stream::once(async move { Ok::<_, axum::Error>(read) })
+                .chain(rest.into_data_stream()),
+        ),
+        None => {
+            parts
+                .extensions
+                .insert(PayloadSha256(signing::sha256_hex(&read)));
+            Body::from(read)
+        }
+    };
+    next.run(Request::from_parts(parts, body)).await
+}

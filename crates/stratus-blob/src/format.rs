@@ -127,20 +127,40 @@ pub async fn convert(
     dst: &Path,
     to: DiskFormat,
 ) -> Result<(), FormatError> {
-    qemu_img(
-        &[
-            "convert".as_ref(),
-            "-f".as_ref(),
-            from.as_str().as_ref(),
-            "-O".as_ref(),
-            to.as_str().as_ref(),
-            src.as_os_str(),
-            dst.as_os_str(),
-        ],
-        QEMU_IMG_CONVERT_CPU_SECONDS,
-    )
-    .await
-    .map(|_| ())
+    convert_with(&[], src, from, dst, to).await
+}
+
+/// [`convert`] of an image another process holds open for writing (a running guest's QEMU,
+/// paused and flushed for the copy): `-U` reads it without QEMU's image lock.
+pub async fn convert_shared(
+    src: &Path,
+    from: DiskFormat,
+    dst: &Path,
+    to: DiskFormat,
+) -> Result<(), FormatError> {
+    convert_with(&["-U"], src, from, dst, to).await
+}
+
+async fn convert_with(
+    options: &[&str],
+    src: &Path,
+    from: DiskFormat,
+    dst: &Path,
+    to: DiskFormat,
+) -> Result<(), FormatError> {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["convert".as_ref()];
+    args.extend(options.iter().map(|o| std::ffi::OsStr::new(*o)));
+    args.extend([
+        "-f".as_ref(),
+        from.as_str().as_ref(),
+        "-O".as_ref(),
+        to.as_str().as_ref(),
+        src.as_os_str(),
+        dst.as_os_str(),
+    ]);
+    qemu_img(&args, QEMU_IMG_CONVERT_CPU_SECONDS)
+        .await
+        .map(|_| ())
 }
 
 /// Creates `path`, a qcow2 of `size` bytes whose unwritten clusters read from `backing` (of

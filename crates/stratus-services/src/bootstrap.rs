@@ -221,7 +221,7 @@ pub async fn bootstrap(store: &Store, region: &str, catalogue: &Catalogue) -> Re
                 swap_mb: f.swap_mb,
                 is_public: true,
                 description: f.description,
-                extra_specs: "{}".into(),
+                extra_specs: Default::default(),
             },
         )
         .await?;

@@ -7,7 +7,8 @@
 
 use crate::authz::Authorized;
 use crate::disks::Disks;
-pub use crate::driver::{root_disk_of, ComputeDriver, LocalDriver};
+pub use crate::driver::root_disk_of;
+use crate::guests::Guests;
 use crate::identity::TokenInfo;
 use crate::images::Images;
 use crate::saga::{Caller, Saga, Sagas};
@@ -128,15 +129,8 @@ const fn rule(
     }
 }
 
-/// Nova's status of a server, from its vm_state and task_state.
-pub fn status_of(s: &ServerRec) -> &'static str {
-    match (s.vm_state, s.task_state) {
-        (V::Active | V::Stopped | V::Error, Some(t)) if t.is_rebuild() => "REBUILD",
-        (V::Active, Some(TaskState::Rebooting)) => "REBOOT",
-        (V::Active, Some(TaskState::RebootingHard)) => "HARD_REBOOT",
-        (vm, _) => vm.status(),
-    }
-}
+/// The most of a console a request gets (upstream's libvirt driver cuts at 100 KiB too).
+pub const CONSOLE_MAX_BYTES: usize = 100 << 10;
 
 /// Status values a listing can filter on, and the vm_states they stand for.
 pub const STATUS_FILTERS: &[VmState] = &[
@@ -197,6 +191,7 @@ pub struct Compute {
     pub(crate) volumes: Arc<Volumes>,
     disks: Arc<Disks>,
     pub(crate) sagas: Arc<Sagas>,
+    pub(crate) guests: Arc<Guests>,
 }
 
 fn bad(msg: impl Into<String>) -> ServiceError {
@@ -215,7 +210,7 @@ impl Compute {
         images: Arc<Images>,
         volumes: Arc<Volumes>,
         disks: Arc<Disks>,
-        driver: Arc<dyn ComputeDriver>,
+        guests: Arc<Guests>,
         sagas: Arc<Sagas>,
     ) -> Compute {
         let ctx = Arc::new(ServerSagas {
@@ -224,7 +219,7 @@ impl Compute {
             volumes: volumes.maker().clone(),
             quotas: volumes.quotas().clone(),
             disks: disks.clone(),
-            driver,
+            guests: guests.clone(),
         });
         sagas.register::<CreateServer>(ctx.clone());
         sagas.register::<CreateServerFromVolumes>(ctx.clone());
@@ -235,6 +230,7 @@ impl Compute {
             volumes,
             disks,
             sagas,
+            guests,
         }
     }
 
@@ -337,6 +333,7 @@ impl Compute {
         let (format, size) = check_image_fits(&image, &FlavorSize::of(&flavor))?;
         let mut req = req;
         req.auto_disk_config = Some(disk_config_for(&image, req.auto_disk_config)?);
+        let boot = crate::kernel_boot::of_image(&self.images, caller, &image).await?;
         let admin_pass = admin_pass(&req);
         let mut server = req.record(
             project,
@@ -357,6 +354,7 @@ impl Compute {
             format,
             sha512: image.os_hash_value.clone().unwrap_or_default(),
             size,
+            boot,
         };
         // Answered once the server is recorded; it is built in the background.
         let st = self
@@ -379,16 +377,88 @@ impl Compute {
         if s.task_state.is_some() || !rule.from.contains(&s.vm_state) {
             return Err(refuse(&s));
         }
+        // The record and the guest change together: no other operation on the guest, and no
+        // sync of its power state, runs in between.
+        let held = self.guests.hold(id).await;
+        // A guest's stop and soft reboot take time: the server shows the task until the guest
+        // is done (then `Guests` moves the record on), as upstream's `powering-off`/`rebooting`.
+        let task = match action {
+            Action::Stop => Some(TaskState::PoweringOff),
+            Action::SoftReboot => Some(TaskState::Rebooting),
+            _ => None,
+        }
+        .filter(|_| self.guests.runs_guests());
+        let t = match task {
+            Some(task) => Transition::task(&s, None, Some(task)),
+            None => rule.transition(),
+        };
         let mut w = self.store.write().await?;
-        let moved =
-            store::server_transition(w.conn(), id, &rule.transition(), now_micros()).await?;
+        let moved = store::server_transition(w.conn(), id, &t, now_micros()).await?;
         self.store.commit(w).await?;
+        if moved {
+            self.drive(held, id, action).await?;
+        }
         let now = self.get(caller, id).await?;
         if moved {
             Ok(now)
         } else {
             Err(refuse(&now))
         }
+    }
+
+    /// What an action does to the guest, the record having moved. Powering off can take the
+    /// guest's whole grace time, so it runs after the answer; the guest stays held until done.
+    async fn drive(&self, held: crate::guests::Held, id: &str, action: Action) -> Result<()> {
+        let g = &self.guests;
+        match action {
+            Action::Stop | Action::SoftReboot => {
+                let (g, id) = (g.clone(), id.to_string());
+                tokio::spawn(async move {
+                    let done = match action {
+                        Action::Stop => g.power_off(&held, &id).await,
+                        _ => g.reboot_soft(&held, &id).await,
+                    };
+                    if let Err(e) = done {
+                        tracing::error!(server = %id, "{action:?} of the guest failed: {e}");
+                    }
+                });
+                Ok(())
+            }
+            Action::Start => g.boot_held(&held, id).await,
+            Action::HardReboot => {
+                g.stop(&held, id, true).await?;
+                g.boot_held(&held, id).await
+            }
+            Action::Pause | Action::Suspend => g.set_paused(&held, id, true).await,
+            Action::Unpause | Action::Resume => g.set_paused(&held, id, false).await,
+        }
+    }
+
+    /// The last `lines` lines of the server's console (`os-getConsoleOutput`), at most
+    /// [`CONSOLE_MAX_BYTES`] of them.
+    pub async fn console(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        lines: Option<usize>,
+    ) -> Result<String> {
+        let s = self.get(caller, id).await?;
+        if s.vm_state == VmState::Building {
+            return Err(ServiceError::Conflict(format!(
+                "Instance {id} has not been built yet."
+            )));
+        }
+        let text = self.guests.console(id, lines).await?;
+        let mut cut = text.len().saturating_sub(CONSOLE_MAX_BYTES);
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        Ok(text[cut..].to_string())
+    }
+
+    /// The guests of this node's servers.
+    pub fn guests(&self) -> &Arc<Guests> {
+        &self.guests
     }
 
     /// Locks a server (`lock`) or unlocks it: a locked server refuses its power actions, rebuild
@@ -456,8 +526,9 @@ impl Compute {
         // made before the boot volume is known to be bootable.
         let mut new_volumes = Vec::new();
         let mut attach = Vec::new();
-        // Whether the boot volume (the first in order) is bootable.
+        // Whether the boot volume (the first in order) is bootable, and how it boots.
         let mut boots = None;
+        let mut boot = None;
         for m in &order {
             let (id, bootable) = match self.volume_for(caller, m).await? {
                 Mapped::Existing { id, bootable } => (id, bootable),
@@ -467,6 +538,15 @@ impl Compute {
                     found
                 }
             };
+            if boots.is_none() {
+                let v = match new_volumes.iter().find(|p| p.volume.id == id) {
+                    Some(p) => Some(p.volume.clone()),
+                    None => store::volume_get(self.store.pool(), &id).await?,
+                };
+                if let Some(v) = v {
+                    boot = crate::kernel_boot::of_volume(&self.images, caller, &v).await?;
+                }
+            }
             boots.get_or_insert(bootable);
             attach.push((id, m.delete_on_termination));
         }
@@ -491,6 +571,7 @@ impl Compute {
             ram_mb: flavor.ram_mb,
             new_volumes,
             attach,
+            boot,
         };
         let steps = CreateServerFromVolumes::STEPS.len();
         let st = self
@@ -604,7 +685,7 @@ enum Mapped {
 /// The volumes an image made by createImage of a volume-backed server stands for
 /// (`bdm_v2=True` and its `block_device_mapping`): new volumes from its snapshots.
 fn volume_mappings_of(image: &ImageRec) -> Result<Option<Vec<VolumeMapping>>> {
-    let props: Map<String, Value> = serde_json::from_str(&image.properties).unwrap_or_default();
+    let props = &image.properties;
     if props.get("bdm_v2").and_then(Value::as_str) != Some("True") {
         return Ok(None);
     }
@@ -657,12 +738,12 @@ impl ServerCreate {
             name: self.name.clone(),
             description: self.description.clone(),
             flavor_id: flavor.id.clone(),
-            flavor: flavor_json(flavor).to_string(),
+            flavor: flavor_json(flavor),
             image_id: image_id.to_string(),
             vm_state: VmState::Building,
             task_state: Some(task),
             power_state: PowerState::NoState,
-            metadata: Value::Object(self.metadata.clone()).to_string(),
+            metadata: self.metadata.clone(),
             availability_zone: AVAILABILITY_ZONE.into(),
             fault: None,
             root_disk,
@@ -680,8 +761,8 @@ impl ServerCreate {
 /// Whether an image's `auto_disk_config` property turns automatic disk config off (upstream
 /// reads only the value `disabled`, in any case, that way).
 pub(crate) fn auto_disk_config_disabled(image: &ImageRec) -> bool {
-    let props: Map<String, Value> = serde_json::from_str(&image.properties).unwrap_or_default();
-    props
+    image
+        .properties
         .get("auto_disk_config")
         .and_then(Value::as_str)
         .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
@@ -696,16 +777,13 @@ pub(crate) fn disk_config_for(image: &ImageRec, asked: Option<bool>) -> Result<b
             image.id
         ))),
         Some(a) => Ok(a),
-        None => {
-            let props: Map<String, Value> =
-                serde_json::from_str(&image.properties).unwrap_or_default();
-            Ok(props
-                .get("auto_disk_config")
-                .and_then(Value::as_str)
-                .is_some_and(|v| {
-                    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
-                }))
-        }
+        None => Ok(image
+            .properties
+            .get("auto_disk_config")
+            .and_then(Value::as_str)
+            .is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+            })),
     }
 }
 
@@ -763,10 +841,10 @@ impl FlavorSize {
 
     /// The flavor a server was made with (kept with the server).
     pub fn of_server(s: &ServerRec) -> FlavorSize {
-        let f: Value = serde_json::from_str(&s.flavor).unwrap_or_default();
+        let int = |k: &str| s.flavor.get(k).and_then(Value::as_i64).unwrap_or(0);
         FlavorSize {
-            disk_gb: f["disk"].as_i64().unwrap_or(0),
-            ram_mb: f["ram"].as_i64().unwrap_or(0),
+            disk_gb: int("disk"),
+            ram_mb: int("ram"),
         }
     }
 }
@@ -807,20 +885,12 @@ pub fn check_image_fits(image: &ImageRec, flavor: &FlavorSize) -> Result<(DiskFo
 }
 
 /// The flavor as a server embeds it (from 2.47).
-pub fn flavor_json(f: &FlavorRec) -> Value {
-    json!({
+pub fn flavor_json(f: &FlavorRec) -> Map<String, Value> {
+    let v = json!({
         "original_name": f.name, "vcpus": f.vcpus, "ram": f.ram_mb, "disk": f.disk_gb,
-        "ephemeral": f.ephemeral_gb, "swap": f.swap_mb,
-        "extra_specs": serde_json::from_str::<Value>(&f.extra_specs).unwrap_or_else(|_| json!({})),
-    })
-}
-
-/// Nova's `hostId`: an opaque hash of the project and the host, the same for a project's servers
-/// on one host.
-pub fn host_id(project_id: &str) -> String {
-    use sha2::{Digest, Sha224};
-    let d = Sha224::digest(format!("{project_id}{HOST}").as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+        "ephemeral": f.ephemeral_gb, "swap": f.swap_mb, "extra_specs": f.extra_specs,
+    });
+    v.as_object().cloned().unwrap_or_default()
 }
 
 /// The one compute host of the local driver.

@@ -17,13 +17,12 @@ use crate::compute::{cannot, Compute};
 use crate::disks::Disks;
 use crate::images::{ImageCreate, Images};
 use crate::quotas::{QuotaService, Usage};
-use crate::saga::{nothing, Caller, Saga, Step, StepError, StepResult, Why};
+use crate::saga::{nothing, Caller, Saga, StepError, StepResult, Why};
 use crate::volumes::{SnapshotPlan, Volumes};
 use crate::{Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
-use stratus_blob::format::DiskFormat;
 use stratus_store::{
     self as store, now_micros, ImageRec, ServerRec, Store, TaskState, Transition, VmState,
 };
@@ -126,57 +125,43 @@ pub struct ImageSagas {
     pub images: Arc<Images>,
     pub volumes: Arc<Volumes>,
     pub disks: Arc<Disks>,
+    pub guests: Arc<crate::guests::Guests>,
 }
 
-/// createImage of a server booted from an image: its disk chain flattened and uploaded.
-pub enum ImageBacked {}
-
-impl Saga for ImageBacked {
-    const NAME: &'static str = "create-image";
-    type Ctx = ImageSagas;
-    type State = ImageSagaState;
-    const STEPS: &'static [Step<ImageSagas, ImageSagaState>] = crate::saga_steps![
+crate::declare_saga! {
+    /// createImage of a server booted from an image: its disk chain flattened and uploaded.
+    pub ImageBacked = "create-image" (ImageSagas, ImageSagaState) {
         "reserve" => reserve, unreserve;
         "register" => register, discard;
         "flatten" => flatten, remove_tmp;
         "upload" => upload, discard;
         "finish" => finish, nothing;
-    ];
+    }
 }
 
-/// createImage of a server booted from volumes: a snapshot of each volume, an image that maps
-/// them.
-pub enum VolumeBacked {}
-
-impl Saga for VolumeBacked {
-    const NAME: &'static str = "create-image-volumes";
-    type Ctx = ImageSagas;
-    type State = ImageSagaState;
-    const STEPS: &'static [Step<ImageSagas, ImageSagaState>] = crate::saga_steps![
+crate::declare_saga! {
+    /// createImage of a server booted from volumes: a snapshot of each volume, an image that maps
+    /// them.
+    pub VolumeBacked = "create-image-volumes" (ImageSagas, ImageSagaState) {
         "reserve" => reserve, unreserve;
         "register" => register, discard;
         "snapshot" => snapshot, revert_snapshots;
         "activate" => activate, discard;
         "finish" => finish, nothing;
-    ];
+    }
 }
 
-/// createBackup: createImage of an image-backed server, then the older backups of the same type
-/// beyond the rotation deleted.
-pub enum Backup {}
-
-impl Saga for Backup {
-    const NAME: &'static str = "create-backup";
-    type Ctx = ImageSagas;
-    type State = ImageSagaState;
-    const STEPS: &'static [Step<ImageSagas, ImageSagaState>] = crate::saga_steps![
+crate::declare_saga! {
+    /// createBackup: createImage of an image-backed server, then the older backups of the same type
+    /// beyond the rotation deleted.
+    pub Backup = "create-backup" (ImageSagas, ImageSagaState) {
         "reserve" => reserve, unreserve;
         "register" => register, discard;
         "flatten" => flatten, remove_tmp;
         "upload" => upload, discard;
         "rotate" => rotate, nothing;
         "finish" => finish, nothing;
-    ];
+    }
 }
 
 impl Compute {
@@ -345,14 +330,12 @@ impl Compute {
         backup: Option<&Rotation>,
     ) -> ImageSpec {
         let base = self.images.get(caller, &s.image_id).await.ok();
-        let flavor: Value = serde_json::from_str(&s.flavor).unwrap_or_default();
+        let flavor = &s.flavor;
         let mut props = Map::new();
         if let Some(b) = &base {
-            let inherited: Map<String, Value> =
-                serde_json::from_str(&b.properties).unwrap_or_default();
-            for (k, v) in inherited {
+            for (k, v) in &b.properties {
                 if !NOT_INHERITED.contains(&k.as_str()) {
-                    props.insert(k, v);
+                    props.insert(k.clone(), v.clone());
                 }
             }
         }
@@ -546,7 +529,8 @@ async fn flatten(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepR
             .map_err(|e| failed(format!("work dir: {e}")))?;
     }
     let root = c.disks.path(&s.root_disk);
-    stratus_blob::format::convert(&root, DiskFormat::Qcow2, &tmp, DiskFormat::Qcow2)
+    c.guests
+        .copy_disk(&s.id, &root, &tmp)
         .await
         .map_err(|e| failed(format!("flattening the disk: {e}")))?;
     c.move_task(st, &[copying], Some(TaskState::ImagePendingUpload))
@@ -554,6 +538,8 @@ async fn flatten(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> StepR
 }
 
 async fn remove_tmp(c: &ImageSagas, st: &ImageSagaState, _why: &Why) -> Result<()> {
+    // A copy the guest's QEMU was making into the file ends first.
+    c.guests.end_copies(&st.server_id).await?;
     match &st.tmp {
         Some(tmp) => remove_file(&c.disks, tmp)
             .await
@@ -580,11 +566,25 @@ async fn snapshot(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> Step
         Some(TaskState::ImageSnapshot),
     )
     .await?;
-    c.server(st).await?;
+    let s = c.server(st).await?;
     c.image(st).await?;
-    for plan in &st.snapshots {
-        c.volumes.snapshot_apply(plan).await?;
+    // One point for all the volumes: a running guest is paused while its volumes' layers switch.
+    let held = c.guests.hold(&s.id).await;
+    let running = c.guests.state(&s.id).await? == Some(stratus_driver::GuestState::Running);
+    if running {
+        c.guests.set_paused(&held, &s.id, true).await?;
     }
+    let mut taken = Ok(());
+    for plan in &st.snapshots {
+        if let Err(e) = c.volumes.snapshot_apply(plan).await {
+            taken = Err(e);
+            break;
+        }
+    }
+    if running {
+        c.guests.set_paused(&held, &s.id, false).await?;
+    }
+    taken?;
     Ok(())
 }
 

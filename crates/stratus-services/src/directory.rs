@@ -377,6 +377,7 @@ impl Directory {
         let mut w = self.store.write_identity().await?;
         store::grants_delete_actor(w.conn(), store::ActorKind::User, &u.id).await?;
         store::app_creds_delete_of_user(w.conn(), &u.id).await?;
+        store::access_keys_delete_of_user(w.conn(), &u.id).await?;
         store::user_delete(w.conn(), &u.id).await?;
         self.store.commit(w).await?;
         Ok(())

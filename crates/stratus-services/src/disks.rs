@@ -136,6 +136,19 @@ impl Disks {
             .map_err(|e| qemu("blank disk", e))
     }
 
+    /// Writes a small file whole: it is there with all of `data`, or not at all.
+    pub async fn write(&self, rel: &str, data: &[u8]) -> Result<()> {
+        self.parent_dir(rel).await?;
+        self.parent_dir("cache/x").await?;
+        let tmp = self.path(&format!("cache/{}{}", self.fill_prefix(), crate::new_id()));
+        tokio::fs::write(&tmp, data)
+            .await
+            .map_err(|e| io("disk file", e))?;
+        tokio::fs::rename(&tmp, self.path(rel))
+            .await
+            .map_err(|e| io("disk file", e))
+    }
+
     pub async fn exists(&self, rel: &str) -> bool {
         tokio::fs::try_exists(self.path(rel)).await.unwrap_or(false)
     }
@@ -147,9 +160,22 @@ impl Disks {
             .map_err(|e| io("disk rename", e))
     }
 
+    /// Gives the layer `from` a second name `to` (a hard link): a guest that has `from` open
+    /// keeps reading it while the store moves to the new name.
+    pub async fn link(&self, from: &str, to: &str) -> Result<()> {
+        self.parent_dir(to).await?;
+        tokio::fs::hard_link(self.path(from), self.path(to))
+            .await
+            .map_err(|e| io("disk link", e))
+    }
+
+    /// Removes the layer `rel` (a root disk with its boot files), and its directory once empty.
     pub async fn remove(&self, rel: &str) {
         let p = self.path(rel);
         let _ = tokio::fs::remove_file(&p).await;
+        for f in boot_files_of(rel) {
+            let _ = tokio::fs::remove_file(self.path(&f)).await;
+        }
         // Empty per-object directories go too.
         if let Some(parent) = p.parent() {
             if parent != self.dir {
@@ -174,6 +200,12 @@ impl Disks {
 /// The cache layer of an image's data: named by the data's SHA-512, which an active image always
 /// has, so that the same name never holds other data (an image id could be given to other data;
 /// a digest cannot).
+/// The boot files kept beside root disk `root` for a kernel boot (see `kernel_boot`): kernel,
+/// initial ramdisk, command line. They go when the disk does.
+pub fn boot_files_of(root: &str) -> [String; 3] {
+    ["kernel", "initrd", "cmdline"].map(|ext| format!("{root}.{ext}"))
+}
+
 pub fn cache_layer_of(image: &stratus_store::ImageRec) -> Result<String> {
     match (image.status, image.os_hash_value.as_deref()) {
         (stratus_store::ImageStatus::Active, Some(h))

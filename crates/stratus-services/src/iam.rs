@@ -9,9 +9,9 @@ use std::sync::Arc;
 use stratus_iam::engine::Outcome;
 use stratus_iam::policy::MAX_CUSTOM_POLICIES_PER_DOMAIN;
 use stratus_iam::{parse_for, Limits};
+pub use stratus_store::DEFAULT_ENTERPRISE_PROJECT;
 use stratus_store::{
-    self as store, now_micros, ActorKind, EnterpriseProjectRec, GrantRec, RoleRec, ScopeKind,
-    Store, DEFAULT_ENTERPRISE_PROJECT,
+    self as store, now_micros, ActorKind, EnterpriseProjectRec, GrantRec, RoleRec, ScopeKind, Store,
 };
 
 pub struct Iam {

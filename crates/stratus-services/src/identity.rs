@@ -6,6 +6,7 @@ use crate::authz::Authorized;
 use crate::cache::{Clear, Generation, Memo};
 use crate::caller::AppCred;
 pub use crate::caller::{RoleRef, Scope, TokenInfo};
+use crate::secrets::{CredentialKey, KeySecret};
 use crate::token::{new_audit_id, TokenCodec, TokenPayload};
 use crate::{password, Result, ServiceError};
 use std::future::Future;
@@ -95,6 +96,10 @@ pub struct Identity {
     /// Keyed by `"<user id> <scope key>"`.
     roles: Memo<String, Arc<Vec<RoleRef>>>,
     pub(crate) app_creds: Memo<String, Option<Arc<AppCred>>>,
+    pub(crate) access_keys: Memo<String, Arc<KeySecret>>,
+    /// Whether a user may act on a project (`"<user id> <project id>"`).
+    scopable: Memo<String, bool>,
+    credential_key: CredentialKey,
 }
 
 /// How long token keys are used before they are read again even without a revision change: an
@@ -171,7 +176,7 @@ pub async fn rotate_token_keys(store: &Store, token_ttl_secs: i64) -> Result<Rot
     })
 }
 
-fn unauthorized(why: impl std::fmt::Display) -> ServiceError {
+pub(crate) fn unauthorized(why: impl std::fmt::Display) -> ServiceError {
     tracing::info!(reason = %why, "authentication failed");
     ServiceError::Unauthorized(AUTH_REQUIRED.to_string())
 }
@@ -205,7 +210,21 @@ impl Identity {
             revoked: Memo::new(),
             roles: Memo::new(),
             app_creds: Memo::new(),
+            access_keys: Memo::new(),
+            scopable: Memo::new(),
+            // Until the node's own is set: access keys made with this one die with the process.
+            credential_key: CredentialKey::from_bytes(&CredentialKey::generate()),
         })
+    }
+
+    /// Sets the key that encrypts the secrets of access keys (the node's credential key).
+    pub fn with_credential_key(mut self, key: CredentialKey) -> Identity {
+        self.credential_key = key;
+        self
+    }
+
+    pub(crate) fn credential_key(&self) -> &CredentialKey {
+        &self.credential_key
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -260,13 +279,15 @@ impl Identity {
 
     async fn sync(&self) -> Result<i64> {
         let rev = self.store.current_revision().await?;
-        let memos: [&dyn Clear; 6] = [
+        let memos: [&dyn Clear; 8] = [
             &self.users,
             &self.projects,
             &self.domains,
             &self.revoked,
             &self.roles,
             &self.app_creds,
+            &self.access_keys,
+            &self.scopable,
         ];
         let before = self.generation.current();
         let g = self.generation.sync(rev, &memos);
@@ -295,6 +316,16 @@ impl Identity {
             Ok(c) => c.0.clone(),
             Err(poisoned) => poisoned.into_inner().0.clone(),
         }
+    }
+
+    /// The cache generation of the store's current revision (the caches dropped if it moved).
+    pub(crate) async fn sync_generation(&self) -> Result<i64> {
+        self.sync().await
+    }
+
+    /// Caches `v` as loaded at generation `g` (dropped if the revision has moved since).
+    pub(crate) fn put_cached<V: Clone>(&self, memo: &Memo<String, V>, g: i64, k: &str, v: V) {
+        self.generation.put(memo, g, k.to_string(), v);
     }
 
     async fn memo<V, F, Fut>(&self, g: i64, memo: &Memo<String, V>, k: &str, load: F) -> Result<V>
@@ -387,6 +418,40 @@ impl Identity {
             other => other,
         }
         .map_err(unauthorized)?;
+        if p.temporary_key.is_some() {
+            return Err(unauthorized("a security token was sent as a token"));
+        }
+        self.check_payload(g, p).await
+    }
+
+    /// Decodes a token or security token with the token keys (loading them again for a key made
+    /// since the last load).
+    pub(crate) async fn decode_sealed(&self, sealed: &str) -> Result<TokenPayload> {
+        match self.codec().decode(sealed) {
+            Err(crate::token::TokenError::UnknownKey) => {
+                self.reload_keys().await?;
+                self.codec().decode(sealed)
+            }
+            other => other,
+        }
+        .map_err(unauthorized)
+    }
+
+    /// Seals a payload with the newest token key.
+    pub(crate) fn seal(&self, p: &TokenPayload) -> Result<String> {
+        self.codec()
+            .encode(p)
+            .ok_or_else(|| ServiceError::Internal("token encryption failed".into()))
+    }
+
+    /// The longest a token (or a security token) lives, in microseconds.
+    pub(crate) fn token_ttl_micros(&self) -> i64 {
+        self.token_ttl_micros
+    }
+
+    /// What a token payload stands for, if it still holds: unexpired, not revoked, its user
+    /// enabled and its scope usable. The one check of tokens and of signed requests.
+    pub(crate) async fn check_payload(&self, g: i64, p: TokenPayload) -> Result<TokenInfo> {
         let now = now_micros();
         if p.expires_at <= now {
             return Err(unauthorized("token expired"));
@@ -458,6 +523,51 @@ impl Identity {
             audit_id: p.audit_id,
             app_cred,
         })
+    }
+
+    /// The scope of a signed request, by the rules of a token's: a project of the user's domain
+    /// that the user may act on, or the user's domain; neither named, unscoped.
+    pub(crate) async fn signed_scope(
+        &self,
+        g: i64,
+        user_id: &str,
+        project_id: Option<&str>,
+        domain_id: Option<&str>,
+    ) -> Result<(Option<String>, Option<String>)> {
+        let user = self
+            .cached_user(g, user_id)
+            .await?
+            .ok_or_else(|| unauthorized("the access key's user is gone"))?;
+        match (project_id, domain_id) {
+            (Some(pid), _) => {
+                let project = self
+                    .cached_project(g, pid)
+                    .await?
+                    .filter(|p| p.enabled && p.domain_id == user.domain_id)
+                    .ok_or_else(|| {
+                        unauthorized("X-Project-Id: no such enabled project in the user's domain")
+                    })?;
+                let key = format!("{} {}", user.id, project.id);
+                let may = match self.scopable.get(&key) {
+                    Some(v) => v,
+                    None => {
+                        let v = self.may_scope(&user.id, &project).await?;
+                        self.put_cached(&self.scopable, g, &key, v);
+                        v
+                    }
+                };
+                if !may {
+                    return Err(unauthorized(format!(
+                        "user {} has no access to project {}",
+                        user.id, project.id
+                    )));
+                }
+                Ok((Some(project.id.clone()), None))
+            }
+            (None, Some(did)) if did == user.domain_id => Ok((None, Some(did.to_string()))),
+            (None, Some(_)) => Err(unauthorized("X-Domain-Id is not the user's domain")),
+            (None, None) => Ok((None, None)),
+        }
     }
 
     async fn enabled_domain(&self, g: i64, id: &str) -> Result<Arc<DomainRec>> {
@@ -660,6 +770,7 @@ impl Identity {
             expires_at,
             audit_id: new_audit_id(),
             app_cred: app_cred.map(|a| a.id),
+            temporary_key: None,
         };
         self.sync().await?;
         let token = self

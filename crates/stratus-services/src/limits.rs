@@ -47,6 +47,12 @@ pub const PROPERTY_VALUE_CHARS: usize = 65_535;
 pub const IMAGE_MEMBERS: usize = 128;
 /// Items of one listing page.
 pub const PAGE_ITEMS: usize = 1_000;
+/// Bytes of a kernel command line (`os_command_line`; the kernel's own limit on x86 is 2048).
+pub const KERNEL_CMDLINE_BYTES: usize = 1_024;
+/// Bytes of an AK/SK `Authorization` header (401 above).
+pub const AUTHORIZATION_BYTES: usize = 4_096;
+/// Headers an AK/SK signature may name.
+pub const SIGNED_HEADERS: usize = 64;
 
 /// `(name, value, what it bounds)` rows, the name taken from the constant itself.
 macro_rules! table {
@@ -78,6 +84,9 @@ pub const TABLE: &[(&str, usize, &str)] = table! {
     PROPERTY_VALUE_CHARS: "characters of an image property's value",
     IMAGE_MEMBERS: "projects an image is shared with",
     PAGE_ITEMS: "items of one listing page (a larger `limit` is cut to it)",
+    KERNEL_CMDLINE_BYTES: "bytes of an image's `os_command_line` when a server boots it (no control characters)",
+    AUTHORIZATION_BYTES: "bytes of an AK/SK `Authorization` header (401 above)",
+    SIGNED_HEADERS: "headers an AK/SK signature may name (401 above)",
 };
 
 fn bad(msg: String) -> ServiceError {

@@ -80,9 +80,7 @@ pub struct Quotas {
 
 /// The lock key of a project's quotas (held by the transaction that checks and writes).
 fn lock_key(project: &str) -> i64 {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(format!("quota:{project}").as_bytes());
-    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    crate::lock_key("quota", project)
 }
 
 impl Quotas {

@@ -16,7 +16,7 @@ use crate::authz::Authorized;
 use crate::compute::{cannot, check_image_fits, check_lock, disk_config_for, Compute, FlavorSize};
 use crate::disks::Disks;
 use crate::images::Images;
-use crate::saga::{nothing, Caller, Saga, Step, StepError, StepResult, Why};
+use crate::saga::{nothing, Caller, StepError, StepResult, Why};
 use crate::{IfMissing, Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -66,6 +66,8 @@ pub struct RebuildState {
     pub access_ipv4: String,
     pub access_ipv6: String,
     pub auto_disk_config: bool,
+    /// A kernel to boot over the new root disk, as the image's properties ask.
+    pub boot: Option<crate::kernel_boot::KernelBoot>,
 }
 
 /// What the rebuild's steps use.
@@ -73,20 +75,16 @@ pub struct RebuildSagas {
     pub store: Arc<Store>,
     pub images: Arc<Images>,
     pub disks: Arc<Disks>,
+    pub guests: Arc<crate::guests::Guests>,
 }
 
-pub enum Rebuild {}
-
-impl Saga for Rebuild {
-    const NAME: &'static str = "rebuild";
-    type Ctx = RebuildSagas;
-    type State = RebuildState;
-    const STEPS: &'static [Step<RebuildSagas, RebuildState>] = crate::saga_steps![
+crate::declare_saga! {
+    pub Rebuild = "rebuild" (RebuildSagas, RebuildState) {
         "accept" => accept, fail_server;
         "detach" => detach, nothing;
         "spawn" => spawn, drop_new_root;
         "finish" => finish, nothing;
-    ];
+    }
 }
 
 /// Steps run before the 202: the server holds the task.
@@ -139,7 +137,7 @@ impl Compute {
             description: req.description.clone().unwrap_or(s.description.clone()),
             metadata: match &req.metadata {
                 Some(m) => m.clone(),
-                None => serde_json::from_str(&s.metadata).unwrap_or_default(),
+                None => s.metadata.clone(),
             },
             access_ipv4: req.access_ipv4.clone().unwrap_or(s.access_ipv4.clone()),
             access_ipv6: req.access_ipv6.clone().unwrap_or(s.access_ipv6.clone()),
@@ -164,6 +162,7 @@ impl Compute {
             st.cache = Some(crate::disks::cache_layer_of(&image)?);
             st.sha512 = image.os_hash_value.clone().unwrap_or_default();
             st.root = Some(format!("servers/{}/disk-{}", s.id, &crate::new_id()[..12]));
+            st.boot = crate::kernel_boot::of_image(&self.images, caller, &image).await?;
         }
         let pass = req
             .admin_pass
@@ -227,7 +226,7 @@ async fn accept(c: &RebuildSagas, st: &mut RebuildState, retry: bool) -> StepRes
         },
         name: st.name.clone(),
         description: st.description.clone(),
-        metadata: Value::Object(st.metadata.clone()).to_string(),
+        metadata: st.metadata.clone(),
         access_ipv4: st.access_ipv4.clone(),
         access_ipv6: st.access_ipv6.clone(),
         auto_disk_config: st.auto_disk_config,
@@ -272,7 +271,11 @@ async fn detach(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepRe
         TaskState::Rebuilding,
         TaskState::RebuildBlockDeviceMapping,
     )
-    .await
+    .await?;
+    // The guest stops before its disk is replaced (upstream powers it off as well).
+    let held = c.guests.hold(&st.server_id).await;
+    c.guests.stop(&held, &st.server_id, true).await?;
+    Ok(())
 }
 
 async fn spawn(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepResult {
@@ -295,6 +298,9 @@ async fn spawn(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepRes
     let data = c.images.data_file(&st.image_id).await?;
     c.disks.cache_image(cache, data.path(), &st.sha512).await?;
     c.disks.overlay(root, cache, format, st.size).await?;
+    if let Some(boot) = &st.boot {
+        crate::kernel_boot::place(&c.images, &c.disks, root, boot).await?;
+    }
     Ok(())
 }
 
@@ -322,11 +328,15 @@ async fn finish(c: &RebuildSagas, st: &mut RebuildState, _retry: bool) -> StepRe
         (VmState::Active, PowerState::Running)
     };
     let root = st.root.clone().unwrap_or_else(|| s.root_disk.clone());
+    let held = c.guests.hold(&s.id).await;
     let mut w = c.store.write().await?;
     let done =
         store::server_rebuilt(w.conn(), &s.id, &root, vm_state, power_state, now_micros()).await?;
     store::layers_unpin(w.conn(), &st.saga_id).await?;
     c.store.commit(w).await?;
+    if done {
+        c.guests.boot_held(&held, &s.id).await?;
+    }
     if !done {
         return Err(failed(format!(
             "server {} changed while it was rebuilt",

@@ -1,10 +1,10 @@
 //! The saga engine: multi-step operations that survive the death of the process running them.
 //!
 //! A saga kind is one declaration ([`Saga`]): a name, a typed state (its parameters, the caller
-//! included, and what its steps add) and its steps, each a run and an undo ([`saga_steps!`]).
+//! included, and what its steps add) and its steps, each a run and an undo ([`declare_saga!`](crate::declare_saga)).
 //!
 //! A saga is a row (`sagas`) holding its kind, its state, the index of its current step and its
-//! data (the state as JSON); each step is a row (`saga_steps`). Before a step runs, the row is
+//! data (the state as JSON); each step is a row (table `saga_steps`). Before a step runs, the row is
 //! written as `started` together with the step's *undo record* (the state the step starts from,
 //! which is all its undo needs), so a step that partly succeeds can be undone; after it runs, the
 //! row becomes `done` and the saga moves on, both in one transaction. Steps are idempotent: a step
@@ -106,18 +106,7 @@ pub struct Step<C, S> {
 /// its steps add; it is saved with every step, and the state a step started from is the undo
 /// record of that step, so an undo needs nothing else.
 ///
-/// ```ignore
-/// pub enum Backup {}
-/// impl Saga for Backup {
-///     const NAME: &'static str = "create-backup";
-///     type Ctx = ImageSagas;
-///     type State = CreateImageState;
-///     const STEPS: &'static [Step<ImageSagas, CreateImageState>] = saga_steps![
-///         "reserve" => reserve, unreserve;
-///         "register" => register, discard_image;
-///     ];
-/// }
-/// ```
+/// Declared with [`declare_saga!`](crate::declare_saga).
 pub trait Saga: 'static {
     const NAME: &'static str;
     type Ctx: Send + Sync + 'static;
@@ -125,17 +114,38 @@ pub trait Saga: 'static {
     const STEPS: &'static [Step<Self::Ctx, Self::State>];
 }
 
-/// The steps of a [`Saga`] declaration: `"name" => run_fn, undo_fn;` each, where the functions
-/// are `async fn(&Ctx, &mut State, bool) -> StepResult` and `async fn(&Ctx, &State, &Why) ->
-/// Result<()>` ([`nothing`] for a step with nothing to undo).
+/// Declares a saga kind in one item: its type, name, context, state and steps, each step
+/// `"name" => run_fn, undo_fn;` where the functions are
+/// `async fn(&Ctx, &mut State, bool) -> StepResult` and `async fn(&Ctx, &State, &Why) -> Result<()>`
+/// ([`nothing`] for a step with nothing to undo).
+///
+/// ```ignore
+/// declare_saga! {
+///     /// createBackup: createImage, then old backups rotated out.
+///     pub Backup = "create-backup" (ImageSagas, ImageSagaState) {
+///         "reserve" => reserve, unreserve;
+///         "register" => register, discard;
+///     }
+/// }
+/// ```
 #[macro_export]
-macro_rules! saga_steps {
-    ($($name:literal => $run:path, $undo:path;)*) => {
-        &[$($crate::saga::Step {
-            name: $name,
-            run: |c, s, retry| Box::pin($run(c, s, retry)),
-            undo: |c, s, why| Box::pin($undo(c, s, why)),
-        },)*]
+macro_rules! declare_saga {
+    ($(#[$m:meta])* $vis:vis $kind:ident = $name:literal ($ctx:ty, $state:ty) {
+        $($step:literal => $run:path, $undo:path;)*
+    }) => {
+        $(#[$m])*
+        $vis enum $kind {}
+
+        impl $crate::saga::Saga for $kind {
+            const NAME: &'static str = $name;
+            type Ctx = $ctx;
+            type State = $state;
+            const STEPS: &'static [$crate::saga::Step<$ctx, $state>] = &[$($crate::saga::Step {
+                name: $step,
+                run: |c, s, retry| Box::pin($run(c, s, retry)),
+                undo: |c, s, why| Box::pin($undo(c, s, why)),
+            },)*];
+        }
     };
 }
 

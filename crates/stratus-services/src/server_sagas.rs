@@ -22,17 +22,19 @@
 //! its disks. Killed between the two, the node finishes `destroy` when it comes back.
 
 use crate::disks::Disks;
-use crate::driver::ComputeDriver;
+use crate::driver::root_disk_of;
+use crate::guests::{Guests, NO_VALID_HOST};
 use crate::images::Images;
+use crate::kernel_boot::{self, KernelBoot};
 use crate::quotas::{QuotaService, Quotas};
-use crate::saga::{nothing, Caller, Saga, Step, StepError, StepResult, Why};
+use crate::saga::{nothing, Caller, StepError, StepResult, Why};
 use crate::volume_create::{VolumeMaker, VolumePlan};
 use crate::{Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use stratus_blob::format::DiskFormat;
-use stratus_store::{self as store, now_micros, ServerRec, Store, VolumeStatus};
+use stratus_store::{self as store, now_micros, ServerRec, Store, VmState, VolumeStatus};
 
 /// What the server sagas' steps use.
 pub struct ServerSagas {
@@ -41,7 +43,7 @@ pub struct ServerSagas {
     pub volumes: Arc<VolumeMaker>,
     pub quotas: Arc<Quotas>,
     pub disks: Arc<Disks>,
-    pub driver: Arc<dyn ComputeDriver>,
+    pub guests: Arc<Guests>,
 }
 
 /// The state of `server-create`.
@@ -59,19 +61,17 @@ pub struct BuildState {
     pub sha512: String,
     /// The root disk's size in bytes.
     pub size: u64,
+    /// A kernel to boot over the root disk, as the image's properties ask.
+    #[serde(default)]
+    pub boot: Option<KernelBoot>,
 }
 
-pub enum CreateServer {}
-
-impl Saga for CreateServer {
-    const NAME: &'static str = "server-create";
-    type Ctx = ServerSagas;
-    type State = BuildState;
-    const STEPS: &'static [Step<ServerSagas, BuildState>] = crate::saga_steps![
+crate::declare_saga! {
+    pub CreateServer = "server-create" (ServerSagas, BuildState) {
         "reserve" => reserve, fail_build;
         "spawn" => spawn, remove_if_deleted;
         "finish" => finish_build, nothing;
-    ];
+    }
 }
 
 /// The state of `server-create-volumes`.
@@ -86,18 +86,17 @@ pub struct FromVolumesState {
     pub new_volumes: Vec<VolumePlan>,
     /// Every volume to attach, boot volume first, and whether it goes with the server.
     pub attach: Vec<(String, bool)>,
+    /// A kernel to boot over the boot volume, as its image's properties ask (the files are kept
+    /// where an image-backed server's root disk would be).
+    #[serde(default)]
+    pub boot: Option<KernelBoot>,
 }
 
-pub enum CreateServerFromVolumes {}
-
-impl Saga for CreateServerFromVolumes {
-    const NAME: &'static str = "server-create-volumes";
-    type Ctx = ServerSagas;
-    type State = FromVolumesState;
-    const STEPS: &'static [Step<ServerSagas, FromVolumesState>] = crate::saga_steps![
+crate::declare_saga! {
+    pub CreateServerFromVolumes = "server-create-volumes" (ServerSagas, FromVolumesState) {
         "volumes" => make_volumes, remove_volumes;
         "attach" => attach, nothing;
-    ];
+    }
 }
 
 /// The state of `server-delete`.
@@ -110,16 +109,11 @@ pub struct DeleteState {
     pub delete_volumes: bool,
 }
 
-pub enum DeleteServer {}
-
-impl Saga for DeleteServer {
-    const NAME: &'static str = "server-delete";
-    type Ctx = ServerSagas;
-    type State = DeleteState;
-    const STEPS: &'static [Step<ServerSagas, DeleteState>] = crate::saga_steps![
+crate::declare_saga! {
+    pub DeleteServer = "server-delete" (ServerSagas, DeleteState) {
         "detach" => detach, nothing;
         "destroy" => destroy, nothing;
-    ];
+    }
 }
 
 impl ServerSagas {
@@ -148,7 +142,8 @@ impl ServerSagas {
 
     /// Removes a server's disks and whatever layers nothing reaches any more.
     async fn remove_disks(&self, id: &str) -> Result<()> {
-        self.driver.destroy(id).await?;
+        self.guests.destroy(id).await?;
+        self.disks.remove(&root_disk_of(id)).await;
         self.disks.collect(&self.store).await?;
         Ok(())
     }
@@ -166,9 +161,16 @@ async fn reserve(c: &ServerSagas, st: &mut BuildState, _retry: bool) -> StepResu
         .await
         .map_err(StepError::Refused)?;
     let now = now_micros();
+    let mut s = s.clone();
+    if !c.guests.fits(&mut w, st.vcpus, st.ram_mb).await? {
+        // As upstream: accepted, then ERROR with the scheduler's fault; nothing is made.
+        s.vm_state = VmState::Error;
+        s.task_state = None;
+        s.fault = Some(json!({"code": 500, "message": NO_VALID_HOST, "created": now}).to_string());
+    }
     store::layer_add(w.conn(), &st.cache, None, now).await?;
     store::layer_add(w.conn(), &s.root_disk, Some(&st.cache), now).await?;
-    store::server_insert(w.conn(), s).await?;
+    store::server_insert(w.conn(), &s).await?;
     c.store.commit(w).await?;
     Ok(())
 }
@@ -195,19 +197,26 @@ async fn fail_build(c: &ServerSagas, st: &BuildState, why: &Why) -> Result<()> {
 }
 
 async fn spawn(c: &ServerSagas, st: &mut BuildState, _retry: bool) -> StepResult {
-    if !c.exists(&st.server.id).await? {
+    let Some(s) = store::server_get(c.store.pool(), &st.server.id).await? else {
         return Err(StepError::Quiet(format!(
             "server {} was deleted while it was built",
             st.server.id
         )));
+    };
+    if s.vm_state != VmState::Building {
+        // No node could take it: nothing to make.
+        return Ok(());
     }
     let data = c.images.data_file(&st.image_id).await?;
     c.disks
         .cache_image(&st.cache, data.path(), &st.sha512)
         .await?;
-    c.driver
-        .create_root(&st.server.root_disk, &st.cache, st.format, st.size)
+    c.disks
+        .overlay(&st.server.root_disk, &st.cache, st.format, st.size)
         .await?;
+    if let Some(boot) = &st.boot {
+        kernel_boot::place(&c.images, &c.disks, &st.server.root_disk, boot).await?;
+    }
     Ok(())
 }
 
@@ -228,6 +237,7 @@ async fn finish_build(c: &ServerSagas, st: &mut BuildState, _retry: bool) -> Ste
         // Deleted while building: its disks are not wanted.
         c.remove_disks(&s.id).await?;
     }
+    c.guests.boot(&s.id).await?;
     Ok(())
 }
 
@@ -241,6 +251,9 @@ async fn make_volumes(c: &ServerSagas, st: &mut FromVolumesState, _retry: bool) 
         c.volumes.settle(&p.volume.id, made.is_ok()).await?;
         made?;
     }
+    if let Some(boot) = &st.boot {
+        kernel_boot::place(&c.images, &c.disks, &root_disk_of(&st.server.id), boot).await?;
+    }
     Ok(())
 }
 
@@ -250,12 +263,14 @@ async fn remove_volumes(c: &ServerSagas, st: &FromVolumesState, _why: &Why) -> R
         return Ok(());
     }
     let ids: Vec<String> = st.new_volumes.iter().map(|p| p.volume.id.clone()).collect();
+    c.disks.remove(&root_disk_of(&st.server.id)).await;
     c.volumes.remove(&ids).await
 }
 
 async fn attach(c: &ServerSagas, st: &mut FromVolumesState, _retry: bool) -> StepResult {
     let s = &st.server;
     if c.exists(&s.id).await? {
+        c.guests.boot(&s.id).await?;
         return Ok(());
     }
     let mut w = c.store.write().await?;
@@ -274,6 +289,7 @@ async fn attach(c: &ServerSagas, st: &mut FromVolumesState, _retry: bool) -> Ste
     // The volumes exist already: the server is built.
     store::server_built(w.conn(), &s.id, "", None, now).await?;
     c.store.commit(w).await?;
+    c.guests.boot(&s.id).await?;
     Ok(())
 }
 

@@ -38,6 +38,19 @@ pub struct TokenPayload {
     /// The application credential the token was made with.
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub app_cred: Option<String>,
+    /// Set in a security token (a temporary access key's): the key it goes with. Such a payload
+    /// is never a token.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub temporary_key: Option<TemporaryKey>,
+}
+
+/// A temporary access key, carried sealed in its security token (nothing is stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemporaryKey {
+    #[serde(rename = "a")]
+    pub access: String,
+    #[serde(rename = "s")]
+    pub secret: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -154,6 +167,7 @@ mod tests {
             expires_at: 2,
             audit_id: new_audit_id(),
             app_cred: None,
+            temporary_key: None,
         }
     }
 

@@ -14,7 +14,7 @@
 use crate::disks::Disks;
 use crate::images::Images;
 use crate::quotas::{QuotaService, Quotas};
-use crate::saga::{nothing, Caller, Saga, Step, StepError, StepResult, Why};
+use crate::saga::{nothing, Caller, StepError, StepResult, Why};
 use crate::{Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -128,17 +128,12 @@ pub struct VolumeCreateState {
     pub plan: VolumePlan,
 }
 
-pub enum CreateVolume {}
-
-impl Saga for CreateVolume {
-    const NAME: &'static str = "volume-create";
-    type Ctx = VolumeMaker;
-    type State = VolumeCreateState;
-    const STEPS: &'static [Step<VolumeMaker, VolumeCreateState>] = crate::saga_steps![
+crate::declare_saga! {
+    pub CreateVolume = "volume-create" (VolumeMaker, VolumeCreateState) {
         "reserve" => reserve, fail;
         "make" => make, nothing;
         "finish" => finish, nothing;
-    ];
+    }
 }
 
 async fn reserve(c: &VolumeMaker, st: &mut VolumeCreateState, _retry: bool) -> StepResult {

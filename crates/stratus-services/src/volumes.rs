@@ -86,6 +86,7 @@ pub struct Volumes {
     quotas: Arc<Quotas>,
     maker: Arc<VolumeMaker>,
     sagas: Arc<Sagas>,
+    guests: Arc<crate::guests::Guests>,
 }
 
 fn bad(msg: impl Into<String>) -> ServiceError {
@@ -104,6 +105,7 @@ impl Volumes {
         disks: Arc<Disks>,
         quotas: Arc<Quotas>,
         sagas: Arc<Sagas>,
+        guests: Arc<crate::guests::Guests>,
     ) -> Volumes {
         let maker = Arc::new(VolumeMaker {
             store: store.clone(),
@@ -119,6 +121,7 @@ impl Volumes {
             quotas,
             maker,
             sagas,
+            guests,
         }
     }
 
@@ -235,13 +238,18 @@ impl Volumes {
                         needed.max(i.min_disk)
                     )));
                 }
-                image_metadata = Some(
-                    json!({"image_id": i.id, "image_name": i.name, "disk_format": i.disk_format,
-                           "container_format": i.container_format, "min_disk": i.min_disk.to_string(),
-                           "min_ram": i.min_ram.to_string(), "size": i.size.unwrap_or(0).to_string(),
-                           "checksum": i.checksum})
-                        .to_string(),
-                );
+                let mut meta = json!({"image_id": i.id, "image_name": i.name,
+                    "disk_format": i.disk_format, "container_format": i.container_format,
+                    "min_disk": i.min_disk.to_string(), "min_ram": i.min_ram.to_string(),
+                    "size": i.size.unwrap_or(0).to_string(), "checksum": i.checksum});
+                // What booting the volume needs of its image (a kernel boot), as upstream
+                // copies image properties into the volume's image metadata.
+                for k in crate::kernel_boot::BOOT_PROPERTIES {
+                    if let Some(v) = i.properties.get(*k) {
+                        meta[*k] = v.clone();
+                    }
+                }
+                image_metadata = Some(meta.to_string());
                 bootable = true;
                 let cache = crate::disks::cache_layer_of(&i)?;
                 fill = Some(CacheFill {
@@ -308,7 +316,7 @@ impl Volumes {
             server_id: None,
             device: None,
             delete_on_termination: false,
-            metadata: Value::Object(req.metadata).to_string(),
+            metadata: req.metadata,
             created_at: now,
             updated_at: now,
         };
@@ -417,7 +425,7 @@ impl Volumes {
             size_gb: v.size_gb,
             status: SnapshotStatus::Creating,
             disk: v.disk.clone(),
-            metadata: Value::Object(plan.metadata.clone()).to_string(),
+            metadata: plan.metadata.clone(),
             created_at: now,
             updated_at: now,
         };
@@ -449,24 +457,46 @@ impl Volumes {
             self.store.commit(w).await?;
         }
         let old = v.disk.clone();
-        if self.disks.exists(&old).await {
-            self.disks.rename(&old, &frozen).await?;
-        } else if !self.disks.exists(&frozen).await {
+        if !self.disks.exists(&old).await && !self.disks.exists(&frozen).await {
             return Err(ServiceError::Internal(format!(
                 "volume {} has lost its disk {old}",
                 v.id
             )));
         }
-        // A layer left by an interrupted attempt is made again.
-        self.disks.remove(&plan.active).await;
-        self.disks
-            .overlay(
-                &plan.active,
-                &frozen,
-                DiskFormat::Qcow2,
-                (v.size_gb * GIB) as u64,
-            )
-            .await?;
+        let guest = match &v.server_id {
+            Some(s) if self.guests.is_live(s).await? => Some(s.clone()),
+            _ => None,
+        };
+        if let Some(server) = guest {
+            // The guest writes the layer: QEMU makes the new layer and moves the guest onto it
+            // at once, over the old one linked at the snapshot's name; then the old name goes.
+            if self.disks.exists(&old).await && !self.disks.exists(&frozen).await {
+                self.disks.link(&old, &frozen).await?;
+            }
+            self.guests
+                .switch_volume_top(
+                    &server,
+                    &v.id,
+                    &self.disks.path(&plan.active),
+                    &self.disks.path(&frozen),
+                )
+                .await?;
+            self.disks.remove(&old).await;
+        } else {
+            if self.disks.exists(&old).await {
+                self.disks.rename(&old, &frozen).await?;
+            }
+            // A layer left by an interrupted attempt is made again.
+            self.disks.remove(&plan.active).await;
+            self.disks
+                .overlay(
+                    &plan.active,
+                    &frozen,
+                    DiskFormat::Qcow2,
+                    (v.size_gb * GIB) as u64,
+                )
+                .await?;
+        }
         let now = now_micros();
         snap.status = SnapshotStatus::Available;
         snap.disk = frozen.clone();
@@ -504,11 +534,22 @@ impl Volumes {
             store::volume_snapshot_unlock(w.conn(), &plan.volume_id, &plan.id).await?;
             self.store.commit(w).await?;
         }
+        let volume = store::volume_get(self.store.pool(), &plan.volume_id).await?;
+        if volume.as_ref().is_some_and(|v| v.disk == plan.active) {
+            // Taken, then deleted by an earlier run of this undo: the volume writes on the new
+            // layer (with whatever it wrote since), which stays.
+            return Ok(());
+        }
+        if let Some(v) = &volume {
+            if self.live_on_new_layer(v, plan).await? {
+                return Ok(());
+            }
+        }
         // Nothing was recorded, so neither file is a layer of the store.
         self.disks.remove(&plan.active).await;
         let frozen = plan.frozen();
         if self.disks.exists(&frozen).await {
-            match store::volume_get(self.store.pool(), &plan.volume_id).await? {
+            match volume {
                 Some(v) if !self.disks.exists(&v.disk).await => {
                     self.disks.rename(&frozen, &v.disk).await?
                 }
@@ -516,6 +557,38 @@ impl Volumes {
             }
         }
         Ok(())
+    }
+
+    /// Undoing a snapshot whose guest already writes its new layer cannot take the layer back
+    /// from the guest: the layers stay as they are (the old one under the new one) and only the
+    /// snapshot is not made. True if that was the case.
+    async fn live_on_new_layer(&self, v: &VolumeRec, plan: &SnapshotPlan) -> Result<bool> {
+        let Some(server) = &v.server_id else {
+            return Ok(false);
+        };
+        let active = self.disks.path(&plan.active);
+        if self.guests.volume_top(server, &v.id).await?.as_deref() != Some(active.as_path()) {
+            return Ok(false);
+        }
+        let frozen = plan.frozen();
+        if self.disks.exists(&v.disk).await && !self.disks.exists(&frozen).await {
+            self.disks.link(&v.disk, &frozen).await?;
+        }
+        let frozen_path = self.disks.path(&frozen);
+        self.guests
+            .switch_volume_top(server, &v.id, &active, &frozen_path)
+            .await?;
+        let now = now_micros();
+        let mut moved = v.clone();
+        moved.disk = plan.active.clone();
+        moved.updated_at = now;
+        let mut w = self.store.write().await?;
+        store::layer_rename(w.conn(), &v.disk, &frozen).await?;
+        store::layer_add(w.conn(), &plan.active, Some(&frozen), now).await?;
+        store::volume_put(w.conn(), &moved).await?;
+        self.store.commit(w).await?;
+        self.disks.remove(&v.disk).await;
+        Ok(true)
     }
 
     /// Deletes a snapshot; its layer stays while a volume still stands on it.

@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stratus_services::saga::{
-    self, Faults, LeaseTimes, Saga, Sagas, Step, StepError, StepResult, Why,
-};
+use stratus_services::saga::{self, Faults, LeaseTimes, Sagas, StepError, StepResult, Why};
 use stratus_services::ServiceError;
 use stratus_store::Store;
 
@@ -69,18 +67,13 @@ struct ToyState {
     done: Vec<String>,
 }
 
-/// Three steps `a`, `b`, `c`: the whole declaration of a saga kind.
-enum ToySaga {}
-
-impl Saga for ToySaga {
-    const NAME: &'static str = "toy";
-    type Ctx = Toy;
-    type State = ToyState;
-    const STEPS: &'static [Step<Toy, ToyState>] = stratus_services::saga_steps![
+stratus_services::declare_saga! {
+    /// Three steps `a`, `b`, `c`: the whole declaration of a saga kind.
+    ToySaga = "toy" (Toy, ToyState) {
         "a" => run_a, undo_a;
         "b" => run_b, undo_b;
         "c" => run_c, undo_c;
-    ];
+    }
 }
 
 async fn run_a(t: &Toy, s: &mut ToyState, retry: bool) -> StepResult {

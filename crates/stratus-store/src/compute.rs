@@ -3,42 +3,7 @@
 use crate::{Db, PowerState, Result, TaskState, VmState};
 use sqlx::any::AnyRow;
 use sqlx::FromRow;
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
-pub struct ServerRec {
-    pub id: String,
-    pub project_id: String,
-    pub user_id: String,
-    pub enterprise_project_id: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub flavor_id: String,
-    /// JSON object: the flavor at creation.
-    pub flavor: String,
-    /// Empty for a server booted from a volume.
-    pub image_id: String,
-    pub vm_state: VmState,
-    pub task_state: Option<TaskState>,
-    pub power_state: PowerState,
-    /// JSON object text.
-    pub metadata: String,
-    pub availability_zone: String,
-    /// JSON object text.
-    pub fault: Option<String>,
-    /// Relative to the disks directory; empty until the disk exists.
-    pub root_disk: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub launched_at: Option<i64>,
-    /// As given at create or rebuild; empty when not given.
-    pub access_ipv4: String,
-    pub access_ipv6: String,
-    /// `OS-DCF:diskConfig` AUTO (true) or MANUAL.
-    #[sqlx(try_from = "crate::Flag")]
-    pub auto_disk_config: bool,
-    /// `owner` or `admin` while locked.
-    pub locked_by: Option<String>,
-}
+use stratus_model::*;
 
 const COLS: &str = "id, project_id, user_id, enterprise_project_id, name, description, flavor_id, flavor, \
     image_id, vm_state, task_state, power_state, metadata, availability_zone, fault, root_disk, created_at, \
@@ -60,12 +25,12 @@ pub async fn server_insert<'e, E: Db<'e>>(e: E, s: &ServerRec) -> Result<()> {
     .bind(&s.name)
     .bind(&s.description)
     .bind(&s.flavor_id)
-    .bind(&s.flavor)
+    .bind(json_text(&s.flavor))
     .bind(&s.image_id)
     .bind(s.vm_state)
     .bind(s.task_state)
     .bind(s.power_state)
-    .bind(&s.metadata)
+    .bind(json_text(&s.metadata))
     .bind(&s.availability_zone)
     .bind(&s.fault)
     .bind(&s.root_disk)
@@ -103,7 +68,7 @@ pub struct RebuildAccept {
     pub image_id: String,
     pub name: String,
     pub description: Option<String>,
-    pub metadata: String,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
     pub access_ipv4: String,
     pub access_ipv6: String,
     pub auto_disk_config: bool,
@@ -128,7 +93,7 @@ pub async fn server_rebuild_accept<'e, E: Db<'e>>(
     .bind(&a.image_id)
     .bind(&a.name)
     .bind(&a.description)
-    .bind(&a.metadata)
+    .bind(json_text(&a.metadata))
     .bind(&a.access_ipv4)
     .bind(&a.access_ipv6)
     .bind(a.auto_disk_config as i64)
@@ -190,6 +155,22 @@ pub async fn server_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<ServerRe
         .as_ref()
         .map(from_row)
         .transpose()
+}
+
+/// The vCPUs and RAM (MB) of the flavors of every server not in `error`, all projects: what a
+/// node's guests take.
+pub async fn servers_footprint<'e, E: Db<'e>>(e: E) -> Result<(i64, i64)> {
+    let rows = sqlx::query("SELECT flavor FROM servers WHERE vm_state <> 'error'")
+        .fetch_all(e)
+        .await?;
+    let mut total = (0, 0);
+    for r in rows {
+        let text: String = sqlx::Row::try_get(&r, "flavor")?;
+        let f: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        total.0 += f["vcpus"].as_i64().unwrap_or(0);
+        total.1 += f["ram"].as_i64().unwrap_or(0);
+    }
+    Ok(total)
 }
 
 /// A project's servers, newest first, optionally only those in `vm_states`.

@@ -1,25 +1,14 @@
 //! Records and queries of authorization data: enterprise projects, custom policies, grants.
 
-use crate::identity::{role_from, ActorKind, GrantRec, RoleRec, ScopeKind, ROLE_COLS};
+use crate::identity::{role_from, ROLE_COLS};
 use crate::{flag, Db, Result};
 use sqlx::any::AnyRow;
 use sqlx::FromRow;
 use sqlx::Row;
+use stratus_model::*;
 
 /// The default enterprise project every deployment has.
 pub const DEFAULT_ENTERPRISE_PROJECT: &str = "0";
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct EnterpriseProjectRec {
-    pub id: String,
-    pub domain_id: String,
-    pub name: String,
-    pub description: String,
-    #[sqlx(try_from = "crate::Flag")]
-    pub enabled: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
 
 const EP_COLS: &str = "id, domain_id, name, description, enabled, created_at, updated_at";
 

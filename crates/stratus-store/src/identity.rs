@@ -8,152 +8,7 @@ use crate::{flag, Db, Result};
 use sqlx::any::AnyRow;
 use sqlx::FromRow;
 use sqlx::Row;
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct DomainRec {
-    pub id: String,
-    pub name: String,
-    pub description: String,
-    #[sqlx(try_from = "crate::Flag")]
-    pub enabled: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ProjectRec {
-    pub id: String,
-    pub domain_id: String,
-    pub name: String,
-    pub description: String,
-    #[sqlx(try_from = "crate::Flag")]
-    pub enabled: bool,
-    /// Tokens of the project issued before this instant are invalid (it was disabled).
-    pub tokens_valid_after: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct UserRec {
-    pub id: String,
-    pub domain_id: String,
-    pub name: String,
-    pub description: String,
-    pub email: Option<String>,
-    #[sqlx(try_from = "crate::Flag")]
-    pub enabled: bool,
-    pub password_hash: Option<String>,
-    pub default_project_id: Option<String>,
-    pub tokens_valid_after: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct GroupRec {
-    pub id: String,
-    pub domain_id: String,
-    pub name: String,
-    pub description: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct RoleRec {
-    pub id: String,
-    pub name: String,
-    pub display_name: String,
-    pub description: String,
-    /// `system` or `custom`.
-    pub kind: String,
-    pub domain_id: Option<String>,
-    /// The policy document (JSON text).
-    pub policy: String,
-}
-
-/// Who a grant is made to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActorKind {
-    User,
-    Group,
-}
-
-impl ActorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActorKind::User => "user",
-            ActorKind::Group => "group",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ActorKind> {
-        match s {
-            "user" => Some(ActorKind::User),
-            "group" => Some(ActorKind::Group),
-            _ => None,
-        }
-    }
-}
-
-/// Where a grant applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ScopeKind {
-    Project,
-    AllProjects,
-    Domain,
-    EnterpriseProject,
-}
-
-impl ScopeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScopeKind::Project => "project",
-            ScopeKind::AllProjects => "all_projects",
-            ScopeKind::Domain => "domain",
-            ScopeKind::EnterpriseProject => "enterprise_project",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ScopeKind> {
-        Some(match s {
-            "project" => ScopeKind::Project,
-            "all_projects" => ScopeKind::AllProjects,
-            "domain" => ScopeKind::Domain,
-            "enterprise_project" => ScopeKind::EnterpriseProject,
-            _ => return None,
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantRec {
-    pub role_id: String,
-    pub actor_kind: ActorKind,
-    pub actor_id: String,
-    pub scope_kind: ScopeKind,
-    pub scope_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogRec {
-    pub id: String,
-    pub service_id: String,
-    pub service_type: String,
-    pub service_name: String,
-    pub interface: String,
-    pub region_id: String,
-    pub path: String,
-}
-
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct FlavorRec {
-    pub id: String,
-    pub name: String,
-    pub vcpus: i64,
-    pub ram_mb: i64,
-    pub disk_gb: i64,
-    pub ephemeral_gb: i64,
-    pub swap_mb: i64,
-    #[sqlx(try_from = "crate::Flag")]
-    pub is_public: bool,
-    pub description: String,
-    /// JSON object text.
-    pub extra_specs: String,
-}
+use stratus_model::*;
 
 // ---------------------------------------------------------------------------------------------
 // meta
@@ -327,14 +182,6 @@ pub async fn project_by_name<'e, E: Db<'e>>(
         .transpose()
 }
 
-/// Filters of a project listing; `None` means "any".
-#[derive(Debug, Default, Clone)]
-pub struct ProjectFilter<'a> {
-    pub domain_id: Option<&'a str>,
-    pub name: Option<&'a str>,
-    pub enabled: Option<bool>,
-}
-
 pub async fn project_list<'e, E: Db<'e>>(e: E, f: &ProjectFilter<'_>) -> Result<Vec<ProjectRec>> {
     let q = format!(
         "SELECT {PROJECT_COLS} FROM projects WHERE ($1 IS NULL OR domain_id = $1) \
@@ -432,13 +279,6 @@ pub async fn user_by_name<'e, E: Db<'e>>(
         .as_ref()
         .map(user_from)
         .transpose()
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct UserFilter<'a> {
-    pub domain_id: Option<&'a str>,
-    pub name: Option<&'a str>,
-    pub enabled: Option<bool>,
 }
 
 pub async fn user_list<'e, E: Db<'e>>(e: E, f: &UserFilter<'_>) -> Result<Vec<UserRec>> {
@@ -839,7 +679,7 @@ pub async fn flavor_upsert<'e, E: Db<'e>>(e: E, f: &FlavorRec) -> Result<()> {
     .bind(f.swap_mb)
     .bind(flag(f.is_public))
     .bind(&f.description)
-    .bind(&f.extra_specs)
+    .bind(json_text(&f.extra_specs))
     .bind(crate::now_micros())
     .execute(e)
     .await?;
@@ -879,24 +719,6 @@ pub async fn grants_delete_scope<'e, E: Db<'e>>(e: E, kind: ScopeKind, id: &str)
 
 // ---------------------------------------------------------------------------------------------
 // application credentials
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct AppCredRec {
-    pub id: String,
-    pub user_id: String,
-    pub project_id: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub secret_hash: String,
-    pub expires_at: Option<i64>,
-    #[sqlx(try_from = "crate::Flag")]
-    pub unrestricted: bool,
-    /// JSON list of role ids.
-    pub roles: String,
-    /// JSON list of access rules.
-    pub access_rules: String,
-    pub created_at: i64,
-}
 
 const APP_CRED_COLS: &str = "id, user_id, project_id, name, description, secret_hash, expires_at, \
     unrestricted, roles, access_rules, created_at";
@@ -968,6 +790,81 @@ pub async fn app_cred_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
 
 pub async fn app_creds_delete_of_user<'e, E: Db<'e>>(e: E, user_id: &str) -> Result<()> {
     sqlx::query("DELETE FROM application_credentials WHERE user_id = $1")
+        .bind(user_id)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// access keys
+
+const ACCESS_KEY_COLS: &str = "access, user_id, secret_enc, status, description, created_at";
+
+pub async fn access_key_insert<'e, E: Db<'e>>(e: E, k: &AccessKeyRec) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO access_keys ({ACCESS_KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"
+    ))
+    .bind(&k.access)
+    .bind(&k.user_id)
+    .bind(&k.secret_enc)
+    .bind(k.status)
+    .bind(&k.description)
+    .bind(k.created_at)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub async fn access_key_get<'e, E: Db<'e>>(e: E, access: &str) -> Result<Option<AccessKeyRec>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ACCESS_KEY_COLS} FROM access_keys WHERE access = $1"
+    ))
+    .bind(access)
+    .fetch_optional(e)
+    .await?)
+}
+
+/// A user's access keys, oldest first.
+pub async fn access_keys_of_user<'e, E: Db<'e>>(e: E, user_id: &str) -> Result<Vec<AccessKeyRec>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ACCESS_KEY_COLS} FROM access_keys WHERE user_id = $1 ORDER BY created_at, access"
+    ))
+    .bind(user_id)
+    .fetch_all(e)
+    .await?)
+}
+
+/// Sets the fields given (a `None` keeps the stored value), in one statement: two updates of
+/// different fields at once both take effect.
+pub async fn access_key_update<'e, E: Db<'e>>(
+    e: E,
+    access: &str,
+    status: Option<AccessKeyStatus>,
+    description: Option<&str>,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE access_keys SET status = COALESCE($2, status), \
+         description = COALESCE($3, description) WHERE access = $1",
+    )
+    .bind(access)
+    .bind(status)
+    .bind(description)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn access_key_delete<'e, E: Db<'e>>(e: E, access: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM access_keys WHERE access = $1")
+        .bind(access)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+pub async fn access_keys_delete_of_user<'e, E: Db<'e>>(e: E, user_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM access_keys WHERE user_id = $1")
         .bind(user_id)
         .execute(e)
         .await?;

@@ -4,33 +4,7 @@ use crate::{Db, ImageStatus, MemberStatus, Result};
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 use sqlx::FromRow;
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ImageRec {
-    pub id: String,
-    pub owner: String,
-    pub enterprise_project_id: String,
-    pub name: Option<String>,
-    pub status: ImageStatus,
-    pub visibility: String,
-    #[sqlx(try_from = "crate::Flag")]
-    pub protected: bool,
-    pub disk_format: Option<String>,
-    pub container_format: Option<String>,
-    pub min_disk: i64,
-    pub min_ram: i64,
-    pub size: Option<i64>,
-    pub virtual_size: Option<i64>,
-    pub checksum: Option<String>,
-    pub os_hash_algo: Option<String>,
-    pub os_hash_value: Option<String>,
-    /// JSON object text.
-    pub properties: String,
-    /// JSON list text.
-    pub tags: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
+use stratus_model::*;
 
 const COLS: &str = "id, owner, enterprise_project_id, name, status, visibility, protected, disk_format, \
     container_format, min_disk, min_ram, size, virtual_size, checksum, os_hash_algo, os_hash_value, properties, \
@@ -60,8 +34,8 @@ pub async fn image_insert(e: &mut AnyConnection, i: &ImageRec) -> Result<()> {
     .bind(&i.checksum)
     .bind(&i.os_hash_algo)
     .bind(&i.os_hash_value)
-    .bind(&i.properties)
-    .bind(&i.tags)
+    .bind(json_text(&i.properties))
+    .bind(json_text(&i.tags))
     .bind(i.created_at)
     .bind(i.updated_at)
     .execute(&mut *e)
@@ -96,8 +70,8 @@ pub async fn image_update_if(
     .bind(&i.checksum)
     .bind(&i.os_hash_algo)
     .bind(&i.os_hash_value)
-    .bind(&i.properties)
-    .bind(&i.tags)
+    .bind(json_text(&i.properties))
+    .bind(json_text(&i.tags))
     .bind(i.updated_at)
     .bind(expected_status)
     .execute(&mut *e)
@@ -119,8 +93,7 @@ async fn write_search_rows(e: &mut AnyConnection, i: &ImageRec) -> Result<()> {
         .bind(&i.id)
         .execute(&mut *e)
         .await?;
-    let tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
-    for t in tags {
+    for t in &i.tags {
         sqlx::query(
             "INSERT INTO image_tags (image_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -129,11 +102,9 @@ async fn write_search_rows(e: &mut AnyConnection, i: &ImageRec) -> Result<()> {
         .execute(&mut *e)
         .await?;
     }
-    let props: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&i.properties).unwrap_or_default();
-    for (k, v) in props {
+    for (k, v) in &i.properties {
         let v = match v {
-            serde_json::Value::String(s) => s,
+            serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
         sqlx::query("INSERT INTO image_properties (image_id, name, value) VALUES ($1, $2, $3)")
@@ -194,164 +165,43 @@ pub async fn image_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<ImageRec>
         .transpose()
 }
 
-/// Which images a listing covers, relative to the caller's project (Glance's `visibility`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Scope {
-    /// Own images of any visibility, public images, and images shared with the project and
-    /// accepted (Glance's default).
-    #[default]
-    Default,
-    /// As `Default`, plus community images.
-    All,
-    Public,
-    Community,
-    /// Own private images.
-    Private,
-    /// Own shared images and images shared with the project (with the given member status).
-    Shared,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cmp {
-    Eq,
-    Neq,
-    Gt,
-    Gte,
-    Lt,
-    Lte,
-}
-
-impl Cmp {
-    fn sql(self) -> &'static str {
-        match self {
-            Cmp::Eq => "=",
-            Cmp::Neq => "<>",
-            Cmp::Gt => ">",
-            Cmp::Gte => ">=",
-            Cmp::Lt => "<",
-            Cmp::Lte => "<=",
-        }
+fn cmp_sql(c: Cmp) -> &'static str {
+    match c {
+        Cmp::Eq => "=",
+        Cmp::Neq => "<>",
+        Cmp::Gt => ">",
+        Cmp::Gte => ">=",
+        Cmp::Lt => "<",
+        Cmp::Lte => "<=",
     }
 }
 
-/// The columns an image listing can be sorted by (Glance's `sort_key` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortKey {
-    Name,
-    Status,
-    ContainerFormat,
-    DiskFormat,
-    Size,
-    Id,
-    CreatedAt,
-    UpdatedAt,
-}
-
-impl SortKey {
-    /// `(name, sort key, SQL expression)`; nullable columns sort as the empty string or -1.
-    pub const ALL: &'static [(&'static str, SortKey, &'static str)] = &[
-        ("name", SortKey::Name, "COALESCE(name, '')"),
-        ("status", SortKey::Status, "status"),
-        (
-            "container_format",
-            SortKey::ContainerFormat,
-            "COALESCE(container_format, '')",
-        ),
-        (
-            "disk_format",
-            SortKey::DiskFormat,
-            "COALESCE(disk_format, '')",
-        ),
-        ("size", SortKey::Size, "COALESCE(size, -1)"),
-        ("id", SortKey::Id, "id"),
-        ("created_at", SortKey::CreatedAt, "created_at"),
-        ("updated_at", SortKey::UpdatedAt, "updated_at"),
-    ];
-
-    pub fn parse(s: &str) -> Option<SortKey> {
-        Self::ALL.iter().find(|k| k.0 == s).map(|k| k.1)
-    }
-
-    fn expr(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|k| k.1 == self)
-            .map(|k| k.2)
-            .unwrap_or("id")
-    }
-
-    /// The marker image's value for this key, as it sorts.
-    fn value(self, i: &ImageRec) -> Arg {
-        let text = |o: &Option<String>| Arg::Text(o.clone().unwrap_or_default());
-        match self {
-            SortKey::Name => text(&i.name),
-            SortKey::Status => Arg::Text(i.status.as_str().to_string()),
-            SortKey::ContainerFormat => text(&i.container_format),
-            SortKey::DiskFormat => text(&i.disk_format),
-            SortKey::Size => Arg::Int(i.size.unwrap_or(-1)),
-            SortKey::Id => Arg::Text(i.id.clone()),
-            SortKey::CreatedAt => Arg::Int(i.created_at),
-            SortKey::UpdatedAt => Arg::Int(i.updated_at),
-        }
+/// The SQL a sort key orders by; nullable columns sort as the empty string or -1.
+fn sort_expr(k: SortKey) -> &'static str {
+    match k {
+        SortKey::Name => "COALESCE(name, '')",
+        SortKey::Status => "status",
+        SortKey::ContainerFormat => "COALESCE(container_format, '')",
+        SortKey::DiskFormat => "COALESCE(disk_format, '')",
+        SortKey::Size => "COALESCE(size, -1)",
+        SortKey::Id => "id",
+        SortKey::CreatedAt => "created_at",
+        SortKey::UpdatedAt => "updated_at",
     }
 }
 
-/// A page of an image listing. Every field narrows the result; empty lists mean "any".
-#[derive(Debug, Clone)]
-pub struct ImageFilter {
-    pub project: String,
-    pub scope: Scope,
-    /// Member status of images shared with the project (`accepted` unless asked otherwise).
-    pub member_status: String,
-    pub ids: Vec<String>,
-    pub names: Vec<String>,
-    pub statuses: Vec<String>,
-    pub disk_formats: Vec<String>,
-    pub container_formats: Vec<String>,
-    pub owner: Option<String>,
-    pub protected: Option<bool>,
-    pub checksum: Option<String>,
-    pub os_hash_value: Option<String>,
-    /// Every tag must be present.
-    pub tags: Vec<String>,
-    /// Every `(name, value)` property must be present.
-    pub properties: Vec<(String, String)>,
-    pub size_min: Option<i64>,
-    pub size_max: Option<i64>,
-    pub created_at: Vec<(Cmp, i64)>,
-    pub updated_at: Vec<(Cmp, i64)>,
-    /// Sort keys in order; `id` in the last direction is always appended as the tie-breaker.
-    pub sort: Vec<(SortKey, bool)>,
-    /// The marker image: the page starts after it.
-    pub after: Option<ImageRec>,
-    pub limit: i64,
-}
-
-impl ImageFilter {
-    pub fn new(project: &str, limit: i64) -> ImageFilter {
-        ImageFilter {
-            project: project.to_string(),
-            scope: Scope::Default,
-            member_status: "accepted".into(),
-            ids: vec![],
-            names: vec![],
-            statuses: vec![],
-            disk_formats: vec![],
-            container_formats: vec![],
-            owner: None,
-            protected: None,
-            checksum: None,
-            os_hash_value: None,
-            tags: vec![],
-            properties: vec![],
-            size_min: None,
-            size_max: None,
-            created_at: vec![],
-            updated_at: vec![],
-            sort: vec![],
-            after: None,
-            limit,
-        }
+/// The marker image's value for a sort key, as it sorts.
+fn sort_value(k: SortKey, i: &ImageRec) -> Arg {
+    let text = |o: &Option<String>| Arg::Text(o.clone().unwrap_or_default());
+    match k {
+        SortKey::Name => text(&i.name),
+        SortKey::Status => Arg::Text(i.status.as_str().to_string()),
+        SortKey::ContainerFormat => text(&i.container_format),
+        SortKey::DiskFormat => text(&i.disk_format),
+        SortKey::Size => Arg::Int(i.size.unwrap_or(-1)),
+        SortKey::Id => Arg::Text(i.id.clone()),
+        SortKey::CreatedAt => Arg::Int(i.created_at),
+        SortKey::UpdatedAt => Arg::Int(i.updated_at),
     }
 }
 
@@ -407,7 +257,7 @@ pub async fn image_list<'e, E: Db<'e>>(e: E, f: &ImageFilter) -> Result<Vec<Imag
     }
     let order = sort
         .iter()
-        .map(|(k, asc)| format!("{} {}", k.expr(), if *asc { "ASC" } else { "DESC" }))
+        .map(|(k, asc)| format!("{} {}", sort_expr(*k), if *asc { "ASC" } else { "DESC" }))
         .collect::<Vec<_>>()
         .join(", ");
 
@@ -443,7 +293,7 @@ pub async fn image_list<'e, E: Db<'e>>(e: E, f: &ImageFilter) -> Result<Vec<Imag
     }
     for (col, cmps) in [("created_at", &f.created_at), ("updated_at", &f.updated_at)] {
         for (cmp, t) in cmps {
-            conds.push(format!("{col} {} {}", cmp.sql(), q.int(*t)));
+            conds.push(format!("{col} {} {}", cmp_sql(*cmp), q.int(*t)));
         }
     }
     for t in &f.tags {
@@ -465,11 +315,11 @@ pub async fn image_list<'e, E: Db<'e>>(e: E, f: &ImageFilter) -> Result<Vec<Imag
         for n in 0..sort.len() {
             let mut parts = Vec::new();
             for (k, _) in &sort[..n] {
-                parts.push(format!("{} = {}", k.expr(), q.arg(k.value(m))));
+                parts.push(format!("{} = {}", sort_expr(*k), q.arg(sort_value(*k, m))));
             }
             let (k, asc) = sort[n];
             let op = if asc { ">" } else { "<" };
-            parts.push(format!("{} {op} {}", k.expr(), q.arg(k.value(m))));
+            parts.push(format!("{} {op} {}", sort_expr(k), q.arg(sort_value(k, m))));
             alts.push(format!("({})", parts.join(" AND ")));
         }
         conds.push(format!("({})", alts.join(" OR ")));
@@ -525,15 +375,6 @@ pub async fn image_list<'e, E: Db<'e>>(e: E, f: &ImageFilter) -> Result<Vec<Imag
         };
     }
     query.fetch_all(e).await?.iter().map(from_row).collect()
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct MemberRec {
-    pub image_id: String,
-    pub member: String,
-    pub status: MemberStatus,
-    pub created_at: i64,
-    pub updated_at: i64,
 }
 
 fn member_from_row(r: &AnyRow) -> Result<MemberRec> {

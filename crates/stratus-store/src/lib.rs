@@ -11,7 +11,6 @@ mod identity;
 mod images;
 mod migrate;
 mod sagas;
-mod states;
 mod volumes;
 
 pub use compute::*;
@@ -21,7 +20,7 @@ pub use images::*;
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 pub use sagas::*;
 pub use sqlx::AnyConnection;
-pub use states::*;
+pub use stratus_model::*;
 pub use volumes::*;
 
 use sqlx::any::AnyPoolOptions;

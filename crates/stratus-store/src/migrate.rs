@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "conformance",
         include_str!("../migrations/0008_conformance.sql"),
     ),
+    (
+        9,
+        "access_keys",
+        include_str!("../migrations/0009_access_keys.sql"),
+    ),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

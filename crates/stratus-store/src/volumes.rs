@@ -1,49 +1,10 @@
 //! Records and queries of volumes, snapshots and disk layers.
 
-use crate::{Db, Result, SnapshotStatus, VolumeStatus};
+use crate::{Db, Result, VolumeStatus};
 use sqlx::any::AnyRow;
 use sqlx::FromRow;
 use sqlx::Row;
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
-pub struct VolumeRec {
-    pub id: String,
-    pub project_id: String,
-    pub user_id: String,
-    pub enterprise_project_id: String,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub size_gb: i64,
-    pub status: VolumeStatus,
-    #[sqlx(try_from = "crate::Flag")]
-    pub bootable: bool,
-    pub image_id: Option<String>,
-    pub snapshot_id: Option<String>,
-    pub image_metadata: Option<String>,
-    pub disk: String,
-    pub server_id: Option<String>,
-    pub device: Option<String>,
-    #[sqlx(try_from = "crate::Flag")]
-    pub delete_on_termination: bool,
-    pub metadata: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct SnapshotRec {
-    pub id: String,
-    pub project_id: String,
-    pub volume_id: String,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub size_gb: i64,
-    pub status: SnapshotStatus,
-    pub disk: String,
-    pub metadata: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
+use stratus_model::*;
 
 const VCOLS: &str = "id, project_id, user_id, enterprise_project_id, name, description, size_gb, status, \
     bootable, image_id, snapshot_id, image_metadata, disk, server_id, device, delete_on_termination, metadata, \
@@ -85,7 +46,7 @@ pub async fn volume_put<'e, E: Db<'e>>(e: E, v: &VolumeRec) -> Result<()> {
     .bind(&v.server_id)
     .bind(&v.device)
     .bind(crate::flag(v.delete_on_termination))
-    .bind(&v.metadata)
+    .bind(json_text(&v.metadata))
     .bind(v.created_at)
     .bind(v.updated_at)
     .execute(e)
@@ -209,7 +170,7 @@ pub async fn snapshot_put<'e, E: Db<'e>>(e: E, s: &SnapshotRec) -> Result<()> {
     .bind(s.size_gb)
     .bind(s.status)
     .bind(&s.disk)
-    .bind(&s.metadata)
+    .bind(json_text(&s.metadata))
     .bind(s.created_at)
     .bind(s.updated_at)
     .execute(e)

@@ -17,6 +17,11 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: f64 = 10.0;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Seconds a request body may stall.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: f64 = 30.0;
+/// Seconds a guest has to power off when asked (upstream's `shutdown_timeout`).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: f64 = 60.0;
+/// Seconds between two syncs of power states with guests.
+pub const DEFAULT_GUEST_SYNC_INTERVAL: f64 = 10.0;
+
 /// How long a node holds a saga without renewing its lease before another node may take it.
 pub const DEFAULT_SAGA_LEASE_SECONDS: f64 = 30.0;
 
@@ -50,8 +55,75 @@ pub struct FileConfig {
     pub login_lockout_window: Option<f64>,
     /// ... for this many seconds.
     pub login_lockout_duration: Option<f64>,
+    /// What runs servers: `auto` (QEMU guests where `qemu-system-x86_64` is installed, else
+    /// none; the default), `qemu` (real guests) or `none` (disks only).
+    pub driver: Option<String>,
+    /// The accelerator of QEMU guests: `auto` (KVM if a probe guest runs under it, else TCG),
+    /// `kvm` or `tcg`.
+    pub accel: Option<String>,
+    /// Seconds a guest has to power off when asked (ACPI) before it is stopped hard.
+    pub shutdown_timeout: Option<f64>,
+    /// Seconds between two syncs of the servers' power states with their guests.
+    pub guest_sync_interval: Option<f64>,
+    /// Boot again, when `stratus serve` starts, the guests of servers recorded running whose
+    /// QEMU is gone (the machine restarted, say), instead of showing them SHUTOFF [false]
+    /// (upstream's `resume_guests_state_on_host_boot`).
+    pub resume_guests_state_on_host_boot: Option<bool>,
+    /// vCPUs this node's servers may take together [default with the qemu driver: the machine's
+    /// cores × 16, upstream's CPU overcommit; with the none driver: no limit].
+    pub host_vcpus: Option<i64>,
+    /// RAM (MB) this node's servers may take together [default with the qemu driver: the
+    /// machine's memory; with the none driver: no limit].
+    pub host_memory_mb: Option<i64>,
     #[serde(default)]
     pub catalogue: CatalogueConfig,
+    /// Addresses of Huawei Cloud's service endpoints (`[huawei_listen]`, keys `iam`, `ecs`,
+    /// `ims`, `evs`) [default: the host of `listen`, its port + 1, + 2, + 3, + 4; port 0 picks
+    /// free ports].
+    #[serde(default)]
+    pub huawei_listen: HuaweiListen,
+}
+
+/// Where each Huawei service endpoint listens, if not where the default puts it.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HuaweiListen {
+    pub iam: Option<String>,
+    pub ecs: Option<String>,
+    pub ims: Option<String>,
+    pub evs: Option<String>,
+}
+
+/// What runs servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// Real guests under QEMU where it is installed, else none (the default).
+    Auto,
+    /// Real guests under QEMU.
+    Qemu,
+    /// No guests: a server is its disks.
+    None,
+}
+
+impl DriverKind {
+    pub fn parse(s: &str) -> Result<DriverKind> {
+        match s {
+            "auto" => Ok(DriverKind::Auto),
+            "qemu" => Ok(DriverKind::Qemu),
+            "none" => Ok(DriverKind::None),
+            other => anyhow::bail!("driver must be auto, qemu or none, not {other:?}"),
+        }
+    }
+}
+
+/// Parses an accelerator setting: `None` for `auto` (probe).
+pub fn accel(s: &str) -> Result<Option<stratus_driver::accel::Accel>> {
+    if s == "auto" {
+        return Ok(None);
+    }
+    stratus_driver::accel::Accel::parse(s)
+        .map(Some)
+        .ok_or_else(|| anyhow::anyhow!("accel must be auto, kvm or tcg, not {s:?}"))
 }
 
 /// `[catalogue]`: deployment overrides of the action catalogue.
@@ -101,9 +173,49 @@ pub struct Config {
     pub trusted_proxies: Vec<stratus_api::Cidr>,
     pub login_protection: stratus_services::identity::LoginProtection,
     pub catalogue: CatalogueConfig,
+    pub driver: DriverKind,
+    /// `None`: probe.
+    pub accel: Option<stratus_driver::accel::Accel>,
+    pub shutdown_timeout: std::time::Duration,
+    pub guest_sync_interval: std::time::Duration,
+    pub resume_guests_state_on_host_boot: bool,
+    pub host_vcpus: Option<i64>,
+    pub host_memory_mb: Option<i64>,
+    /// Huawei's endpoints given explicitly; the others follow `listen` ([`Config::huawei`]).
+    pub huawei_listen: HuaweiListen,
 }
 
 impl Config {
+    /// Where each Huawei service endpoint listens: as set, else beside `listen` (its port + 1
+    /// for IAM, + 2 for ECS, + 3 for IMS, + 4 for EVS; port 0 stays 0, a free port).
+    pub fn huawei(&self) -> Result<Vec<(stratus_api::huawei::Endpoint, String)>> {
+        use stratus_api::huawei::Endpoint;
+        let (host, port) = self
+            .listen
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("listen {:?} is not host:port", self.listen))?;
+        let h = &self.huawei_listen;
+        Endpoint::ALL
+            .iter()
+            .zip([&h.iam, &h.ecs, &h.ims, &h.evs])
+            .zip(1u16..)
+            .map(|((&e, set), k)| {
+                let addr = match set {
+                    Some(a) => a.clone(),
+                    None if port == 0 => format!("{host}:0"),
+                    None => format!(
+                        "{host}:{}",
+                        port.checked_add(k).ok_or_else(|| anyhow::anyhow!(
+                            "listen port {port} leaves no room for the Huawei endpoints: set [huawei_listen]"
+                        ))?
+                    ),
+                };
+                Ok((e, addr))
+            })
+            .collect()
+    }
+
     /// Where image data, disks and work files live.
     pub fn storage(&self) -> PathBuf {
         self.storage_dir
@@ -145,6 +257,14 @@ impl Config {
             trusted_proxies: Vec::new(),
             login_protection: stratus_services::identity::LoginProtection::default(),
             catalogue: CatalogueConfig::default(),
+            driver: DriverKind::Auto,
+            accel: None,
+            shutdown_timeout: std::time::Duration::from_secs_f64(DEFAULT_SHUTDOWN_TIMEOUT),
+            guest_sync_interval: std::time::Duration::from_secs_f64(DEFAULT_GUEST_SYNC_INTERVAL),
+            resume_guests_state_on_host_boot: false,
+            host_vcpus: None,
+            host_memory_mb: None,
+            huawei_listen: HuaweiListen::default(),
         }
     }
 
@@ -222,6 +342,23 @@ impl Config {
                 .as_micros() as i64,
             },
             catalogue: file.catalogue,
+            driver: DriverKind::parse(file.driver.as_deref().unwrap_or("auto"))?,
+            accel: accel(file.accel.as_deref().unwrap_or("auto"))?,
+            shutdown_timeout: seconds(
+                "shutdown_timeout",
+                file.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            )?,
+            guest_sync_interval: seconds(
+                "guest_sync_interval",
+                file.guest_sync_interval
+                    .unwrap_or(DEFAULT_GUEST_SYNC_INTERVAL),
+            )?,
+            resume_guests_state_on_host_boot: file
+                .resume_guests_state_on_host_boot
+                .unwrap_or(false),
+            host_vcpus: positive("host_vcpus", file.host_vcpus)?,
+            host_memory_mb: positive("host_memory_mb", file.host_memory_mb)?,
+            huawei_listen: file.huawei_listen,
         })
     }
 }
@@ -242,6 +379,34 @@ pub fn check_import_allow(list: Vec<String>) -> Result<Vec<String>> {
         }
     }
     Ok(list)
+}
+
+/// A setting that must be positive when given.
+fn positive(what: &str, v: Option<i64>) -> Result<Option<i64>> {
+    match v {
+        Some(n) if n <= 0 => anyhow::bail!("{what} must be positive, not {n}"),
+        other => Ok(other),
+    }
+}
+
+impl Config {
+    /// What this node's guests may take together: set, or the machine's with the qemu driver.
+    pub fn capacity(&self) -> Option<stratus_services::guests::Capacity> {
+        let given = self.host_vcpus.is_some() || self.host_memory_mb.is_some();
+        let runs_guests = match self.driver {
+            DriverKind::None => false,
+            DriverKind::Qemu => true,
+            DriverKind::Auto => stratus_driver::qemu::find_qemu().is_some(),
+        };
+        if !runs_guests && !given {
+            return None;
+        }
+        let machine = stratus_services::guests::Capacity::of_this_machine();
+        Some(stratus_services::guests::Capacity {
+            vcpus: self.host_vcpus.unwrap_or(machine.vcpus),
+            ram_mb: self.host_memory_mb.unwrap_or(machine.ram_mb),
+        })
+    }
 }
 
 /// A positive number of seconds, at most a day.

@@ -13,9 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_api::AppState;
 use stratus_services::authz::Authorizer;
-use stratus_services::compute::{Compute, LocalDriver};
+use stratus_services::compute::Compute;
 use stratus_services::create_image::{self, ImageSagas};
 use stratus_services::disks::Disks;
+use stratus_services::guests::Guests;
 use stratus_services::iam::Iam;
 use stratus_services::identity::Identity;
 use stratus_services::images::import::{ImageImport, ImportSagas, Imports};
@@ -44,11 +45,22 @@ pub struct Running {
     pub admin_password: Option<String>,
     /// Path of the written `clouds.yaml`, if the admin password is known.
     pub clouds_yaml: Option<PathBuf>,
+    /// The router the listener serves, for requests handed to it directly (without a socket).
+    pub app: axum::Router,
+    /// Huawei Cloud's service endpoints (IAM, ECS, IMS, EVS), each on its own listener.
+    pub huawei: Vec<(stratus_api::huawei::Endpoint, String)>,
+    /// `huaweicloud.json` (the endpoints, region, ids a Huawei SDK needs), beside `clouds.yaml`.
+    pub huawei_json: Option<PathBuf>,
     /// Dropping the sender would stop the server, so it is held until the task ends.
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// What runs guests here (`qemu (tcg)`, `none (disks only)`).
+    pub guests: String,
     /// Looks for sagas to resume; stopped with the server.
     scanner: JoinHandle<()>,
+    /// Syncs servers' power states with their guests; stopped with the server (the guests
+    /// keep running).
+    guest_sync: JoinHandle<()>,
 }
 
 impl Running {
@@ -68,10 +80,12 @@ impl Running {
             data_dir,
             stop,
             scanner,
+            guest_sync,
             ..
         } = self;
         let served = task.await.context("server task panicked");
         scanner.abort();
+        guest_sync.abort();
         served??;
         drop(stop);
         store.close().await;
@@ -119,16 +133,35 @@ pub async fn start(
         }
         None => None,
     };
+    let storage = cfg.storage();
+    private_dir(&storage)?;
     let identity = Arc::new(
         Identity::new(store.clone(), cfg.token_expiration)
             .await
             .context("cannot load identity state")?
-            .with_login_protection(cfg.login_protection),
+            .with_login_protection(cfg.login_protection)
+            .with_credential_key(credential_key(&storage)?),
     );
+    let mut huawei_listeners = Vec::new();
+    for (endpoint, at) in cfg.huawei()? {
+        let l = tokio::net::TcpListener::bind(&at).await.with_context(|| {
+            format!(
+                "cannot listen on {at} for Huawei's {} endpoint",
+                endpoint.name()
+            )
+        })?;
+        huawei_listeners.push((endpoint, l));
+    }
+    let huawei: Vec<(stratus_api::huawei::Endpoint, String)> = huawei_listeners
+        .iter()
+        .map(|(e, l)| Ok((*e, format!("http://{}", l.local_addr()?))))
+        .collect::<std::io::Result<_>>()?;
+    let huawei_json = match &clouds_yaml {
+        Some(_) => Some(huawei_snippet(&data_dir, &store, &cfg.region, &huawei).await?),
+        None => None,
+    };
     let authz = Arc::new(Authorizer::new(store.clone(), catalogue));
     let iam = Arc::new(Iam::new(store.clone(), authz.clone()));
-    let storage = cfg.storage();
-    private_dir(&storage)?;
     let images = Arc::new(
         Images::new(store.clone(), storage.join("images"), cfg.max_image_size)
             .context("cannot open the image store")?,
@@ -151,7 +184,29 @@ pub async fn start(
     if purged > 0 {
         tracing::info!("removed {purged} image cache fills left half-made");
     }
-    let driver = Arc::new(LocalDriver::new(disks.clone()));
+    let qemu_installed = stratus_driver::qemu::find_qemu().is_some();
+    let driver: Arc<dyn stratus_driver::ComputeDriver> = match cfg.driver {
+        config::DriverKind::None => Arc::new(stratus_driver::NoGuests),
+        config::DriverKind::Auto if !qemu_installed => {
+            tracing::warn!(
+                "qemu-system-x86_64 is not installed: servers run no guest (Debian: apt-get \
+                 install qemu-system-x86)"
+            );
+            Arc::new(stratus_driver::NoGuests)
+        }
+        config::DriverKind::Auto | config::DriverKind::Qemu => Arc::new(
+            stratus_driver::qemu::QemuDriver::new(data_dir.path().join("guests"), None, cfg.accel)
+                .await
+                .context("cannot run guests")?,
+        ),
+    };
+    let guests = Arc::new(Guests::new(
+        store.clone(),
+        disks.clone(),
+        driver,
+        cfg.shutdown_timeout,
+        cfg.capacity(),
+    ));
     let quotas = Arc::new(stratus_services::quotas::Quotas::new(store.clone()));
     let sagas = Arc::new(Sagas::new(
         store.clone(),
@@ -168,12 +223,14 @@ pub async fn start(
         disks.clone(),
         quotas,
         sagas.clone(),
+        guests.clone(),
     ));
     let image_sagas = Arc::new(ImageSagas {
         store: store.clone(),
         images: images.clone(),
         volumes: volumes.clone(),
         disks: disks.clone(),
+        guests: guests.clone(),
     });
     sagas.register::<create_image::ImageBacked>(image_sagas.clone());
     sagas.register::<create_image::VolumeBacked>(image_sagas.clone());
@@ -182,13 +239,14 @@ pub async fn start(
         store: store.clone(),
         images: images.clone(),
         disks: disks.clone(),
+        guests: guests.clone(),
     }));
     let compute = Arc::new(Compute::new(
         store.clone(),
         images.clone(),
         volumes.clone(),
         disks,
-        driver,
+        guests.clone(),
         sagas.clone(),
     ));
     sagas.register::<ImageImport>(Arc::new(ImportSagas {
@@ -202,6 +260,13 @@ pub async fn start(
     ));
     // Resumes this node's interrupted sagas now, and any node's whose lease runs out later.
     let scanner = sagas.spawn_scanner();
+    // Notices guests that died while this node was down (or boots them again, if so set), then
+    // keeps watching.
+    let guest_sync = guests.spawn_sync(
+        cfg.guest_sync_interval,
+        cfg.resume_guests_state_on_host_boot,
+    );
+    let guests_described = guests.driver().describe();
     let state = Arc::new(AppState {
         identity,
         directory: Arc::new(stratus_services::directory::Directory::new(store.clone())),
@@ -219,19 +284,39 @@ pub async fn start(
         openapi: Default::default(),
     });
     let app = stratus_api::router(state);
+    let served = app.clone();
     let limits = http::ConnectionLimits {
         header_read_timeout: cfg.header_read_timeout,
         max_connections: cfg.max_connections,
     };
     let (stop, stopped) = oneshot::channel::<()>();
+    // The Huawei endpoints stop when the main listener does.
+    let (halt, halted) = tokio::sync::watch::channel(false);
+    let mut huawei_tasks = Vec::new();
+    for (endpoint, l) in huawei_listeners {
+        let mut halted = halted.clone();
+        let app = stratus_api::huawei::router(app.clone(), endpoint);
+        huawei_tasks.push(tokio::spawn(http::serve(l, app, limits, async move {
+            let _ = halted.wait_for(|h| *h).await;
+        })));
+    }
     let task = tokio::spawn(async move {
         let signal = async move {
             tokio::select! {
                 _ = stop_signal => {},
                 _ = stopped => {},
             }
+            let _ = halt.send(true);
         };
-        http::serve(listener, app, limits, signal).await
+        let served = http::serve(listener, served, limits, signal).await;
+        for t in huawei_tasks {
+            match t.await {
+                Ok(Err(e)) => tracing::warn!("a Huawei endpoint failed: {e}"),
+                Err(e) => tracing::warn!("a Huawei endpoint's task failed: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
+        served
     });
     Ok(Running {
         addr,
@@ -240,10 +325,82 @@ pub async fn start(
         store,
         admin_password: boot.admin_password,
         clouds_yaml,
+        app,
+        huawei,
+        huawei_json,
         stop: Some(stop),
         task,
         scanner,
+        guests: guests_described,
+        guest_sync,
     })
+}
+
+/// The key that encrypts access keys' secrets in the store: `credential.key` in the storage dir
+/// (which nodes of one store share), made at the first start.
+fn credential_key(
+    storage: &std::path::Path,
+) -> Result<stratus_services::access_keys::CredentialKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = storage.join("credential.key");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let b = stratus_services::access_keys::CredentialKey::generate();
+            let tmp = storage.join(format!("credential.key.{}", std::process::id()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            f.write_all(&b)?;
+            f.sync_all()?;
+            // Another node may have made one meanwhile: the first one made stays.
+            if std::fs::hard_link(&tmp, &path).is_err() && !path.exists() {
+                anyhow::bail!("cannot create {}", path.display());
+            }
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::read(&path)?
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let key: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()))?;
+    Ok(stratus_services::access_keys::CredentialKey::from_bytes(
+        &key,
+    ))
+}
+
+/// Writes `huaweicloud.json` beside `clouds.yaml`: what a Huawei SDK needs to reach this cloud
+/// as the admin (endpoints, region, the admin's domain and project ids). The admin's access key
+/// is made with the IAM API, not here.
+async fn huawei_snippet(
+    data_dir: &DataDir,
+    store: &Store,
+    region: &str,
+    huawei: &[(stratus_api::huawei::Endpoint, String)],
+) -> Result<PathBuf> {
+    let project = stratus_store::project_by_name(
+        store.pool(),
+        bootstrap::DEFAULT_DOMAIN_ID,
+        bootstrap::ADMIN_PROJECT,
+    )
+    .await?;
+    let endpoints: serde_json::Map<String, serde_json::Value> = huawei
+        .iter()
+        .map(|(e, url)| (e.name().to_string(), serde_json::Value::from(url.clone())))
+        .collect();
+    let doc = serde_json::json!({
+        "region": region,
+        "domain_id": bootstrap::DEFAULT_DOMAIN_ID,
+        "project_id": project.map(|p| p.id),
+        "endpoints": endpoints,
+    });
+    data_dir.write_secret("huaweicloud.json", &format!("{doc:#}\n"))
 }
 
 /// The shipped action catalogue with the deployment's overrides applied.

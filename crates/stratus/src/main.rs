@@ -186,7 +186,8 @@ struct ServeArgs {
     #[arg(long, env = "STRATUS_STORAGE_DIR")]
     storage_dir: Option<PathBuf>,
     /// TOML file with any of: data_dir, listen, database_url, public_url, token_expiration,
-    /// region, max_image_size, storage_dir, saga_lease_seconds, [catalogue.dependencies]
+    /// region, max_image_size, storage_dir, saga_lease_seconds, driver, accel, shutdown_timeout,
+    /// guest_sync_interval, resume_guests_state_on_host_boot, [catalogue.dependencies]
     #[arg(long, env = "STRATUS_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -265,6 +266,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     for (var, slot) in [
         ("STRATUS_HEADER_READ_TIMEOUT", &mut cfg.header_read_timeout),
         ("STRATUS_BODY_IDLE_TIMEOUT", &mut cfg.body_idle_timeout),
+        ("STRATUS_SHUTDOWN_TIMEOUT", &mut cfg.shutdown_timeout),
+        ("STRATUS_GUEST_SYNC_INTERVAL", &mut cfg.guest_sync_interval),
     ] {
         if let Ok(v) = std::env::var(var) {
             let secs = v
@@ -279,6 +282,19 @@ fn serve(args: ServeArgs) -> Result<()> {
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| anyhow::anyhow!("invalid STRATUS_MAX_CONNECTIONS {v:?}"))?;
+    }
+    if let Ok(v) = std::env::var("STRATUS_RESUME_GUESTS_STATE_ON_HOST_BOOT") {
+        cfg.resume_guests_state_on_host_boot = match v.as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => anyhow::bail!("invalid STRATUS_RESUME_GUESTS_STATE_ON_HOST_BOOT {v:?}"),
+        };
+    }
+    if let Ok(v) = std::env::var("STRATUS_DRIVER") {
+        cfg.driver = stratus::config::DriverKind::parse(&v)?;
+    }
+    if let Ok(v) = std::env::var("STRATUS_ACCEL") {
+        cfg.accel = stratus::config::accel(&v)?;
     }
     if let Ok(list) = std::env::var("STRATUS_TRUSTED_PROXIES") {
         cfg.trusted_proxies = stratus::config::proxies(
@@ -309,7 +325,14 @@ fn serve(args: ServeArgs) -> Result<()> {
             running.public_url
         );
         println!("  identity: {}/identity/v3", running.public_url);
+        let huawei: Vec<String> = running
+            .huawei
+            .iter()
+            .map(|(e, url)| format!("{} {url}", e.name()))
+            .collect();
+        println!("  huawei cloud endpoints: {}", huawei.join(", "));
         println!("  data dir: {}", running.data_dir.path().display());
+        println!("  guests: {}", running.guests);
         if let Some(pw) = &running.admin_password {
             println!("  first start: created user 'admin' with password {pw}");
             println!(
@@ -324,6 +347,9 @@ fn serve(args: ServeArgs) -> Result<()> {
                 cy.display(),
                 stratus::CLOUD_NAME
             );
+        }
+        if let Some(h) = &running.huawei_json {
+            println!("  huaweicloud.json (for Huawei's SDKs): {}", h.display());
         }
         running.wait().await?;
         tracing::info!("stopped");

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_services::authz::{Authorized, Facts};
 use stratus_services::images::{ListQuery, PatchOp};
-use stratus_services::store::{Cmp, ImageFilter, ImageRec, ImageStatus};
+use stratus_services::model::{Cmp, ImageFilter, ImageRec, ImageStatus};
 
 /// The last microversion serving `/images`, and `/images/{id}/metadata`.
 const IMAGES_MAX: u16 = 35;
@@ -67,10 +67,6 @@ fn gone_above(mv: Microversion, max: u16) -> NResult<()> {
     Ok(())
 }
 
-fn properties(i: &ImageRec) -> Map<String, Value> {
-    serde_json::from_str(&i.properties).unwrap_or_default()
-}
-
 fn links(s: &AppState, project: &str, id: &str) -> Value {
     json!([
         {"rel": "self", "href": s.url(&format!("/compute/v2.1/{project}/images/{id}"))},
@@ -85,7 +81,7 @@ fn image_json(s: &AppState, project: &str, i: &ImageRec) -> Value {
         .find(|(g, _, _)| *g == i.status)
         .map(|(_, n, p)| (*n, *p))
         .unwrap_or(("UNKNOWN", 0));
-    let props = properties(i);
+    let props = &i.properties;
     let mut v = json!({
         "id": i.id, "name": i.name, "minRam": i.min_ram, "minDisk": i.min_disk,
         "metadata": props, "created": time_z(i.created_at), "updated": time_z(i.updated_at),
@@ -269,7 +265,7 @@ async fn metadata(
     Path((pid, id)): Path<(String, String)>,
 ) -> NResult<Json<Value>> {
     let (_, i, _) = visible(&s, mv, METADATA_MAX, authz, &pid, &id).await?;
-    Ok(Json(json!({"metadata": properties(&i)})))
+    Ok(Json(json!({"metadata": i.properties})))
 }
 
 async fn metadata_item(
@@ -279,7 +275,7 @@ async fn metadata_item(
     Path((pid, id, key)): Path<(String, String, String)>,
 ) -> NResult<Json<Value>> {
     let (_, i, _) = visible(&s, mv, METADATA_MAX, authz, &pid, &id).await?;
-    let v = properties(&i).get(&key).cloned().ok_or_else(|| {
+    let v = i.properties.get(&key).cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("Metadata item was not found: {key}"),
@@ -329,7 +325,7 @@ async fn update_metadata(
     let items = object_under(&body, "metadata")?;
     let (_, _, c) = visible(&s, mv, METADATA_MAX, authz, &pid, &id).await?;
     let i = set_items(&s, &c, &id, items).await?;
-    Ok(Json(json!({"metadata": properties(&i)})))
+    Ok(Json(json!({"metadata": i.properties})))
 }
 
 /// Metadata items an image may carry through this API (upstream's `metadata_items` quota).
@@ -352,7 +348,8 @@ async fn replace_metadata(
             "Image metadata limit exceeded",
         ));
     }
-    let mut ops: Vec<PatchOp> = properties(&i)
+    let mut ops: Vec<PatchOp> = i
+        .properties
         .keys()
         .filter(|k| !items.contains_key(*k))
         .map(|k| PatchOp::Remove { path: pointer(k) })
@@ -390,7 +387,7 @@ async fn delete_metadata_item(
     Path((pid, id, key)): Path<(String, String, String)>,
 ) -> NResult<StatusCode> {
     let (_, i, c) = visible(&s, mv, METADATA_MAX, authz, &pid, &id).await?;
-    if !properties(&i).contains_key(&key) {
+    if !i.properties.contains_key(&key) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("Metadata item was not found: {key}"),

@@ -21,7 +21,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use stratus_services::identity::TokenInfo;
-use stratus_services::store::FlavorRec;
+use stratus_services::model::FlavorRec;
 
 pub use version::{compute_layer, Microversion, MAX_MINOR};
 

@@ -13,12 +13,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_services::authz::{Authorized, Facts};
-use stratus_services::compute::{
-    host_id, status_of, Action, ServerCreate, VolumeMapping, VolumeSource,
-};
+use stratus_services::compute::{Action, ServerCreate, VolumeMapping, VolumeSource};
 use stratus_services::create_image::Rotation;
+use stratus_services::model::{ServerRec, TaskState, VmState, VolumeRec};
 use stratus_services::rebuild::RebuildRequest;
-use stratus_services::store::{ServerRec, VmState, VolumeRec};
 
 pub fn routes() -> RouteTable<Arc<AppState>> {
     let p = |s: &str| format!("{P}{s}");
@@ -52,7 +50,7 @@ fn server_json(s: &AppState, mv: Microversion, v: &ServerRec, attached: &[Volume
             "href": s.url(&format!("/compute/{}/images/{}", v.project_id, v.image_id))}]})
     };
     let flavor = if mv.at_least(47) {
-        serde_json::from_str::<Value>(&v.flavor).unwrap_or_else(|_| json!({}))
+        Value::Object(v.flavor.clone())
     } else {
         json!({"id": v.flavor_id, "links": [{"rel": "bookmark",
             "href": s.url(&format!("/compute/{}/flavors/{}", v.project_id, v.flavor_id))}]})
@@ -60,7 +58,7 @@ fn server_json(s: &AppState, mv: Microversion, v: &ServerRec, attached: &[Volume
     let mut out = json!({
         "id": v.id, "name": v.name, "status": status, "tenant_id": v.project_id,
         "user_id": v.user_id,
-        "metadata": serde_json::from_str::<Value>(&v.metadata).unwrap_or_else(|_| json!({})),
+        "metadata": v.metadata,
         "hostId": if v.vm_state == VmState::Building { String::new() } else { host_id(&v.project_id) },
         "image": image, "flavor": flavor,
         "created": time_z(v.created_at), "updated": time_z(v.updated_at),
@@ -599,6 +597,26 @@ fn power_action(key: &str, arg: &Value) -> NResult<Option<Action>> {
     }))
 }
 
+/// `{"length": n}` of os-getConsoleOutput: the last `n` lines; absent, null or -1 for all (an
+/// integer or its decimal string, as upstream's schema allows).
+fn parse_console_length(arg: &Value) -> NResult<Option<usize>> {
+    let o = action_object("os-getConsoleOutput", arg)?;
+    only_keys(o, &["length"])?;
+    let n = match o.get("length") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(t)) => t.parse::<i64>().ok(),
+        Some(_) => None,
+    };
+    match n {
+        Some(-1) => Ok(None),
+        Some(n) if n >= 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        _ => Err(ApiError::bad_request(
+            "Invalid input for field/attribute length: must be an integer of at least -1.",
+        )),
+    }
+}
+
 /// Metadata items a createImage may carry before 2.39 (the metadata-items quota).
 const METADATA_ITEMS: usize = 128;
 
@@ -847,6 +865,12 @@ async fn action(
             }
             return Ok(resp);
         }
+        "os-getConsoleOutput" => {
+            let lines = parse_console_length(&arg)?;
+            let (_, c) = visible(&s, authz, &pid, &id).await?;
+            let output = s.compute.console(&c, &id, lines).await?;
+            return Ok(Json(json!({ "output": output })).into_response());
+        }
         "lock" | "unlock" => {
             let (_, c) = visible(&s, authz, &pid, &id).await?;
             s.compute.set_lock(&c, &id, key == "lock").await?;
@@ -876,4 +900,24 @@ async fn action(
     };
     s.compute.act(&c, &id, action).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Nova's status of a server, from its vm_state and task_state.
+fn status_of(s: &ServerRec) -> &'static str {
+    match (s.vm_state, s.task_state) {
+        (VmState::Active | VmState::Stopped | VmState::Error, Some(t)) if t.is_rebuild() => {
+            "REBUILD"
+        }
+        (VmState::Active, Some(TaskState::Rebooting)) => "REBOOT",
+        (VmState::Active, Some(TaskState::RebootingHard)) => "HARD_REBOOT",
+        (vm, _) => vm.status(),
+    }
+}
+
+/// Nova's `hostId`: an opaque hash of the project and the host, the same for a project's servers
+/// on one host.
+fn host_id(project_id: &str) -> String {
+    use sha2::{Digest, Sha224};
+    let d = Sha224::digest(format!("{project_id}{}", stratus_services::compute::HOST).as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -19,7 +19,7 @@ use stratus_services::iam::{
     AssignedOn, Assignee, AssignmentQuery, EnterpriseProjectPatch, GrantTarget, PolicyCreate,
     PolicyPatch, SimulateRequest, SimulateWhat,
 };
-use stratus_services::store::{EnterpriseProjectRec, RoleRec};
+use stratus_services::model::{EnterpriseProjectRec, RoleRec};
 
 type KResult<T> = ApiResult<T, Keystone>;
 type KJson<T> = ApiJson<T, Keystone>;

@@ -1,5 +1,6 @@
 //! The Identity API (Keystone v3 subset) under `/identity`.
 
+mod access_keys;
 mod credentials;
 mod wire;
 
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use stratus_services::directory::{
     GroupCreate, GroupPatch, ProjectCreate, ProjectPatch, UserCreate, UserPatch,
 };
-use stratus_services::store::{ProjectFilter, UserFilter};
+use stratus_services::model::{ProjectFilter, UserFilter};
 use wire::*;
 
 type KResult<T> = ApiResult<T, Keystone>;
@@ -76,6 +77,7 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
             remove_member,
         )
         .merge(credentials::routes())
+        .merge(access_keys::routes())
 }
 
 fn version_json(s: &AppState) -> Value {
@@ -143,11 +145,13 @@ async fn validate_token(
     headers: HeaderMap,
 ) -> KResult<Response> {
     let token = subject(&headers)?;
-    // A token validating itself was validated by the extractor already.
-    let own = headers
-        .get(crate::extract::AUTH_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        == Some(token.as_str());
+    // A token validating itself was validated by the extractor already (unless the request
+    // was signed: then the extractor authenticated the signature, not `X-Auth-Token`).
+    let own = !stratus_services::access_keys::is_signed(authz.caller())
+        && headers
+            .get(crate::extract::AUTH_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            == Some(token.as_str());
     let info = if own {
         authz.caller().clone()
     } else {
@@ -442,7 +446,7 @@ async fn on_user(
     id: &str,
 ) -> KResult<(
     stratus_services::authz::Authorized,
-    stratus_services::store::UserRec,
+    stratus_services::model::UserRec,
 )> {
     let u = s.directory.get_user(authz.caller(), id).await?;
     let is_self = u.id == authz.caller().user.id;
@@ -576,7 +580,7 @@ async fn on_group(
     id: &str,
 ) -> KResult<(
     stratus_services::authz::Authorized,
-    stratus_services::store::GroupRec,
+    stratus_services::model::GroupRec,
 )> {
     let g = s.directory.get_group(authz.caller(), id).await?;
     Ok((authz.allow().await?, g))

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use stratus_services::identity::{
     AuthMethod, AuthRequest, DomainRef, ProjectRef, Scope, ScopeRequest, TokenInfo, UserRef,
 };
-use stratus_services::store::{DomainRec, GroupRec, ProjectRec, UserRec};
+use stratus_services::model::{DomainRec, GroupRec, ProjectRec, UserRec};
 
 // ---------------------------------------------------------------------------------------------
 // requests

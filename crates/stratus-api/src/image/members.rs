@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stratus_services::store::MemberRec;
+use stratus_services::model::MemberRec;
 
 fn member_json(m: &MemberRec) -> Value {
     json!({

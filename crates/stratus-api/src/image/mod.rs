@@ -16,7 +16,7 @@ use std::sync::Arc;
 use stratus_services::authz::{Authorized, Facts};
 use stratus_services::images::import::ImportRequest;
 use stratus_services::images::{ImageCreate, ListQuery, PatchOp};
-use stratus_services::store::{ImageRec, ImageStatus};
+use stratus_services::model::{ImageRec, ImageStatus};
 use time::OffsetDateTime;
 
 pub(crate) type GResult<T> = ApiResult<T, Glance>;
@@ -39,6 +39,7 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::PUT, &p("/{image_id}/stage"), stage)
         .at(M::POST, &p("/{image_id}/import"), import)
         .at(M::GET, I, list)
+        .at(M::GET, "/image/v2/cloudimages", list_cloud_images)
         .at(M::POST, I, create)
         .at(M::GET, &p("/{image_id}"), show)
         .at(M::PATCH, &p("/{image_id}"), update)
@@ -171,17 +172,14 @@ fn image_json(i: &ImageRec) -> Value {
         "checksum": i.checksum, "os_hash_algo": i.os_hash_algo, "os_hash_value": i.os_hash_value,
         "size": i.size, "virtual_size": i.virtual_size, "min_disk": i.min_disk, "min_ram": i.min_ram,
         "disk_format": i.disk_format, "container_format": i.container_format,
-        "tags": serde_json::from_str::<Value>(&i.tags).unwrap_or_else(|_| json!([])),
+        "tags": i.tags,
         "created_at": seconds_z(i.created_at), "updated_at": seconds_z(i.updated_at),
         "self": format!("/v2/images/{}", i.id), "file": format!("/v2/images/{}/file", i.id),
         "schema": "/v2/schemas/image",
     });
-    if let (Some(obj), Ok(Value::Object(props))) = (
-        v.as_object_mut(),
-        serde_json::from_str::<Value>(&i.properties),
-    ) {
-        for (k, p) in props {
-            obj.entry(k).or_insert(p);
+    if let Some(obj) = v.as_object_mut() {
+        for (k, p) in &i.properties {
+            obj.entry(k.clone()).or_insert_with(|| p.clone());
         }
     }
     v
@@ -198,19 +196,7 @@ async fn list(
     let q = query::parse(&pairs)?;
     let c = authz.allow().await?;
     let limit = q.filter.limit;
-    let images = if q.nothing {
-        Vec::new()
-    } else {
-        s.images
-            .list(
-                &c,
-                ListQuery {
-                    filter: q.filter,
-                    marker: q.marker,
-                },
-            )
-            .await?
-    };
+    let images = select(&s, &c, q).await?;
     let mut body = json!({
         "images": images.iter().map(image_json).collect::<Vec<_>>(),
         "first": "/v2/images", "schema": "/v2/schemas/images",
@@ -227,6 +213,90 @@ async fn list(
         }
     }
     Ok(Json(body))
+}
+
+/// The images a parsed listing selects, as the caller sees them.
+async fn select(
+    s: &AppState,
+    c: &stratus_services::authz::Authorized,
+    q: query::Parsed,
+) -> GResult<Vec<ImageRec>> {
+    if q.nothing {
+        return Ok(Vec::new());
+    }
+    Ok(s.images
+        .list(
+            c,
+            ListQuery {
+                filter: q.filter,
+                marker: q.marker,
+            },
+        )
+        .await?)
+}
+
+/// IMS's own listing (`GET /v2/cloudimages`, the SDK's `list_images`): Glance's filters, plus
+/// `__imagetype` (`gold`: public images, `private`: the project's own that are not public,
+/// `shared`: shared with it;
+/// `market` images do not exist here) and `enterprise_project_id` (every image is in `"0"` until
+/// images can be placed in other enterprise projects). The images in Glance's form, whose
+/// additional properties are IMS's `__` attributes.
+async fn list_cloud_images(
+    State(s): St,
+    authz: GAuthz,
+    ApiQuery(pairs, _): ApiQuery<Vec<(String, String)>, Glance>,
+) -> GResult<Json<Value>> {
+    let mut glance = Vec::with_capacity(pairs.len());
+    let mut nothing = false;
+    let mut own = false;
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "__imagetype" => {
+                let visibility = match v.as_str() {
+                    "gold" => "public",
+                    // The project's own images that are not public (private or shared).
+                    "private" => {
+                        own = true;
+                        "all"
+                    }
+                    "shared" => "shared",
+                    "market" => {
+                        nothing = true;
+                        continue;
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "Invalid __imagetype {v:?}: gold, private, shared or market."
+                        )))
+                    }
+                };
+                glance.push(("visibility".to_string(), visibility.to_string()));
+            }
+            "enterprise_project_id" => {
+                nothing |= v != stratus_services::iam::DEFAULT_ENTERPRISE_PROJECT
+                    && v != "all_granted_eps";
+            }
+            _ => glance.push((k.clone(), v.clone())),
+        }
+    }
+    if own {
+        let project = authz.caller().project().map(|p| p.id.clone());
+        glance.push(("owner".to_string(), project.unwrap_or_default()));
+    }
+    let mut q = query::parse(&glance)?;
+    q.nothing |= nothing;
+    let c = authz.allow().await?;
+    let mut images = select(&s, &c, q).await?;
+    if own {
+        images.retain(|i| i.visibility != "public" && i.visibility != "community");
+    }
+    Ok(Json(json!({
+        "images": images.iter().map(|i| {
+            let mut v = image_json(i);
+            v["enterprise_project_id"] = json!(i.enterprise_project_id);
+            v
+        }).collect::<Vec<_>>(),
+    })))
 }
 
 #[derive(Deserialize)]

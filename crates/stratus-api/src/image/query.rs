@@ -5,7 +5,7 @@
 use super::GResult;
 use crate::error::ApiError;
 use stratus_services::limits;
-use stratus_services::store::{Cmp, ImageFilter, Scope, SortKey};
+use stratus_services::model::{Cmp, ImageFilter, Scope, SortKey};
 use time::format_description::well_known::Iso8601;
 use time::OffsetDateTime;
 

@@ -16,8 +16,8 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use stratus_services::authz::{Authorized, Facts};
 use stratus_services::identity::TokenInfo;
+use stratus_services::model::{SnapshotRec, VolumeRec};
 use stratus_services::quotas::{QuotaService, Quotas};
-use stratus_services::store::{SnapshotRec, VolumeRec};
 use stratus_services::volumes::{SnapshotCreate, VolumeCreate};
 
 type VResult<T> = ApiResult<T, Cinder>;
@@ -172,7 +172,7 @@ fn volume_json(s: &AppState, v: &VolumeRec, view: View) -> Value {
         "updated_at": time(v.updated_at), "volume_type": "__DEFAULT__", "snapshot_id": v.snapshot_id,
         "source_volid": null, "bootable": if v.bootable { "true" } else { "false" },
         "encrypted": false, "multiattach": false, "attachments": attachments,
-        "metadata": json_of(&v.metadata), "links": links(s, &v.project_id, "volumes", &v.id),
+        "metadata": v.metadata, "links": links(s, &v.project_id, "volumes", &v.id),
         "user_id": v.user_id, "replication_status": "disabled", "consistencygroup_id": null,
     });
     match view {
@@ -203,7 +203,7 @@ fn snapshot_json(v: &SnapshotRec, view: View) -> Value {
     let mut out = json!({
         "id": v.id, "name": v.name, "description": v.description, "volume_id": v.volume_id,
         "size": v.size_gb, "status": v.status, "created_at": time(v.created_at),
-        "updated_at": time(v.updated_at), "metadata": json_of(&v.metadata),
+        "updated_at": time(v.updated_at), "metadata": v.metadata,
     });
     match view {
         View::Created => out["updated_at"] = Value::Null,

@@ -198,11 +198,19 @@ impl Images {
         qcow2: &std::path::Path,
     ) -> Result<ImageRec> {
         let now = now_micros();
-        let props = serde_json::json!({
-            "description": "A 1 MiB BIOS disk that prints a greeting and halts.",
-            "__os_type": "Other", "__platform": "Other", "__imagetype": "gold",
-            "hw_firmware_type": "bios",
-        });
+        let props = [
+            (
+                "description",
+                "A 1 MiB BIOS disk that prints a greeting and halts.",
+            ),
+            ("__os_type", "Other"),
+            ("__platform", "Other"),
+            ("__imagetype", "gold"),
+            ("hw_firmware_type", "bios"),
+            // It halts: it cannot answer the power button, so a stop is a hard one at once.
+            ("os_shutdown_timeout", "0"),
+        ];
+        let props = props.map(|(k, v)| (k.to_string(), serde_json::Value::from(v)));
         let mut image = ImageRec {
             id: id.to_string(),
             owner: owner.to_string(),
@@ -220,8 +228,8 @@ impl Images {
             checksum: None,
             os_hash_algo: None,
             os_hash_value: None,
-            properties: props.to_string(),
-            tags: "[]".into(),
+            properties: props.into_iter().collect(),
+            tags: vec![],
             created_at: now,
             updated_at: now,
         };

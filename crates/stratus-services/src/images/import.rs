@@ -17,12 +17,12 @@
 
 use super::Images;
 use crate::authz::Authorized;
-use crate::saga::{nothing, Caller, Saga, Sagas, Step, StepError, StepResult, Why};
+use crate::saga::{nothing, Caller, Sagas, StepError, StepResult, Why};
 use crate::{Result, ServiceError};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use stratus_store::{now_micros, ImageRec, ImageStatus};
 
@@ -74,17 +74,12 @@ pub struct ImportState {
     pub uri: Option<String>,
 }
 
-pub enum ImageImport {}
-
-impl Saga for ImageImport {
-    const NAME: &'static str = "image-import";
-    type Ctx = ImportSagas;
-    type State = ImportState;
-    const STEPS: &'static [Step<ImportSagas, ImportState>] = crate::saga_steps![
+crate::declare_saga! {
+    pub ImageImport = "image-import" (ImportSagas, ImportState) {
         "claim" => claim, unclaim;
         "load" => load, nothing;
         "clean" => clean, nothing;
-    ];
+    }
 }
 
 /// Whether `uri` is an http(s) URL under one of the allowed prefixes.
@@ -233,20 +228,19 @@ fn start_status(method: &str) -> ImageStatus {
 }
 
 fn task_of(i: &ImageRec) -> Option<String> {
-    let props: Map<String, Value> = serde_json::from_str(&i.properties).unwrap_or_default();
-    props
+    i.properties
         .get(IMPORT_TASK)
         .and_then(Value::as_str)
         .map(String::from)
 }
 
 fn set_task(i: &mut ImageRec, task: Option<&str>) {
-    let mut props: Map<String, Value> = serde_json::from_str(&i.properties).unwrap_or_default();
     match task {
-        Some(t) => props.insert(IMPORT_TASK.into(), Value::String(t.into())),
-        None => props.remove(IMPORT_TASK),
+        Some(t) => i
+            .properties
+            .insert(IMPORT_TASK.into(), Value::String(t.into())),
+        None => i.properties.remove(IMPORT_TASK),
     };
-    i.properties = Value::Object(props).to_string();
 }
 
 async fn claim(c: &ImportSagas, st: &mut ImportState, retry: bool) -> StepResult {

@@ -232,8 +232,8 @@ impl Images {
             checksum: None,
             os_hash_algo: None,
             os_hash_value: None,
-            properties: Value::Object(req.properties).to_string(),
-            tags: Value::from(tags).to_string(),
+            properties: req.properties,
+            tags,
             created_at: now,
             updated_at: now,
         };
@@ -279,8 +279,8 @@ impl Images {
         let mut i = self.owned(caller, id).await?;
         let before = i.status;
         let was_public = i.visibility == "public";
-        let mut props: Map<String, Value> = serde_json::from_str(&i.properties).unwrap_or_default();
-        let mut tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
+        let mut props = std::mem::take(&mut i.properties);
+        let mut tags = std::mem::take(&mut i.tags);
         for op in ops {
             apply(&mut i, &mut props, &mut tags, op)?;
         }
@@ -289,8 +289,8 @@ impl Images {
         }
         let tags = dedup(tags);
         check_collections(&props, &tags)?;
-        i.properties = Value::Object(props).to_string();
-        i.tags = Value::from(tags).to_string();
+        i.properties = props;
+        i.tags = tags;
         i.updated_at = now_micros();
         self.save(&i, before).await?;
         Ok(i)
@@ -530,7 +530,7 @@ impl Images {
     pub async fn tag(&self, caller: &Authorized, id: &str, tag: &str, add: bool) -> Result<()> {
         let mut i = self.owned(caller, id).await?;
         let before = i.status;
-        let mut tags: Vec<String> = serde_json::from_str(&i.tags).unwrap_or_default();
+        let mut tags = std::mem::take(&mut i.tags);
         if add {
             tags.push(tag.to_string());
             tags = dedup(tags);
@@ -540,7 +540,7 @@ impl Images {
         } else {
             return Err(ServiceError::not_found("tag", tag));
         }
-        i.tags = Value::from(dedup(tags)).to_string();
+        i.tags = dedup(tags);
         i.updated_at = now_micros();
         self.save(&i, before).await
     }

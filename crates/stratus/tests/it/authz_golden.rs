@@ -60,6 +60,15 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
             json!({"application_credential": {"name": "golden-ac2"}})
         }
         "PATCH /identity/v3/groups/{id}" => json!({"group": {"description": "x"}}),
+        "POST /identity/v3.0/OS-CREDENTIAL/credentials" => {
+            json!({"credential": {"user_id": target_user}})
+        }
+        "POST /identity/v3.0/OS-CREDENTIAL/securitytokens" => {
+            json!({"auth": {"identity": {"methods": ["token"]}}})
+        }
+        "PUT /identity/v3.0/OS-CREDENTIAL/credentials/{access_key}" => {
+            json!({"credential": {"description": "x"}})
+        }
         "POST /identity/v3.0/OS-ROLE/roles" => {
             json!({"role": {"display_name": "golden-r", "policy": policy}})
         }
@@ -101,6 +110,7 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
             let action = k.rsplit(' ').next().unwrap_or("");
             match action {
                 "reboot" => json!({"reboot": {"type": "HARD"}}),
+                "os-getConsoleOutput" => json!({"os-getConsoleOutput": {"length": 10}}),
                 "createImage" => json!({"createImage": {"name": "golden-snap"}}),
                 "createBackup" => json!({"createBackup": {"name": "golden-bk",
                     "backup_type": "daily", "rotation": 1}}),
@@ -126,6 +136,7 @@ struct Ids {
     server: String,
     volume: String,
     snapshot: String,
+    access_key: String,
 }
 
 /// Fills a path template; `{id}` means the resource its collection names.
@@ -159,6 +170,7 @@ fn fill(path: &str, ids: &Ids) -> String {
         .replace("{member_id}", "m")
         .replace("{key}", "k")
         .replace("{application_credential_id}", "golden-ac")
+        .replace("{access_key}", &ids.access_key)
         .replace("{tenant_id}", &ids.project)
         .replace("{target_project_id}", &ids.project)
 }
@@ -190,6 +202,7 @@ async fn other_domain(c: &TestCloud) -> Ids {
         server: String::new(),
         volume: String::new(),
         snapshot: String::new(),
+        access_key: "GOLDENOTHERKEY000000".into(),
     };
     st::project_insert(
         pool,
@@ -281,8 +294,8 @@ async fn other_domain(c: &TestCloud) -> Ids {
             checksum: None,
             os_hash_algo: None,
             os_hash_value: None,
-            properties: "{}".into(),
-            tags: "[]".into(),
+            properties: Default::default(),
+            tags: vec![],
             created_at: 0,
             updated_at: 0,
         },
@@ -318,23 +331,21 @@ async fn golden_table(c: &TestCloud) {
     let target = c.create_user(&admin, "target", "pw").await;
     let nobody = c.create_user(&admin, "nobody", "pw").await;
     let group = c.group_with(&admin, "tgroup", &target).await;
-    let (_, _, p) = c
-        .call(
-            Method::POST,
+    let (_, p) = c
+        .post(
+            &admin,
             "/identity/v3/projects",
-            Some(&admin),
-            Some(json!({"project": {"name": "tproj"}})),
+            json!({"project": {"name": "tproj"}}),
         )
         .await;
     let role = c
         .custom_policy(&admin, "tpolicy", json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]}]}))
         .await;
-    let (_, _, ep) = c
-        .call(
-            Method::POST,
+    let (_, ep) = c
+        .post(
+            &admin,
             "/identity/v3.0/enterprise-projects",
-            Some(&admin),
-            Some(json!({"name": "tep"})),
+            json!({"name": "tep"}),
         )
         .await;
     // An image of the demo project, where the policy-less user works.
@@ -396,6 +407,7 @@ async fn golden_table(c: &TestCloud) {
             .as_str()
             .expect("snapshot id")
             .to_string(),
+        access_key: "GOLDENOWNKEY00000000".into(),
     };
     // The demo project's server, seen from the admin project, is another project's resource.
     let other = Ids {
@@ -423,6 +435,22 @@ async fn golden_table(c: &TestCloud) {
     )
     .await
     .unwrap();
+    // An access key of the target user, and one of the other domain's user.
+    for (access, user) in [(&own.access_key, &target), (&other.access_key, &other.user)] {
+        stratus_store::access_key_insert(
+            c.store().pool(),
+            &stratus_store::AccessKeyRec {
+                access: access.clone(),
+                user_id: user.clone(),
+                secret_enc: "x".into(),
+                status: stratus_store::AccessKeyStatus::Active,
+                description: String::new(),
+                created_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+    }
     // A member of demo allowed nothing (a token needs a grant on its project).
     let demo_id = c.project_id(&admin, "demo").await;
     c.project_member(&admin, &nobody, &demo_id).await;
@@ -440,11 +468,8 @@ async fn golden_table(c: &TestCloud) {
             {"Effect": "Allow", "Action": ["ecs:servers:get"]}]}),
         )
         .await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo_id}/groups/{dep_group}/roles/{dep_policy}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo_id, &dep_group, &dep_policy)
+        .await;
     let dep_token = c.token_for("depuser", "pw", Some("demo")).await;
 
     let cat = Catalogue::shipped().unwrap();

@@ -75,6 +75,8 @@ impl TestCloud {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::with_data_dir(dir.path().join("data"));
         config.listen = "127.0.0.1:0".into();
+        // Guests only where a test asks for them (`guests.rs`).
+        config.driver = stratus::config::DriverKind::None;
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -108,16 +110,52 @@ impl TestCloud {
         })
     }
 
+    /// Stops the server and starts it again on the same data dir and store (its guests keep
+    /// running in between).
+    pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Stops the server, runs `between` (which may change its configuration), starts it again.
+    pub async fn restart_with(&mut self, between: impl FnOnce(&mut stratus::config::Config)) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+        between(&mut self.config);
+        let running = stratus::start(&self.config, std::future::pending())
+            .await
+            .expect("server starts again");
+        self.url = running.public_url.clone();
+        self.running = Some(running);
+    }
+
     /// Starts another node on the same PostgreSQL database (stateless scale-out); `None` on SQLite.
     pub async fn second_node(&self) -> Option<stratus::Running> {
         self.pg.as_ref()?;
         let mut cfg = self.config.clone();
         cfg.data_dir = self.dir.path().join("node2");
+        // Nodes of one store share the storage dir (image data, disks, the credential key).
+        cfg.storage_dir = Some(self.config.storage());
         Some(
             stratus::start(&cfg, std::future::pending())
                 .await
                 .expect("second node starts"),
         )
+    }
+
+    /// The URL of Huawei's endpoint `name` (`iam`, `ecs`, `ims`, `evs`).
+    pub fn huawei_url(&self, name: &str) -> String {
+        let r = self.running.as_ref().expect("running");
+        r.huawei
+            .iter()
+            .find(|(e, _)| e.name() == name)
+            .map(|(_, url)| url.clone())
+            .unwrap_or_else(|| panic!("no Huawei endpoint {name}"))
+    }
+
+    /// The router the server serves, for requests handed to it without a socket.
+    pub fn router(&self) -> axum::Router {
+        self.running.as_ref().expect("running").app.clone()
     }
 
     pub fn store(&self) -> &stratus_store::Store {
@@ -205,14 +243,43 @@ impl TestCloud {
         (status, headers, body)
     }
 
+    /// Requests at compute microversion `mv` through the short forms of [`Api`].
+    pub fn mv<'a>(&'a self, mv: &'a str) -> Api<'a> {
+        Api { cloud: self, mv }
+    }
+
+    /// `GET path` with token `t`: status and body.
+    pub async fn get(&self, t: &str, path: &str) -> (StatusCode, Value) {
+        self.mv("").get(t, path).await
+    }
+
+    /// `HEAD path` with token `t`.
+    pub async fn head(&self, t: &str, path: &str) -> (StatusCode, Value) {
+        self.mv("").send(Method::HEAD, t, path, None).await
+    }
+
+    /// `DELETE path` with token `t`.
+    pub async fn delete(&self, t: &str, path: &str) -> (StatusCode, Value) {
+        self.mv("").delete(t, path).await
+    }
+
+    /// `POST path` with token `t` and a JSON body.
+    pub async fn post(&self, t: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.mv("").post(t, path, body).await
+    }
+
+    /// `PUT path` with token `t` and a JSON body.
+    pub async fn put(&self, t: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.mv("").put(t, path, body).await
+    }
+
     /// Creates a user (as admin) and returns its id.
     pub async fn create_user(&self, admin: &str, name: &str, password: &str) -> String {
-        let (s, _, b) = self
-            .call(
-                Method::POST,
+        let (s, b) = self
+            .post(
+                admin,
                 "/identity/v3/users",
-                Some(admin),
-                Some(json!({"user": {"name": name, "password": password}})),
+                json!({"user": {"name": name, "password": password}}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -275,9 +342,7 @@ macro_rules! on_both_stores {
 impl TestCloud {
     /// The id of a policy (role) by its display name or name.
     pub async fn role_id(&self, admin: &str, name: &str) -> String {
-        let (s, _, b) = self
-            .call(Method::GET, "/identity/v3/roles", Some(admin), None)
-            .await;
+        let (s, b) = self.get(admin, "/identity/v3/roles").await;
         assert_eq!(s, StatusCode::OK, "{b}");
         b["roles"]
             .as_array()
@@ -291,13 +356,8 @@ impl TestCloud {
     }
 
     pub async fn project_id(&self, admin: &str, name: &str) -> String {
-        let (_, _, b) = self
-            .call(
-                Method::GET,
-                &format!("/identity/v3/projects?name={name}"),
-                Some(admin),
-                None,
-            )
+        let (_, b) = self
+            .get(admin, &format!("/identity/v3/projects?name={name}"))
             .await;
         b["projects"][0]["id"]
             .as_str()
@@ -307,12 +367,11 @@ impl TestCloud {
 
     /// Creates a group holding `user_id` and returns its id.
     pub async fn group_with(&self, admin: &str, name: &str, user_id: &str) -> String {
-        let (s, _, b) = self
-            .call(
-                Method::POST,
+        let (s, b) = self
+            .post(
+                admin,
                 "/identity/v3/groups",
-                Some(admin),
-                Some(json!({"group": {"name": name}})),
+                json!({"group": {"name": name}}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -329,6 +388,12 @@ impl TestCloud {
         gid
     }
 
+    /// Grants `role` to group `gid` on project `project`.
+    pub async fn grant_project(&self, admin: &str, project: &str, gid: &str, role: &str) {
+        let path = format!("/identity/v3/projects/{project}/groups/{gid}/roles/{role}");
+        self.grant(admin, &path).await
+    }
+
     /// Grants a policy to a group at `path_prefix/{role_id}[suffix]`.
     pub async fn grant(&self, admin: &str, path: &str) {
         let (s, _, b) = self.call(Method::PUT, path, Some(admin), None).await;
@@ -337,12 +402,11 @@ impl TestCloud {
 
     /// Creates a custom policy and returns its id.
     pub async fn custom_policy(&self, admin: &str, name: &str, policy: Value) -> String {
-        let (s, _, b) = self
-            .call(
-                Method::POST,
+        let (s, b) = self
+            .post(
+                admin,
                 "/identity/v3.0/OS-ROLE/roles",
-                Some(admin),
-                Some(json!({"role": {"display_name": name, "type": "XA", "policy": policy}})),
+                json!({"role": {"display_name": name, "type": "XA", "policy": policy}}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -354,15 +418,7 @@ impl TestCloud {
     /// Lets user `uid` hold tokens of `project` without allowing it anything: a grant of a
     /// policy that only denies an action no test uses (a token needs a grant on its project).
     pub async fn project_member(&self, admin: &str, uid: &str, project: &str) {
-        let policy = match self
-            .call(
-                Method::GET,
-                "/identity/v3.0/OS-ROLE/roles",
-                Some(admin),
-                None,
-            )
-            .await
-            .2["roles"]
+        let policy = match self.get(admin, "/identity/v3.0/OS-ROLE/roles").await.1["roles"]
             .as_array()
             .and_then(|r| {
                 r.iter()
@@ -383,11 +439,7 @@ impl TestCloud {
         let gid = self
             .group_with(admin, &format!("member-{uid}-{project}"), uid)
             .await;
-        self.grant(
-            admin,
-            &format!("/identity/v3/projects/{project}/groups/{gid}/roles/{policy}"),
-        )
-        .await;
+        self.grant_project(admin, project, &gid, &policy).await;
     }
 }
 
@@ -401,28 +453,16 @@ impl TestCloud {
     /// Creates a qcow2 image of 32 MiB whose first 64 KiB are `fill`, uploads it and returns its
     /// id and SHA-512.
     pub async fn upload_filled_image(&self, t: &str, name: &str, fill: u8) -> (String, String) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("d.qcow2");
-        let ok = |o: std::process::Output| assert!(o.status.success(), "{o:?}");
-        ok(std::process::Command::new("qemu-img")
-            .args(["create", "-f", "qcow2"])
-            .arg(&path)
-            .arg("32M")
-            .output()
-            .expect("qemu-img"));
-        ok(std::process::Command::new("qemu-io")
-            .args(["-f", "qcow2", "-c", &format!("write -P {fill} 0 64k")])
-            .arg(&path)
-            .output()
-            .expect("qemu-io"));
-        let (s, _, b) = self
-            .call(
-                Method::POST,
-                "/image/v2/images",
-                Some(t),
-                Some(json!({"name": name, "disk_format": "qcow2", "container_format": "bare"})),
-            )
-            .await;
+        let body = json!({"name": name, "disk_format": "qcow2", "container_format": "bare"});
+        let id = self.upload_image(t, body, filled_qcow2(fill)).await;
+        let (_, b) = self.get(t, &format!("/image/v2/images/{id}")).await;
+        let digest = b["os_hash_value"].as_str().expect("digest").to_string();
+        (id, digest)
+    }
+
+    /// Creates the image `body` describes and uploads `data` as its data; returns its id.
+    pub async fn upload_image(&self, t: &str, body: Value, data: Vec<u8>) -> String {
+        let (s, b) = self.post(t, "/image/v2/images", body).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let id = b["id"].as_str().expect("id").to_string();
         let r = self
@@ -430,34 +470,18 @@ impl TestCloud {
             .put(format!("{}/image/v2/images/{id}/file", self.url))
             .header("X-Auth-Token", t)
             .header("Content-Type", "application/octet-stream")
-            .body(std::fs::read(&path).expect("image"))
+            .body(data)
             .send()
             .await
             .expect("upload");
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        let (_, _, b) = self
-            .call(
-                Method::GET,
-                &format!("/image/v2/images/{id}"),
-                Some(t),
-                None,
-            )
-            .await;
-        let digest = b["os_hash_value"].as_str().expect("digest").to_string();
-        (id, digest)
+        id
     }
 
     /// Waits until server `id` has status `want` (panics on ERROR or after a minute).
     pub async fn wait_server(&self, t: &str, id: &str, want: &str) -> Value {
         for _ in 0..600 {
-            let (_, _, b) = self
-                .call(
-                    Method::GET,
-                    &format!("/compute/v2.1/servers/{id}"),
-                    Some(t),
-                    None,
-                )
-                .await;
+            let (_, b) = self.get(t, &format!("/compute/v2.1/servers/{id}")).await;
             if b["server"]["status"] == want {
                 return b["server"].clone();
             }
@@ -467,10 +491,23 @@ impl TestCloud {
         panic!("server {id} never became {want}");
     }
 
+    /// Waits until the server has no task in progress (a task ends after the work it stands
+    /// for: createImage's image is active before the server's `image_uploading` clears).
+    pub async fn wait_no_task(&self, t: &str, id: &str) -> Value {
+        for _ in 0..600 {
+            let (_, b) = self.get(t, &format!("/compute/v2.1/servers/{id}")).await;
+            if b["server"]["OS-EXT-STS:task_state"].is_null() {
+                return b["server"].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("server {id} never finished its task");
+    }
+
     /// Waits until `GET path` answers 404.
     pub async fn wait_gone(&self, t: &str, path: &str) {
         for _ in 0..600 {
-            if self.call(Method::GET, path, Some(t), None).await.0 == StatusCode::NOT_FOUND {
+            if self.get(t, path).await.0 == StatusCode::NOT_FOUND {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -520,11 +557,7 @@ impl TestCloud {
             );
         }
         for role in roles {
-            self.grant(
-                &admin,
-                &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{role}"),
-            )
-            .await;
+            self.grant_project(&admin, &demo, &gid, &role).await;
         }
         self.token_for(name, "pw", Some("demo")).await
     }
@@ -543,10 +576,93 @@ impl TestCloud {
     pub async fn list_lengths(&self, t: &str, lists: &[(&str, &str)]) -> Vec<usize> {
         let mut n = Vec::new();
         for (path, key) in lists {
-            let (s, _, b) = self.call(Method::GET, path, Some(t), None).await;
+            let (s, b) = self.get(t, path).await;
             assert_eq!(s, StatusCode::OK, "{path}: {b}");
             n.push(b[*key].as_array().map_or(0, Vec::len));
         }
         n
+    }
+}
+
+/// Short requests with a token at one compute microversion ("" sends none).
+pub struct Api<'a> {
+    cloud: &'a TestCloud,
+    mv: &'a str,
+}
+
+impl Api<'_> {
+    async fn send(
+        &self,
+        m: Method,
+        t: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (s, _, b) = self.cloud.call_mv(m, path, Some(t), self.mv, body).await;
+        (s, b)
+    }
+
+    pub async fn get(&self, t: &str, path: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, t, path, None).await
+    }
+
+    pub async fn delete(&self, t: &str, path: &str) -> (StatusCode, Value) {
+        self.send(Method::DELETE, t, path, None).await
+    }
+
+    pub async fn post(&self, t: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, t, path, Some(body)).await
+    }
+
+    pub async fn put(&self, t: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::PUT, t, path, Some(body)).await
+    }
+}
+
+impl Drop for TestCloud {
+    /// Guests outlive their server by design; a test's do not outlive the test, failed or not.
+    fn drop(&mut self) {
+        kill_guests(&self.config.data_dir.join("guests"));
+    }
+}
+
+/// A 32 MiB qcow2 whose first 64 KiB are `fill` bytes.
+pub fn filled_qcow2(fill: u8) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("d.qcow2");
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{o:?}");
+    ok(std::process::Command::new("qemu-img")
+        .args(["create", "-f", "qcow2"])
+        .arg(&path)
+        .arg("32M")
+        .output()
+        .expect("qemu-img"));
+    ok(std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", &format!("write -P {fill} 0 64k")])
+        .arg(&path)
+        .output()
+        .expect("qemu-io"));
+    std::fs::read(&path).expect("image")
+}
+
+/// Kills the QEMU processes of the guests kept under `dir` (`<id>/qemu.pid`).
+pub fn kill_guests(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let pid = std::fs::read_to_string(e.path().join("qemu.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        let Some(pid) = pid.filter(|p| *p > 0) else {
+            continue;
+        };
+        // Only while the pid is still that guest's QEMU (not a reused pid).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let id = e.file_name().to_string_lossy().into_owned();
+        if String::from_utf8_lossy(&cmdline).contains(&id) {
+            // SAFETY: the pid is the guest's QEMU, started by this test's server.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }

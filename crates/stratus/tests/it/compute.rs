@@ -46,14 +46,9 @@ async fn create_server(c: &TestCloud, t: &str, name: &str) -> Value {
 
 async fn wait_status(c: &TestCloud, t: &str, id: &str, want: &str) -> Value {
     for _ in 0..500 {
-        let (_, _, b) = c
-            .call_mv(
-                Method::GET,
-                &format!("/compute/v2.1/servers/{id}"),
-                Some(t),
-                "2.47",
-                None,
-            )
+        let (_, b) = c
+            .mv("2.47")
+            .get(t, &format!("/compute/v2.1/servers/{id}"))
             .await;
         if b["server"]["status"] == want {
             return b["server"].clone();
@@ -103,24 +98,14 @@ async fn discovery_and_microversions(c: &TestCloud) {
     assert_eq!(h["x-openstack-nova-api-version"], "2.3");
 
     let t = project_token(c, "demo").await;
-    let (s, _, b) = c
-        .call_mv(Method::GET, "/compute/v2.1/flavors", Some(&t), "", None)
-        .await;
+    let (s, b) = c.get(&t, "/compute/v2.1/flavors").await;
     assert_eq!(s, StatusCode::OK);
     assert!(b["flavors"]
         .as_array()
         .unwrap()
         .iter()
         .any(|f| f["name"] == "m1.tiny"));
-    let (_, _, b) = c
-        .call_mv(
-            Method::GET,
-            "/compute/v2/flavors/detail",
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, b) = c.get(&t, "/compute/v2/flavors/detail").await;
     let tiny = b["flavors"]
         .as_array()
         .unwrap()
@@ -132,15 +117,7 @@ async fn discovery_and_microversions(c: &TestCloud) {
         (tiny["ram"].as_i64(), tiny["disk"].as_i64()),
         (Some(512), Some(1))
     );
-    let (s, _, b) = c
-        .call_mv(
-            Method::GET,
-            "/compute/v2.1/flavors/nope",
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, b) = c.get(&t, "/compute/v2.1/flavors/nope").await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
 }
 on_both_stores!(discovery_and_microversions);
@@ -159,8 +136,8 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
     assert!(active["OS-SRV-USG:launched_at"].is_string());
 
     // The same server at 2.1 and at 2.47 differs exactly as upstream.
-    let (_, _, old) = c.call_mv(Method::GET, &path, Some(&t), "2.1", None).await;
-    let (_, _, new) = c.call_mv(Method::GET, &path, Some(&t), "2.47", None).await;
+    let (_, old) = c.mv("2.1").get(&t, &path).await;
+    let (_, new) = c.mv("2.47").get(&t, &path).await;
     let (old, new) = (
         old["server"].as_object().unwrap(),
         new["server"].as_object().unwrap(),
@@ -200,14 +177,8 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["virtual-size"], 1u64 << 30);
     // The root disk stands on the image's data, cached under its SHA-512.
-    let (_, _, demo) = c
-        .call_mv(
-            Method::GET,
-            &format!("/image/v2/images/{DEMO_IMAGE_ID}"),
-            Some(&t),
-            "",
-            None,
-        )
+    let (_, demo) = c
+        .get(&t, &format!("/image/v2/images/{DEMO_IMAGE_ID}"))
         .await;
     let sha512 = demo["os_hash_value"].as_str().unwrap();
     assert!(info["backing-filename"]
@@ -222,36 +193,14 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
 
     // Listing with filters.
     create_server(c, &t, "other").await;
-    let (_, _, l) = c
-        .call_mv(
-            Method::GET,
-            "/compute/v2.1/servers?name=s1",
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, l) = c.get(&t, "/compute/v2.1/servers?name=s1").await;
     assert_eq!(l["servers"].as_array().unwrap().len(), 1);
     assert_eq!(l["servers"][0]["id"], id.as_str());
-    let (_, _, l) = c
-        .call_mv(
-            Method::GET,
-            "/compute/v2.1/servers/detail?status=ACTIVE&name=s1",
-            Some(&t),
-            "",
-            None,
-        )
+    let (_, l) = c
+        .get(&t, "/compute/v2.1/servers/detail?status=ACTIVE&name=s1")
         .await;
     assert_eq!(l["servers"][0]["status"], "ACTIVE");
-    let (s, _, b) = c
-        .call_mv(
-            Method::GET,
-            "/compute/v2.1/servers?status=NAPPING",
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, b) = c.get(&t, "/compute/v2.1/servers?status=NAPPING").await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
 
     // The state machine: each action from where it may start; 409 elsewhere.
@@ -300,7 +249,7 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
                 "{msg}"
             );
         }
-        let (_, _, now) = c.call_mv(Method::GET, &path, Some(&t), "", None).await;
+        let (_, now) = c.get(&t, &path).await;
         assert_eq!(now["server"]["status"], status, "after {body}");
     }
     let (_, _, b) = act(json!({"os-stop": null})).await;
@@ -311,10 +260,10 @@ async fn server_lifecycle_and_state_machine(c: &TestCloud) {
         format!("Cannot 'stop' instance {id} while it is in vm_state stopped")
     );
 
-    let (s, _, _) = c.call_mv(Method::DELETE, &path, Some(&t), "", None).await;
+    let (s, _) = c.delete(&t, &path).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert!(!std::path::Path::new(&disk).exists());
-    let (s, _, b) = c.call_mv(Method::GET, &path, Some(&t), "", None).await;
+    let (s, b) = c.get(&t, &path).await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
 }
 on_both_stores!(server_lifecycle_and_state_machine);
@@ -353,20 +302,13 @@ async fn bad_input_and_visibility(c: &TestCloud) {
         ("2.47", json!({"servers": {}})),
     ];
     for (mv, body) in cases {
-        let (s, _, b) = c
-            .call_mv(
-                Method::POST,
-                "/compute/v2.1/servers",
-                Some(&t),
-                mv,
-                Some(body.clone()),
-            )
+        let (s, b) = c
+            .mv(mv)
+            .post(&t, "/compute/v2.1/servers", body.clone())
             .await;
         assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     }
-    let (_, _, l) = c
-        .call_mv(Method::GET, "/compute/v2.1/servers", Some(&t), "", None)
-        .await;
+    let (_, l) = c.get(&t, "/compute/v2.1/servers").await;
     assert_eq!(l["servers"], json!([]), "bad input created nothing");
 
     let mine = create_server(c, &admin, "admins").await;
@@ -375,28 +317,14 @@ async fn bad_input_and_visibility(c: &TestCloud) {
         format!("/compute/v2.1/servers/{id}"),
         "/compute/v2.1/servers/not-a-uuid".to_string(),
     ] {
-        let (s, _, b) = c.call_mv(Method::GET, &path, Some(&t), "", None).await;
+        let (s, b) = c.get(&t, &path).await;
         assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
-        let (s, _, b) = c
-            .call_mv(
-                Method::POST,
-                &format!("{path}/action"),
-                Some(&t),
-                "",
-                Some(json!({"os-stop": null})),
-            )
+        let (s, b) = c
+            .post(&t, &format!("{path}/action"), json!({"os-stop": null}))
             .await;
         assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
     }
-    let (s, _, b) = c
-        .call_mv(
-            Method::GET,
-            "/compute/v2.1/someoneelse/servers",
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, b) = c.get(&t, "/compute/v2.1/someoneelse/servers").await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     let act = format!("/compute/v2.1/servers/{id}/action");
     for body in [
@@ -405,9 +333,7 @@ async fn bad_input_and_visibility(c: &TestCloud) {
         json!({"os-stop": null, "os-start": null}),
         json!([]),
     ] {
-        let (s, _, b) = c
-            .call_mv(Method::POST, &act, Some(&admin), "", Some(body.clone()))
-            .await;
+        let (s, b) = c.post(&admin, &act, body.clone()).await;
         assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     }
 }
@@ -419,11 +345,7 @@ async fn server_actions_need_their_action(c: &TestCloud) {
     let gid = c.group_with(&admin, "viewers", &uid).await;
     let demo = c.project_id(&admin, "demo").await;
     let role = c.role_id(&admin, "system_all_ecs_readonly").await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{role}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &role).await;
     let owner = project_token(c, "demo").await;
     let id = create_server(c, &owner, "guarded").await["id"]
         .as_str()
@@ -431,23 +353,13 @@ async fn server_actions_need_their_action(c: &TestCloud) {
         .to_string();
     wait_status(c, &owner, &id, "ACTIVE").await;
     let t = c.token_for("viewer", "pw", Some("demo")).await;
-    let (s, _, _) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, _) = c.get(&t, &format!("/compute/v2.1/servers/{id}")).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &t,
             &format!("/compute/v2.1/servers/{id}/action"),
-            Some(&t),
-            "",
-            Some(json!({"os-stop": null})),
+            json!({"os-stop": null}),
         )
         .await;
     assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
@@ -458,15 +370,7 @@ async fn server_actions_need_their_action(c: &TestCloud) {
             .contains("ecs:servers:stop"),
         "{b}"
     );
-    let (_, _, now) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, now) = c.get(&t, &format!("/compute/v2.1/servers/{id}")).await;
     assert_eq!(now["server"]["status"], "ACTIVE");
 }
 on_both_stores!(server_actions_need_their_action);
@@ -518,28 +422,15 @@ async fn boot_from_volumes(c: &TestCloud) {
         shown["os-extended-volumes:volumes_attached"],
         json!([{"id": boot1, "delete_on_termination": false}])
     );
-    let (_, _, old) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/servers/{s2}"),
-            Some(&t),
-            "2.1",
-            None,
-        )
+    let (_, old) = c
+        .mv("2.1")
+        .get(&t, &format!("/compute/v2.1/servers/{s2}"))
         .await;
     assert_eq!(
         old["server"]["os-extended-volumes:volumes_attached"],
         json!([{"id": boot1}])
     );
-    let (_, _, v) = c
-        .call_mv(
-            Method::GET,
-            &format!("/volume/v3/volumes/{boot1}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, v) = c.get(&t, &format!("/volume/v3/volumes/{boot1}")).await;
     assert_eq!(v["volume"]["status"], "in-use");
     assert_eq!(v["volume"]["attachments"][0]["server_id"], s2.as_str());
     // The same volume cannot boot a second server.
@@ -547,15 +438,7 @@ async fn boot_from_volumes(c: &TestCloud) {
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
 
     // An attached volume cannot be deleted; a snapshot of it needs force.
-    let (s, _, b) = c
-        .call_mv(
-            Method::DELETE,
-            &format!("/volume/v3/volumes/{boot1}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, b) = c.delete(&t, &format!("/volume/v3/volumes/{boot1}")).await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     let (s, _, b) = post(
         "/volume/v3/snapshots",
@@ -595,25 +478,13 @@ async fn boot_from_volumes(c: &TestCloud) {
             true
         );
     }
-    let (_, _, l) = c
-        .call_mv(Method::GET, "/volume/v3/volumes", Some(&t), "", None)
-        .await;
+    let (_, l) = c.get(&t, "/volume/v3/volumes").await;
     assert_eq!(l["volumes"].as_array().unwrap().len(), 4);
     for id in [&s2, &s3, &s4] {
-        let (s, _, _) = c
-            .call_mv(
-                Method::DELETE,
-                &format!("/compute/v2.1/servers/{id}"),
-                Some(&t),
-                "",
-                None,
-            )
-            .await;
+        let (s, _) = c.delete(&t, &format!("/compute/v2.1/servers/{id}")).await;
         assert_eq!(s, StatusCode::NO_CONTENT);
     }
-    let (_, _, l) = c
-        .call_mv(Method::GET, "/volume/v3/volumes/detail", Some(&t), "", None)
-        .await;
+    let (_, l) = c.get(&t, "/volume/v3/volumes/detail").await;
     let left: Vec<(&str, &str)> = l["volumes"]
         .as_array()
         .unwrap()
@@ -630,15 +501,7 @@ on_both_stores!(boot_from_volumes);
 
 async fn the_image_proxy(c: &TestCloud) {
     let t = project_token(c, "demo").await;
-    let (s, _, b) = c
-        .call_mv(
-            Method::GET,
-            "/compute/v2.1/images/detail",
-            Some(&t),
-            "2.35",
-            None,
-        )
-        .await;
+    let (s, b) = c.mv("2.35").get(&t, "/compute/v2.1/images/detail").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let demo = b["images"]
         .as_array()
@@ -654,18 +517,15 @@ async fn the_image_proxy(c: &TestCloud) {
     assert_eq!(demo["metadata"]["__os_type"], "Other");
     assert!(demo["OS-EXT-IMG-SIZE:size"].as_i64().unwrap() > 0);
     // A queued image shows as SAVING at 25 %.
-    let (_, _, q) = c.call(Method::POST, "/image/v2/images", Some(&t),
-        Some(json!({"name": "q", "min_disk": 5, "image_type": "snapshot", "instance_uuid": "abc"}))).await;
-    let qid = q["id"].as_str().unwrap().to_string();
-    let (_, _, b) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/images/{qid}"),
-            Some(&t),
-            "",
-            None,
+    let (_, q) = c
+        .post(
+            &t,
+            "/image/v2/images",
+            json!({"name": "q", "min_disk": 5, "image_type": "snapshot", "instance_uuid": "abc"}),
         )
         .await;
+    let qid = q["id"].as_str().unwrap().to_string();
+    let (_, b) = c.get(&t, &format!("/compute/v2.1/images/{qid}")).await;
     assert_eq!(
         (
             b["image"]["status"].as_str(),
@@ -687,15 +547,7 @@ async fn the_image_proxy(c: &TestCloud) {
         ("type=snapshot", vec!["q"]),
         ("changes-since=2000-01-01T00:00:00Z&minDisk=1", vec!["q"]),
     ] {
-        let (s, _, b) = c
-            .call_mv(
-                Method::GET,
-                &format!("/compute/v2.1/images?{q}"),
-                Some(&t),
-                "",
-                None,
-            )
-            .await;
+        let (s, b) = c.get(&t, &format!("/compute/v2.1/images?{q}")).await;
         assert_eq!(s, StatusCode::OK, "{q}: {b}");
         let names: Vec<&str> = b["images"]
             .as_array()
@@ -707,76 +559,42 @@ async fn the_image_proxy(c: &TestCloud) {
     }
     // Metadata, up to 2.38.
     let meta = format!("/compute/v2.1/images/{qid}/metadata");
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
-            &meta,
-            Some(&t),
-            "2.38",
-            Some(json!({"metadata": {"k": "v"}})),
-        )
+    let (s, b) = c
+        .mv("2.38")
+        .post(&t, &meta, json!({"metadata": {"k": "v"}}))
         .await;
     assert_eq!(
         (s, b["metadata"]["k"].as_str()),
         (StatusCode::OK, Some("v"))
     );
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
-            &format!("{meta}/k"),
-            Some(&t),
-            "",
-            Some(json!({"meta": {"k": "w"}})),
-        )
+    let (s, b) = c
+        .put(&t, &format!("{meta}/k"), json!({"meta": {"k": "w"}}))
         .await;
     assert_eq!((s, b["meta"]["k"].as_str()), (StatusCode::OK, Some("w")));
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
-            &format!("{meta}/k"),
-            Some(&t),
-            "",
-            Some(json!({"meta": {"j": "w"}})),
-        )
+    let (s, b) = c
+        .put(&t, &format!("{meta}/k"), json!({"meta": {"j": "w"}}))
         .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (_, _, b) = c
-        .call_mv(Method::GET, &format!("{meta}/k"), Some(&t), "", None)
-        .await;
+    let (_, b) = c.get(&t, &format!("{meta}/k")).await;
     assert_eq!(b["meta"]["k"], "w");
-    let (s, _, _) = c
-        .call_mv(Method::DELETE, &format!("{meta}/k"), Some(&t), "", None)
-        .await;
+    let (s, _) = c.delete(&t, &format!("{meta}/k")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, b) = c
-        .call_mv(Method::GET, &format!("{meta}/k"), Some(&t), "", None)
-        .await;
+    let (s, b) = c.get(&t, &format!("{meta}/k")).await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
     // PUT replaces every item.
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
-            &meta,
-            Some(&t),
-            "",
-            Some(json!({"metadata": {"a": "1", "b": "2"}})),
-        )
+    let (s, b) = c
+        .post(&t, &meta, json!({"metadata": {"a": "1", "b": "2"}}))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
-            &meta,
-            Some(&t),
-            "2.38",
-            Some(json!({"metadata": {"b": "3", "c": "4"}})),
-        )
+    let (s, b) = c
+        .mv("2.38")
+        .put(&t, &meta, json!({"metadata": {"b": "3", "c": "4"}}))
         .await;
     assert_eq!(
         (s, &b),
         (StatusCode::OK, &json!({"metadata": {"b": "3", "c": "4"}}))
     );
-    let (_, _, b) = c.call_mv(Method::GET, &meta, Some(&t), "", None).await;
+    let (_, b) = c.get(&t, &meta).await;
     let props = b["metadata"].as_object().unwrap();
     assert!(
         props.get("a").is_none() && props["b"] == "3" && props["c"] == "4",
@@ -784,56 +602,20 @@ async fn the_image_proxy(c: &TestCloud) {
     );
     let too_many: serde_json::Map<String, Value> =
         (0..129).map(|n| (format!("k{n}"), json!("v"))).collect();
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
-            &meta,
-            Some(&t),
-            "",
-            Some(json!({"metadata": too_many})),
-        )
-        .await;
+    let (s, b) = c.put(&t, &meta, json!({"metadata": too_many})).await;
     assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
-    let (s, _, b) = c
-        .call_mv(Method::PUT, &meta, Some(&t), "", Some(json!({"meta": {}})))
-        .await;
+    let (s, b) = c.put(&t, &meta, json!({"meta": {}})).await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (s, _, b) = c.call_mv(Method::GET, &meta, Some(&t), "2.39", None).await;
+    let (s, b) = c.mv("2.39").get(&t, &meta).await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
-            &meta,
-            Some(&t),
-            "2.39",
-            Some(json!({"metadata": {}})),
-        )
-        .await;
+    let (s, b) = c.mv("2.39").put(&t, &meta, json!({"metadata": {}})).await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
-    let (s, _, b) = c
-        .call_mv(Method::GET, "/compute/v2.1/images", Some(&t), "2.36", None)
-        .await;
+    let (s, b) = c.mv("2.36").get(&t, "/compute/v2.1/images").await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
     // Delete through the proxy; another project's image stays invisible.
-    let (s, _, _) = c
-        .call_mv(
-            Method::DELETE,
-            &format!("/compute/v2.1/images/{qid}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, _) = c.delete(&t, &format!("/compute/v2.1/images/{qid}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, b) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/images/{qid}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, b) = c.get(&t, &format!("/compute/v2.1/images/{qid}")).await;
     assert_nova_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
 }
 on_both_stores!(the_image_proxy);
@@ -841,12 +623,11 @@ on_both_stores!(the_image_proxy);
 async fn a_failed_build_records_a_fault(c: &TestCloud) {
     let t = project_token(c, "demo").await;
     // An image whose stored data vanished: the build cannot make the root disk.
-    let (_, _, img) = c
-        .call(
-            Method::POST,
+    let (_, img) = c
+        .post(
+            &t,
             "/image/v2/images",
-            Some(&t),
-            Some(json!({"name": "broken", "disk_format": "raw", "container_format": "bare"})),
+            json!({"name": "broken", "disk_format": "raw", "container_format": "bare"}),
         )
         .await;
     let iid = img["id"].as_str().unwrap().to_string();
@@ -861,8 +642,7 @@ async fn a_failed_build_records_a_fault(c: &TestCloud) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     std::fs::remove_file(c.config.data_dir.join("images").join(&iid)).unwrap();
-    let (s, _, b) = c.call_mv( Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
-        Some(json!({"server": {"name": "doomed", "imageRef": iid, "flavorRef": "1", "networks": "none"}}))).await;
+    let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {"name": "doomed", "imageRef": iid, "flavorRef": "1", "networks": "none"}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let id = b["server"]["id"].as_str().unwrap().to_string();
     let failed = wait_status(c, &t, &id, "ERROR").await;
@@ -875,15 +655,7 @@ async fn a_failed_build_records_a_fault(c: &TestCloud) {
         "{failed}"
     );
     assert!(failed["fault"]["created"].is_string());
-    let (s, _, _) = c
-        .call_mv(
-            Method::DELETE,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, _) = c.delete(&t, &format!("/compute/v2.1/servers/{id}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 }
 on_both_stores!(a_failed_build_records_a_fault);
@@ -907,14 +679,9 @@ async fn act(
 }
 
 async fn show_server(c: &TestCloud, t: &str, id: &str, mv: &str) -> Value {
-    let (s, _, b) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(t),
-            mv,
-            None,
-        )
+    let (s, b) = c
+        .mv(mv)
+        .get(t, &format!("/compute/v2.1/servers/{id}"))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["server"].clone()
@@ -928,11 +695,7 @@ async fn member_token(c: &TestCloud, name: &str, policies: &[&str]) -> String {
     let demo = c.project_id(&admin, "demo").await;
     for p in policies {
         let role = c.role_id(&admin, p).await;
-        c.grant(
-            &admin,
-            &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{role}"),
-        )
-        .await;
+        c.grant_project(&admin, &demo, &gid, &role).await;
     }
     c.token_for(name, "pw", Some("demo")).await
 }
@@ -979,15 +742,7 @@ async fn attributes_are_kept_as_given(c: &TestCloud) {
     );
     // No network service: no ports, so no security groups are shown (upstream leaves the key out).
     assert!(shown.get("security_groups").is_none(), "{shown}");
-    let (_, _, l) = c
-        .call_mv(
-            Method::GET,
-            "/compute/v2.1/servers/detail",
-            Some(&t),
-            "2.47",
-            None,
-        )
-        .await;
+    let (_, l) = c.mv("2.47").get(&t, "/compute/v2.1/servers/detail").await;
     assert!(l["servers"][0].get("security_groups").is_none());
     let (s, _, b) = post(server(json!({}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -1094,14 +849,8 @@ async fn a_locked_server_refuses_other_callers(c: &TestCloud) {
             format!("Instance {id} is locked")
         );
     }
-    let (s, _, b) = c
-        .call_mv(
-            Method::DELETE,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&member),
-            "",
-            None,
-        )
+    let (s, b) = c
+        .delete(&member, &format!("/compute/v2.1/servers/{id}"))
         .await;
     assert_nova_error(s, &b, StatusCode::CONFLICT, "conflictingRequest");
     assert_eq!(
@@ -1138,14 +887,8 @@ async fn a_locked_server_refuses_other_callers(c: &TestCloud) {
     assert_eq!(show_server(c, &member, &id, "2.9").await["locked"], false);
     let (s, _, b) = act(c, &member, &id, "2.47", json!({"os-start": null})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let (s, _, _) = c
-        .call_mv(
-            Method::DELETE,
-            &format!("/image/v2/images/{image}"),
-            Some(&member),
-            "",
-            None,
-        )
+    let (s, _) = c
+        .delete(&member, &format!("/image/v2/images/{image}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     // A user without the lock action cannot lock.
@@ -1302,20 +1045,17 @@ async fn rebuild_gives_a_new_root_disk(c: &TestCloud) {
     assert_eq!(show_server(c, &t, &id, "2.47").await["status"], "ACTIVE");
 
     // Volume-backed: only the image it was made from.
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &t,
             "/volume/v3/volumes",
-            Some(&t),
-            "",
-            Some(json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}})),
+            json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let vol = b["volume"]["id"].as_str().unwrap().to_string();
-    let (s, _, b) = c.call_mv( Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
-        Some(json!({"server": {"name": "vb", "flavorRef": "1", "networks": "none",
-            "block_device_mapping_v2": [{"uuid": vol, "source_type": "volume", "destination_type": "volume", "boot_index": 0}]}}))).await;
+    let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {"name": "vb", "flavorRef": "1", "networks": "none",
+            "block_device_mapping_v2": [{"uuid": vol, "source_type": "volume", "destination_type": "volume", "boot_index": 0}]}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let vb = b["server"]["id"].as_str().unwrap().to_string();
     wait_status(c, &t, &vb, "ACTIVE").await;
@@ -1361,13 +1101,11 @@ async fn upload_image(c: &TestCloud, t: &str, name: &str) -> String {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            t,
             "/image/v2/images",
-            Some(t),
-            "",
-            Some(json!({"name": name, "disk_format": "qcow2", "container_format": "bare"})),
+            json!({"name": name, "disk_format": "qcow2", "container_format": "bare"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -1458,13 +1196,10 @@ async fn backups_rotate(c: &TestCloud) {
     let backups = |kind: &'static str| {
         let t = t.clone();
         async move {
-            let (_, _, l) = c
-                .call_mv(
-                    Method::GET,
+            let (_, l) = c
+                .get(
+                    &t,
                     &format!("/image/v2/images?backup_type={kind}&sort=created_at:asc"),
-                    Some(&t),
-                    "",
-                    None,
                 )
                 .await;
             l["images"]
@@ -1487,15 +1222,7 @@ async fn backups_rotate(c: &TestCloud) {
         made[1..].to_vec(),
         "the newest two are kept"
     );
-    let (_, _, i) = c
-        .call_mv(
-            Method::GET,
-            &format!("/image/v2/images/{}", made[2]),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, i) = c.get(&t, &format!("/image/v2/images/{}", made[2])).await;
     assert_eq!(
         (
             i["image_type"].as_str(),
@@ -1542,10 +1269,9 @@ async fn backups_rotate(c: &TestCloud) {
         assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     }
     // Volume-backed servers have no backups (upstream's 400).
-    let (s, _, b) = c.call_mv( Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
-        Some(json!({"server": {"name": "vb", "flavorRef": "1", "networks": "none",
+    let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {"name": "vb", "flavorRef": "1", "networks": "none",
             "block_device_mapping_v2": [{"uuid": DEMO_IMAGE_ID, "source_type": "image", "destination_type": "volume",
-                                         "boot_index": 0, "volume_size": 1, "delete_on_termination": true}]}}))).await;
+                                         "boot_index": 0, "volume_size": 1, "delete_on_termination": true}]}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let vb = b["server"]["id"].as_str().unwrap().to_string();
     wait_status(c, &t, &vb, "ACTIVE").await;
@@ -1593,7 +1319,7 @@ async fn compute_quotas(c: &TestCloud) {
     }
     let demo = c.project_id(&c.admin_token().await, "demo").await;
     let path = format!("/compute/v2.1/os-quota-sets/{demo}");
-    let (s, _, b) = c.call_mv(Method::GET, &path, Some(&t), "2.35", None).await;
+    let (s, b) = c.mv("2.35").get(&t, &path).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         (
@@ -1603,54 +1329,31 @@ async fn compute_quotas(c: &TestCloud) {
         ),
         (Some(10), Some(-1), Some(demo.as_str()))
     );
-    let (_, _, b) = c.call_mv(Method::GET, &path, Some(&t), "2.36", None).await;
+    let (_, b) = c.mv("2.36").get(&t, &path).await;
     assert!(b["quota_set"].get("fixed_ips").is_none(), "{b}");
-    let (_, _, b) = c
-        .call_mv(
-            Method::GET,
-            &format!("{path}/detail"),
-            Some(&t),
-            "2.47",
-            None,
-        )
-        .await;
+    let (_, b) = c.mv("2.47").get(&t, &format!("{path}/detail")).await;
     assert_eq!(
         b["quota_set"]["instances"],
         json!({"in_use": 10, "limit": 10, "reserved": 0})
     );
     assert_eq!(b["quota_set"]["cores"]["in_use"], 10);
-    let (_, _, b) = c
-        .call_mv(Method::GET, &format!("{path}/defaults"), Some(&t), "", None)
-        .await;
+    let (_, b) = c.get(&t, &format!("{path}/defaults")).await;
     assert_eq!(b["quota_set"]["cores"], 20);
     // Not below what is used, unless forced; unknown keys are refused.
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
-            &path,
-            Some(&t),
-            "",
-            Some(json!({"quota_set": {"instances": 5}})),
-        )
+    let (s, b) = c
+        .put(&t, &path, json!({"quota_set": {"instances": 5}}))
         .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
-            &path,
-            Some(&t),
-            "2.47",
-            Some(json!({"quota_set": {"fixed_ips": 5}})),
-        )
+    let (s, b) = c
+        .mv("2.47")
+        .put(&t, &path, json!({"quota_set": {"fixed_ips": 5}}))
         .await;
     assert_nova_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
+    let (s, b) = c
+        .put(
+            &t,
             &path,
-            Some(&t),
-            "",
-            Some(json!({"quota_set": {"instances": 5, "force": "True"}})),
+            json!({"quota_set": {"instances": 5, "force": "True"}}),
         )
         .await;
     assert_eq!(
@@ -1659,36 +1362,23 @@ async fn compute_quotas(c: &TestCloud) {
         "{b}"
     );
     assert!(b["quota_set"].get("id").is_none());
-    let (s, _, _) = c
-        .call_mv(
-            Method::PUT,
-            &path,
-            Some(&t),
-            "",
-            Some(json!({"quota_set": {"instances": 12}})),
-        )
+    let (s, _) = c
+        .put(&t, &path, json!({"quota_set": {"instances": 12}}))
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = c.call_mv( Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
-        Some(json!({"server": {"name": "eleventh", "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}}))).await;
+    let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {"name": "eleventh", "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     // A member may read the quotas but not set them.
     let member = member_token(c, "quota-reader", &["system_all_ecs_full"]).await;
-    let (s, _, _) = c.call_mv(Method::GET, &path, Some(&member), "", None).await;
+    let (s, _) = c.get(&member, &path).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
-            &path,
-            Some(&member),
-            "",
-            Some(json!({"quota_set": {"instances": 99}})),
-        )
+    let (s, b) = c
+        .put(&member, &path, json!({"quota_set": {"instances": 99}}))
         .await;
     assert_nova_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
-    let (s, _, _) = c.call_mv(Method::DELETE, &path, Some(&t), "", None).await;
+    let (s, _) = c.delete(&t, &path).await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let (_, _, b) = c.call_mv(Method::GET, &path, Some(&t), "", None).await;
+    let (_, b) = c.get(&t, &path).await;
     assert_eq!(b["quota_set"]["instances"], 10);
 }
 on_both_stores!(compute_quotas);

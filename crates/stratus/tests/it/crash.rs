@@ -63,6 +63,8 @@ struct Site {
     db: Option<String>,
     pg: Option<(String, String)>,
     store: Option<Store>,
+    /// The compute driver its nodes run (`none`, or `qemu` under TCG).
+    driver: &'static str,
 }
 
 impl Site {
@@ -86,6 +88,7 @@ impl Site {
             root,
             _dir: dir,
             store: None,
+            driver: "none",
         })
     }
 
@@ -115,6 +118,10 @@ impl Site {
             .arg(&self.storage)
             .env("STRATUS_SAGA_FAULTS", faults)
             .env("STRATUS_SAGA_LEASE_SECONDS", LEASE)
+            .env("STRATUS_DRIVER", self.driver)
+            .env("STRATUS_ACCEL", "tcg")
+            .env("STRATUS_SHUTDOWN_TIMEOUT", "1")
+            .env("STRATUS_GUEST_SYNC_INTERVAL", "1")
             .env("STRATUS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -170,6 +177,13 @@ impl Site {
         if let Some((base, name)) = self.pg.take() {
             drop_postgres_db(&base, &name).await;
         }
+    }
+}
+
+impl Drop for Site {
+    /// Guests outlive their server by design; a test's do not outlive the test, failed or not.
+    fn drop(&mut self) {
+        kill_guests(&self.data("a").join("guests"));
     }
 }
 
@@ -232,6 +246,22 @@ impl Api {
             .await
             .1["server"]
             .clone()
+    }
+
+    /// Creates server `name` on image `image` and waits until it is ACTIVE; returns its id.
+    async fn create_server(&self, name: &str, image: &str) -> String {
+        let (s, b) = self
+            .call(
+                Method::POST,
+                "/compute/v2.1/servers",
+                Some(json!({"server": {
+            "name": name, "imageRef": image, "flavorRef": "1", "networks": "none"}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let id = b["server"]["id"].as_str().unwrap().to_string();
+        self.wait_active(&id).await;
+        id
     }
 
     async fn wait_active(&self, id: &str) {
@@ -301,17 +331,7 @@ impl Api {
 /// An image-backed server with `mib` MiB written into its disk, and a server booted from two
 /// volumes.
 async fn servers(site: &Site, api: &Api, mib: u32) -> (String, String) {
-    let (s, b) = api
-        .call(
-            Method::POST,
-            "/compute/v2.1/servers",
-            Some(json!({"server": {
-        "name": "s1", "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let s1 = b["server"]["id"].as_str().unwrap().to_string();
-    api.wait_active(&s1).await;
+    let s1 = api.create_server("s1", DEMO_IMAGE_ID).await;
     let out = Command::new(BIN)
         .args(["server", "disks", &s1, "--storage-dir"])
         .arg(&site.storage)
@@ -722,6 +742,187 @@ macro_rules! on_both_sites {
 }
 
 on_both_sites!(kill_at_every_boundary);
+
+/// The QEMU process of server `id`'s guest, and the disk copies (jobs and nodes) left in it.
+async fn guest_of(site: &Site, id: &str) -> (Option<i32>, usize) {
+    let dir = site.data("a").join("guests").join(id);
+    let pid = std::fs::read_to_string(dir.join("qemu.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+    let Ok(mut q) = stratus_driver::qmp::Qmp::connect(&dir.join("qmp.sock")).await else {
+        return (pid, 0);
+    };
+    let mut left = 0;
+    for cmd in ["query-jobs", "query-named-block-nodes"] {
+        let v = q.execute(cmd, None).await.unwrap();
+        left += v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| {
+                let name = j["id"].as_str().or(j["node-name"].as_str()).unwrap_or("");
+                name.starts_with("stratus-backup-")
+            })
+            .count();
+    }
+    (pid, left)
+}
+
+/// createImage of a running guest (its disk copied by QEMU while it runs), killed at every
+/// step boundary and at random points of the copy: the guest runs on in the same process, no
+/// copy job or target node is left in it, and the invariants hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_a_running_guests_create_image() {
+    let mut site = Site::new(false).await.unwrap();
+    site.driver = "qemu";
+    let mut node = site.spawn("a", "");
+    let api = Api::login(&node).await;
+    // 128 MiB of data, so that a kill lands in the copy. (Not bootable: the guest runs its
+    // firmware, which is all a copy of its disk needs.)
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("d.qcow2");
+    for args in [
+        vec![
+            "qemu-img",
+            "create",
+            "-f",
+            "qcow2",
+            disk.to_str().unwrap(),
+            "256M",
+        ],
+        vec![
+            "qemu-io",
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x5a 0 128M",
+            disk.to_str().unwrap(),
+        ],
+    ] {
+        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+    }
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/image/v2/images",
+            Some(json!({"name": "data", "disk_format": "qcow2", "container_format": "bare"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let image = b["id"].as_str().unwrap().to_string();
+    let r = api
+        .http
+        .put(format!("{}/image/v2/images/{image}/file", api.url))
+        .header("X-Auth-Token", &api.token)
+        .header("Content-Type", "application/octet-stream")
+        .body(std::fs::read(&disk).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let g = api.create_server("g", &image).await;
+    let until = Instant::now() + Duration::from_secs(60);
+    let pid = loop {
+        if let (Some(pid), _) = guest_of(&site, &g).await {
+            break pid;
+        }
+        assert!(Instant::now() < until, "the guest never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut outcomes = Vec::new();
+    let (kind, steps) = IMAGE_BACKED;
+    let mut points: Vec<String> = steps
+        .iter()
+        .flat_map(|s| ["before", "after"].map(|w| format!("pause:{kind}.{s}.{w}")))
+        .collect();
+    points.extend((0..6).map(|r| format!("random-{r}")));
+    let mut mid_copy = 0;
+    for what in points {
+        if what.starts_with("random-") && mid_copy >= 2 {
+            break;
+        }
+        node.kill();
+        node = site.spawn("a", what.strip_prefix("random-").map_or(&what, |_| ""));
+        let api = api.at(&node);
+        let name = format!("img-{what}");
+        let request = {
+            let req = api
+                .http
+                .post(format!("{}/compute/v2.1/servers/{g}/action", api.url))
+                .header("X-Auth-Token", &api.token)
+                .json(&json!({"createImage": {"name": name}}));
+            tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+        };
+        if what.starts_with("pause:") {
+            wait_for_pause(&mut node, &what).await;
+        } else {
+            let until = Instant::now() + Duration::from_secs(60);
+            while api.server(&g).await["OS-EXT-STS:task_state"] != "image_snapshot" {
+                assert!(Instant::now() < until, "{what}: the copy never started");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let delay = (uuid::Uuid::new_v4().as_u128() % 20) as u64;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        // Still flattening per the record (QMP takes one client at a time: the copy's own
+        // connection cannot be watched).
+        let copying = api.server(&g).await["OS-EXT-STS:task_state"] == "image_snapshot";
+        node.kill();
+        if copying {
+            mid_copy += 1;
+        }
+        request.abort();
+        node = site.spawn("a", "");
+        let api = api.at(&node);
+        settle(&mut site).await;
+        check_invariants(&mut site, &api, &[&g], &what).await;
+        assert_eq!(guest_of(&site, &g).await, (Some(pid), 0), "{what}");
+        assert_eq!(api.server(&g).await["status"], "ACTIVE", "{what}");
+        let kept = api
+            .images()
+            .await
+            .iter()
+            .any(|i| i["name"] == name.as_str());
+        outcomes.push(format!(
+            "{what}: image {}{}",
+            if kept { "active" } else { "gone" },
+            if copying { ", killed mid-copy" } else { "" }
+        ));
+        clean_up(&api).await;
+    }
+    println!("{}", outcomes.join("\n"));
+    assert!(mid_copy >= 1, "no kill landed in a copy: {outcomes:?}");
+
+    // A stop whose process is killed while the guest powers off (it ignores ACPI: the grace
+    // time runs) is finished by the node that comes back: SHUTOFF, no guest process.
+    let api = api.at(&node);
+    let (s, b) = api
+        .call(
+            Method::POST,
+            &format!("/compute/v2.1/servers/{g}/action"),
+            Some(json!({"os-stop": null})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(
+        api.server(&g).await["OS-EXT-STS:task_state"],
+        "powering-off"
+    );
+    node.kill();
+    node = site.spawn("a", "");
+    let api = api.at(&node);
+    let until = Instant::now() + Duration::from_secs(60);
+    while api.server(&g).await["status"] != "SHUTOFF" {
+        assert!(Instant::now() < until, "the stop was never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(api.server(&g).await["OS-EXT-STS:task_state"], Value::Null);
+    assert_eq!(guest_of(&site, &g).await.0, None);
+    node.kill();
+    site.finish().await;
+}
 
 /// Sends a request to `node`, which was started paused at fault rule `what`; once it paused
 /// there, kills it (the request unanswered), starts the node again and waits for its sagas to

@@ -24,8 +24,7 @@ async fn t_project(c: &TestCloud, t: &str) -> String {
 }
 
 async fn server(c: &TestCloud, t: &str, name: &str) -> String {
-    let (s, _, b) = c.call_mv(Method::POST, "/compute/v2.1/servers", Some(t), "2.47",
-        Some(json!({"server": {"name": name, "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}}))).await;
+    let (s, b) = c.mv("2.47").post(t, "/compute/v2.1/servers", json!({"server": {"name": name, "imageRef": DEMO_IMAGE_ID, "flavorRef": "1", "networks": "none"}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let id = b["server"]["id"].as_str().unwrap().to_string();
     wait(c, t, &format!("/compute/v2.1/servers/{id}"), |v| {
@@ -37,7 +36,7 @@ async fn server(c: &TestCloud, t: &str, name: &str) -> String {
 
 async fn wait(c: &TestCloud, t: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..1000 {
-        let (_, _, v) = c.call_mv(Method::GET, path, Some(t), "2.47", None).await;
+        let (_, v) = c.mv("2.47").get(t, path).await;
         if done(&v) {
             return v;
         }
@@ -79,14 +78,9 @@ async fn image_backed_snapshot_and_boot(c: &TestCloud) {
     assert!(h.get("location").is_none());
     let image_id = b["image_id"].as_str().unwrap().to_string();
     // A second one right after is refused with upstream's message.
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
-            &action,
-            Some(&t),
-            "2.45",
-            Some(json!({"createImage": {"name": "snap-2"}})),
-        )
+    let (s, b) = c
+        .mv("2.45")
+        .post(&t, &action, json!({"createImage": {"name": "snap-2"}}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     let msg = b["conflictingRequest"]["message"].as_str().unwrap();
@@ -156,8 +150,7 @@ async fn image_backed_snapshot_and_boot(c: &TestCloud) {
     assert_eq!(img["size"], data.len());
 
     // A server boots from the snapshot.
-    let (s, _, b) = c.call_mv(Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
-        Some(json!({"server": {"name": "from-snap", "imageRef": image_id, "flavorRef": "1", "networks": "none"}}))).await;
+    let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {"name": "from-snap", "imageRef": image_id, "flavorRef": "1", "networks": "none"}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let new = b["server"]["id"].as_str().unwrap().to_string();
     wait(c, &t, &format!("/compute/v2.1/servers/{new}"), |v| {
@@ -242,65 +235,35 @@ async fn create_image_bad_input(c: &TestCloud) {
             StatusCode::FORBIDDEN,
         ),
     ] {
-        let (s, _, b) = c
-            .call_mv(Method::POST, &action, Some(&t), mv, Some(body.clone()))
-            .await;
+        let (s, b) = c.mv(mv).post(&t, &action, body.clone()).await;
         assert_eq!(s, want, "{body}: {b}");
     }
     // Multibyte names are fine; an unknown server is 404 after validation.
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &t,
             "/compute/v2.1/servers/nope/action",
-            Some(&t),
-            "",
-            Some(json!({"createImage": {"name": "镜像"}})),
+            json!({"createImage": {"name": "镜像"}}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
-    let (_, _, l) = c
-        .call_mv(
-            Method::GET,
-            "/image/v2/images?visibility=private",
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, l) = c.get(&t, "/image/v2/images?visibility=private").await;
     assert_eq!(l["images"], json!([]), "bad input made no image");
-    let (_, _, v) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, v) = c.get(&t, &format!("/compute/v2.1/servers/{id}")).await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
     // A reserved image attribute in the metadata is refused before anything starts: no saga, no
     // fault on the server (as upstream, whose image service refuses it first).
     for key in ["owner", "checksum", "status", "os_glance_import_task"] {
-        let (s, _, b) = c
-            .call_mv(
-                Method::POST,
+        let (s, b) = c
+            .post(
+                &t,
                 &action,
-                Some(&t),
-                "",
-                Some(json!({"createImage": {"name": "ok", "metadata": {key: "x"}}})),
+                json!({"createImage": {"name": "ok", "metadata": {key: "x"}}}),
             )
             .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{key}: {b}");
     }
-    let (_, _, v) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, v) = c.get(&t, &format!("/compute/v2.1/servers/{id}")).await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
     assert!(v["server"].get("fault").is_none(), "{v}");
     let sagas = image_sagas(c, 10).await;
@@ -332,19 +295,13 @@ async fn the_seed_row_authorizes_create_image(c: &TestCloud) {
                 json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": actions}]}),
             )
             .await;
-        c.grant(
-            &admin,
-            &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{policy}"),
-        )
-        .await;
+        c.grant_project(&admin, &demo, &gid, &policy).await;
         let t = c.token_for(&user, "pw", Some("demo")).await;
-        let (s, _, b) = c
-            .call_mv(
-                Method::POST,
+        let (s, b) = c
+            .post(
+                &t,
                 &format!("/compute/v2.1/servers/{id}/action"),
-                Some(&t),
-                "",
-                Some(json!({"createImage": {"name": "nope"}})),
+                json!({"createImage": {"name": "nope"}}),
             )
             .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{missing}: {b}");
@@ -353,44 +310,23 @@ async fn the_seed_row_authorizes_create_image(c: &TestCloud) {
             format!("Policy doesn't allow {missing} to be performed.")
         );
     }
-    let (_, _, l) = c
-        .call_mv(
-            Method::GET,
-            "/image/v2/images?visibility=private",
-            Some(&owner),
-            "",
-            None,
-        )
-        .await;
+    let (_, l) = c.get(&owner, "/image/v2/images?visibility=private").await;
     assert_eq!(l["images"], json!([]));
-    let (_, _, v) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&owner),
-            "",
-            None,
-        )
-        .await;
+    let (_, v) = c.get(&owner, &format!("/compute/v2.1/servers/{id}")).await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
 
     // ECS FullAccess on the project: allowed.
     let uid = c.create_user(&admin, "full", "pw").await;
     let gid = c.group_with(&admin, "full", &uid).await;
     let role = c.role_id(&admin, "system_all_ecs_full").await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{role}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &role).await;
     let t = c.token_for("full", "pw", Some("demo")).await;
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
+    let (s, b) = c
+        .mv("2.45")
+        .post(
+            &t,
             &format!("/compute/v2.1/servers/{id}/action"),
-            Some(&t),
-            "2.45",
-            Some(json!({"createImage": {"name": "allowed"}})),
+            json!({"createImage": {"name": "allowed"}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -415,13 +351,12 @@ async fn where_grants_count_for_create_image(c: &TestCloud) {
         let id = id.clone();
         async move {
             let t = c.token_for(user, "pw", Some("demo")).await;
-            let (s, _, b) = c
-                .call_mv(
-                    Method::POST,
+            let (s, b) = c
+                .mv("2.45")
+                .post(
+                    &t,
                     &format!("/compute/v2.1/servers/{id}/action"),
-                    Some(&t),
-                    "2.45",
-                    Some(json!({"createImage": {"name": user}})),
+                    json!({"createImage": {"name": user}}),
                 )
                 .await;
             (s, b)
@@ -440,33 +375,17 @@ async fn where_grants_count_for_create_image(c: &TestCloud) {
     // The same on the project, plus a Deny of one dependency: 403 naming it.
     let uid = c.create_user(&admin, "denied", "pw").await;
     let gid = c.group_with(&admin, "deniedg", &uid).await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{full}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &full).await;
     let deny = c.custom_policy(&admin, "no snapshots",
         json!({"Version": "1.1", "Statement": [{"Effect": "Deny", "Action": ["evs:snapshots:create"]}]})).await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{deny}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &deny).await;
     let (s, b) = try_as("denied").await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
     assert_eq!(
         b["forbidden"]["message"],
         "Policy doesn't allow evs:snapshots:create to be performed."
     );
-    let (_, _, v) = c
-        .call_mv(
-            Method::GET,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&owner),
-            "",
-            None,
-        )
-        .await;
+    let (_, v) = c.get(&owner, &format!("/compute/v2.1/servers/{id}")).await;
     assert!(v["server"]["OS-EXT-STS:task_state"].is_null());
     // On all projects (inherited from the domain): 202.
     let uid = c.create_user(&admin, "inh", "pw").await;
@@ -502,15 +421,14 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
     let calls = (0..20).map(|n| {
         let (t, id) = (t.clone(), id.clone());
         async move {
-            c.call_mv(
-                Method::POST,
-                &format!("/compute/v2.1/servers/{id}/action"),
-                Some(&t),
-                "2.45",
-                Some(json!({"createImage": {"name": format!("c{n}")}})),
-            )
-            .await
-            .0
+            c.mv("2.45")
+                .post(
+                    &t,
+                    &format!("/compute/v2.1/servers/{id}/action"),
+                    json!({"createImage": {"name": format!("c{n}")}}),
+                )
+                .await
+                .0
         }
     });
     let statuses = futures::future::join_all(calls).await;
@@ -527,15 +445,7 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
         v["server"]["OS-EXT-STS:task_state"].is_null()
     })
     .await;
-    let (_, _, l) = c
-        .call_mv(
-            Method::GET,
-            "/image/v2/images?visibility=private",
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, l) = c.get(&t, "/image/v2/images?visibility=private").await;
     assert_eq!(l["images"].as_array().unwrap().len(), 1);
     assert_eq!(l["images"][0]["status"], "active");
     // The 19 refused calls left no saga behind; the accepted one is done.
@@ -549,13 +459,11 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
     // 20 servers at once: 20 active images (above the default quota of 10 servers, which the
     // administrator raises as upstream's would).
     let demo = t_project(c, &t).await;
-    let (s, _, b) = c
-        .call_mv(
-            Method::PUT,
+    let (s, b) = c
+        .put(
+            &t,
             &format!("/compute/v2.1/os-quota-sets/{demo}"),
-            Some(&t),
-            "",
-            Some(json!({"quota_set": {"instances": 30, "cores": 60, "ram": 102400}})),
+            json!({"quota_set": {"instances": 30, "cores": 60, "ram": 102400}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -566,13 +474,12 @@ async fn concurrent_create_image_calls(c: &TestCloud) {
     let calls = ids.iter().map(|id| {
         let t = t.clone();
         async move {
-            let (s, _, b) = c
-                .call_mv(
-                    Method::POST,
+            let (s, b) = c
+                .mv("2.45")
+                .post(
+                    &t,
                     &format!("/compute/v2.1/servers/{id}/action"),
-                    Some(&t),
-                    "2.45",
-                    Some(json!({"createImage": {"name": format!("of-{id}")}})),
+                    json!({"createImage": {"name": format!("of-{id}")}}),
                 )
                 .await;
             assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -600,31 +507,27 @@ on_both_stores!(concurrent_create_image_calls);
 async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
     let pw = c.admin_password.clone();
     let t = c.token_for("admin", &pw, Some("demo")).await;
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &t,
             "/volume/v3/volumes",
-            Some(&t),
-            "",
-            Some(json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID, "name": "root"}})),
+            json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID, "name": "root"}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let root = b["volume"]["id"].as_str().unwrap().to_string();
-    let (_, _, b) = c
-        .call_mv(
-            Method::POST,
+    let (_, b) = c
+        .post(
+            &t,
             "/volume/v3/volumes",
-            Some(&t),
-            "",
-            Some(json!({"volume": {"size": 2, "name": "data"}})),
+            json!({"volume": {"size": 2, "name": "data"}}),
         )
         .await;
     let data = b["volume"]["id"].as_str().unwrap().to_string();
-    let (s, _, b) = c.call_mv(Method::POST, "/compute/v2.1/servers", Some(&t), "2.47", Some(json!({"server": {
+    let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {
         "name": "bfv", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": [
             {"uuid": root, "source_type": "volume", "destination_type": "volume", "boot_index": 0},
-            {"uuid": data, "source_type": "volume", "destination_type": "volume", "boot_index": 1}]}}))).await;
+            {"uuid": data, "source_type": "volume", "destination_type": "volume", "boot_index": 1}]}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let id = b["server"]["id"].as_str().unwrap().to_string();
     wait(c, &t, &format!("/compute/v2.1/servers/{id}"), |v| {
@@ -638,13 +541,12 @@ async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
         .unwrap();
     assert!(w.status.success());
 
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
+    let (s, b) = c
+        .mv("2.45")
+        .post(
+            &t,
             &format!("/compute/v2.1/servers/{id}/action"),
-            Some(&t),
-            "2.45",
-            Some(json!({"createImage": {"name": "bfv-image"}})),
+            json!({"createImage": {"name": "bfv-image"}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -667,15 +569,7 @@ async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
     assert_eq!(bdm.as_array().unwrap().len(), 2);
     assert_eq!(bdm[0]["boot_index"], 0);
     assert_eq!(bdm[1]["volume_size"], 2);
-    let (_, _, snaps) = c
-        .call_mv(
-            Method::GET,
-            "/volume/v3/snapshots/detail",
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (_, snaps) = c.get(&t, "/volume/v3/snapshots/detail").await;
     let names: Vec<&str> = snaps["snapshots"]
         .as_array()
         .unwrap()
@@ -690,8 +584,7 @@ async fn volume_backed_snapshot_and_boot(c: &TestCloud) {
     .await;
 
     // Booting from the image makes volumes from the snapshots, with the data of the snapshot.
-    let (s, _, b) = c.call_mv(Method::POST, "/compute/v2.1/servers", Some(&t), "2.47",
-        Some(json!({"server": {"name": "again", "imageRef": image_id, "flavorRef": "1", "networks": "none"}}))).await;
+    let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {"name": "again", "imageRef": image_id, "flavorRef": "1", "networks": "none"}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let new = b["server"]["id"].as_str().unwrap().to_string();
     let shown = wait(c, &t, &format!("/compute/v2.1/servers/{new}"), |v| {
@@ -757,13 +650,12 @@ async fn busy_server(c: &TestCloud, t: &str, name: &str) -> (String, String) {
         .output()
         .unwrap();
     assert!(w.status.success(), "{w:?}");
-    let (s, _, b) = c
-        .call_mv(
-            Method::POST,
+    let (s, b) = c
+        .mv("2.45")
+        .post(
+            t,
             &format!("/compute/v2.1/servers/{id}/action"),
-            Some(t),
-            "2.45",
-            Some(json!({"createImage": {"name": format!("{name}-image")}})),
+            json!({"createImage": {"name": format!("{name}-image")}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -781,15 +673,7 @@ async fn deletions_midway(c: &TestCloud) {
     let t = c.token_for("admin", &pw, Some("demo")).await;
     let storage = c.config.storage();
     let (id, image) = busy_server(c, &t, "quiet").await;
-    let (s, _, b) = c
-        .call_mv(
-            Method::DELETE,
-            &format!("/image/v2/images/{image}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, b) = c.delete(&t, &format!("/image/v2/images/{image}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     wait(c, &t, &format!("/compute/v2.1/servers/{id}"), |v| {
         v["server"]["OS-EXT-STS:task_state"].is_null()
@@ -803,39 +687,18 @@ async fn deletions_midway(c: &TestCloud) {
     assert_eq!(rec.vm_state, stratus_store::VmState::Active);
     let last = settled_saga(c).await;
     assert_eq!((last.state.as_str(), last.quiet), ("undone", true));
-    let (s, _, _) = c
-        .call_mv(
-            Method::GET,
-            &format!("/image/v2/images/{image}"),
-            Some(&t),
-            "",
-            None,
-        )
-        .await;
+    let (s, _) = c.get(&t, &format!("/image/v2/images/{image}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     let (id, image) = busy_server(c, &t, "doomed").await;
-    let (s, _, b) = c
-        .call_mv(
-            Method::DELETE,
-            &format!("/compute/v2.1/servers/{id}"),
-            Some(&t),
-            "2.47",
-            None,
-        )
+    let (s, b) = c
+        .mv("2.47")
+        .delete(&t, &format!("/compute/v2.1/servers/{id}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     let mut gone = false;
     for _ in 0..1000 {
-        let (s, _, _) = c
-            .call_mv(
-                Method::GET,
-                &format!("/image/v2/images/{image}"),
-                Some(&t),
-                "",
-                None,
-            )
-            .await;
+        let (s, _) = c.get(&t, &format!("/image/v2/images/{image}")).await;
         if s == StatusCode::NOT_FOUND {
             gone = true;
             break;

@@ -9,12 +9,11 @@ const CREATE_IMAGE_PATH: &str = "/compute/v2.1/{project_id}/servers/{server_id}/
 const SEED: [&str; 8] = stratus_iam::SEED_ROW;
 
 async fn simulate(c: &TestCloud, token: &str, body: Value) -> (StatusCode, Value) {
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            token,
             "/identity/v3/stratus/policy-simulate",
-            Some(token),
-            Some(json!({ "simulate": body })),
+            json!({ "simulate": body }),
         )
         .await;
     (s, b)
@@ -36,11 +35,7 @@ async fn user_with(c: &TestCloud, admin: &str, name: &str, policies: &[&str]) ->
     let demo = c.project_id(admin, "demo").await;
     for p in policies {
         let rid = c.role_id(admin, p).await;
-        c.grant(
-            admin,
-            &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{rid}"),
-        )
-        .await;
+        c.grant_project(admin, &demo, &gid, &rid).await;
     }
     uid
 }
@@ -125,11 +120,7 @@ async fn seed_row_through_simulation(c: &TestCloud) {
         .await;
     let uid = c.create_user(&admin, "nosnap", "pw").await;
     let gid = c.group_with(&admin, "g-nosnap", &uid).await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{pid}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &pid).await;
     let (_, b) = simulate(
         c,
         &admin,
@@ -156,20 +147,11 @@ async fn seed_row_through_simulation(c: &TestCloud) {
         .await;
     let uid = user_with(c, &admin, "denied", &["ECS FullAccess"]).await;
     let groups = c
-        .call(
-            Method::GET,
-            &format!("/identity/v3/users/{uid}/groups"),
-            Some(&admin),
-            None,
-        )
+        .get(&admin, &format!("/identity/v3/users/{uid}/groups"))
         .await
-        .2;
+        .1;
     let gid = groups["groups"][0]["id"].as_str().unwrap().to_string();
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{deny_id}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &deny_id).await;
     let (_, b) = simulate(
         c,
         &admin,
@@ -254,11 +236,7 @@ async fn simulation_needs_its_own_action_and_checks_input(c: &TestCloud) {
         .await;
     let demo = c.project_id(&admin, "demo").await;
     let gid = c.group_with(&admin, "office", &uid).await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{pid}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &pid).await;
     let ask = |ip: &'static str| json!({"user_id": uid, "project_id": demo, "actions": ["ecs:servers:get"], "context": {"g:SourceIp": ip}});
     assert_eq!(
         simulate(c, &admin, ask("10.1.2.3")).await.1["decision"],
@@ -325,14 +303,7 @@ async fn custom_policies_are_validated_at_write_time(c: &TestCloud) {
         );
     }
     // Nothing was stored.
-    let (_, _, b) = c
-        .call(
-            Method::GET,
-            "/identity/v3.0/OS-ROLE/roles",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, b) = c.get(&admin, "/identity/v3.0/OS-ROLE/roles").await;
     assert_eq!(b["roles"].as_array().unwrap().len(), 0, "{b}");
 
     // Create, read, rename, conflict, update, delete; system policies are read-only.
@@ -341,13 +312,8 @@ async fn custom_policies_are_validated_at_write_time(c: &TestCloud) {
         .await;
     let (s, _, b) = post(stmt(json!(["ecs:*:get*"])), "mine").await;
     assert_keystone_error(s, &b, StatusCode::CONFLICT);
-    let (s, _, b) = c
-        .call(
-            Method::GET,
-            &format!("/identity/v3.0/OS-ROLE/roles/{id}"),
-            Some(&admin),
-            None,
-        )
+    let (s, b) = c
+        .get(&admin, &format!("/identity/v3.0/OS-ROLE/roles/{id}"))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["role"]["catalog"], "CUSTOMED");
@@ -375,31 +341,16 @@ async fn custom_policies_are_validated_at_write_time(c: &TestCloud) {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["role"]["display_name"], "renamed");
     let sys = c.role_id(&admin, "ECS FullAccess").await;
-    let (s, _, b) = c
-        .call(
-            Method::DELETE,
-            &format!("/identity/v3.0/OS-ROLE/roles/{sys}"),
-            Some(&admin),
-            None,
-        )
+    let (s, b) = c
+        .delete(&admin, &format!("/identity/v3.0/OS-ROLE/roles/{sys}"))
         .await;
     assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
-    let (s, _, _) = c
-        .call(
-            Method::DELETE,
-            &format!("/identity/v3.0/OS-ROLE/roles/{id}"),
-            Some(&admin),
-            None,
-        )
+    let (s, _) = c
+        .delete(&admin, &format!("/identity/v3.0/OS-ROLE/roles/{id}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, b) = c
-        .call(
-            Method::GET,
-            &format!("/identity/v3.0/OS-ROLE/roles/{id}"),
-            Some(&admin),
-            None,
-        )
+    let (s, b) = c
+        .get(&admin, &format!("/identity/v3.0/OS-ROLE/roles/{id}"))
         .await;
     assert_keystone_error(s, &b, StatusCode::NOT_FOUND);
 }
@@ -414,12 +365,11 @@ async fn at_most_200_custom_policies_per_domain() {
         c.custom_policy(&admin, &format!("p{i}"), policy.clone())
             .await;
     }
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/identity/v3.0/OS-ROLE/roles",
-            Some(&admin),
-            Some(json!({"role": {"display_name": "p200", "policy": policy}})),
+            json!({"role": {"display_name": "p200", "policy": policy}}),
         )
         .await;
     assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
@@ -440,9 +390,7 @@ async fn grants_on_every_scope_take_effect_at_the_next_request(c: &TestCloud) {
     let demo_id = c.project_id(&admin, "demo").await;
     c.project_member(&admin, &uid, &demo_id).await;
     let t = c.token_for("ops", "pw", Some("demo")).await;
-    let (s, _, b) = c
-        .call(Method::GET, "/identity/v3/users", Some(&t), None)
-        .await;
+    let (s, b) = c.get(&t, "/identity/v3/users").await;
     assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
     assert_eq!(
         b["error"]["message"],
@@ -454,58 +402,46 @@ async fn grants_on_every_scope_take_effect_at_the_next_request(c: &TestCloud) {
     let demo = c.project_id(&admin, "demo").await;
     let on_project = format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{secu}");
     c.grant(&admin, &on_project).await;
-    let (s, _, _) = c.call(Method::HEAD, &on_project, Some(&admin), None).await;
+    let (s, _) = c.head(&admin, &on_project).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/users", Some(&t), None)
-        .await;
+    let (s, _) = c.get(&t, "/identity/v3/users").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // ... on the domain it does, at once, with the same token.
     let on_domain = format!("/identity/v3/domains/default/groups/{gid}/roles/{secu}");
     c.grant(&admin, &on_domain).await;
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/users", Some(&t), None)
-        .await;
+    let (s, _) = c.get(&t, "/identity/v3/users").await;
     assert_eq!(s, StatusCode::OK);
-    let (_, _, b) = c
-        .call(
-            Method::GET,
+    let (_, b) = c
+        .get(
+            &admin,
             &format!("/identity/v3/domains/default/groups/{gid}/roles"),
-            Some(&admin),
-            None,
         )
         .await;
     assert_eq!(b["roles"][0]["id"], secu.as_str());
     // Revoked: refused again at once.
-    let (s, _, _) = c.call(Method::DELETE, &on_domain, Some(&admin), None).await;
+    let (s, _) = c.delete(&admin, &on_domain).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/users", Some(&t), None)
-        .await;
+    let (s, _) = c.get(&t, "/identity/v3/users").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // On all projects (inherited) it reaches global services too.
     let on_all = format!(
         "/identity/v3/OS-INHERIT/domains/default/groups/{gid}/roles/{secu}/inherited_to_projects"
     );
     c.grant(&admin, &on_all).await;
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/users", Some(&t), None)
-        .await;
+    let (s, _) = c.get(&t, "/identity/v3/users").await;
     assert_eq!(s, StatusCode::OK);
-    let (_, _, b) = c
-        .call(
-            Method::GET,
+    let (_, b) = c
+        .get(
+            &admin,
             &format!(
                 "/identity/v3/OS-INHERIT/domains/default/groups/{gid}/roles/inherited_to_projects"
             ),
-            Some(&admin),
-            None,
         )
         .await;
     assert_eq!(b["roles"].as_array().unwrap().len(), 1);
-    let (s, _, _) = c.call(Method::DELETE, &on_all, Some(&admin), None).await;
+    let (s, _) = c.delete(&admin, &on_all).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = c.call(Method::HEAD, &on_all, Some(&admin), None).await;
+    let (s, _) = c.head(&admin, &on_all).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Grants naming things that do not exist, or exist elsewhere, are 404 and change nothing.
@@ -526,32 +462,23 @@ on_both_stores!(grants_on_every_scope_take_effect_at_the_next_request);
 
 async fn enterprise_projects_crud(c: &TestCloud) {
     let admin = c.admin_token().await;
-    let (s, _, b) = c
-        .call(
-            Method::GET,
-            "/identity/v3.0/enterprise-projects",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (s, b) = c.get(&admin, "/identity/v3.0/enterprise-projects").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["enterprise_projects"][0]["id"], "0");
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/identity/v3.0/enterprise-projects",
-            Some(&admin),
-            Some(json!({"name": "web", "description": "d"})),
+            json!({"name": "web", "description": "d"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let id = b["enterprise_project"]["id"].as_str().unwrap().to_string();
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/identity/v3.0/enterprise-projects",
-            Some(&admin),
-            Some(json!({"name": "web"})),
+            json!({"name": "web"}),
         )
         .await;
     assert_keystone_error(s, &b, StatusCode::CONFLICT);
@@ -579,22 +506,12 @@ async fn enterprise_projects_crud(c: &TestCloud) {
             .await;
         assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
     }
-    let (s, _, _) = c
-        .call(
-            Method::DELETE,
-            &format!("/identity/v3.0/enterprise-projects/{id}"),
-            Some(&admin),
-            None,
-        )
+    let (s, _) = c
+        .delete(&admin, &format!("/identity/v3.0/enterprise-projects/{id}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, b) = c
-        .call(
-            Method::GET,
-            &format!("/identity/v3.0/enterprise-projects/{id}"),
-            Some(&admin),
-            None,
-        )
+    let (s, b) = c
+        .get(&admin, &format!("/identity/v3.0/enterprise-projects/{id}"))
         .await;
     assert_keystone_error(s, &b, StatusCode::NOT_FOUND);
 }
@@ -658,11 +575,7 @@ async fn a_regional_override_adds_dependencies() {
         .await;
     let uid = c.create_user(&admin, "seed", "pw").await;
     let gid = c.group_with(&admin, "seed", &uid).await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{pid}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &pid).await;
     let route = json!({"method": "POST", "path": CREATE_IMAGE_PATH, "body_key": "createImage"});
     let (_, b) = simulate(
         &c,
@@ -692,15 +605,7 @@ async fn simulation_and_enforcement_agree(c: &TestCloud) {
         let uid = c.create_user(&admin, "sim", "pw").await;
         c.group_with(&admin, "g-sim", &uid).await
     };
-    let uid = c
-        .call(
-            Method::GET,
-            "/identity/v3/users?name=sim",
-            Some(&admin),
-            None,
-        )
-        .await
-        .2["users"][0]["id"]
+    let uid = c.get(&admin, "/identity/v3/users?name=sim").await.1["users"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -724,17 +629,13 @@ async fn simulation_and_enforcement_agree(c: &TestCloud) {
             "Condition": {"StringEquals": {"g:ServiceName": ["ecs"]}}}]}),
         )
         .await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{domain_gid}/roles/{by_service}"),
-    )
-    .await;
-    let (_, _, ep) = c
-        .call(
-            Method::POST,
+    c.grant_project(&admin, &demo, &domain_gid, &by_service)
+        .await;
+    let (_, ep) = c
+        .post(
+            &admin,
             "/identity/v3.0/enterprise-projects",
-            Some(&admin),
-            Some(json!({"name": "ep-sim"})),
+            json!({"name": "ep-sim"}),
         )
         .await;
     let ep = ep["enterprise_project"]["id"].as_str().unwrap().to_string();
@@ -743,13 +644,9 @@ async fn simulation_and_enforcement_agree(c: &TestCloud) {
 
     // Enforcement: the list of servers is allowed (g:ServiceName is ecs), users too (domain).
     let t = c.token_for("sim", "pw", Some("demo")).await;
-    let (s, _, _) = c
-        .call(Method::GET, "/compute/v2.1/servers", Some(&t), None)
-        .await;
+    let (s, _) = c.get(&t, "/compute/v2.1/servers").await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/users", Some(&t), None)
-        .await;
+    let (s, _) = c.get(&t, "/identity/v3/users").await;
     assert_eq!(s, StatusCode::OK);
 
     // The route simulation says the same.
@@ -808,9 +705,14 @@ async fn simulation_and_enforcement_agree(c: &TestCloud) {
         "actions": ["ecs:servers:list"], "context": {"g:SourceIp": "10.0.0.1", "g:sourceip": "10.0.0.2"}})).await;
     assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
     // A custom policy with an element that would do nothing is refused.
-    let (s, _, b) = c.call(Method::POST, "/identity/v3.0/OS-ROLE/roles", Some(&admin),
-        Some(json!({"role": {"display_name": "depends", "type": "XA", "policy": {"Version": "1.1",
-            "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]}], "Depends": 5}}}))).await;
+    let (s, b) = c
+        .post(
+            &admin,
+            "/identity/v3.0/OS-ROLE/roles",
+            json!({"role": {"display_name": "depends", "type": "XA", "policy": {"Version": "1.1",
+            "Statement": [{"Effect": "Allow", "Action": ["ecs:servers:get"]}], "Depends": 5}}}),
+        )
+        .await;
     assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
 }
 on_both_stores!(simulation_and_enforcement_agree);
@@ -839,11 +741,7 @@ async fn source_ip_conditions_see_the_client() {
              "Condition": {"IpAddress": {"g:SourceIp": ["127.0.0.0/8"]}}}]}),
         )
         .await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{policy}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &policy).await;
     let t = c.token_for("ip", "pw", Some("demo")).await;
     let list = |xff: Option<&'static str>, bind: Option<&'static str>| {
         let t = t.clone();
@@ -895,11 +793,8 @@ async fn source_ip_conditions_see_the_client() {
 /// decision): it is refused when written, naming it, instead of being stored to do nothing.
 async fn resource_statements_are_refused(c: &TestCloud) {
     let admin = c.admin_token().await;
-    let (s, _, b) = c
-        .call(Method::POST, "/identity/v3.0/OS-ROLE/roles", Some(&admin),
-            Some(json!({"role": {"display_name": "no deletes", "type": "XA", "policy": {"Version": "1.1",
-                "Statement": [{"Effect": "Deny", "Action": ["ims:images:delete"], "Resource": ["ims:*:*:image:*"]}]}}})))
-        .await;
+    let (s, b) = c.post(&admin, "/identity/v3.0/OS-ROLE/roles", json!({"role": {"display_name": "no deletes", "type": "XA", "policy": {"Version": "1.1",
+                "Statement": [{"Effect": "Deny", "Action": ["ims:images:delete"], "Resource": ["ims:*:*:image:*"]}]}}})).await;
     assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
     assert!(
         b["error"]["message"]

@@ -90,14 +90,7 @@ on_both_stores!(token_body_is_upstream_shaped);
 
 async fn scopes_by_id_name_and_domain(c: &TestCloud) {
     let admin = c.admin_token().await;
-    let (_, _, projects) = c
-        .call(
-            Method::GET,
-            "/identity/v3/projects?name=demo",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, projects) = c.get(&admin, "/identity/v3/projects?name=demo").await;
     let demo_id = projects["projects"][0]["id"]
         .as_str()
         .expect("demo project")
@@ -129,15 +122,7 @@ async fn scopes_by_id_name_and_domain(c: &TestCloud) {
     assert!(b["token"].get("project").is_none() && b["token"].get("catalog").is_none());
 
     // Re-scoping with the token method keeps the expiry (to a project the user may use).
-    let plain = c
-        .call(
-            Method::GET,
-            "/identity/v3/users?name=plain",
-            Some(&admin),
-            None,
-        )
-        .await
-        .2["users"][0]["id"]
+    let plain = c.get(&admin, "/identity/v3/users?name=plain").await.1["users"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -253,12 +238,11 @@ async fn malformed_bodies_get_clear_4xx(c: &TestCloud) {
 
     // Wrong types on a resource body name the field.
     let admin = c.admin_token().await;
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/identity/v3/projects",
-            Some(&admin),
-            Some(json!({"project": {"name": 5}})),
+            json!({"project": {"name": 5}}),
         )
         .await;
     assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
@@ -269,28 +253,18 @@ async fn malformed_bodies_get_clear_4xx(c: &TestCloud) {
             .contains("project.name"),
         "{b}"
     );
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/identity/v3/projects",
-            Some(&admin),
-            Some(json!({"project": {"name": ""}})),
+            json!({"project": {"name": ""}}),
         )
         .await;
     assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
-    let (s, _, b) = c
-        .call(
-            Method::GET,
-            "/identity/v3/users?enabled=maybe",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (s, b) = c.get(&admin, "/identity/v3/users?enabled=maybe").await;
     assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
     // Nothing was created by any of the above.
-    let (_, _, b) = c
-        .call(Method::GET, "/identity/v3/projects", Some(&admin), None)
-        .await;
+    let (_, b) = c.get(&admin, "/identity/v3/projects").await;
     assert_eq!(b["projects"].as_array().map(Vec::len), Some(2), "{b}");
 }
 on_both_stores!(malformed_bodies_get_clear_4xx);
@@ -319,9 +293,7 @@ async fn routing_errors_in_keystone_format(c: &TestCloud) {
         .await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
     assert!(h.contains_key("www-authenticate"));
-    let (s, _, b) = c
-        .call(Method::GET, "/identity/v3/projects", Some("garbage"), None)
-        .await;
+    let (s, b) = c.get("garbage", "/identity/v3/projects").await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
     // Discovery.
     let (s, _, b) = c.call(Method::GET, "/identity", None, None).await;
@@ -343,9 +315,7 @@ async fn tampered_revoked_tokens_are_rejected(c: &TestCloud) {
     let i = tampered.len() / 2;
     tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
-    let (s, _, b) = c
-        .call(Method::GET, "/identity/v3/projects", Some(&tampered), None)
-        .await;
+    let (s, b) = c.get(&tampered, "/identity/v3/projects").await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
 
     // Revocation: the subject stops working at once, the caller's other tokens do not.
@@ -359,9 +329,7 @@ async fn tampered_revoked_tokens_are_rejected(c: &TestCloud) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let (s, _, b) = c
-        .call(Method::GET, "/identity/v3/projects", Some(&victim), None)
-        .await;
+    let (s, b) = c.get(&victim, "/identity/v3/projects").await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
     let r = c
         .http
@@ -372,9 +340,7 @@ async fn tampered_revoked_tokens_are_rejected(c: &TestCloud) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/projects", Some(&admin), None)
-        .await;
+    let (s, _) = c.get(&admin, "/identity/v3/projects").await;
     assert_eq!(s, StatusCode::OK);
 }
 on_both_stores!(tampered_revoked_tokens_are_rejected);
@@ -384,20 +350,19 @@ async fn disabling_a_user_and_changing_a_password_revoke_tokens(c: &TestCloud) {
     let uid = c.create_user(&admin, "u1", "first-pw").await;
     let t1 = c.token_for("u1", "first-pw", None).await;
     let me = format!("/identity/v3/users/{uid}");
-    let (s, _, _) = c.call(Method::GET, &me, Some(&t1), None).await;
+    let (s, _) = c.get(&t1, &me).await;
     assert_eq!(s, StatusCode::OK);
 
     // Self-service password change: old token and old password stop working.
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &t1,
             &format!("{me}/password"),
-            Some(&t1),
-            Some(json!({"user": {"password": "second-pw", "original_password": "first-pw"}})),
+            json!({"user": {"password": "second-pw", "original_password": "first-pw"}}),
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    let (s, _, b) = c.call(Method::GET, &me, Some(&t1), None).await;
+    let (s, b) = c.get(&t1, &me).await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
     let (s, _, b) = c.auth(password_auth("u1", "first-pw", None)).await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
@@ -414,7 +379,7 @@ async fn disabling_a_user_and_changing_a_password_revoke_tokens(c: &TestCloud) {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["user"]["enabled"], false);
-    let (s, _, b) = c.call(Method::GET, &me, Some(&t2), None).await;
+    let (s, b) = c.get(&t2, &me).await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
     let (s, _, b) = c.auth(password_auth("u1", "second-pw", None)).await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
@@ -427,7 +392,7 @@ async fn disabling_a_user_and_changing_a_password_revoke_tokens(c: &TestCloud) {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = c.call(Method::GET, &me, Some(&t2), None).await;
+    let (s, b) = c.get(&t2, &me).await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
     c.token_for("u1", "second-pw", None).await;
 }
@@ -436,12 +401,11 @@ on_both_stores!(disabling_a_user_and_changing_a_password_revoke_tokens);
 async fn projects_users_groups_crud(c: &TestCloud) {
     let admin = c.admin_token().await;
     // Projects.
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/identity/v3/projects",
-            Some(&admin),
-            Some(json!({"project": {"name": "p1", "description": "d"}})),
+            json!({"project": {"name": "p1", "description": "d"}}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -451,23 +415,15 @@ async fn projects_users_groups_crud(c: &TestCloud) {
         b["project"]["links"]["self"],
         format!("{}/identity/v3/projects/{pid}", c.url)
     );
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/identity/v3/projects",
-            Some(&admin),
-            Some(json!({"project": {"name": "p1"}})),
+            json!({"project": {"name": "p1"}}),
         )
         .await;
     assert_keystone_error(s, &b, StatusCode::CONFLICT);
-    let (_, _, b) = c
-        .call(
-            Method::GET,
-            "/identity/v3/projects?name=p1",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, b) = c.get(&admin, "/identity/v3/projects?name=p1").await;
     assert_eq!(b["projects"].as_array().unwrap().len(), 1);
     let (s, _, b) = c
         .call(
@@ -479,65 +435,46 @@ async fn projects_users_groups_crud(c: &TestCloud) {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["project"]["enabled"], false);
-    let (_, _, b) = c
-        .call(
-            Method::GET,
-            "/identity/v3/projects?enabled=false",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (_, b) = c.get(&admin, "/identity/v3/projects?enabled=false").await;
     assert_eq!(b["projects"][0]["id"], pid.as_str());
 
     // Users and groups.
     let uid = c.create_user(&admin, "u1", "pw").await;
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/identity/v3/users",
-            Some(&admin),
-            Some(json!({"user": {"name": "u1"}})),
+            json!({"user": {"name": "u1"}}),
         )
         .await;
     assert_keystone_error(s, &b, StatusCode::CONFLICT);
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/identity/v3/groups",
-            Some(&admin),
-            Some(json!({"group": {"name": "g1"}})),
+            json!({"group": {"name": "g1"}}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let gid = b["group"]["id"].as_str().unwrap().to_string();
     let member = format!("/identity/v3/groups/{gid}/users/{uid}");
-    let (s, _, _) = c.call(Method::HEAD, &member, Some(&admin), None).await;
+    let (s, _) = c.head(&admin, &member).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, _) = c.call(Method::PUT, &member, Some(&admin), None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = c.call(Method::HEAD, &member, Some(&admin), None).await;
+    let (s, _) = c.head(&admin, &member).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (_, _, b) = c
-        .call(
-            Method::GET,
-            &format!("/identity/v3/groups/{gid}/users"),
-            Some(&admin),
-            None,
-        )
+    let (_, b) = c
+        .get(&admin, &format!("/identity/v3/groups/{gid}/users"))
         .await;
     assert_eq!(b["users"][0]["id"], uid.as_str());
-    let (_, _, b) = c
-        .call(
-            Method::GET,
-            &format!("/identity/v3/users/{uid}/groups"),
-            Some(&admin),
-            None,
-        )
+    let (_, b) = c
+        .get(&admin, &format!("/identity/v3/users/{uid}/groups"))
         .await;
     assert_eq!(b["groups"][0]["id"], gid.as_str());
-    let (s, _, _) = c.call(Method::DELETE, &member, Some(&admin), None).await;
+    let (s, _) = c.delete(&admin, &member).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = c.call(Method::DELETE, &member, Some(&admin), None).await;
+    let (s, _) = c.delete(&admin, &member).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, b) = c
         .call(
@@ -551,14 +488,7 @@ async fn projects_users_groups_crud(c: &TestCloud) {
 
     // A user without Security Administrator may read itself but not administer.
     let t = c.token_for("u1", "pw", None).await;
-    let (s, _, _) = c
-        .call(
-            Method::GET,
-            &format!("/identity/v3/users/{uid}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = c.get(&t, &format!("/identity/v3/users/{uid}")).await;
     assert_eq!(s, StatusCode::OK);
     for (m, path) in [
         (Method::GET, "/identity/v3/projects".to_string()),
@@ -576,15 +506,13 @@ async fn projects_users_groups_crud(c: &TestCloud) {
         format!("/identity/v3/users/{uid}"),
         format!("/identity/v3/projects/{pid}"),
     ] {
-        let (s, _, b) = c.call(Method::DELETE, &path, Some(&admin), None).await;
+        let (s, b) = c.delete(&admin, &path).await;
         assert_eq!(s, StatusCode::NO_CONTENT, "{path}: {b}");
-        let (s, _, b) = c.call(Method::GET, &path, Some(&admin), None).await;
+        let (s, b) = c.get(&admin, &path).await;
         assert_keystone_error(s, &b, StatusCode::NOT_FOUND);
     }
     // The deleted user's token no longer works.
-    let (s, _, b) = c
-        .call(Method::GET, "/identity/v3/auth/projects", Some(&t), None)
-        .await;
+    let (s, b) = c.get(&t, "/identity/v3/auth/projects").await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
 }
 on_both_stores!(projects_users_groups_crud);
@@ -595,14 +523,10 @@ async fn expired_tokens_are_rejected() {
         .await
         .expect("sqlite always available");
     let t = c.admin_token().await;
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/auth/projects", Some(&t), None)
-        .await;
+    let (s, _) = c.get(&t, "/identity/v3/auth/projects").await;
     assert_eq!(s, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (s, _, b) = c
-        .call(Method::GET, "/identity/v3/auth/projects", Some(&t), None)
-        .await;
+    let (s, b) = c.get(&t, "/identity/v3/auth/projects").await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
     c.stop().await;
 }
@@ -731,9 +655,7 @@ async fn token_keys_rotate(c: &TestCloud) {
     );
     // (an invalid subject token is a 404, as upstream)
     assert_eq!(token_valid(c, &new, &old).await, StatusCode::NOT_FOUND);
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/auth/projects", Some(&old), None)
-        .await;
+    let (s, _) = c.get(&old, "/identity/v3/auth/projects").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(token_valid(c, &new, &new).await, StatusCode::OK);
     assert_eq!(key_of(&c.admin_token().await), 3);
@@ -776,12 +698,11 @@ async fn role_assignments_as_keystone_lists_them(c: &TestCloud) {
     let uid = c.create_user(&admin, "ra-user", "pw").await;
     let gid = c.group_with(&admin, "ra-group", &uid).await;
     let p1 = {
-        let (s, _, b) = c
-            .call(
-                Method::POST,
+        let (s, b) = c
+            .post(
+                &admin,
                 "/identity/v3/projects",
-                Some(&admin),
-                Some(json!({"project": {"name": "ra-p1"}})),
+                json!({"project": {"name": "ra-p1"}}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -789,22 +710,13 @@ async fn role_assignments_as_keystone_lists_them(c: &TestCloud) {
     };
     let ecs = c.role_id(&admin, "system_all_ecs_full").await;
     let guest = c.role_id(&admin, "te_guest").await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{p1}/groups/{gid}/roles/{ecs}"),
-    )
-    .await;
+    c.grant_project(&admin, &p1, &gid, &ecs).await;
     c.grant(&admin, &format!("/identity/v3/OS-INHERIT/domains/default/groups/{gid}/roles/{guest}/inherited_to_projects")).await;
     let list = |q: &str| {
         let (admin, q) = (admin.clone(), q.to_string());
         async move {
-            let (s, _, b) = c
-                .call(
-                    Method::GET,
-                    &format!("/identity/v3/role_assignments{q}"),
-                    Some(&admin),
-                    None,
-                )
+            let (s, b) = c
+                .get(&admin, &format!("/identity/v3/role_assignments{q}"))
                 .await;
             (s, b)
         }
@@ -850,10 +762,7 @@ async fn role_assignments_as_keystone_lists_them(c: &TestCloud) {
         2,
         "ECS on p1 and the inherited guest role: {b}"
     );
-    let projects = c
-        .call(Method::GET, "/identity/v3/projects", Some(&admin), None)
-        .await
-        .2["projects"]
+    let projects = c.get(&admin, "/identity/v3/projects").await.1["projects"]
         .as_array()
         .unwrap()
         .len();
@@ -905,9 +814,7 @@ async fn role_assignments_as_keystone_lists_them(c: &TestCloud) {
     );
     // It needs its action.
     let t = c.token_for("ra-user", "pw", Some("ra-p1")).await;
-    let (s, _, b) = c
-        .call(Method::GET, "/identity/v3/role_assignments", Some(&t), None)
-        .await;
+    let (s, b) = c.get(&t, "/identity/v3/role_assignments").await;
     assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
 }
 on_both_stores!(role_assignments_as_keystone_lists_them);
@@ -920,11 +827,7 @@ async fn application_credentials(c: &TestCloud) {
     let ecs_ro = c.role_id(&admin, "system_all_ecs_readonly").await;
     let ims = c.role_id(&admin, "system_all_ims_full").await;
     for r in [&ecs_ro, &ims] {
-        c.grant(
-            &admin,
-            &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{r}"),
-        )
-        .await;
+        c.grant_project(&admin, &demo, &gid, r).await;
     }
     let t = c.token_for("ac-user", "pw", Some("demo")).await;
     let base = format!("/identity/v3/users/{uid}/application_credentials");
@@ -963,14 +866,10 @@ async fn application_credentials(c: &TestCloud) {
     let (s, _, b) = create(json!({"name": "all"})).await;
     assert_keystone_error(s, &b, StatusCode::CONFLICT);
     // The secret is shown once.
-    let (s, _, b) = c
-        .call(Method::GET, &format!("{base}/{all_id}"), Some(&t), None)
-        .await;
+    let (s, b) = c.get(&t, &format!("{base}/{all_id}")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(b["application_credential"].get("secret").is_none());
-    let (_, _, b) = c
-        .call(Method::GET, &format!("{base}?name=all"), Some(&t), None)
-        .await;
+    let (_, b) = c.get(&t, &format!("{base}?name=all")).await;
     assert_eq!(b["application_credentials"].as_array().unwrap().len(), 1);
 
     let auth = |id: &str, secret: &str, scope: Option<Value>| {
@@ -1003,20 +902,41 @@ async fn application_credentials(c: &TestCloud) {
         assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
     }
     // The token acts as its user, within the credential's roles.
-    let (s, _, _) = c
-        .call(Method::GET, "/image/v2/images", Some(&ac_token), None)
-        .await;
+    let (s, _) = c.get(&ac_token, "/image/v2/images").await;
     assert_eq!(s, StatusCode::OK);
     // A restricted credential's token cannot make more credentials.
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &ac_token,
             &base,
-            Some(&ac_token),
-            Some(json!({"application_credential": {"name": "x"}})),
+            json!({"application_credential": {"name": "x"}}),
         )
         .await;
     assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
+    // Nor an access key (which acts as the whole user), nor change or remove the user's key.
+    let keys = "/identity/v3.0/OS-CREDENTIAL/credentials";
+    let (s, b) = c
+        .post(&t, keys, json!({"credential": {"user_id": uid}}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let key = format!("{keys}/{}", b["credential"]["access"].as_str().unwrap());
+    let (s, _) = c
+        .post(&ac_token, keys, json!({"credential": {"user_id": uid}}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = c
+        .call(
+            Method::PUT,
+            &key,
+            Some(&ac_token),
+            Some(json!({"credential": {"status": "inactive"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(c.delete(&ac_token, &key).await.0, StatusCode::FORBIDDEN);
+    let (_, b) = c.get(&t, &format!("{keys}?user_id={uid}")).await;
+    assert_eq!(b["credentials"].as_array().map(Vec::len), Some(1), "{b}");
+    assert_eq!(b["credentials"][0]["status"], "active", "{b}");
 
     // Fewer roles: the token has only those.
     let (s, _, b) =
@@ -1035,27 +955,15 @@ async fn application_credentials(c: &TestCloud) {
     let (_, tok, b) = c.auth(auth(&ro_id, &ro_secret, None)).await;
     assert_eq!(b["token"]["roles"].as_array().unwrap().len(), 1, "{b}");
     let ro_token = tok.unwrap();
-    let (s, _, _) = c
-        .call(
-            Method::POST,
-            "/image/v2/images",
-            Some(&ro_token),
-            Some(json!({"name": "x"})),
-        )
+    let (s, _) = c
+        .post(&ro_token, "/image/v2/images", json!({"name": "x"}))
         .await;
     assert_eq!(
         s,
         StatusCode::FORBIDDEN,
         "IMS FullAccess is not the credential's"
     );
-    let (s, _, _) = c
-        .call(
-            Method::POST,
-            "/image/v2/images",
-            Some(&t),
-            Some(json!({"name": "x"})),
-        )
-        .await;
+    let (s, _) = c.post(&t, "/image/v2/images", json!({"name": "x"})).await;
     assert_eq!(s, StatusCode::CREATED, "the user has it");
 
     // Access rules: only the calls named.
@@ -1075,22 +983,16 @@ async fn application_credentials(c: &TestCloud) {
         "/v2/images"
     );
     let rt = tok.unwrap();
-    let (s, _, _) = c
-        .call(Method::GET, "/image/v2/images", Some(&rt), None)
-        .await;
+    let (s, _) = c.get(&rt, "/image/v2/images").await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = c
-        .call(
-            Method::GET,
+    let (s, b) = c
+        .get(
+            &rt,
             &format!("/image/v2/images/{}", stratus_services::demo::DEMO_IMAGE_ID),
-            Some(&rt),
-            None,
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
-    let (s, _, _) = c
-        .call(Method::GET, "/compute/v2.1/servers", Some(&rt), None)
-        .await;
+    let (s, _) = c.get(&rt, "/compute/v2.1/servers").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     for bad in [
         json!({"name": "b1", "access_rules": [{"service": "image", "method": "FETCH", "path": "/v2"}]}),
@@ -1104,12 +1006,11 @@ async fn application_credentials(c: &TestCloud) {
         assert_keystone_error(s, &b, StatusCode::BAD_REQUEST);
     }
     // Not for another user, even by an administrator.
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             &base,
-            Some(&admin),
-            Some(json!({"application_credential": {"name": "x"}})),
+            json!({"application_credential": {"name": "x"}}),
         )
         .await;
     assert_keystone_error(s, &b, StatusCode::FORBIDDEN);
@@ -1121,22 +1022,14 @@ async fn application_credentials(c: &TestCloud) {
         None,
     )
     .await;
-    let (s, _, _) = c
-        .call(Method::GET, "/image/v2/images", Some(&ro_token), None)
-        .await;
+    let (s, _) = c.get(&ro_token, "/image/v2/images").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Deleted: its tokens stop at once; the others stay.
-    let (s, _, _) = c
-        .call(Method::DELETE, &format!("{base}/{all_id}"), Some(&t), None)
-        .await;
+    let (s, _) = c.delete(&t, &format!("{base}/{all_id}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = c
-        .call(Method::GET, "/image/v2/images", Some(&ac_token), None)
-        .await;
+    let (s, _) = c.get(&ac_token, "/image/v2/images").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _, _) = c
-        .call(Method::GET, "/image/v2/images", Some(&rt), None)
-        .await;
+    let (s, _) = c.get(&rt, "/image/v2/images").await;
     assert_eq!(s, StatusCode::OK);
     // Deleting the user deletes its credentials.
     c.call(
@@ -1146,9 +1039,7 @@ async fn application_credentials(c: &TestCloud) {
         None,
     )
     .await;
-    let (s, _, _) = c
-        .call(Method::GET, "/image/v2/images", Some(&rt), None)
-        .await;
+    let (s, _) = c.get(&rt, "/image/v2/images").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM application_credentials")
         .fetch_one(c.store().pool())
@@ -1181,12 +1072,11 @@ async fn project_scopes_need_grants_and_disabling_revokes(c: &TestCloud) {
     let mk = |name: &'static str| {
         let admin = admin.clone();
         async move {
-            let (s, _, b) = c
-                .call(
-                    Method::POST,
+            let (s, b) = c
+                .post(
+                    &admin,
                     "/identity/v3/projects",
-                    Some(&admin),
-                    Some(json!({"project": {"name": name}})),
+                    json!({"project": {"name": name}}),
                 )
                 .await;
             assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -1206,9 +1096,7 @@ async fn project_scopes_need_grants_and_disabling_revokes(c: &TestCloud) {
     let t1 = tok.unwrap();
     let (s, _, b) = c.auth(scoped(&p2)).await;
     assert_keystone_error(s, &b, StatusCode::UNAUTHORIZED);
-    let (_, _, b) = c
-        .call(Method::GET, "/identity/v3/auth/projects", Some(&t1), None)
-        .await;
+    let (_, b) = c.get(&t1, "/identity/v3/auth/projects").await;
     let names: Vec<&str> = b["projects"]
         .as_array()
         .unwrap()
@@ -1216,23 +1104,17 @@ async fn project_scopes_need_grants_and_disabling_revokes(c: &TestCloud) {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["scope-p1"]);
-    let (_, _, b) = c
-        .call(
-            Method::GET,
-            &format!("/identity/v3/users/{uid}/projects"),
-            Some(&admin),
-            None,
-        )
+    let (_, b) = c
+        .get(&admin, &format!("/identity/v3/users/{uid}/projects"))
         .await;
     assert_eq!(b["projects"].as_array().unwrap().len(), 1, "{b}");
 
     // A grant on an enterprise project makes every project usable.
-    let (_, _, ep) = c
-        .call(
-            Method::POST,
+    let (_, ep) = c
+        .post(
+            &admin,
             "/identity/v3.0/enterprise-projects",
-            Some(&admin),
-            Some(json!({"name": "scope-ep"})),
+            json!({"name": "scope-ep"}),
         )
         .await;
     let ep = ep["enterprise_project"]["id"].as_str().unwrap().to_string();
@@ -1264,14 +1146,10 @@ async fn project_scopes_need_grants_and_disabling_revokes(c: &TestCloud) {
         }
     };
     patch(false).await;
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/auth/projects", Some(&t1), None)
-        .await;
+    let (s, _) = c.get(&t1, "/identity/v3/auth/projects").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     patch(true).await;
-    let (s, _, _) = c
-        .call(Method::GET, "/identity/v3/auth/projects", Some(&t1), None)
-        .await;
+    let (s, _) = c.get(&t1, "/identity/v3/auth/projects").await;
     assert_eq!(
         s,
         StatusCode::UNAUTHORIZED,
@@ -1279,14 +1157,7 @@ async fn project_scopes_need_grants_and_disabling_revokes(c: &TestCloud) {
     );
     let (s, tok, _) = c.auth(scoped(&p1)).await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, _, _) = c
-        .call(
-            Method::GET,
-            "/identity/v3/auth/projects",
-            Some(&tok.unwrap()),
-            None,
-        )
-        .await;
+    let (s, _) = c.get(&tok.unwrap(), "/identity/v3/auth/projects").await;
     assert_eq!(s, StatusCode::OK);
 }
 on_both_stores!(project_scopes_need_grants_and_disabling_revokes);

@@ -27,9 +27,7 @@ async fn project_token(c: &TestCloud, project: &str) -> String {
 }
 
 async fn create(c: &TestCloud, t: &str, body: Value) -> Value {
-    let (s, _, b) = c
-        .call(Method::POST, "/image/v2/images", Some(t), Some(body))
-        .await;
+    let (s, b) = c.post(t, "/image/v2/images", body).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     b
 }
@@ -82,7 +80,7 @@ fn blob_files(c: &TestCloud) -> Vec<String> {
 }
 
 async fn get_json(c: &TestCloud, t: &str, path: &str) -> (StatusCode, Value) {
-    let (s, _, b) = c.call(Method::GET, path, Some(t), None).await;
+    let (s, b) = c.get(t, path).await;
     (s, b)
 }
 
@@ -125,25 +123,11 @@ async fn data_round_trip_and_patch(c: &TestCloud) {
     assert_eq!(img["status"], "queued");
     assert_eq!(img["hw_x"], "1");
     // No data yet: 204.
-    let (s, _, _) = c
-        .call(
-            Method::GET,
-            &format!("/image/v2/images/{id}/file"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = c.get(&t, &format!("/image/v2/images/{id}/file")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, b) = put_file(c, &t, &id, data.clone()).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    let (_, _, img) = c
-        .call(
-            Method::GET,
-            &format!("/image/v2/images/{id}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (_, img) = c.get(&t, &format!("/image/v2/images/{id}")).await;
     assert_eq!(img["status"], "active");
     assert_eq!(img["size"], data.len());
     assert_eq!(img["virtual_size"], 8 << 20);
@@ -207,14 +191,7 @@ async fn data_round_trip_and_patch(c: &TestCloud) {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = c
-        .call(
-            Method::DELETE,
-            &format!("/image/v2/images/{id}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, b) = c.delete(&t, &format!("/image/v2/images/{id}")).await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
     let (s, _) = patch(
         c,
@@ -225,23 +202,9 @@ async fn data_round_trip_and_patch(c: &TestCloud) {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, _) = c
-        .call(
-            Method::DELETE,
-            &format!("/image/v2/images/{id}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = c.delete(&t, &format!("/image/v2/images/{id}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, b) = c
-        .call(
-            Method::GET,
-            &format!("/image/v2/images/{id}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, b) = c.get(&t, &format!("/image/v2/images/{id}")).await;
     assert_glance_error(s, &b, StatusCode::NOT_FOUND);
 }
 on_both_stores!(data_round_trip_and_patch);
@@ -290,24 +253,10 @@ async fn unsafe_or_mismatched_data_is_refused_and_discarded(c: &TestCloud) {
         let (s, b) = put_file(c, &t, id, data).await;
         assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
         assert!(b["message"].as_str().unwrap().contains(needle), "{b}");
-        let (_, _, img) = c
-            .call(
-                Method::GET,
-                &format!("/image/v2/images/{id}"),
-                Some(&t),
-                None,
-            )
-            .await;
+        let (_, img) = c.get(&t, &format!("/image/v2/images/{id}")).await;
         assert_eq!(img["status"], "queued", "{img}");
         assert!(img["size"].is_null() && img["checksum"].is_null());
-        let (s, _, _) = c
-            .call(
-                Method::GET,
-                &format!("/image/v2/images/{id}/file"),
-                Some(&t),
-                None,
-            )
-            .await;
+        let (s, _) = c.get(&t, &format!("/image/v2/images/{id}/file")).await;
         assert_eq!(s, StatusCode::NO_CONTENT);
     }
     // Every format the inspector vouches for becomes active with its virtual size.
@@ -327,14 +276,7 @@ async fn unsafe_or_mismatched_data_is_refused_and_discarded(c: &TestCloud) {
         let id = img["id"].as_str().unwrap();
         let (s, b) = put_file(c, &t, id, data).await;
         assert_eq!(s, StatusCode::NO_CONTENT, "{fmt}: {b}");
-        let (_, _, img) = c
-            .call(
-                Method::GET,
-                &format!("/image/v2/images/{id}"),
-                Some(&t),
-                None,
-            )
-            .await;
+        let (_, img) = c.get(&t, &format!("/image/v2/images/{id}")).await;
         assert_eq!(img["status"], "active", "{img}");
         let vs = img["virtual_size"].as_i64().unwrap();
         assert!((1 << 20..2 << 20).contains(&vs), "{fmt}: {vs}");
@@ -352,18 +294,11 @@ async fn unsafe_or_mismatched_data_is_refused_and_discarded(c: &TestCloud) {
         json!({"name": 5}),
         json!({"k": 5}),
     ] {
-        let (s, _, b) = c
-            .call(Method::POST, "/image/v2/images", Some(&t), Some(body))
-            .await;
+        let (s, b) = c.post(&t, "/image/v2/images", body).await;
         assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
     }
-    let (s, _, b) = c
-        .call(
-            Method::POST,
-            "/image/v2/images",
-            Some(&t),
-            Some(json!({"status": "active"})),
-        )
+    let (s, b) = c
+        .post(&t, "/image/v2/images", json!({"status": "active"}))
         .await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
 }
@@ -379,27 +314,21 @@ async fn visibility_between_projects(c: &TestCloud) {
     )
     .await;
     let public = create(c, &admin, json!({"name": "public", "visibility": "public"})).await;
-    let (s, _, b) = c
-        .call(
-            Method::GET,
+    let (s, b) = c
+        .get(
+            &demo,
             &format!("/image/v2/images/{}", private["id"].as_str().unwrap()),
-            Some(&demo),
-            None,
         )
         .await;
     assert_glance_error(s, &b, StatusCode::NOT_FOUND);
-    let (s, _, _) = c
-        .call(
-            Method::GET,
+    let (s, _) = c
+        .get(
+            &demo,
             &format!("/image/v2/images/{}", public["id"].as_str().unwrap()),
-            Some(&demo),
-            None,
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, _, l) = c
-        .call(Method::GET, "/image/v2/images", Some(&demo), None)
-        .await;
+    let (_, l) = c.get(&demo, "/image/v2/images").await;
     let names: Vec<&str> = l["images"]
         .as_array()
         .unwrap()
@@ -422,9 +351,7 @@ async fn visibility_between_projects(c: &TestCloud) {
     for n in 0..3 {
         create(c, &admin, json!({"name": format!("p{n}")})).await;
     }
-    let (_, _, l) = c
-        .call(Method::GET, "/image/v2/images?limit=2", Some(&admin), None)
-        .await;
+    let (_, l) = c.get(&admin, "/image/v2/images?limit=2").await;
     let first: Vec<&str> = l["images"]
         .as_array()
         .unwrap()
@@ -433,9 +360,7 @@ async fn visibility_between_projects(c: &TestCloud) {
         .collect();
     assert_eq!(first, ["p2", "p1"]);
     let next = l["next"].as_str().expect("next link");
-    let (_, _, l2) = c
-        .call(Method::GET, &format!("/image{next}"), Some(&admin), None)
-        .await;
+    let (_, l2) = c.get(&admin, &format!("/image{next}")).await;
     let second: Vec<&str> = l2["images"]
         .as_array()
         .unwrap()
@@ -444,14 +369,7 @@ async fn visibility_between_projects(c: &TestCloud) {
         .collect();
     assert_eq!(second, ["p0", "public"]);
     for q in ["limit=-1", "limit=x", "marker=nope", "visibility=everyone"] {
-        let (s, _, b) = c
-            .call(
-                Method::GET,
-                &format!("/image/v2/images?{q}"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let (s, b) = c.get(&admin, &format!("/image/v2/images?{q}")).await;
         assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
     }
 }
@@ -465,15 +383,9 @@ async fn listing_needs_its_action(c: &TestCloud) {
     let policy = c
         .custom_policy(&admin, "get only", json!({"Version": "1.1", "Statement": [{"Effect": "Allow", "Action": ["ims:images:get"]}]}))
         .await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{policy}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &policy).await;
     let t = c.token_for("imgro", "pw", Some("demo")).await;
-    let (s, _, b) = c
-        .call(Method::GET, "/image/v2/images", Some(&t), None)
-        .await;
+    let (s, b) = c.get(&t, "/image/v2/images").await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
     assert_eq!(
         b["message"],
@@ -497,14 +409,7 @@ async fn oversized_data_is_413_and_discarded() {
     let id = img["id"].as_str().unwrap();
     let (s, b) = put_file(&c, &t, id, vec![0u8; 2 << 20]).await;
     assert_glance_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE);
-    let (_, _, img) = c
-        .call(
-            Method::GET,
-            &format!("/image/v2/images/{id}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (_, img) = c.get(&t, &format!("/image/v2/images/{id}")).await;
     assert_eq!(img["status"], "queued");
     assert!(blob_files(&c).is_empty(), "{:?}", blob_files(&c));
     c.stop().await;
@@ -531,36 +436,15 @@ async fn deactivated_images_keep_their_data_from_downloads(c: &TestCloud) {
         .call(Method::POST, &act("deactivate"), Some(&t), None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (_, _, i) = c
-        .call(
-            Method::GET,
-            &format!("/image/v2/images/{id}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (_, i) = c.get(&t, &format!("/image/v2/images/{id}")).await;
     assert_eq!(i["status"], "deactivated");
-    let (s, _, b) = c
-        .call(
-            Method::GET,
-            &format!("/image/v2/images/{id}/file"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, b) = c.get(&t, &format!("/image/v2/images/{id}/file")).await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
     let (s, _, _) = c
         .call(Method::POST, &act("reactivate"), Some(&t), None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = c
-        .call(
-            Method::GET,
-            &format!("/image/v2/images/{id}/file"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = c.get(&t, &format!("/image/v2/images/{id}/file")).await;
     assert_eq!(s, StatusCode::OK);
 }
 on_both_stores!(deactivated_images_keep_their_data_from_downloads);
@@ -807,47 +691,27 @@ async fn shared_images_and_members(c: &TestCloud) {
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Only shared images have members; only the owner adds them.
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             &format!(
                 "/image/v2/images/{}/members",
                 private["id"].as_str().unwrap()
             ),
-            Some(&admin),
-            Some(json!({"member": demo_id})),
+            json!({"member": demo_id}),
         )
         .await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
-    let (s, _, m) = c
-        .call(
-            Method::POST,
-            &members,
-            Some(&admin),
-            Some(json!({"member": demo_id})),
-        )
-        .await;
+    let (s, m) = c.post(&admin, &members, json!({"member": demo_id})).await;
     assert_eq!(s, StatusCode::OK, "{m}");
     assert_eq!(
         (m["status"].as_str(), m["member_id"].as_str()),
         (Some("pending"), Some(demo_id.as_str()))
     );
-    let (s, _, b) = c
-        .call(
-            Method::POST,
-            &members,
-            Some(&admin),
-            Some(json!({"member": demo_id})),
-        )
-        .await;
+    let (s, b) = c.post(&admin, &members, json!({"member": demo_id})).await;
     assert_glance_error(s, &b, StatusCode::CONFLICT);
-    let (s, _, b) = c
-        .call(
-            Method::POST,
-            &members,
-            Some(&admin),
-            Some(json!({"member": demo_id, "x": 1})),
-        )
+    let (s, b) = c
+        .post(&admin, &members, json!({"member": demo_id, "x": 1}))
         .await;
     assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
 
@@ -863,43 +727,15 @@ async fn shared_images_and_members(c: &TestCloud) {
     )
     .await;
     assert_eq!(names(&l), ["sh"]);
-    let (s, _, b) = c
-        .call(
-            Method::POST,
-            &members,
-            Some(&demo),
-            Some(json!({"member": "someone"})),
-        )
-        .await;
+    let (s, b) = c.post(&demo, &members, json!({"member": "someone"})).await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
     // The owner cannot answer for the member; the member can.
     let me = format!("{members}/{demo_id}");
-    let (s, _, b) = c
-        .call(
-            Method::PUT,
-            &me,
-            Some(&admin),
-            Some(json!({"status": "accepted"})),
-        )
-        .await;
+    let (s, b) = c.put(&admin, &me, json!({"status": "accepted"})).await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
-    let (s, _, b) = c
-        .call(
-            Method::PUT,
-            &me,
-            Some(&demo),
-            Some(json!({"status": "sure"})),
-        )
-        .await;
+    let (s, b) = c.put(&demo, &me, json!({"status": "sure"})).await;
     assert_glance_error(s, &b, StatusCode::BAD_REQUEST);
-    let (s, _, m) = c
-        .call(
-            Method::PUT,
-            &me,
-            Some(&demo),
-            Some(json!({"status": "accepted"})),
-        )
-        .await;
+    let (s, m) = c.put(&demo, &me, json!({"status": "accepted"})).await;
     assert_eq!(
         (s, m["status"].as_str()),
         (StatusCode::OK, Some("accepted"))
@@ -922,11 +758,11 @@ async fn shared_images_and_members(c: &TestCloud) {
     .await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
 
-    let (s, _, _) = c.call(Method::DELETE, &me, Some(&admin), None).await;
+    let (s, _) = c.delete(&admin, &me).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = get_json(c, &demo, &format!("/image/v2/images/{id}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _, b) = c.call(Method::DELETE, &me, Some(&admin), None).await;
+    let (s, b) = c.delete(&admin, &me).await;
     assert_glance_error(s, &b, StatusCode::NOT_FOUND);
 }
 on_both_stores!(shared_images_and_members);
@@ -1105,18 +941,9 @@ async fn enterprise_project_grants_reach_only_what_the_catalogue_allows(c: &Test
     )
     .await;
     let t = c.token_for("epuser", "pw", Some("demo")).await;
-    let (s, _, b) = c
-        .call(Method::GET, "/image/v2/images", Some(&t), None)
-        .await;
+    let (s, b) = c.get(&t, "/image/v2/images").await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
-    let (s, _, b) = c
-        .call(
-            Method::POST,
-            "/image/v2/images",
-            Some(&t),
-            Some(json!({"name": "x"})),
-        )
-        .await;
+    let (s, b) = c.post(&t, "/image/v2/images", json!({"name": "x"})).await;
     assert_glance_error(s, &b, StatusCode::FORBIDDEN);
     let demo = stratus_services::demo::DEMO_IMAGE_ID;
     let (s, b) = get_json(c, &t, &format!("/image/v2/images/{demo}")).await;
@@ -1141,14 +968,7 @@ async fn stage(c: &TestCloud, t: &str, id: &str, ct: &str, data: Vec<u8>) -> (St
 /// Waits until the image leaves `importing`; returns it.
 async fn settled(c: &TestCloud, t: &str, id: &str) -> Value {
     for _ in 0..1000 {
-        let (_, _, b) = c
-            .call(
-                Method::GET,
-                &format!("/image/v2/images/{id}"),
-                Some(t),
-                None,
-            )
-            .await;
+        let (_, b) = c.get(t, &format!("/image/v2/images/{id}")).await;
         if b["status"] != "importing" && b.get("os_glance_import_task").is_none() {
             return b;
         }
@@ -1199,17 +1019,11 @@ async fn versions_and_glance_direct_import(c: &TestCloud) {
     }
     let t = project_token(c, "demo").await;
     // Any listed version serves the v2 API.
-    let (s, _, _) = c
-        .call(Method::GET, "/image/v2.17/images", Some(&t), None)
-        .await;
+    let (s, _) = c.get(&t, "/image/v2.17/images").await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, _) = c
-        .call(Method::GET, "/image/v2.8/images", Some(&t), None)
-        .await;
+    let (s, _) = c.get(&t, "/image/v2.8/images").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _, b) = c
-        .call(Method::GET, "/image/v2/info/import", Some(&t), None)
-        .await;
+    let (s, b) = c.get(&t, "/image/v2/info/import").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["import-methods"]["value"],
@@ -1277,14 +1091,7 @@ async fn versions_and_glance_direct_import(c: &TestCloud) {
     assert!(r.headers().get("connection").is_none());
     let (s, b) = stage(c, &t, &id, "application/octet-stream", data.clone()).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    let (_, _, i) = c
-        .call(
-            Method::GET,
-            &format!("/image/v2/images/{id}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (_, i) = c.get(&t, &format!("/image/v2/images/{id}")).await;
     assert_eq!(
         (i["status"].as_str(), i["size"].as_u64(), &i["checksum"]),
         (Some("uploading"), Some(data.len() as u64), &Value::Null)
@@ -1341,23 +1148,21 @@ async fn versions_and_glance_direct_import(c: &TestCloud) {
 
     // Staged data that is not what the image declares: the import fails, the image is queued
     // again with nothing kept, and can be staged anew.
-    let (_, _, i) = c
-        .call(
-            Method::POST,
+    let (_, i) = c
+        .post(
+            &t,
             "/image/v2/images",
-            Some(&t),
-            Some(json!({"name": "bad", "disk_format": "qcow2", "container_format": "bare"})),
+            json!({"name": "bad", "disk_format": "qcow2", "container_format": "bare"}),
         )
         .await;
     let bad = i["id"].as_str().unwrap().to_string();
     let (s, _) = stage(c, &t, &bad, "application/octet-stream", vec![0u8; 4096]).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, _) = c
-        .call(
-            Method::POST,
+    let (s, _) = c
+        .post(
+            &t,
             &format!("/image/v2/images/{bad}/import"),
-            Some(&t),
-            Some(json!({"method": {"name": "glance-direct"}})),
+            json!({"method": {"name": "glance-direct"}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED);
@@ -1446,9 +1251,7 @@ async fn web_download_fetches_only_allowed_urls() {
     .await
     .unwrap();
     let t = project_token(&c, "demo").await;
-    let (_, _, b) = c
-        .call(Method::GET, "/image/v2/info/import", Some(&t), None)
-        .await;
+    let (_, b) = c.get(&t, "/image/v2/info/import").await;
     assert_eq!(
         b["import-methods"]["value"],
         json!(["glance-direct", "web-download", "copy-image"])
@@ -1457,12 +1260,11 @@ async fn web_download_fetches_only_allowed_urls() {
         let t = t.clone();
         let c = &c;
         async move {
-            let (_, _, i) = c
-                .call(
-                    Method::POST,
+            let (_, i) = c
+                .post(
+                    &t,
                     "/image/v2/images",
-                    Some(&t),
-                    Some(json!({"name": name, "disk_format": "qcow2", "container_format": "bare"})),
+                    json!({"name": name, "disk_format": "qcow2", "container_format": "bare"}),
                 )
                 .await;
             i["id"].as_str().unwrap().to_string()
@@ -1514,3 +1316,38 @@ async fn web_download_fetches_only_allowed_urls() {
     );
     c.stop().await;
 }
+
+/// IMS's own listing (`/v2/cloudimages`): `__imagetype` picks public, own or shared images,
+/// `enterprise_project_id` narrows (every image is in "0"), Glance's filters apply, bad values 400.
+async fn cloud_images_listing(c: &TestCloud) {
+    let t = c.admin_token().await;
+    let (id, _) = c.upload_filled_image(&t, "own-img", 7).await;
+    let ids = |b: &Value| -> Vec<String> {
+        b["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .map(|i| i["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let demo = stratus_services::demo::DEMO_IMAGE_ID.to_string();
+    let (s, b) = c.get(&t, "/image/v2/cloudimages?__imagetype=gold").await;
+    assert_eq!((s, ids(&b)), (StatusCode::OK, vec![demo.clone()]), "{b}");
+    let (_, b) = c
+        .get(
+            &t,
+            "/image/v2/cloudimages?__imagetype=private&enterprise_project_id=0",
+        )
+        .await;
+    assert_eq!(ids(&b), vec![id.clone()], "{b}");
+    assert_eq!(b["images"][0]["enterprise_project_id"], "0");
+    let (_, b) = c.get(&t, "/image/v2/cloudimages?name=own-img").await;
+    assert_eq!(ids(&b), vec![id]);
+    for q in ["__imagetype=market", "enterprise_project_id=ep1"] {
+        let (s, b) = c.get(&t, &format!("/image/v2/cloudimages?{q}")).await;
+        assert_eq!((s, ids(&b).len()), (StatusCode::OK, 0), "{q}: {b}");
+    }
+    let (s, b) = c.get(&t, "/image/v2/cloudimages?__imagetype=nope").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+}
+on_both_stores!(cloud_images_listing);

@@ -2,7 +2,7 @@
 //! nothing, and is listed in SECURITY.md.
 
 use crate::common::*;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use stratus_services::limits;
 
@@ -35,9 +35,7 @@ async fn counts(c: &TestCloud, t: &str) -> Vec<usize> {
 /// the request that made memory grow with the square of its sort keys is a 400 now.
 async fn listings_are_bounded(c: &TestCloud) {
     let t = c.project_token("demo").await;
-    let (s, _, first) = c
-        .call(Method::GET, "/image/v2/images?limit=1", Some(&t), None)
-        .await;
+    let (s, first) = c.get(&t, "/image/v2/images?limit=1").await;
     assert_eq!(s, StatusCode::OK);
     let marker = first["images"][0]["id"].as_str().unwrap().to_string();
     let many_ids = vec!["id"; 2_000].join(",");
@@ -64,16 +62,14 @@ async fn listings_are_bounded(c: &TestCloud) {
         format!("/identity/v3/users?limit=5{too_many_params}"),
     ];
     for path in &cases {
-        let (s, _, b) = c.call(Method::GET, path, Some(&t), None).await;
+        let (s, b) = c.get(&t, path).await;
         assert_refused(s, &b, StatusCode::BAD_REQUEST, &path[..path.len().min(80)]);
     }
     // Ten distinct keys are fine.
-    let (s, _, b) = c
-        .call(
-            Method::GET,
+    let (s, b) = c
+        .get(
+            &t,
             &format!("/image/v2/images?sort=name,status,size,id&marker={marker}"),
-            Some(&t),
-            None,
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -127,7 +123,7 @@ async fn json_bodies_are_bounded(c: &TestCloud) {
         ),
     ];
     for (path, body, why) in bodies {
-        let (s, _, b) = c.call(Method::POST, path, Some(&t), Some(body)).await;
+        let (s, b) = c.post(&t, path, body).await;
         assert_refused(s, &b, StatusCode::BAD_REQUEST, path);
         assert!(message(&b).is_some_and(|m| m.contains(why)), "{path}: {b}");
     }
@@ -146,13 +142,8 @@ async fn fields_are_bounded(c: &TestCloud) {
     let metadata: serde_json::Map<String, Value> = (0..=limits::METADATA_ITEMS)
         .map(|i| (format!("k{i}"), json!("v")))
         .collect();
-    let (_, _, v) = c
-        .call(
-            Method::POST,
-            "/volume/v3/volumes",
-            Some(&t),
-            Some(json!({"volume": {"size": 1}})),
-        )
+    let (_, v) = c
+        .post(&t, "/volume/v3/volumes", json!({"volume": {"size": 1}}))
         .await;
     let volume = v["volume"]["id"].as_str().unwrap().to_string();
     let before = {
@@ -209,9 +200,7 @@ async fn fields_are_bounded(c: &TestCloud) {
     let names_limit =
         |b: &Value| message(b).is_some_and(|m| m.contains("255") || m.contains("at most"));
     for (path, body, what) in cases {
-        let (s, _, b) = c
-            .call_mv(Method::POST, path, Some(&t), "2.19", Some(body))
-            .await;
+        let (s, b) = c.mv("2.19").post(&t, path, body).await;
         assert_refused(s, &b, StatusCode::BAD_REQUEST, what);
         assert!(names_limit(&b), "{what}: {b}");
     }
@@ -237,19 +226,14 @@ async fn fields_are_bounded(c: &TestCloud) {
             "email",
         ),
     ] {
-        let (s, _, b) = c.call(Method::POST, path, Some(&admin), Some(body)).await;
+        let (s, b) = c.post(&admin, path, body).await;
         assert_refused(s, &b, StatusCode::BAD_REQUEST, what);
         assert!(names_limit(&b), "{what}: {b}");
     }
     // Glance's quotas on tags and properties are 413s.
     let tags: Vec<String> = (0..=limits::IMAGE_TAGS).map(|i| format!("t{i}")).collect();
-    let (s, _, b) = c
-        .call(
-            Method::POST,
-            "/image/v2/images",
-            Some(&t),
-            Some(json!({"name": "x", "tags": tags})),
-        )
+    let (s, b) = c
+        .post(&t, "/image/v2/images", json!({"name": "x", "tags": tags}))
         .await;
     assert_refused(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "tags");
     let mut props = serde_json::Map::new();
@@ -257,14 +241,7 @@ async fn fields_are_bounded(c: &TestCloud) {
     for i in 0..=limits::IMAGE_PROPERTIES {
         props.insert(format!("p{i}"), json!("v"));
     }
-    let (s, _, b) = c
-        .call(
-            Method::POST,
-            "/image/v2/images",
-            Some(&t),
-            Some(Value::Object(props)),
-        )
-        .await;
+    let (s, b) = c.post(&t, "/image/v2/images", Value::Object(props)).await;
     assert_refused(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "properties");
     assert_eq!(counts(c, &t).await, before);
 }

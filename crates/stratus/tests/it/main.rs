@@ -5,15 +5,18 @@
 #[macro_use]
 mod common;
 
+mod access_keys;
 mod authz_golden;
 mod catalogue;
 mod compute;
 mod crash;
 mod create_image;
+mod guests;
 mod iam;
 mod identity;
 mod images;
 mod limits;
+mod router;
 mod serve;
 mod structure;
 mod tenancy;

@@ -24,6 +24,8 @@ fn serve(args: &[&str], envs: &[(&str, &str)]) -> Command {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // No guests unless a test asks for them.
+    cmd.env("STRATUS_DRIVER", "none");
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -480,6 +482,7 @@ async fn a_full_disk_fails_the_upload_and_leaves_nothing_behind() {
     cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .env("STRATUS_DRIVER", "none")
         .env("STRATUS_LOG", "warn");
     let s = start_cmd(cmd);
     let pw = s

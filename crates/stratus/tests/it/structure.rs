@@ -123,3 +123,57 @@ fn the_cycle_check_sees_a_cycle() {
     );
     assert_eq!(cycle_through(&g, "c"), None);
 }
+
+/// The names in the `[dependencies]` table of a crate's manifest.
+fn dependencies(krate: &str) -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("Cargo.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let deps = text.split("[dependencies]").nth(1).unwrap_or("");
+    let deps = deps.split("\n[").next().unwrap_or("");
+    deps.lines()
+        .filter_map(|l| l.split(['.', '=', ' ']).next())
+        .filter(|n| !n.is_empty() && !n.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_layers_depend_one_way() {
+    // What each crate must not depend on: the wire stays in the API, I/O out of the engine and
+    // the model, the database out of the API.
+    let rules: &[(&str, &[&str])] = &[
+        (
+            "stratus-iam",
+            &["tokio", "sqlx", "axum", "reqwest", "stratus-store"],
+        ),
+        (
+            "stratus-model",
+            &["tokio", "axum", "stratus-store", "stratus-services"],
+        ),
+        (
+            "stratus-store",
+            &["axum", "stratus-services", "stratus-api"],
+        ),
+        ("stratus-services", &["axum", "http", "stratus-api"]),
+        ("stratus-api", &["stratus-store", "sqlx"]),
+    ];
+    for (krate, forbidden) in rules {
+        let deps = dependencies(krate);
+        assert!(deps.len() >= 3, "{krate}: {deps:?}");
+        for f in *forbidden {
+            assert!(!deps.contains(*f), "{krate} depends on {f}");
+        }
+    }
+    // The API names no store item even through a re-export.
+    let mut files = Vec::new();
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../stratus-api/src");
+    rust_files(&api, &mut files);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(!text.contains("stratus_store"), "{}", f.display());
+        assert!(!text.contains("services::store"), "{}", f.display());
+    }
+}

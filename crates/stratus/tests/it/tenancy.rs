@@ -3,7 +3,7 @@
 //! the image cache those paths share.
 
 use crate::common::*;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 /// A deleted image's id is never given to new data, by its project or any other, and the cache
@@ -15,12 +15,11 @@ async fn a_deleted_image_id_is_never_reused(c: &TestCloud) {
     let cache = format!("sha512-{digest}");
 
     // A boots from X, then deletes X; the server keeps its disk.
-    let (s, _, srv) = c
-        .call(
-            Method::POST,
+    let (s, srv) = c
+        .post(
+            &a,
             "/compute/v2.1/servers",
-            Some(&a),
-            Some(json!({"server": {"name": "a1", "imageRef": x, "flavorRef": "1"}})),
+            json!({"server": {"name": "a1", "imageRef": x, "flavorRef": "1"}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{srv}");
@@ -31,26 +30,12 @@ async fn a_deleted_image_id_is_never_reused(c: &TestCloud) {
         "{:?}",
         c.cached_images()
     );
-    let (s, _, _) = c
-        .call(
-            Method::DELETE,
-            &format!("/image/v2/images/{x}"),
-            Some(&a),
-            None,
-        )
-        .await;
+    let (s, _) = c.delete(&a, &format!("/image/v2/images/{x}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 
     // Neither B nor A can create an image with X's id again.
     for t in [&b, &a] {
-        let (s, _, body) = c
-            .call(
-                Method::POST,
-                "/image/v2/images",
-                Some(t),
-                Some(json!({"id": x, "name": "taken", "disk_format": "qcow2", "container_format": "bare"})),
-            )
-            .await;
+        let (s, body) = c.post(t, "/image/v2/images", json!({"id": x, "name": "taken", "disk_format": "qcow2", "container_format": "bare"})).await;
         assert_eq!(s, StatusCode::CONFLICT, "{body}");
         assert!(
             body["message"].as_str().is_some_and(|m| m.contains(&x)),
@@ -58,26 +43,12 @@ async fn a_deleted_image_id_is_never_reused(c: &TestCloud) {
         );
     }
     // Nor import under it: the id does not exist.
-    let (s, _, _) = c
-        .call(
-            Method::GET,
-            &format!("/image/v2/images/{x}"),
-            Some(&b),
-            None,
-        )
-        .await;
+    let (s, _) = c.get(&b, &format!("/image/v2/images/{x}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // The cache stays while the server uses it and goes with the server.
     assert!(c.cached_images().contains(&cache));
-    let (s, _, _) = c
-        .call(
-            Method::DELETE,
-            &format!("/compute/v2.1/servers/{sid}"),
-            Some(&a),
-            None,
-        )
-        .await;
+    let (s, _) = c.delete(&a, &format!("/compute/v2.1/servers/{sid}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     c.wait_gone(&a, &format!("/compute/v2.1/servers/{sid}"))
         .await;
@@ -101,37 +72,30 @@ async fn cached_data_is_the_data_of_its_image(c: &TestCloud) {
     // Refused by quota: no volume, no cache.
     let demo = c.project_id(&c.admin_token().await, "demo").await;
     let quota = format!("/volume/v3/os-quota-sets/{demo}");
-    let (s, _, b) = c
-        .call(
-            Method::PUT,
-            &quota,
-            Some(&t),
-            Some(json!({"quota_set": {"volumes": 0}})),
-        )
+    let (s, b) = c
+        .put(&t, &quota, json!({"quota_set": {"volumes": 0}}))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &t,
             "/volume/v3/volumes",
-            Some(&t),
-            Some(json!({"volume": {"size": 1, "imageRef": one}})),
+            json!({"volume": {"size": 1, "imageRef": one}}),
         )
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     assert_eq!(c.cached_images(), before);
-    let (s, _, _) = c.call(Method::DELETE, &quota, Some(&t), None).await;
+    let (s, _) = c.delete(&t, &quota).await;
     assert_eq!(s, StatusCode::OK);
 
     // Volumes from each image hold each image's bytes.
     let mut made: Vec<(Value, u8)> = Vec::new();
     for (image, fill) in [(&one, 0x11u8), (&two, 0x22u8)] {
-        let (s, _, b) = c
-            .call(
-                Method::POST,
+        let (s, b) = c
+            .post(
+                &t,
                 "/volume/v3/volumes",
-                Some(&t),
-                Some(json!({"volume": {"size": 1, "imageRef": image}})),
+                json!({"volume": {"size": 1, "imageRef": image}}),
             )
             .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -237,34 +201,21 @@ async fn resources_of_other_projects_are_never_used(c: &TestCloud) {
     let a = c.project_token("demo").await;
     let b = c.project_token("admin").await;
     let (image, _) = c.upload_filled_image(&a, "private", 0x5a).await;
-    let (s, _, v) = c
-        .call(
-            Method::POST,
-            "/volume/v3/volumes",
-            Some(&a),
-            Some(json!({"volume": {"size": 1}})),
-        )
+    let (s, v) = c
+        .post(&a, "/volume/v3/volumes", json!({"volume": {"size": 1}}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let volume = v["volume"]["id"].as_str().unwrap().to_string();
-    let (s, _, sn) = c
-        .call(
-            Method::POST,
+    let (s, sn) = c
+        .post(
+            &a,
             "/volume/v3/snapshots",
-            Some(&a),
-            Some(json!({"snapshot": {"volume_id": volume}})),
+            json!({"snapshot": {"volume_id": volume}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{sn}");
     let snapshot = sn["snapshot"]["id"].as_str().unwrap().to_string();
-    let (s, _, srv) = c
-        .call(
-            Method::POST,
-            "/compute/v2.1/servers",
-            Some(&b),
-            Some(json!({"server": {"name": "own", "imageRef": stratus_services::demo::DEMO_IMAGE_ID, "flavorRef": "1"}})),
-        )
-        .await;
+    let (s, srv) = c.post(&b, "/compute/v2.1/servers", json!({"server": {"name": "own", "imageRef": stratus_services::demo::DEMO_IMAGE_ID, "flavorRef": "1"}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{srv}");
     let own = srv["server"]["id"].as_str().unwrap().to_string();
     let own_before = c.wait_server(&b, &own, "ACTIVE").await;
@@ -290,9 +241,7 @@ async fn resources_of_other_projects_are_never_used(c: &TestCloud) {
         }
     }
     for (key, kind, path, body) in &uses {
-        let (s, _, r) = c
-            .call(Method::POST, path, Some(&b), Some(body.clone()))
-            .await;
+        let (s, r) = c.post(&b, path, body.clone()).await;
         let expected = if key.ends_with("/snapshots") {
             StatusCode::NOT_FOUND
         } else {
@@ -305,14 +254,7 @@ async fn resources_of_other_projects_are_never_used(c: &TestCloud) {
     let own_after = c.wait_server(&b, &own, "ACTIVE").await;
     assert_eq!(own_after["image"], own_before["image"]);
     assert_eq!(own_after["updated"], own_before["updated"]);
-    let (_, _, v) = c
-        .call(
-            Method::GET,
-            &format!("/volume/v3/volumes/{volume}"),
-            Some(&a),
-            None,
-        )
-        .await;
+    let (_, v) = c.get(&a, &format!("/volume/v3/volumes/{volume}")).await;
     assert_eq!(v["volume"]["status"], "available");
     assert!(v["volume"]["attachments"].as_array().unwrap().is_empty());
 }
@@ -323,21 +265,15 @@ on_both_stores!(resources_of_other_projects_are_never_used);
 async fn using_a_resource_needs_reading_it(c: &TestCloud) {
     let admin = c.project_token("demo").await;
     let (image, _) = c.upload_filled_image(&admin, "mine", 0x33).await;
-    let (_, _, v) = c
-        .call(
-            Method::POST,
-            "/volume/v3/volumes",
-            Some(&admin),
-            Some(json!({"volume": {"size": 1}})),
-        )
+    let (_, v) = c
+        .post(&admin, "/volume/v3/volumes", json!({"volume": {"size": 1}}))
         .await;
     let volume = v["volume"]["id"].as_str().unwrap().to_string();
-    let (_, _, sn) = c
-        .call(
-            Method::POST,
+    let (_, sn) = c
+        .post(
+            &admin,
             "/volume/v3/snapshots",
-            Some(&admin),
-            Some(json!({"snapshot": {"volume_id": volume}})),
+            json!({"snapshot": {"volume_id": volume}}),
         )
         .await;
     let snapshot = sn["snapshot"]["id"].as_str().unwrap().to_string();
@@ -361,9 +297,7 @@ async fn using_a_resource_needs_reading_it(c: &TestCloud) {
             "ims:images:get",
         ),
     ] {
-        let (s, _, b) = c
-            .call(Method::POST, "/volume/v3/volumes", Some(&t), Some(body))
-            .await;
+        let (s, b) = c.post(&t, "/volume/v3/volumes", body).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
         assert_eq!(
             b["forbidden"]["message"],
@@ -375,41 +309,30 @@ async fn using_a_resource_needs_reading_it(c: &TestCloud) {
 on_both_stores!(using_a_resource_needs_reading_it);
 
 async fn volume_status(c: &TestCloud, t: &str, id: &str) -> (StatusCode, Value) {
-    let (s, _, b) = c
-        .call(
-            Method::GET,
-            &format!("/volume/v3/volumes/{id}"),
-            Some(t),
-            None,
-        )
-        .await;
+    let (s, b) = c.get(t, &format!("/volume/v3/volumes/{id}")).await;
     (s, b)
 }
 
 /// A server booted from volume `volume` with `delete_on_termination`, by `t`.
 async fn boot_from(c: &TestCloud, t: &str, volume: &str) -> (StatusCode, Value) {
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            t,
             "/compute/v2.1/servers",
-            Some(t),
-            Some(
-                json!({"server": {"name": "bfv", "flavorRef": "1", "block_device_mapping_v2": [
+            json!({"server": {"name": "bfv", "flavorRef": "1", "block_device_mapping_v2": [
                 {"boot_index": 0, "source_type": "volume", "destination_type": "volume",
                  "uuid": volume, "delete_on_termination": true}]}}),
-            ),
         )
         .await;
     (s, b)
 }
 
 async fn bootable_volume(c: &TestCloud, t: &str) -> String {
-    let (s, _, v) = c
-        .call(
-            Method::POST,
+    let (s, v) = c
+        .post(
+            t,
             "/volume/v3/volumes",
-            Some(t),
-            Some(json!({"volume": {"size": 1, "imageRef": stratus_services::demo::DEMO_IMAGE_ID}})),
+            json!({"volume": {"size": 1, "imageRef": stratus_services::demo::DEMO_IMAGE_ID}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
@@ -445,12 +368,11 @@ async fn delete_on_termination_is_authorized(c: &TestCloud) {
 
     // A volume with a snapshot is detached and kept.
     let v1 = bootable_volume(c, &admin).await;
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &admin,
             "/volume/v3/snapshots",
-            Some(&admin),
-            Some(json!({"snapshot": {"volume_id": v1}})),
+            json!({"snapshot": {"volume_id": v1}}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
@@ -458,13 +380,8 @@ async fn delete_on_termination_is_authorized(c: &TestCloud) {
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let s1 = b["server"]["id"].as_str().unwrap().to_string();
     c.wait_server(&admin, &s1, "ACTIVE").await;
-    let (s, _, _) = c
-        .call(
-            Method::DELETE,
-            &format!("/compute/v2.1/servers/{s1}"),
-            Some(&admin),
-            None,
-        )
+    let (s, _) = c
+        .delete(&admin, &format!("/compute/v2.1/servers/{s1}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     c.wait_gone(&admin, &format!("/compute/v2.1/servers/{s1}"))
@@ -480,13 +397,8 @@ async fn delete_on_termination_is_authorized(c: &TestCloud) {
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let s2 = b["server"]["id"].as_str().unwrap().to_string();
     c.wait_server(&admin, &s2, "ACTIVE").await;
-    let (s, _, b) = c
-        .call(
-            Method::DELETE,
-            &format!("/compute/v2.1/servers/{s2}"),
-            Some(&denied),
-            None,
-        )
+    let (s, b) = c
+        .delete(&denied, &format!("/compute/v2.1/servers/{s2}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     c.wait_gone(&admin, &format!("/compute/v2.1/servers/{s2}"))
@@ -501,13 +413,8 @@ async fn delete_on_termination_is_authorized(c: &TestCloud) {
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let s3 = b["server"]["id"].as_str().unwrap().to_string();
     c.wait_server(&admin, &s3, "ACTIVE").await;
-    let (s, _, _) = c
-        .call(
-            Method::DELETE,
-            &format!("/compute/v2.1/servers/{s3}"),
-            Some(&admin),
-            None,
-        )
+    let (s, _) = c
+        .delete(&admin, &format!("/compute/v2.1/servers/{s3}"))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     c.wait_gone(&admin, &format!("/compute/v2.1/servers/{s3}"))
@@ -521,12 +428,11 @@ on_both_stores!(delete_on_termination_is_authorized);
 async fn only_administrators_publicize_images(c: &TestCloud) {
     let t = c.demo_member("imager", &["IMS FullAccess"], &[]).await;
     let denied = "Policy doesn't allow ims:images:publicize to be performed.";
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &t,
             "/image/v2/images",
-            Some(&t),
-            Some(json!({"name": "stratus-demo", "visibility": "public"})),
+            json!({"name": "stratus-demo", "visibility": "public"}),
         )
         .await;
     assert_eq!(
@@ -534,12 +440,11 @@ async fn only_administrators_publicize_images(c: &TestCloud) {
         (StatusCode::FORBIDDEN, Some(denied)),
         "{b}"
     );
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &t,
             "/image/v2/images",
-            Some(&t),
-            Some(json!({"name": "stratus-demo", "visibility": "private"})),
+            json!({"name": "stratus-demo", "visibility": "private"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
@@ -561,14 +466,7 @@ async fn only_administrators_publicize_images(c: &TestCloud) {
     assert_eq!(b["message"], denied);
     // Other projects still find exactly one public stratus-demo: the cloud's.
     let other = c.project_token("admin").await;
-    let (_, _, l) = c
-        .call(
-            Method::GET,
-            "/image/v2/images?name=stratus-demo",
-            Some(&other),
-            None,
-        )
-        .await;
+    let (_, l) = c.get(&other, "/image/v2/images?name=stratus-demo").await;
     let found: Vec<&str> = l["images"]
         .as_array()
         .unwrap()
@@ -577,12 +475,11 @@ async fn only_administrators_publicize_images(c: &TestCloud) {
         .collect();
     assert_eq!(found, [stratus_services::demo::DEMO_IMAGE_ID]);
     // The administrator (Tenant Administrator) may publish.
-    let (s, _, b) = c
-        .call(
-            Method::POST,
+    let (s, b) = c
+        .post(
+            &other,
             "/image/v2/images",
-            Some(&other),
-            Some(json!({"name": "published", "visibility": "public"})),
+            json!({"name": "published", "visibility": "public"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");

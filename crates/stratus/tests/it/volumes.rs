@@ -17,16 +17,6 @@ async fn project_token(c: &TestCloud, project: &str) -> String {
     c.token_for("admin", &pw, Some(project)).await
 }
 
-async fn post(c: &TestCloud, t: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let (s, _, b) = c.call(Method::POST, path, Some(t), Some(body)).await;
-    (s, b)
-}
-
-async fn get(c: &TestCloud, t: &str, path: &str) -> (StatusCode, Value) {
-    let (s, _, b) = c.call(Method::GET, path, Some(t), None).await;
-    (s, b)
-}
-
 fn qemu_io(disk: &std::path::Path, cmd: &str) -> std::process::Output {
     Command::new("qemu-io")
         .args(["-f", "qcow2", "-c", cmd])
@@ -52,13 +42,13 @@ async fn volumes_and_snapshots(c: &TestCloud) {
     assert_eq!(b["versions"][0]["id"], "v3.0");
     assert_eq!(h["openstack-api-version"], "volume 3.0");
 
-    let (s, v1) = post(
-        c,
-        &t,
-        "/volume/v3/volumes",
-        json!({"volume": {"size": 1, "name": "v1"}}),
-    )
-    .await;
+    let (s, v1) = c
+        .post(
+            &t,
+            "/volume/v3/volumes",
+            json!({"volume": {"size": 1, "name": "v1"}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v1}");
     let v1 = v1["volume"].clone();
     assert_eq!(
@@ -70,13 +60,13 @@ async fn volumes_and_snapshots(c: &TestCloud) {
     assert!(qemu_io(&disk, "write -P 0x5a 0 1M").status.success());
 
     // A snapshot freezes the written layer; the volume continues on a new layer over it.
-    let (s, sn) = post(
-        c,
-        &t,
-        "/volume/v3/snapshots",
-        json!({"snapshot": {"volume_id": id, "name": "sn1"}}),
-    )
-    .await;
+    let (s, sn) = c
+        .post(
+            &t,
+            "/volume/v3/snapshots",
+            json!({"snapshot": {"volume_id": id, "name": "sn1"}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{sn}");
     let sn = sn["snapshot"].clone();
     assert_eq!(sn["status"], "available");
@@ -90,13 +80,13 @@ async fn volumes_and_snapshots(c: &TestCloud) {
     assert_eq!(backing_of(&now).as_deref(), frozen.to_str());
     assert!(qemu_io(&now, "write -P 0x11 0 4k").status.success());
     // A volume from the snapshot sees the data as of the snapshot, without copying it.
-    let (s, v2) = post(
-        c,
-        &t,
-        "/volume/v3/volumes",
-        json!({"volume": {"snapshot_id": sid, "name": "v2"}}),
-    )
-    .await;
+    let (s, v2) = c
+        .post(
+            &t,
+            "/volume/v3/volumes",
+            json!({"volume": {"snapshot_id": sid, "name": "v2"}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v2}");
     let v2id = v2["volume"]["id"].as_str().unwrap().to_string();
     assert_eq!(v2["volume"]["size"], 1);
@@ -108,14 +98,14 @@ async fn volumes_and_snapshots(c: &TestCloud) {
     );
     assert!(qemu_io(&v2disk, "read -P 0x5a 0 1M").status.success());
 
-    let (s, l) = get(c, &t, "/volume/v3/snapshots/detail").await;
+    let (s, l) = c.get(&t, "/volume/v3/snapshots/detail").await;
     assert_eq!(
         (s, l["snapshots"].as_array().map(Vec::len)),
         (StatusCode::OK, Some(1))
     );
-    let (_, l) = get(c, &t, "/volume/v3/volumes/detail").await;
+    let (_, l) = c.get(&t, "/volume/v3/volumes/detail").await;
     assert_eq!(l["volumes"].as_array().unwrap().len(), 2);
-    let (_, lim) = get(c, &t, "/volume/v3/limits").await;
+    let (_, lim) = c.get(&t, "/volume/v3/limits").await;
     let abs = &lim["limits"]["absolute"];
     assert_eq!(
         (
@@ -127,65 +117,43 @@ async fn volumes_and_snapshots(c: &TestCloud) {
     assert_eq!(abs["maxTotalSnapshots"], 10);
 
     // A volume with snapshots cannot go; without, it can, and unreachable layers go with it.
-    let (s, _, b) = c
-        .call(
-            Method::DELETE,
-            &format!("/volume/v3/volumes/{id}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, b) = c.delete(&t, &format!("/volume/v3/volumes/{id}")).await;
     assert_cinder_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (s, _, _) = c
-        .call(
-            Method::DELETE,
-            &format!("/volume/v3/snapshots/{sid}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let (s, _) = c.delete(&t, &format!("/volume/v3/snapshots/{sid}")).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert!(frozen.exists(), "still under v1 and v2");
     for v in [&id, &v2id] {
-        let (s, _, _) = c
-            .call(
-                Method::DELETE,
-                &format!("/volume/v3/volumes/{v}"),
-                Some(&t),
-                None,
-            )
-            .await;
+        let (s, _) = c.delete(&t, &format!("/volume/v3/volumes/{v}")).await;
         assert_eq!(s, StatusCode::ACCEPTED);
     }
     assert!(!frozen.exists() && !now.exists() && !v2disk.exists());
 
     // From the demo image: bootable, with the image's metadata.
-    let (s, b) = post(
-        c,
-        &t,
-        "/volume/v3/volumes",
-        json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}}),
-    )
-    .await;
+    let (s, b) = c
+        .post(
+            &t,
+            "/volume/v3/volumes",
+            json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     assert_eq!(b["volume"]["bootable"], "true");
     let bid = b["volume"]["id"].as_str().unwrap();
     // The image's metadata is shown (not on the create, as upstream).
-    let (_, shown) = get(c, &t, &format!("/volume/v3/volumes/{bid}")).await;
+    let (_, shown) = c.get(&t, &format!("/volume/v3/volumes/{bid}")).await;
     assert_eq!(
         shown["volume"]["volume_image_metadata"]["image_id"],
         DEMO_IMAGE_ID
     );
-    let (s, _, _) = c
-        .call(
-            Method::POST,
+    let (s, _) = c
+        .post(
+            &t,
             &format!("/volume/v3/volumes/{bid}/action"),
-            Some(&t),
-            Some(json!({"os-set_bootable": {"bootable": false}})),
+            json!({"os-set_bootable": {"bootable": false}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, b) = get(c, &t, &format!("/volume/v3/volumes/{bid}")).await;
+    let (_, b) = c.get(&t, &format!("/volume/v3/volumes/{bid}")).await;
     assert_eq!(b["volume"]["bootable"], "false");
 }
 on_both_stores!(volumes_and_snapshots);
@@ -204,54 +172,52 @@ async fn bad_volume_input(c: &TestCloud) {
         json!({"volume": {"size": 1, "source_volid": "x"}}),
         json!({"volumes": {"size": 1}}),
     ] {
-        let (s, b) = post(c, &t, "/volume/v3/volumes", body.clone()).await;
+        let (s, b) = c.post(&t, "/volume/v3/volumes", body.clone()).await;
         assert_cinder_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
     }
-    let (_, l) = get(c, &t, "/volume/v3/volumes").await;
+    let (_, l) = c.get(&t, "/volume/v3/volumes").await;
     assert_eq!(l["volumes"], json!([]), "bad input created nothing");
-    let (_, other) = post(
-        c,
-        &admin,
-        "/volume/v3/volumes",
-        json!({"volume": {"size": 1}}),
-    )
-    .await;
+    let (_, other) = c
+        .post(&admin, "/volume/v3/volumes", json!({"volume": {"size": 1}}))
+        .await;
     let oid = other["volume"]["id"].as_str().unwrap();
     for path in [
         format!("/volume/v3/volumes/{oid}"),
         "/volume/v3/volumes/not-a-uuid".into(),
     ] {
-        let (s, b) = get(c, &t, &path).await;
+        let (s, b) = c.get(&t, &path).await;
         assert_cinder_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
     }
-    let (s, b) = post(
-        c,
-        &t,
-        "/volume/v3/snapshots",
-        json!({"snapshot": {"volume_id": oid}}),
-    )
-    .await;
-    assert_cinder_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
-    // The snapshot quota.
-    let (_, v) = post(c, &t, "/volume/v3/volumes", json!({"volume": {"size": 1}})).await;
-    let vid = v["volume"]["id"].as_str().unwrap();
-    for n in 0..10 {
-        let (s, b) = post(
-            c,
+    let (s, b) = c
+        .post(
             &t,
             "/volume/v3/snapshots",
-            json!({"snapshot": {"volume_id": vid, "name": format!("s{n}")}}),
+            json!({"snapshot": {"volume_id": oid}}),
         )
         .await;
+    assert_cinder_error(s, &b, StatusCode::NOT_FOUND, "itemNotFound");
+    // The snapshot quota.
+    let (_, v) = c
+        .post(&t, "/volume/v3/volumes", json!({"volume": {"size": 1}}))
+        .await;
+    let vid = v["volume"]["id"].as_str().unwrap();
+    for n in 0..10 {
+        let (s, b) = c
+            .post(
+                &t,
+                "/volume/v3/snapshots",
+                json!({"snapshot": {"volume_id": vid, "name": format!("s{n}")}}),
+            )
+            .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     }
-    let (s, b) = post(
-        c,
-        &t,
-        "/volume/v3/snapshots",
-        json!({"snapshot": {"volume_id": vid}}),
-    )
-    .await;
+    let (s, b) = c
+        .post(
+            &t,
+            "/volume/v3/snapshots",
+            json!({"snapshot": {"volume_id": vid}}),
+        )
+        .await;
     assert_cinder_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "overLimit");
 }
 on_both_stores!(bad_volume_input);
@@ -290,15 +256,13 @@ async fn responses_in_upstreams_shape(c: &TestCloud) {
     let gid = c.group_with(&admin, "members", &uid).await;
     let demo = c.project_id(&admin, "demo").await;
     let role = c.role_id(&admin, "system_all_evs_full").await;
-    c.grant(
-        &admin,
-        &format!("/identity/v3/projects/{demo}/groups/{gid}/roles/{role}"),
-    )
-    .await;
+    c.grant_project(&admin, &demo, &gid, &role).await;
     let member = c.token_for("member", "pw", Some("demo")).await;
     let owner = project_token(c, "demo").await;
     for (t, is_admin) in [(&member, false), (&owner, true)] {
-        let (s, b) = post(c, t, "/volume/v3/volumes", json!({"volume": {"size": 1}})).await;
+        let (s, b) = c
+            .post(t, "/volume/v3/volumes", json!({"volume": {"size": 1}}))
+            .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
         // Extensions never extend a create; no migration status either (it is shown by the view
         // of an administrator only, and upstream's create has no status to report yet).
@@ -309,26 +273,26 @@ async fn responses_in_upstreams_shape(c: &TestCloud) {
         );
         assert_eq!(b["volume"]["updated_at"], Value::Null);
         let id = b["volume"]["id"].as_str().unwrap().to_string();
-        let (_, b) = get(c, t, &format!("/volume/v3/volumes/{id}")).await;
+        let (_, b) = c.get(t, &format!("/volume/v3/volumes/{id}")).await;
         assert_eq!(
             got(&b["volume"]),
             want("volume_show", is_admin, &[]),
             "show"
         );
-        let (_, b) = post(
-            c,
-            t,
-            "/volume/v3/volumes",
-            json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}}),
-        )
-        .await;
+        let (_, b) = c
+            .post(
+                t,
+                "/volume/v3/volumes",
+                json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}}),
+            )
+            .await;
         assert_eq!(
             got(&b["volume"]),
             want("volume_create", false, &[]),
             "create from an image"
         );
         let from_image = b["volume"]["id"].as_str().unwrap().to_string();
-        let (_, b) = get(c, t, &format!("/volume/v3/volumes/{from_image}")).await;
+        let (_, b) = c.get(t, &format!("/volume/v3/volumes/{from_image}")).await;
         assert_eq!(
             got(&b["volume"]),
             want("volume_show", is_admin, &["volume_image_metadata"])
@@ -337,11 +301,11 @@ async fn responses_in_upstreams_shape(c: &TestCloud) {
             b["volume"]["volume_image_metadata"]["image_id"],
             DEMO_IMAGE_ID
         );
-        let (_, b) = get(c, t, "/volume/v3/volumes").await;
+        let (_, b) = c.get(t, "/volume/v3/volumes").await;
         for v in b["volumes"].as_array().unwrap() {
             assert_eq!(got(v), want("volume_list", false, &[]));
         }
-        let (_, b) = get(c, t, "/volume/v3/volumes/detail").await;
+        let (_, b) = c.get(t, "/volume/v3/volumes/detail").await;
         for v in b["volumes"].as_array().unwrap() {
             let extra: &[&str] = if v["id"] == from_image.as_str() {
                 &["volume_image_metadata"]
@@ -350,24 +314,24 @@ async fn responses_in_upstreams_shape(c: &TestCloud) {
             };
             assert_eq!(got(v), want("volume_show", is_admin, extra), "detail");
         }
-        let (s, b) = post(
-            c,
-            t,
-            "/volume/v3/snapshots",
-            json!({"snapshot": {"volume_id": id, "name": "sn"}}),
-        )
-        .await;
+        let (s, b) = c
+            .post(
+                t,
+                "/volume/v3/snapshots",
+                json!({"snapshot": {"volume_id": id, "name": "sn"}}),
+            )
+            .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
         assert_eq!(got(&b["snapshot"]), want("snapshot_create", is_admin, &[]));
         let sid = b["snapshot"]["id"].as_str().unwrap().to_string();
-        let (_, b) = get(c, t, &format!("/volume/v3/snapshots/{sid}")).await;
+        let (_, b) = c.get(t, &format!("/volume/v3/snapshots/{sid}")).await;
         assert_eq!(got(&b["snapshot"]), want("snapshot_show", is_admin, &[]));
-        let (_, b) = get(c, t, "/volume/v3/snapshots").await;
+        let (_, b) = c.get(t, "/volume/v3/snapshots").await;
         assert_eq!(
             got(&b["snapshots"][0]),
             want("snapshot_list", is_admin, &[])
         );
-        let (_, b) = get(c, t, "/volume/v3/snapshots/detail").await;
+        let (_, b) = c.get(t, "/volume/v3/snapshots/detail").await;
         assert_eq!(
             got(&b["snapshots"][0]),
             want("snapshot_detail", is_admin, &[])
@@ -377,7 +341,7 @@ async fn responses_in_upstreams_shape(c: &TestCloud) {
             format!("/volume/v3/volumes/{id}"),
             format!("/volume/v3/volumes/{from_image}"),
         ] {
-            let (s, _, b) = c.call(Method::DELETE, &path, Some(t), None).await;
+            let (s, b) = c.delete(t, &path).await;
             assert_eq!(s, StatusCode::ACCEPTED, "{b}");
         }
     }
@@ -393,8 +357,7 @@ async fn quotas_hold_under_concurrency(c: &TestCloud) {
     let calls = (0..30).map(|n| {
         let t = t.clone();
         async move {
-            post(
-                c,
+            c.post(
                 &t,
                 "/volume/v3/volumes",
                 json!({"volume": {"size": 1, "name": format!("q{n}")}}),
@@ -421,15 +384,14 @@ async fn quotas_hold_under_concurrency(c: &TestCloud) {
             "VolumeLimitExceeded: Maximum number of volumes allowed (10) exceeded for quota 'volumes'."
         );
     }
-    let (_, l) = get(c, &t, "/volume/v3/volumes").await;
+    let (_, l) = c.get(&t, "/volume/v3/volumes").await;
     assert_eq!(l["volumes"].as_array().unwrap().len(), 10);
 
     // Eight snapshots of one volume at once.
     let calls = (0..8).map(|_| {
         let (t, v) = (t.clone(), made[0].clone());
         async move {
-            post(
-                c,
+            c.post(
                 &t,
                 "/volume/v3/snapshots",
                 json!({"snapshot": {"volume_id": v}}),
@@ -446,7 +408,7 @@ async fn quotas_hold_under_concurrency(c: &TestCloud) {
         "{statuses:?}"
     );
     assert!(statuses.contains(&StatusCode::ACCEPTED), "{statuses:?}");
-    let (_, l) = get(c, &t, "/volume/v3/snapshots").await;
+    let (_, l) = c.get(&t, "/volume/v3/snapshots").await;
     let taken = l["snapshots"].as_array().unwrap().len();
     assert_eq!(
         taken,
@@ -460,8 +422,7 @@ async fn quotas_hold_under_concurrency(c: &TestCloud) {
     let calls = (0..30).map(|n| {
         let (t, v) = (t.clone(), made[n % 10].clone());
         async move {
-            post(
-                c,
+            c.post(
                 &t,
                 "/volume/v3/snapshots",
                 json!({"snapshot": {"volume_id": v}}),
@@ -474,17 +435,14 @@ async fn quotas_hold_under_concurrency(c: &TestCloud) {
         *s,
         StatusCode::ACCEPTED | StatusCode::CONFLICT | StatusCode::PAYLOAD_TOO_LARGE
     )));
-    let (_, l) = get(c, &t, "/volume/v3/snapshots").await;
+    let (_, l) = c.get(&t, "/volume/v3/snapshots").await;
     assert_eq!(l["snapshots"].as_array().unwrap().len(), 10);
 
     // The quotas, with usage; set higher by the administrator.
     let demo = c.project_id(&c.admin_token().await, "demo").await;
-    let (s, b) = get(
-        c,
-        &t,
-        &format!("/volume/v3/os-quota-sets/{demo}?usage=True"),
-    )
-    .await;
+    let (s, b) = c
+        .get(&t, &format!("/volume/v3/os-quota-sets/{demo}?usage=True"))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(
         b["quota_set"]["volumes"],
@@ -492,35 +450,32 @@ async fn quotas_hold_under_concurrency(c: &TestCloud) {
     );
     assert_eq!(b["quota_set"]["snapshots"]["in_use"], 10);
     assert_eq!(b["quota_set"]["id"], demo.as_str());
-    let (s, b) = get(c, &t, "/volume/v3/limits").await;
+    let (s, b) = c.get(&t, "/volume/v3/limits").await;
     assert_eq!(
         (s, &b["limits"]["absolute"]["totalVolumesUsed"]),
         (StatusCode::OK, &json!(10))
     );
-    let (s, _, b) = c
-        .call(
-            Method::PUT,
+    let (s, b) = c
+        .put(
+            &t,
             &format!("/volume/v3/os-quota-sets/{demo}"),
-            Some(&t),
-            Some(json!({"quota_set": {"volumes": 5}})),
+            json!({"quota_set": {"volumes": 5}}),
         )
         .await;
     assert_cinder_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (s, _, b) = c
-        .call(
-            Method::PUT,
+    let (s, b) = c
+        .put(
+            &t,
             &format!("/volume/v3/os-quota-sets/{demo}"),
-            Some(&t),
-            Some(json!({"quota_set": {"volumes": 12, "bogus": 1}})),
+            json!({"quota_set": {"volumes": 12, "bogus": 1}}),
         )
         .await;
     assert_cinder_error(s, &b, StatusCode::BAD_REQUEST, "badRequest");
-    let (s, _, b) = c
-        .call(
-            Method::PUT,
+    let (s, b) = c
+        .put(
+            &t,
             &format!("/volume/v3/os-quota-sets/{demo}"),
-            Some(&t),
-            Some(json!({"quota_set": {"volumes": 12}})),
+            json!({"quota_set": {"volumes": 12}}),
         )
         .await;
     assert_eq!(
@@ -529,18 +484,17 @@ async fn quotas_hold_under_concurrency(c: &TestCloud) {
         "{b}"
     );
     assert!(b["quota_set"].get("id").is_none());
-    let (s, _) = post(c, &t, "/volume/v3/volumes", json!({"volume": {"size": 1}})).await;
+    let (s, _) = c
+        .post(&t, "/volume/v3/volumes", json!({"volume": {"size": 1}}))
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _, _) = c
-        .call(
-            Method::DELETE,
-            &format!("/volume/v3/os-quota-sets/{demo}"),
-            Some(&t),
-            None,
-        )
+    let (s, _) = c
+        .delete(&t, &format!("/volume/v3/os-quota-sets/{demo}"))
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, b) = get(c, &t, &format!("/volume/v3/os-quota-sets/{demo}/defaults")).await;
+    let (_, b) = c
+        .get(&t, &format!("/volume/v3/os-quota-sets/{demo}/defaults"))
+        .await;
     assert_eq!(b["quota_set"]["volumes"], 10);
 }
 on_both_stores!(quotas_hold_under_concurrency);

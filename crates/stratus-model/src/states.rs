@@ -93,6 +93,7 @@ states! {
         Spawning = "spawning",
         BlockDeviceMapping = "block_device_mapping",
         Rebooting = "rebooting",
+        PoweringOff = "powering-off",
         RebootingHard = "rebooting_hard",
         Rebuilding = "rebuilding",
         RebuildBlockDeviceMapping = "rebuild_block_device_mapping",
@@ -150,6 +151,12 @@ states! {
         Undone = "undone",
         /// An undo failed: waits for an operator.
         Stuck = "stuck",
+    }
+
+    /// Whether an access key (AK/SK) authenticates (Huawei IAM's `status`).
+    AccessKeyStatus ("access key status") {
+        Active = "active",
+        Inactive = "inactive",
     }
 
     /// Where one step of a saga is.
@@ -314,6 +321,41 @@ impl<'r> Decode<'r, Any> for Flag {
     }
 }
 
+/// A JSON text column as read into a typed field (an object of properties or metadata, a list
+/// of tags): `#[sqlx(try_from = "JsonText")]`. The store writes such fields with [`json_text`].
+pub struct JsonText(String);
+
+impl Type<Any> for JsonText {
+    fn type_info() -> <Any as Database>::TypeInfo {
+        <String as Type<Any>>::type_info()
+    }
+}
+
+impl<'r> Decode<'r, Any> for JsonText {
+    fn decode(value: <Any as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(JsonText(<String as Decode<'r, Any>>::decode(value)?))
+    }
+}
+
+impl TryFrom<JsonText> for serde_json::Map<String, serde_json::Value> {
+    type Error = serde_json::Error;
+    fn try_from(t: JsonText) -> Result<Self, Self::Error> {
+        serde_json::from_str(&t.0)
+    }
+}
+
+impl TryFrom<JsonText> for Vec<String> {
+    type Error = serde_json::Error;
+    fn try_from(t: JsonText) -> Result<Self, Self::Error> {
+        serde_json::from_str(&t.0)
+    }
+}
+
+/// The column text of a typed JSON field.
+pub fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +388,7 @@ mod tests {
         round_trips(MemberStatus::ALL, |s| s.as_str().into());
         round_trips(SagaState::ALL, |s| s.as_str().into());
         round_trips(StepStatus::ALL, |s| s.as_str().into());
+        round_trips(AccessKeyStatus::ALL, |s| s.as_str().into());
         assert_eq!(
             "Active".parse::<VmState>(),
             Err(UnknownState {

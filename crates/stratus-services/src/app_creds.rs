@@ -83,8 +83,18 @@ impl Identity {
     }
 
     /// Refuses a caller that authenticated with a restricted application credential (upstream:
-    /// such a credential cannot manage credentials).
+    /// such a credential cannot manage credentials) or with a temporary access key (whose
+    /// credential would outlive it).
     fn not_from_restricted(caller: &TokenInfo) -> Result<()> {
+        if caller
+            .methods
+            .iter()
+            .any(|m| m == crate::access_keys::TEMPORARY_METHOD)
+        {
+            return Err(ServiceError::Forbidden(
+                "A temporary access key cannot manage application credentials.".into(),
+            ));
+        }
         if caller.app_cred.as_ref().is_some_and(|a| !a.unrestricted) {
             return Err(ServiceError::Forbidden(
                 "Using method 'application_credential' is not allowed for managing additional application credentials.".into(),

@@ -454,8 +454,15 @@ async fn temporary_keys_act_with_their_security_token(c: &TestCloud) {
     let iam = c.huawei_url("iam");
     let creds = "/v3.0/OS-CREDENTIAL/credentials";
     let one = format!("{creds}/{}", perm.access);
+    let app_creds = format!("/v3/users/{uid}/application_credentials");
     for (method, path, body) in [
         (Method::POST, creds, json!({"credential": {"user_id": uid}})),
+        // Nor an application credential, which would outlive it too.
+        (
+            Method::POST,
+            app_creds.as_str(),
+            json!({"application_credential": {"name": "from-temp"}}),
+        ),
         (
             Method::PUT,
             one.as_str(),

@@ -76,7 +76,8 @@ def test_the_sdk_administers_iam_and_runs_a_server_with_access_keys(cloud):
             display_name="sdk-servers", type="AX", description="servers and images",
             policy=iam.ServicePolicy(version="1.1", statement=[iam.ServiceStatement(
                 effect="Allow",
-                action=["ecs:*:*", "ims:images:get", "ims:images:list", "evs:*:*"])]))))).role
+                action=["ecs:*:*", "ims:images:create", "ims:images:get", "ims:images:list",
+                        "ims:images:update", "evs:*:*"])]))))).role
     demo = admin.keystone_list_projects(iam.KeystoneListProjectsRequest(name="demo")).projects[0]
     admin.keystone_associate_group_with_project_permission(
         iam.KeystoneAssociateGroupWithProjectPermissionRequest(
@@ -115,6 +116,29 @@ def test_the_sdk_administers_iam_and_runs_a_server_with_access_keys(cloud):
             break
         time.sleep(0.5)
     assert shown.status == "ACTIVE"
+    # An image of the running server with IMS: a job the SDK follows to SUCCESS.
+    job_id = ims_client.create_image(ims.CreateImageRequest(body=ims.CreateImageRequestBody(
+        name="sdk-image", instance_id=server.id, description="by the SDK",
+        image_tags=[ims.TagKeyValue(key="team", value="blue")]))).job_id
+    for _ in range(480):
+        job = ims_client.show_job(ims.ShowJobRequest(job_id=job_id))
+        if job.status in ("SUCCESS", "FAIL"):
+            break
+        time.sleep(0.25)
+    assert (job.status, job.job_type) == ("SUCCESS", "imsCreateImageByInstance"), job
+    assert job.entities.image_name == "sdk-image"
+    private = ims_client.list_images(ims.ListImagesRequest(imagetype="private")).images
+    assert [(i.id, i.name, i.status) for i in private] == [(job.entities.image_id, "sdk-image", "active")]
+    updated = ims_client.update_image(ims.UpdateImageRequest(image_id=job.entities.image_id, body=[
+        ims.UpdateImageRequestBody(op="replace", path="/name", value="sdk-renamed"),
+        ims.UpdateImageRequestBody(op="replace", path="/__description", value="renamed by the SDK")]))
+    assert (updated.name, updated.description, updated.enterprise_project_id) == \
+        ("sdk-renamed", "renamed by the SDK", "0")
+    # A server that is not hers to see: IMS's own answer (400, IMG.0005).
+    with pytest.raises(ClientRequestException) as e:
+        ims_client.create_image(ims.CreateImageRequest(body=ims.CreateImageRequestBody(
+            name="nope", instance_id="00000000-0000-4000-8000-000000000000")))
+    assert (e.value.status_code, e.value.error_code) == (400, "IMG.0005")
     listed = ecs_client.nova_list_servers(ecs.NovaListServersRequest()).servers
     assert [s.id for s in listed] == [server.id]
     ecs_client.nova_delete_server(ecs.NovaDeleteServerRequest(server_id=server.id))

@@ -20,7 +20,24 @@ pub enum ApiKind {
     Compute,
     /// Cinder: the same shape as Nova's.
     Volume,
+    /// Huawei Cloud IMS's own API: `{"error": {"code": "IMG.xxxx", "message"}}`, the code per
+    /// status from [`HUAWEI_CODES`].
+    Ims,
 }
+
+/// Huawei Cloud's error code per API and status: its documented code for the cause where there
+/// is one (IMS: `IMG.0001` a malformed request, `IMG.0010` a server busy with a task; the API
+/// gateway's `APIGW.0301` for credentials that do not hold), else one of this table's own; any
+/// other status takes the API's entry for 500.
+pub const HUAWEI_CODES: &[(ApiKind, u16, &str)] = &[
+    (ApiKind::Ims, 400, "IMG.0001"),
+    (ApiKind::Ims, 401, "APIGW.0301"),
+    (ApiKind::Ims, 403, "IMG.0003"),
+    (ApiKind::Ims, 404, "IMG.0004"),
+    (ApiKind::Ims, 409, "IMG.0010"),
+    (ApiKind::Ims, 413, "IMG.0006"),
+    (ApiKind::Ims, 500, "IMG.0000"),
+];
 
 /// Nova's fault name per status; anything else is a `computeFault`.
 pub const NOVA_FAULTS: &[(u16, &str)] = &[
@@ -66,11 +83,24 @@ impl Api for Cinder {
     const KIND: ApiKind = ApiKind::Volume;
 }
 
+/// Huawei Cloud IMS's own API (`/v2/cloudimages`, jobs).
+pub struct Ims;
+impl Api for Ims {
+    const KIND: ApiKind = ApiKind::Ims;
+}
+
 pub struct ApiError<A: Api> {
     pub status: StatusCode,
     pub message: String,
+    /// The error code of APIs that have codes per cause (Huawei's), when the cause has its own.
+    code: Option<&'static str>,
     api: PhantomData<A>,
 }
+
+/// Causes to which an API gives a status and code of their own: a missing resource of a kind
+/// named in a request body. Huawei IMS answers an unknown `instance_id` with 400 `IMG.0005`.
+pub const NOT_FOUND_CAUSES: &[(ApiKind, &str, u16, &str)] =
+    &[(ApiKind::Ims, "instance", 400, "IMG.0005")];
 
 impl<A: Api> std::fmt::Debug for ApiError<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,12 +116,21 @@ impl<A: Api> ApiError<A> {
         ApiError {
             status,
             message: message.into(),
+            code: None,
             api: PhantomData,
         }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The same error in another API's format (a helper shared by two APIs).
+    pub fn recast<B: Api>(self) -> ApiError<B> {
+        ApiError {
+            code: None,
+            ..ApiError::new(self.status, self.message)
+        }
     }
 }
 
@@ -118,6 +157,19 @@ impl<A: Api> From<ServiceError> for ApiError<A> {
             }
             other => other.to_string(),
         };
+        if let ServiceError::NotFound { kind, .. } = &e {
+            if let Some((_, _, status, code)) = NOT_FOUND_CAUSES
+                .iter()
+                .find(|(api, k, _, _)| *api == A::KIND && k == kind)
+            {
+                return ApiError {
+                    status: StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                    message,
+                    code: Some(code),
+                    api: PhantomData,
+                };
+            }
+        }
         ApiError::new(status_of(&e), message)
     }
 }
@@ -131,6 +183,16 @@ fn title(status: StatusCode) -> &'static str {
 
 /// Renders an error body for `kind`.
 pub fn error_response(kind: ApiKind, status: StatusCode, message: &str) -> Response {
+    coded_response(kind, status, None, message)
+}
+
+/// [`error_response`] with the cause's own code, for APIs with codes per cause.
+fn coded_response(
+    kind: ApiKind,
+    status: StatusCode,
+    code: Option<&str>,
+    message: &str,
+) -> Response {
     let body = match kind {
         ApiKind::Identity => json!({
             "error": {"code": status.as_u16(), "title": title(status), "message": message}
@@ -148,6 +210,19 @@ pub fn error_response(kind: ApiKind, status: StatusCode, message: &str) -> Respo
                 .unwrap_or("computeFault");
             json!({ fault: {"code": status.as_u16(), "message": message} })
         }
+        ApiKind::Ims => {
+            let by_status = |s: u16| {
+                HUAWEI_CODES
+                    .iter()
+                    .find(|(k, c, _)| *k == kind && *c == s)
+                    .map(|(_, _, code)| *code)
+            };
+            let code = code
+                .or_else(|| by_status(status.as_u16()))
+                .or_else(|| by_status(500))
+                .unwrap_or("");
+            json!({"error": {"code": code, "message": message}})
+        }
     };
     let mut resp = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED && kind == ApiKind::Identity {
@@ -161,6 +236,6 @@ pub fn error_response(kind: ApiKind, status: StatusCode, message: &str) -> Respo
 
 impl<A: Api> IntoResponse for ApiError<A> {
     fn into_response(self) -> Response {
-        error_response(A::KIND, self.status, &self.message)
+        coded_response(A::KIND, self.status, self.code, &self.message)
     }
 }

@@ -106,6 +106,7 @@ pub struct AppState {
     pub compute: Arc<stratus_services::compute::Compute>,
     pub volumes: Arc<stratus_services::volumes::Volumes>,
     pub imports: Arc<stratus_services::images::import::Imports>,
+    pub jobs: Arc<stratus_services::jobs::Jobs>,
     pub http: HttpSettings,
     /// Base URL clients reach this server at, without a trailing slash (e.g.
     /// `http://127.0.0.1:8080`); catalogue URLs and links are made from it.
@@ -182,7 +183,9 @@ async fn root(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> i
 
 /// The API a path belongs to, by its prefix (identity's format for anything else).
 pub(crate) fn api_of(path: &str) -> ApiKind {
-    if path == "/image" || path.starts_with("/image/") {
+    if path.starts_with("/image/v2/cloudimages") || path.starts_with("/image/v1/") {
+        ApiKind::Ims
+    } else if path == "/image" || path.starts_with("/image/") {
         ApiKind::Image
     } else if path == "/compute" || path.starts_with("/compute/") {
         ApiKind::Compute

@@ -36,6 +36,7 @@ fn error_schema_of(path: &str) -> &'static str {
         ApiKind::Image => "GlanceError",
         ApiKind::Compute | ApiKind::Volume => "NovaFault",
         ApiKind::Identity => "KeystoneError",
+        ApiKind::Ims => "HuaweiError",
     }
 }
 
@@ -50,6 +51,9 @@ fn error_schemas() -> Value {
         "NovaFault": {"type": "object", "minProperties": 1, "maxProperties": 1,
             "additionalProperties": {"type": "object", "required": ["code", "message"], "properties": {
                 "code": {"type": "integer"}, "message": text}}},
+        "HuaweiError": {"type": "object", "required": ["error"], "properties": {
+            "error": {"type": "object", "required": ["code", "message"], "properties": {
+                "code": text, "message": text}}}},
     })
 }
 

@@ -41,12 +41,18 @@ struct Decider {
 impl Decider {
     /// The decision for `actions` in this request's context and scopes.
     fn decide(&self, actions: &[&str]) -> Outcome {
+        self.decide_in(actions, self.ep.as_deref())
+    }
+
+    /// The decision for `actions` with grants on enterprise project `ep` counting (where the
+    /// route lets enterprise projects count at all).
+    fn decide_in(&self, actions: &[&str], ep: Option<&str>) -> Outcome {
         decide_with(
             &self.catalogue,
             &self.principal.policies,
             actions,
             self.global,
-            self.ep.as_deref(),
+            self.ep.as_deref().and(ep),
             &self.ctx,
             false,
         )
@@ -79,20 +85,8 @@ impl Authorized {
 
     /// Decides `actions` as the route's own were decided; 403 naming the denied ones.
     pub fn require(&self, actions: &[&str]) -> Result<()> {
-        let outcome;
-        let denied = match &self.decider {
-            Some(d) => {
-                outcome = d.decide(actions);
-                outcome.denied()
-            }
-            None => actions.to_vec(),
-        };
-        if denied.is_empty() {
-            Ok(())
-        } else {
-            tracing::info!(user = %self.caller.user.id, denied = ?denied, "request denied by policy");
-            Err(ServiceError::Forbidden(denial_message(&denied)))
-        }
+        let ep = self.decider.as_ref().and_then(|d| d.ep.clone());
+        self.require_on(actions, ep.as_deref())
     }
 
     /// Whether `action` would be allowed for this request.
@@ -103,14 +97,47 @@ impl Authorized {
     /// Checks the caller may use a resource of `kind` its request names (what reading it
     /// directly needs). Call it after finding the resource visible, before using it.
     pub fn require_use(&self, kind: ResourceKind) -> Result<()> {
-        match &self.decider {
-            Some(d) => {
-                let a = d.catalogue.use_action(kind).to_string();
-                self.require(&[a.as_str()])
-            }
-            None => Err(ServiceError::Forbidden(format!(
+        let ep = self.decider.as_ref().and_then(|d| d.ep.clone());
+        self.decide_use(kind, ep.as_deref())
+    }
+
+    /// [`Authorized::require_use`] of a resource in enterprise project `ep`: decided as reading
+    /// it directly would be, so a grant on the enterprise project a request places its result in
+    /// does not reach a resource of another one.
+    pub fn require_use_in(&self, kind: ResourceKind, ep: &str) -> Result<()> {
+        self.decide_use(kind, Some(ep))
+    }
+
+    fn decide_use(&self, kind: ResourceKind, ep: Option<&str>) -> Result<()> {
+        let Some(d) = &self.decider else {
+            return Err(ServiceError::Forbidden(format!(
                 "This request cannot use a {kind:?} resource."
-            ))),
+            )));
+        };
+        self.require_on(&[d.catalogue.use_action(kind)], ep)
+    }
+
+    /// Decides `actions` as the route's own were, but with the grants on enterprise project `ep`
+    /// counting instead of the request's (a route that acts on a resource of one enterprise
+    /// project to make something in another decides what it does to the first in the first's).
+    pub fn require_in(&self, actions: &[&str], ep: &str) -> Result<()> {
+        self.require_on(actions, Some(ep))
+    }
+
+    fn require_on(&self, actions: &[&str], ep: Option<&str>) -> Result<()> {
+        let outcome;
+        let denied = match &self.decider {
+            Some(d) => {
+                outcome = d.decide_in(actions, ep);
+                outcome.denied()
+            }
+            None => actions.to_vec(),
+        };
+        if denied.is_empty() {
+            Ok(())
+        } else {
+            tracing::info!(user = %self.caller.user.id, denied = ?denied, "request denied by policy");
+            Err(ServiceError::Forbidden(denial_message(&denied)))
         }
     }
 }

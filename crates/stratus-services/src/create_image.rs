@@ -64,6 +64,28 @@ pub struct ImageSpec {
     pub min_disk: i64,
     pub min_ram: i64,
     pub properties: Map<String, Value>,
+    pub tags: Vec<String>,
+    /// The enterprise project the image is placed in (`None`: the default one).
+    pub enterprise_project_id: Option<String>,
+}
+
+/// What an image of a server is asked to be beyond the server (createImage's `name` and
+/// `metadata`; IMS adds tags, a minimum RAM and an enterprise project).
+#[derive(Debug, Clone, Default)]
+pub struct ImageRequest {
+    pub name: String,
+    pub metadata: Map<String, Value>,
+    pub tags: Vec<String>,
+    /// Overrides the minimum RAM taken from the base image.
+    pub min_ram: Option<i64>,
+    pub enterprise_project_id: Option<String>,
+}
+
+/// An accepted image of a server: the image, registered `queued`, and the job (saga) making it.
+#[derive(Debug, Clone)]
+pub struct ImageJob {
+    pub image: ImageRec,
+    pub job_id: String,
 }
 
 /// What a createBackup keeps: the newest `rotation` backups of its type.
@@ -174,7 +196,34 @@ impl Compute {
         id: &str,
         name: &str,
         metadata: Map<String, Value>,
-    ) -> Result<ImageRec> {
+    ) -> Result<ImageJob> {
+        let req = ImageRequest {
+            name: name.to_string(),
+            metadata,
+            ..ImageRequest::default()
+        };
+        self.create_image_with(caller, id, req).await
+    }
+
+    /// [`Compute::create_image`] with IMS's options. The enterprise project, when given, must be
+    /// one of the caller's domain and enabled.
+    pub async fn create_image_with(
+        &self,
+        caller: &Authorized,
+        id: &str,
+        req: ImageRequest,
+    ) -> Result<ImageJob> {
+        if let Some(ep) = &req.enterprise_project_id {
+            crate::iam::check_enterprise_project(&self.store, caller, ep).await?;
+        }
+        let ImageRequest {
+            name,
+            metadata,
+            tags,
+            min_ram,
+            enterprise_project_id,
+        } = req;
+        let name = name.as_str();
         let s = self.snapshot_source(caller, id, "createImage").await?;
         let mut st = ImageSagaState {
             caller: Caller::of(caller),
@@ -243,12 +292,20 @@ impl Compute {
                 Value::String(root.unwrap_or_default()),
             );
             st.image = self.image_spec(caller, &s, name, props, "raw", None).await;
-            self.begin_image_saga::<VolumeBacked>(st).await
         } else {
             st.tmp = Some(format!("tmp/snapshot-{}.qcow2", st.image_id));
             st.image = self
                 .image_spec(caller, &s, name, metadata, "qcow2", None)
                 .await;
+        }
+        st.image.tags = tags;
+        st.image.enterprise_project_id = enterprise_project_id;
+        if let Some(r) = min_ram {
+            st.image.min_ram = r;
+        }
+        if s.image_id.is_empty() {
+            self.begin_image_saga::<VolumeBacked>(st).await
+        } else {
             self.begin_image_saga::<ImageBacked>(st).await
         }
     }
@@ -263,7 +320,7 @@ impl Compute {
         name: &str,
         rotation: Rotation,
         metadata: Map<String, Value>,
-    ) -> Result<ImageRec> {
+    ) -> Result<ImageJob> {
         let s = self.snapshot_source(caller, id, "createBackup").await?;
         if s.image_id.is_empty() {
             return Err(ServiceError::BadRequest(
@@ -304,18 +361,21 @@ impl Compute {
     async fn begin_image_saga<S: Saga<State = ImageSagaState>>(
         &self,
         st: ImageSagaState,
-    ) -> Result<ImageRec> {
+    ) -> Result<ImageJob> {
         // What registering the image would refuse is refused now, before the server takes a
         // task (no fault, no saga), as upstream's image service refuses it first.
         crate::images::check_properties(&st.image.properties)?;
+        let job_id = crate::new_uuid();
         let st = self
             .sagas
-            .begin::<S>(crate::new_uuid(), &st, ACCEPTED_AFTER)
+            .begin::<S>(job_id.clone(), &st, ACCEPTED_AFTER)
             .await?;
-        self.images
+        let image = self
+            .images
             .find(&st.image_id)
             .await?
-            .ok_or_else(|| ServiceError::not_found("image", &st.image_id))
+            .ok_or_else(|| ServiceError::not_found("image", &st.image_id))?;
+        Ok(ImageJob { image, job_id })
     }
 
     /// What the image will be: upstream's properties, the base image's inheritable ones, the
@@ -366,6 +426,8 @@ impl Compute {
             min_disk: base_min_disk.max(flavor["disk"].as_i64().unwrap_or(0)),
             min_ram: base.as_ref().map_or(0, |b| b.min_ram),
             properties: props,
+            tags: Vec::new(),
+            enterprise_project_id: None,
         }
     }
 }
@@ -492,6 +554,22 @@ async fn register(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> Step
         return Ok(());
     }
     let spec = &st.image;
+    // Checked again here, where the image is placed: the enterprise project may have been
+    // disabled or deleted since the request was accepted.
+    if let Some(ep) = spec
+        .enterprise_project_id
+        .as_deref()
+        .filter(|ep| *ep != crate::iam::DEFAULT_ENTERPRISE_PROJECT)
+    {
+        let usable = store::ep_get(c.store.pool(), ep)
+            .await?
+            .is_some_and(|e| e.enabled);
+        if !usable {
+            return Err(StepError::Refused(ServiceError::BadRequest(format!(
+                "Enterprise project {ep:?} does not exist or is disabled."
+            ))));
+        }
+    }
     let req = ImageCreate {
         id: Some(st.image_id.clone()),
         name: Some(spec.name.clone()),
@@ -501,6 +579,8 @@ async fn register(c: &ImageSagas, st: &mut ImageSagaState, _retry: bool) -> Step
         min_disk: spec.min_disk,
         min_ram: spec.min_ram,
         properties: spec.properties.clone(),
+        tags: spec.tags.clone(),
+        enterprise_project_id: spec.enterprise_project_id.clone(),
         ..Default::default()
     };
     c.images.create_in(st.project_id.clone(), req).await?;

@@ -10,6 +10,29 @@ use stratus_iam::engine::Outcome;
 use stratus_iam::policy::MAX_CUSTOM_POLICIES_PER_DOMAIN;
 use stratus_iam::{parse_for, Limits};
 pub use stratus_store::DEFAULT_ENTERPRISE_PROJECT;
+
+/// Refuses (400) an enterprise project a resource of the caller cannot be placed in: one of
+/// another domain, unknown, or disabled. The default one (`"0"`) always can.
+pub(crate) async fn check_enterprise_project(
+    st: &stratus_store::Store,
+    caller: &TokenInfo,
+    id: &str,
+) -> Result<()> {
+    if id == DEFAULT_ENTERPRISE_PROJECT {
+        return Ok(());
+    }
+    let ok = id.len() <= 64
+        && store::ep_get(st.pool(), id)
+            .await?
+            .is_some_and(|e| e.domain_id == caller.user.domain_id && e.enabled);
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::BadRequest(format!(
+            "Enterprise project {id:?} does not exist or is disabled."
+        )))
+    }
+}
 use stratus_store::{
     self as store, now_micros, ActorKind, EnterpriseProjectRec, GrantRec, RoleRec, ScopeKind, Store,
 };
@@ -456,6 +479,12 @@ impl Iam {
             ));
         }
         let mut w = self.store.write_identity().await?;
+        if store::ep_in_use(w.conn(), &ep.id).await? {
+            return Err(ServiceError::Conflict(format!(
+                "Enterprise project {} still holds resources; move or delete them first.",
+                ep.id
+            )));
+        }
         store::grants_delete_scope(w.conn(), ScopeKind::EnterpriseProject, &ep.id).await?;
         store::ep_delete(w.conn(), &ep.id).await?;
         self.store.commit(w).await?;

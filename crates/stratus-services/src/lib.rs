@@ -20,6 +20,7 @@ pub mod guests;
 pub mod iam;
 pub mod identity;
 pub mod images;
+pub mod jobs;
 pub mod kernel_boot;
 pub mod limits;
 pub mod password;

@@ -49,6 +49,12 @@ pub const IMAGE_MEMBERS: usize = 128;
 pub const PAGE_ITEMS: usize = 1_000;
 /// Bytes of a kernel command line (`os_command_line`; the kernel's own limit on x86 is 2048).
 pub const KERNEL_CMDLINE_BYTES: usize = 1_024;
+/// Characters of the name of an image IMS makes (IMS's limit).
+pub const IMS_NAME_CHARS: usize = 128;
+/// Characters of the description of an image IMS makes (IMS's limit).
+pub const IMS_DESCRIPTION_CHARS: usize = 1_024;
+/// Tags (`tags` and `image_tags` together) of an image IMS makes (IMS's limit).
+pub const IMS_TAGS: usize = 10;
 /// Bytes of an AK/SK `Authorization` header (401 above).
 pub const AUTHORIZATION_BYTES: usize = 4_096;
 /// Headers an AK/SK signature may name.
@@ -85,6 +91,9 @@ pub const TABLE: &[(&str, usize, &str)] = table! {
     IMAGE_MEMBERS: "projects an image is shared with",
     PAGE_ITEMS: "items of one listing page (a larger `limit` is cut to it)",
     KERNEL_CMDLINE_BYTES: "bytes of an image's `os_command_line` when a server boots it (no control characters)",
+    IMS_NAME_CHARS: "characters of the name (and OS version) of an image IMS makes of a server",
+    IMS_DESCRIPTION_CHARS: "characters of the description of an image IMS makes of a server",
+    IMS_TAGS: "tags (`tags` and `image_tags` together) of an image IMS makes of a server",
     AUTHORIZATION_BYTES: "bytes of an AK/SK `Authorization` header (401 above)",
     SIGNED_HEADERS: "headers an AK/SK signature may name (401 above)",
 };

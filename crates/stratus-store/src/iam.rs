@@ -54,6 +54,22 @@ pub async fn ep_delete<'e, E: Db<'e>>(e: E, id: &str) -> Result<bool> {
     Ok(r.rows_affected() > 0)
 }
 
+/// Whether any image, server or volume is in enterprise project `id`.
+pub async fn ep_in_use(e: &mut sqlx::AnyConnection, id: &str) -> Result<bool> {
+    for table in ["images", "servers", "volumes"] {
+        let sql = format!("SELECT 1 FROM {table} WHERE enterprise_project_id = $1 LIMIT 1");
+        if sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut *e)
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub async fn ep_get<'e, E: Db<'e>>(e: E, id: &str) -> Result<Option<EnterpriseProjectRec>> {
     sqlx::query(&format!(
         "SELECT {EP_COLS} FROM enterprise_projects WHERE id = $1"

@@ -268,12 +268,14 @@ pub async fn image_list<'e, E: Db<'e>>(e: E, f: &ImageFilter) -> Result<Vec<Imag
         ("status", &f.statuses),
         ("disk_format", &f.disk_formats),
         ("container_format", &f.container_formats),
+        ("visibility", &f.visibilities),
     ];
     for (col, values) in lists {
         conds.extend(q.any_of(col, values));
     }
     let equal = [
         ("owner", &f.owner),
+        ("enterprise_project_id", &f.enterprise_project_id),
         ("checksum", &f.checksum),
         ("os_hash_value", &f.os_hash_value),
     ];

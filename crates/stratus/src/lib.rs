@@ -276,6 +276,7 @@ pub async fn start(
         compute,
         volumes,
         imports,
+        jobs: Arc::new(stratus_services::jobs::Jobs::new(store.clone())),
         public_url: public_url.clone(),
         http: stratus_api::HttpSettings {
             body_idle_timeout: cfg.body_idle_timeout,

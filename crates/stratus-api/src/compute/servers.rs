@@ -835,7 +835,7 @@ async fn action(
             let (name, metadata) = parse_create_image(mv, &arg)?;
             let (_, c) = visible(&s, authz, &pid, &id).await?;
             let image = s.compute.create_image(&c, &id, &name, metadata).await?;
-            return Ok(image_accepted(&s, mv, &image.id, true));
+            return Ok(image_accepted(&s, mv, &image.image.id, true));
         }
         "createBackup" => {
             let (name, rotation, metadata) = parse_create_backup(mv, &arg)?;
@@ -846,7 +846,7 @@ async fn action(
                 .create_backup(&c, &id, &name, rotation, metadata)
                 .await?;
             // Upstream names the image only when it is kept.
-            return Ok(image_accepted(&s, mv, &image.id, keep > 0));
+            return Ok(image_accepted(&s, mv, &image.image.id, keep > 0));
         }
         "rebuild" => {
             let req = parse_rebuild(mv, &arg)?;

@@ -23,6 +23,7 @@ pub(crate) type GResult<T> = ApiResult<T, Glance>;
 pub(crate) type GAuthz = Authz<Glance>;
 pub(crate) type St = State<Arc<AppState>>;
 
+mod ims;
 mod members;
 mod query;
 mod schemas;
@@ -39,7 +40,6 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::PUT, &p("/{image_id}/stage"), stage)
         .at(M::POST, &p("/{image_id}/import"), import)
         .at(M::GET, I, list)
-        .at(M::GET, "/image/v2/cloudimages", list_cloud_images)
         .at(M::POST, I, create)
         .at(M::GET, &p("/{image_id}"), show)
         .at(M::PATCH, &p("/{image_id}"), update)
@@ -68,6 +68,7 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::GET, "/image/v2/schemas/images", schemas::images)
         .at(M::GET, "/image/v2/schemas/member", schemas::member)
         .at(M::GET, "/image/v2/schemas/members", schemas::members)
+        .merge(ims::routes())
 }
 
 /// Authorizes the caller on an image, in the image's enterprise project.
@@ -235,70 +236,6 @@ async fn select(
         .await?)
 }
 
-/// IMS's own listing (`GET /v2/cloudimages`, the SDK's `list_images`): Glance's filters, plus
-/// `__imagetype` (`gold`: public images, `private`: the project's own that are not public,
-/// `shared`: shared with it;
-/// `market` images do not exist here) and `enterprise_project_id` (every image is in `"0"` until
-/// images can be placed in other enterprise projects). The images in Glance's form, whose
-/// additional properties are IMS's `__` attributes.
-async fn list_cloud_images(
-    State(s): St,
-    authz: GAuthz,
-    ApiQuery(pairs, _): ApiQuery<Vec<(String, String)>, Glance>,
-) -> GResult<Json<Value>> {
-    let mut glance = Vec::with_capacity(pairs.len());
-    let mut nothing = false;
-    let mut own = false;
-    for (k, v) in &pairs {
-        match k.as_str() {
-            "__imagetype" => {
-                let visibility = match v.as_str() {
-                    "gold" => "public",
-                    // The project's own images that are not public (private or shared).
-                    "private" => {
-                        own = true;
-                        "all"
-                    }
-                    "shared" => "shared",
-                    "market" => {
-                        nothing = true;
-                        continue;
-                    }
-                    _ => {
-                        return Err(ApiError::bad_request(format!(
-                            "Invalid __imagetype {v:?}: gold, private, shared or market."
-                        )))
-                    }
-                };
-                glance.push(("visibility".to_string(), visibility.to_string()));
-            }
-            "enterprise_project_id" => {
-                nothing |= v != stratus_services::iam::DEFAULT_ENTERPRISE_PROJECT
-                    && v != "all_granted_eps";
-            }
-            _ => glance.push((k.clone(), v.clone())),
-        }
-    }
-    if own {
-        let project = authz.caller().project().map(|p| p.id.clone());
-        glance.push(("owner".to_string(), project.unwrap_or_default()));
-    }
-    let mut q = query::parse(&glance)?;
-    q.nothing |= nothing;
-    let c = authz.allow().await?;
-    let mut images = select(&s, &c, q).await?;
-    if own {
-        images.retain(|i| i.visibility != "public" && i.visibility != "community");
-    }
-    Ok(Json(json!({
-        "images": images.iter().map(|i| {
-            let mut v = image_json(i);
-            v["enterprise_project_id"] = json!(i.enterprise_project_id);
-            v
-        }).collect::<Vec<_>>(),
-    })))
-}
-
 #[derive(Deserialize)]
 struct CreateBody {
     #[serde(default)]
@@ -353,6 +290,7 @@ async fn create(
         min_ram: b.min_ram.unwrap_or(0),
         tags: b.tags.unwrap_or_default(),
         properties: props,
+        enterprise_project_id: None,
     };
     let i = s.images.create(&c, req).await?;
     let mut resp = (StatusCode::CREATED, Json(image_json(&i))).into_response();

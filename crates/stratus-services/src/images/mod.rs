@@ -79,6 +79,8 @@ pub struct ImageCreate {
     pub tags: Vec<String>,
     /// Free-form properties (string values).
     pub properties: Map<String, Value>,
+    /// The enterprise project (`None`: the default one); checked by the caller.
+    pub enterprise_project_id: Option<String>,
 }
 
 /// One JSON-patch operation on an image.
@@ -218,7 +220,9 @@ impl Images {
         let image = ImageRec {
             id,
             owner: project,
-            enterprise_project_id: DEFAULT_ENTERPRISE_PROJECT.into(),
+            enterprise_project_id: req
+                .enterprise_project_id
+                .unwrap_or_else(|| DEFAULT_ENTERPRISE_PROJECT.into()),
             name: req.name,
             status: ImageStatus::Queued,
             visibility,

@@ -78,6 +78,13 @@ fn json_body_for(key: &str, target_user: &str) -> Option<Value> {
             json!({"description": "x"})
         }
         "POST /image/v2/images" => json!({"name": "golden-i"}),
+        "PATCH /image/v2/cloudimages/{image_id}" => {
+            json!([{"op": "replace", "path": "/name", "value": "golden-renamed"}])
+        }
+        // `{server_id}` is filled in as in paths.
+        "POST /image/v2/cloudimages/action" => {
+            json!({"name": "golden-ims", "instance_id": "{server_id}"})
+        }
         "PUT /compute/v2.1/{project_id}/os-quota-sets/{tenant_id}" => {
             json!({"quota_set": {"instances": 10}})
         }
@@ -137,6 +144,9 @@ struct Ids {
     volume: String,
     snapshot: String,
     access_key: String,
+    job: String,
+    /// The project of the token the profile uses (IMS's paths name it).
+    token_project: String,
 }
 
 /// Fills a path template; `{id}` means the resource its collection names.
@@ -153,7 +163,11 @@ fn fill(path: &str, ids: &Ids) -> String {
     // Compute paths name the token's project as `_`.
     let path = path
         .replace("/compute/v2.1/{project_id}", "/compute/v2.1/_")
-        .replace("/volume/v3/{project_id}", "/volume/v3/_");
+        .replace("/volume/v3/{project_id}", "/volume/v3/_")
+        .replace(
+            "/image/v1/{project_id}",
+            &format!("/image/v1/{}", ids.token_project),
+        );
     path.replace("{id}", id)
         .replace("{user_id}", &ids.user)
         .replace("{group_id}", &ids.group)
@@ -173,6 +187,7 @@ fn fill(path: &str, ids: &Ids) -> String {
         .replace("{access_key}", &ids.access_key)
         .replace("{tenant_id}", &ids.project)
         .replace("{target_project_id}", &ids.project)
+        .replace("{job_id}", &ids.job)
 }
 
 /// Another domain with one of everything, written straight to the store.
@@ -203,6 +218,8 @@ async fn other_domain(c: &TestCloud) -> Ids {
         volume: String::new(),
         snapshot: String::new(),
         access_key: "GOLDENOTHERKEY000000".into(),
+        job: String::new(),
+        token_project: String::new(),
     };
     st::project_insert(
         pool,
@@ -362,7 +379,6 @@ async fn golden_table(c: &TestCloud) {
             Some(json!({"name": "timage", "tags": ["t"]})),
         )
         .await;
-    let _ = demo;
     let (_, _, server) = c
         .call(
             Method::POST,
@@ -371,6 +387,32 @@ async fn golden_table(c: &TestCloud) {
             Some(json!({"server": {"name": "tserver", "imageRef": stratus_services::demo::DEMO_IMAGE_ID, "flavorRef": "1"}})),
         )
         .await;
+    // A job: an image of the server made through IMS, waited for so that the server is idle
+    // again before any route acts on it.
+    let server_id = server["server"]["id"].as_str().expect("server id");
+    let t = t.expect("token");
+    c.wait_server(&t, server_id, "ACTIVE").await;
+    let (s, job) = c
+        .post(
+            &t,
+            "/image/v2/cloudimages/action",
+            json!({"name": "tjob", "instance_id": server_id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{job}");
+    let job = job["job_id"].as_str().expect("job id").to_string();
+    let mut job_status = Value::Null;
+    for _ in 0..600 {
+        let (_, b) = c.get(&t, &format!("/image/v1/{demo}/jobs/{job}")).await;
+        job_status = b["status"].clone();
+        if job_status == "SUCCESS" || job_status == "FAIL" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(job_status, "SUCCESS");
+    c.wait_no_task(&t, server_id).await;
+    let t = Some(t);
     let (_, _, volume) = c
         .call(
             Method::POST,
@@ -408,10 +450,14 @@ async fn golden_table(c: &TestCloud) {
             .expect("snapshot id")
             .to_string(),
         access_key: "GOLDENOWNKEY00000000".into(),
+        job,
+        token_project: demo.clone(),
     };
     // The demo project's server, seen from the admin project, is another project's resource.
     let other = Ids {
         server: own.server.clone(),
+        job: own.job.clone(),
+        token_project: c.project_id(&admin, "admin").await,
         volume: own.volume.clone(),
         snapshot: own.snapshot.clone(),
         ..other_domain(c).await
@@ -484,7 +530,10 @@ async fn golden_table(c: &TestCloud) {
         let m = Method::from_bytes(e.method.as_bytes()).unwrap();
         let names_resource = e.path.contains('{');
         let token_route = e.path.ends_with("/auth/tokens");
-        let body = body_for(&key, &target);
+        let body = body_for(&key, &target).map(|(ct, b)| {
+            let text = String::from_utf8_lossy(&b).replace("{server_id}", &own.server);
+            (ct, text.into_bytes())
+        });
         let own_path = fill(&e.path, &own);
         let anon = status(c, &m, &own_path, None, None, body.clone()).await;
         let subject = token_route.then_some(nobody_subject.as_str());

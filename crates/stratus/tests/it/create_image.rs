@@ -721,3 +721,447 @@ async fn deletions_midway(c: &TestCloud) {
     assert!(blobs.is_empty(), "blobs left: {blobs:?}");
 }
 on_both_stores!(deletions_midway);
+
+/// IMS's `POST /v2/cloudimages/action` with `instance_id`: the createImage saga answered with a
+/// job, which `GET /v1/{project_id}/jobs/{job_id}` follows to SUCCESS and which names the image;
+/// IMS's fields land on the image; bad bodies are 400 in IMS's format and change nothing.
+async fn ims_create_image_is_a_job(c: &TestCloud) {
+    const ACTION: &str = "/image/v2/cloudimages/action";
+    let admin = c.admin_token().await;
+    let demo = c.project_id(&admin, "demo").await;
+    let pw = c.admin_password.clone();
+    let owner = c.token_for("admin", &pw, Some("demo")).await;
+    let id = server(c, &owner, "ims-src").await;
+    let images_before = c.get(&owner, "/image/v2/images").await.1["images"]
+        .as_array()
+        .map(Vec::len);
+    assert!(images_before.is_some());
+    for (bad, why) in [
+        (json!({"name": "x"}), "instance_id is required"),
+        (
+            json!({"name": "x", "instance_id": id, "image_url": "obs:b/k"}),
+            "image_url",
+        ),
+        (
+            json!({"name": "x", "instance_id": id, "volume_id": id}),
+            "volume_id",
+        ),
+        (
+            json!({"name": "x", "instance_id": id, "flavor": 1}),
+            "unknown field",
+        ),
+        (json!({"name": " x", "instance_id": id}), "name must be"),
+        (
+            json!({"name": "x".repeat(129), "instance_id": id}),
+            "name must be",
+        ),
+        (
+            json!({"name": "x", "instance_id": id, "type": "BMS"}),
+            "only ECS",
+        ),
+        (
+            json!({"name": "x", "instance_id": id, "min_ram": -1}),
+            "min_ram",
+        ),
+        (
+            json!({"name": "x", "instance_id": id, "tags": vec!["t"; 11]}),
+            "At most 10",
+        ),
+        (
+            json!({"name": "x", "instance_id": id, "enterprise_project_id": "nope"}),
+            "Enterprise project",
+        ),
+        (
+            json!({"name": "x\u{0}y", "instance_id": id}),
+            "control characters",
+        ),
+        (
+            json!({"name": "x", "instance_id": id, "tags": ["a\nb"]}),
+            "control characters",
+        ),
+        (
+            json!({"name": "x", "instance_id": id, "os_version": "v".repeat(129)}),
+            "os_version",
+        ),
+        (
+            json!({"name": "x", "instance_id": id, "min_ram": 4096, "max_ram": 1024}),
+            "above max_ram",
+        ),
+    ] {
+        let (s, b) = c.post(&owner, ACTION, bad.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
+        assert_eq!(b["error"]["code"], "IMG.0001", "{b}");
+        let m = b["error"]["message"].as_str().unwrap_or("");
+        assert!(m.contains(why), "{bad}: {m}");
+    }
+    let (s, b) = c
+        .post(
+            &owner,
+            ACTION,
+            json!({"name": "x", "instance_id": "no-such-server"}),
+        )
+        .await;
+    // IMS's own answer for an unknown server: 400 IMG.0005.
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!("IMG.0005")),
+        "{b}"
+    );
+    let (_, v) = c.get(&owner, &format!("/compute/v2.1/servers/{id}")).await;
+    assert!(v["server"]["OS-EXT-STS:task_state"].is_null(), "{v}");
+    assert_eq!(
+        c.get(&owner, "/image/v2/images").await.1["images"]
+            .as_array()
+            .map(Vec::len),
+        images_before
+    );
+
+    let (s, b) = c
+        .post(
+            &owner,
+            ACTION,
+            json!({"name": "ims-image", "instance_id": id, "description": "made by IMS",
+                   "tags": ["env.prod"], "image_tags": [{"key": "team", "value": "blue"}],
+                   "min_ram": 512, "max_ram": 4096, "os_version": "Debian GNU/Linux 12 64bit",
+                   "enterprise_project_id": "0", "type": "ECS"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let job = b["job_id"].as_str().expect("job id").to_string();
+    let path = format!("/image/v1/{demo}/jobs/{job}");
+    let done = wait(c, &owner, &path, |v| v["status"] == "SUCCESS").await;
+    assert_eq!(done["job_type"], "imsCreateImageByInstance", "{done}");
+    assert_eq!(done["entities"]["image_name"], "ims-image", "{done}");
+    assert!(done["begin_time"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert!(done["end_time"]
+        .as_str()
+        .is_some_and(|t| t >= done["begin_time"].as_str().unwrap()));
+    assert!(done["fail_reason"].is_null(), "{done}");
+    let image = done["entities"]["image_id"].as_str().expect("image id");
+    let (s, i) = c.get(&owner, &format!("/image/v2/images/{image}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (
+            &i["name"],
+            &i["status"],
+            &i["min_ram"],
+            &i["__description"],
+            &i["max_ram"]
+        ),
+        (
+            &json!("ims-image"),
+            &json!("active"),
+            &json!(512),
+            &json!("made by IMS"),
+            &json!("4096")
+        ),
+        "{i}"
+    );
+    let mut tags: Vec<&str> = i["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["env.prod", "team.blue"]);
+    let (_, listed) = c
+        .get(
+            &owner,
+            "/image/v2/cloudimages?__imagetype=private&enterprise_project_id=0",
+        )
+        .await;
+    assert!(
+        listed["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == image),
+        "{listed}"
+    );
+
+    // IMS's update: name, description, OS version and RAM bounds, and nothing else.
+    let upd = format!("/image/v2/cloudimages/{image}");
+    for bad in [
+        json!([]),
+        json!([{"op": "replace", "path": "/visibility", "value": "public"}]),
+        json!([{"op": "move", "path": "/name", "value": "y"}]),
+        json!([{"op": "replace", "path": "/name", "value": ""}]),
+        json!([{"op": "replace", "path": "/min_ram", "value": "lots"}]),
+        json!([{"op": "remove", "path": "/min_ram"}]),
+        json!([{"op": "replace", "path": "/min_ram", "value": 1024}]),
+        json!([{"op": "replace", "path": "/name", "value": "y"}, {"op": "replace", "path": "/id"}]),
+        json!({"op": "replace", "path": "/name", "value": "y"}),
+    ] {
+        let (s, _, b) = c
+            .call(Method::PATCH, &upd, Some(&owner), Some(bad.clone()))
+            .await;
+        assert_eq!(
+            (s, &b["error"]["code"]),
+            (StatusCode::BAD_REQUEST, &json!("IMG.0001")),
+            "{bad}: {b}"
+        );
+    }
+    let (s, _, b) = c
+        .call(
+            Method::PATCH,
+            &upd,
+            Some(&owner),
+            Some(
+                json!([{"op": "replace", "path": "/name", "value": "renamed"},
+                        {"op": "replace", "path": "/min_ram", "value": "1024"},
+                        {"op": "remove", "path": "/__description"}]),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (
+            &b["id"],
+            &b["name"],
+            &b["min_ram"],
+            &b["enterprise_project_id"]
+        ),
+        (&json!(image), &json!("renamed"), &json!(1024), &json!("0")),
+        "{b}"
+    );
+    assert!(b.get("__description").is_none(), "{b}");
+    let (s, _, _) = c
+        .call(
+            Method::PATCH,
+            "/image/v2/cloudimages/00000000-0000-4000-8000-000000000000",
+            Some(&owner),
+            Some(json!([{"op": "replace", "path": "/name", "value": "x"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Jobs of no project but the caller's; ids of no job; the path's project is the token's.
+    let other = c.project_id(&admin, "admin").await;
+    let (s, b) = c
+        .get(&admin, &format!("/image/v1/{other}/jobs/{job}"))
+        .await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("IMG.0004")),
+        "{b}"
+    );
+    let (s, _) = c
+        .get(
+            &owner,
+            &format!("/image/v1/{demo}/jobs/{}", "f".repeat(200)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = c
+        .get(&owner, &format!("/image/v1/{other}/jobs/{job}"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+on_both_stores!(ims_create_image_is_a_job);
+
+/// IMS's image of a server supports enterprise projects: grants on the enterprise project the
+/// image is placed in count for the route, the server is used only as its own enterprise
+/// project's grants allow, and the image lands in the enterprise project named.
+async fn ims_create_image_in_an_enterprise_project(c: &TestCloud) {
+    const ACTION: &str = "/image/v2/cloudimages/action";
+    let admin = c.admin_token().await;
+    let pw = c.admin_password.clone();
+    let owner = c.token_for("admin", &pw, Some("demo")).await;
+    let id = server(c, &owner, "ep-src").await;
+    let (s, b) = c
+        .post(
+            &admin,
+            "/identity/v3.0/enterprise-projects",
+            json!({"name": "web"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let web = b["enterprise_project"]["id"].as_str().unwrap().to_string();
+    let uid = c.create_user(&admin, "ims-ep", "pw").await;
+    let gid = c.group_with(&admin, "ims-epg", &uid).await;
+    let imaging = c
+        .custom_policy(
+            &admin,
+            "image servers",
+            json!({"Version": "1.1", "Statement": [{"Effect": "Allow",
+            "Action": ["ims:images:*", "ecs:cloudServers:get", "ecs:servers:get",
+                       "ecs:serverVolumes:use", "ecs:cloudServers:list",
+                       "ecs:serverVolumeAttachments:list", "ecs:servers:list",
+                       "evs:volumes:get", "evs:volumes:list", "evs:snapshots:create"]}]}),
+        )
+        .await;
+    let ep_grant = |ep: String, role: String| {
+        let gid = gid.clone();
+        let admin = admin.clone();
+        async move {
+            c.grant(
+                &admin,
+                &format!("/identity/v3.0/OS-PERMISSION/enterprise-projects/{ep}/groups/{gid}/roles/{role}"),
+            )
+            .await
+        }
+    };
+    ep_grant(web.clone(), imaging.clone()).await;
+    let t = c.token_for("ims-ep", "pw", Some("demo")).await;
+    let body = |ep: Option<&str>| {
+        let mut b = json!({"name": "in-web", "instance_id": id});
+        if let Some(ep) = ep {
+            b["enterprise_project_id"] = json!(ep);
+        }
+        b
+    };
+    // The route is allowed in "web"; the server, in "0", is not the user's to read.
+    let (s, b) = c.post(&t, ACTION, body(Some(&web))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(
+        b["error"]["message"],
+        "Policy doesn't allow ecs:servers:get to be performed."
+    );
+    // Reading the server is not enough: what is done to it (the ECS and EVS dependencies) is
+    // decided in its enterprise project too.
+    let read = c
+        .custom_policy(
+            &admin,
+            "read servers",
+            json!({"Version": "1.1", "Statement": [
+            {"Effect": "Allow", "Action": ["ecs:servers:get"]}]}),
+        )
+        .await;
+    ep_grant("0".into(), read).await;
+    let (s, b) = c.post(&t, ACTION, body(Some(&web))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(
+        b["error"]["message"],
+        "Policy doesn't allow ecs:cloudServers:get, ecs:serverVolumes:use, ecs:cloudServers:list, \
+         ecs:serverVolumeAttachments:list, ecs:servers:list, evs:volumes:get, evs:volumes:list, \
+         evs:snapshots:create to be performed."
+    );
+    // Those granted in "0" too (but not IMS's own action): the image is made in "web", and only
+    // there.
+    let on_servers = c
+        .custom_policy(
+            &admin,
+            "server deps",
+            json!({"Version": "1.1", "Statement": [{"Effect": "Allow",
+            "Action": ["ecs:cloudServers:get", "ecs:serverVolumes:use", "ecs:cloudServers:list",
+                       "ecs:serverVolumeAttachments:list", "ecs:servers:list",
+                       "evs:volumes:get", "evs:volumes:list", "evs:snapshots:create"]}]}),
+        )
+        .await;
+    ep_grant("0".into(), on_servers).await;
+    let (s, b) = c.post(&t, ACTION, body(None)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "not granted in \"0\": {b}");
+    assert_eq!(
+        b["error"]["message"],
+        "Policy doesn't allow ims:images:create to be performed."
+    );
+    let (_, v) = c.get(&owner, &format!("/compute/v2.1/servers/{id}")).await;
+    assert!(v["server"]["OS-EXT-STS:task_state"].is_null(), "{v}");
+    let (s, b) = c.post(&t, ACTION, body(Some(&web))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let demo = c.project_id(&admin, "demo").await;
+    let job = format!("/image/v1/{demo}/jobs/{}", b["job_id"].as_str().unwrap());
+    let done = wait(c, &t, &job, |v| v["status"] == "SUCCESS").await;
+    let image = done["entities"]["image_id"].as_str().unwrap().to_string();
+    let listed = |ep: String| {
+        let (owner, image) = (owner.clone(), image.clone());
+        async move {
+            let (s, b) = c
+                .get(
+                    &owner,
+                    &format!("/image/v2/cloudimages?enterprise_project_id={ep}"),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            b["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["id"] == image.as_str())
+        }
+    };
+    assert!(listed(web.clone()).await);
+    assert!(!listed("0".into()).await);
+    // The enterprise project is a filter of the query: a page of one holds the image, though
+    // images of "0" come before it.
+    let (_, b) = c
+        .get(
+            &owner,
+            &format!("/image/v2/cloudimages?enterprise_project_id={web}&limit=1&sort_dir=asc"),
+        )
+        .await;
+    let ids: Vec<&str> = b["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, [image.as_str()]);
+    // The enterprise project holds an image: it cannot be deleted.
+    let (s, _) = c
+        .delete(&admin, &format!("/identity/v3.0/enterprise-projects/{web}"))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+on_both_stores!(ims_create_image_in_an_enterprise_project);
+
+/// IMS's image of a volume-backed server: the same saga as Nova's (a snapshot of each volume, an
+/// image that maps them), followed as a job.
+async fn ims_create_image_of_a_volume_backed_server(c: &TestCloud) {
+    let admin = c.admin_token().await;
+    let demo = c.project_id(&admin, "demo").await;
+    let pw = c.admin_password.clone();
+    let t = c.token_for("admin", &pw, Some("demo")).await;
+    let (s, b) = c
+        .post(
+            &t,
+            "/volume/v3/volumes",
+            json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID, "name": "ims-root"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let root = b["volume"]["id"].as_str().unwrap().to_string();
+    wait(c, &t, &format!("/volume/v3/volumes/{root}"), |v| {
+        v["volume"]["status"] == "available"
+    })
+    .await;
+    let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {
+        "name": "ims-bfv", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": [
+            {"uuid": root, "source_type": "volume", "destination_type": "volume", "boot_index": 0}]}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["server"]["id"].as_str().unwrap().to_string();
+    wait(c, &t, &format!("/compute/v2.1/servers/{id}"), |v| {
+        v["server"]["status"] == "ACTIVE"
+    })
+    .await;
+    let (s, b) = c
+        .post(
+            &t,
+            "/image/v2/cloudimages/action",
+            json!({"name": "ims-bfv-image", "instance_id": id}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let job = format!("/image/v1/{demo}/jobs/{}", b["job_id"].as_str().unwrap());
+    let done = wait(c, &t, &job, |v| v["status"] == "SUCCESS").await;
+    let image = done["entities"]["image_id"].as_str().unwrap();
+    let (_, img) = c.get(&t, &format!("/image/v2/images/{image}")).await;
+    assert_eq!(
+        (&img["status"], &img["bdm_v2"]),
+        (&json!("active"), &json!("True")),
+        "{img}"
+    );
+    let bdm: Value = serde_json::from_str(img["block_device_mapping"].as_str().unwrap()).unwrap();
+    assert_eq!(bdm.as_array().map(Vec::len), Some(1), "{bdm}");
+    let snapshot = bdm[0]["snapshot_id"].as_str().unwrap();
+    let (s, snap) = c.get(&t, &format!("/volume/v3/snapshots/{snapshot}")).await;
+    assert_eq!(
+        (s, &snap["snapshot"]["volume_id"]),
+        (StatusCode::OK, &json!(root)),
+        "{snap}"
+    );
+}
+on_both_stores!(ims_create_image_of_a_volume_backed_server);

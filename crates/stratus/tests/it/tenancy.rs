@@ -125,12 +125,13 @@ async fn cached_data_is_the_data_of_its_image(c: &TestCloud) {
 }
 on_both_stores!(cached_data_is_the_data_of_its_image);
 
-/// Another project's image, volume and snapshot, as each route taking one in its body would be
+/// Another project's image, volume, snapshot and server, as each route taking one in its body would be
 /// asked to use them: `(catalogue key, kind, path, body)`.
 fn foreign_uses(
     image: &str,
     volume: &str,
     snapshot: &str,
+    server: &str,
     own_server: &str,
 ) -> Vec<(&'static str, &'static str, String, Value)> {
     let bdm = |source: &str, uuid: &str| {
@@ -187,6 +188,12 @@ fn foreign_uses(
             "/volume/v3/snapshots".into(),
             json!({"snapshot": {"volume_id": volume}}),
         ),
+        (
+            "POST /image/v2/cloudimages/action",
+            "server",
+            "/image/v2/cloudimages/action".into(),
+            json!({"name": "x", "instance_id": server}),
+        ),
     ]
 }
 
@@ -215,6 +222,10 @@ async fn resources_of_other_projects_are_never_used(c: &TestCloud) {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{sn}");
     let snapshot = sn["snapshot"]["id"].as_str().unwrap().to_string();
+    let (s, srv) = c.post(&a, "/compute/v2.1/servers", json!({"server": {"name": "theirs", "imageRef": stratus_services::demo::DEMO_IMAGE_ID, "flavorRef": "1"}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{srv}");
+    let server = srv["server"]["id"].as_str().unwrap().to_string();
+    c.wait_server(&a, &server, "ACTIVE").await;
     let (s, srv) = c.post(&b, "/compute/v2.1/servers", json!({"server": {"name": "own", "imageRef": stratus_services::demo::DEMO_IMAGE_ID, "flavorRef": "1"}})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{srv}");
     let own = srv["server"]["id"].as_str().unwrap().to_string();
@@ -222,7 +233,7 @@ async fn resources_of_other_projects_are_never_used(c: &TestCloud) {
 
     let a_before = holdings(c, &a).await;
     let b_before = holdings(c, &b).await;
-    let uses = foreign_uses(&image, &volume, &snapshot, &own);
+    let uses = foreign_uses(&image, &volume, &snapshot, &server, &own);
     // Every route the catalogue says takes a resource in its body is tried with each kind it
     // names (flavors belong to no project).
     let cat = stratus_iam::Catalogue::shipped().unwrap();

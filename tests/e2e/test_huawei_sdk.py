@@ -116,6 +116,15 @@ def test_the_sdk_administers_iam_and_runs_a_server_with_access_keys(cloud):
             break
         time.sleep(0.5)
     assert shown.status == "ACTIVE"
+    # ECS's own reads of it.
+    detail = ecs_client.show_server(ecs.ShowServerRequest(server_id=server.id)).server
+    assert (detail.id, detail.status, detail.flavor.id, detail.enterprise_project_id) == \
+        (server.id, "ACTIVE", "1", "0")
+    page = ecs_client.list_servers_details(ecs.ListServersDetailsRequest(limit=10, offset=1))
+    assert (page.count, [s.id for s in page.servers]) == (1, [server.id])
+    with pytest.raises(ClientRequestException) as e:
+        ecs_client.show_server(ecs.ShowServerRequest(server_id="00000000-0000-4000-8000-000000000000"))
+    assert (e.value.status_code, e.value.error_code) == (404, "Ecs.0114")
     # An image of the running server with IMS: a job the SDK follows to SUCCESS.
     job_id = ims_client.create_image(ims.CreateImageRequest(body=ims.CreateImageRequestBody(
         name="sdk-image", instance_id=server.id, description="by the SDK",

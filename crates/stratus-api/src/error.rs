@@ -23,10 +23,13 @@ pub enum ApiKind {
     /// Huawei Cloud IMS's own API: `{"error": {"code": "IMG.xxxx", "message"}}`, the code per
     /// status from [`HUAWEI_CODES`].
     Ims,
+    /// Huawei Cloud ECS's own API: the same shape, `Ecs.xxxx` codes.
+    Ecs,
 }
 
 /// Huawei Cloud's error code per API and status: its documented code for the cause where there
-/// is one (IMS: `IMG.0001` a malformed request, `IMG.0010` a server busy with a task; the API
+/// is one (IMS: `IMG.0001` a malformed request, `IMG.0010` a server busy with a task; ECS:
+/// `Ecs.0005` invalid parameters, `Ecs.0003` no permission, `Ecs.0114` no such server; the API
 /// gateway's `APIGW.0301` for credentials that do not hold), else one of this table's own; any
 /// other status takes the API's entry for 500.
 pub const HUAWEI_CODES: &[(ApiKind, u16, &str)] = &[
@@ -37,6 +40,13 @@ pub const HUAWEI_CODES: &[(ApiKind, u16, &str)] = &[
     (ApiKind::Ims, 409, "IMG.0010"),
     (ApiKind::Ims, 413, "IMG.0006"),
     (ApiKind::Ims, 500, "IMG.0000"),
+    (ApiKind::Ecs, 400, "Ecs.0005"),
+    (ApiKind::Ecs, 401, "APIGW.0301"),
+    (ApiKind::Ecs, 403, "Ecs.0003"),
+    (ApiKind::Ecs, 404, "Ecs.0114"),
+    (ApiKind::Ecs, 409, "Ecs.0020"),
+    (ApiKind::Ecs, 413, "Ecs.0005"),
+    (ApiKind::Ecs, 500, "Ecs.0000"),
 ];
 
 /// Nova's fault name per status; anything else is a `computeFault`.
@@ -87,6 +97,12 @@ impl Api for Cinder {
 pub struct Ims;
 impl Api for Ims {
     const KIND: ApiKind = ApiKind::Ims;
+}
+
+/// Huawei Cloud ECS's own API (`/v1/{project_id}/cloudservers`).
+pub struct Ecs;
+impl Api for Ecs {
+    const KIND: ApiKind = ApiKind::Ecs;
 }
 
 pub struct ApiError<A: Api> {
@@ -210,7 +226,7 @@ fn coded_response(
                 .unwrap_or("computeFault");
             json!({ fault: {"code": status.as_u16(), "message": message} })
         }
-        ApiKind::Ims => {
+        ApiKind::Ims | ApiKind::Ecs => {
             let by_status = |s: u16| {
                 HUAWEI_CODES
                     .iter()

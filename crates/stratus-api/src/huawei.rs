@@ -47,6 +47,27 @@ impl Endpoint {
 }
 
 /// The application as served on a Huawei service's own listener.
+/// Refuses a request to a Huawei project-level path (`/v1/{project_id}/...`) whose project is
+/// not the request's own (400), or that has no project (403), in API `A`'s format.
+pub(crate) fn own_project<A: crate::error::Api>(
+    caller: &stratus_services::identity::TokenInfo,
+    pid: &str,
+    service: &str,
+) -> crate::error::ApiResult<(), A> {
+    use crate::error::ApiError;
+    match caller.project() {
+        None => Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!("{service} needs a project-scoped token or X-Project-Id."),
+        )),
+        Some(p) if p.id != pid => Err(ApiError::bad_request(format!(
+            "The project in the URL, {pid:?}, is not the request's ({:?}).",
+            p.id
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 pub fn router(app: Router, endpoint: Endpoint) -> Router {
     let mapped = tower::ServiceBuilder::new()
         .map_request(move |mut req: Request| {

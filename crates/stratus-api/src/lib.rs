@@ -185,6 +185,8 @@ async fn root(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> i
 pub(crate) fn api_of(path: &str) -> ApiKind {
     if path.starts_with("/image/v2/cloudimages") || path.starts_with("/image/v1/") {
         ApiKind::Ims
+    } else if path.starts_with("/compute/v1/") || path.starts_with("/compute/v1.1/") {
+        ApiKind::Ecs
     } else if path == "/image" || path.starts_with("/image/") {
         ApiKind::Image
     } else if path == "/compute" || path.starts_with("/compute/") {

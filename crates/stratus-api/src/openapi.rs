@@ -36,7 +36,7 @@ fn error_schema_of(path: &str) -> &'static str {
         ApiKind::Image => "GlanceError",
         ApiKind::Compute | ApiKind::Volume => "NovaFault",
         ApiKind::Identity => "KeystoneError",
-        ApiKind::Ims => "HuaweiError",
+        ApiKind::Ims | ApiKind::Ecs => "HuaweiError",
     }
 }
 

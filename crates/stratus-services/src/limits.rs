@@ -55,6 +55,8 @@ pub const IMS_NAME_CHARS: usize = 128;
 pub const IMS_DESCRIPTION_CHARS: usize = 1_024;
 /// Tags (`tags` and `image_tags` together) of an image IMS makes (IMS's limit).
 pub const IMS_TAGS: usize = 10;
+/// Servers of a project one ECS listing considers (its `count` counts at most these).
+pub const SERVERS_SCANNED: usize = 10_000;
 /// Bytes of an AK/SK `Authorization` header (401 above).
 pub const AUTHORIZATION_BYTES: usize = 4_096;
 /// Headers an AK/SK signature may name.
@@ -94,6 +96,7 @@ pub const TABLE: &[(&str, usize, &str)] = table! {
     IMS_NAME_CHARS: "characters of the name (and OS version) of an image IMS makes of a server",
     IMS_DESCRIPTION_CHARS: "characters of the description of an image IMS makes of a server",
     IMS_TAGS: "tags (`tags` and `image_tags` together) of an image IMS makes of a server",
+    SERVERS_SCANNED: "servers of a project one ECS listing (`cloudservers/detail`) considers; its `count` counts at most these",
     AUTHORIZATION_BYTES: "bytes of an AK/SK `Authorization` header (401 above)",
     SIGNED_HEADERS: "headers an AK/SK signature may name (401 above)",
 };

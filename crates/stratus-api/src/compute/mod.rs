@@ -6,6 +6,7 @@
 //! token's project) before routing, negotiates the microversion, and puts the version headers on
 //! every compute response, errors included.
 
+mod ecs;
 mod images;
 mod quotas;
 mod servers;
@@ -43,6 +44,7 @@ pub fn routes() -> RouteTable<Arc<AppState>> {
         .at(M::GET, &p("/flavors/detail"), flavors_detail)
         .at(M::GET, &p("/flavors/{flavor_id}"), flavor)
         .merge(servers::routes())
+        .merge(ecs::routes())
         .merge(images::routes())
         .merge(quotas::routes())
 }

@@ -103,6 +103,37 @@ fn server_json(s: &AppState, mv: Microversion, v: &ServerRec, attached: &[Volume
     out
 }
 
+/// A server as Huawei ECS's own API shows it: Nova's view (at 2.47) with ECS's flavor (its id
+/// and sizes as text), image, volumes (`bootIndex`, `device`), enterprise project and the
+/// system tag naming it.
+pub(super) fn ecs_view(s: &AppState, v: &ServerRec, attached: &[VolumeRec]) -> Value {
+    let mut out = server_json(s, Microversion(47), v, attached);
+    let size = |k: &str| json!(v.flavor.get(k).map(|n| n.to_string()).unwrap_or_default());
+    out["flavor"] = json!({
+        "id": v.flavor_id,
+        "name": v.flavor.get("original_name").cloned().unwrap_or_else(|| json!(v.flavor_id)),
+        "disk": size("disk"), "vcpus": size("vcpus"), "ram": size("ram"),
+    });
+    out["image"] = json!({"id": v.image_id});
+    out["os-extended-volumes:volumes_attached"] = attached
+        .iter()
+        .enumerate()
+        .map(|(n, a)| {
+            json!({"id": a.id, "delete_on_termination": a.delete_on_termination.to_string(),
+                   "bootIndex": n.to_string(), "device": a.device})
+        })
+        .collect();
+    out["enterprise_project_id"] = json!(v.enterprise_project_id);
+    out["sys_tags"] =
+        json!([{"key": "_sys_enterprise_project_id", "value": v.enterprise_project_id}]);
+    out["security_groups"] = json!([]);
+    out["host_status"] = json!("UP");
+    if let Some(o) = out.as_object_mut() {
+        o.remove("links");
+    }
+    out
+}
+
 #[derive(Deserialize, Default)]
 struct ListParams {
     #[serde(default)]

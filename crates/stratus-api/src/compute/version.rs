@@ -122,7 +122,8 @@ fn set_version_headers(resp: &mut Response, minor: u16) {
 /// Runs around the router (paths are rewritten before routing).
 pub async fn compute_layer(mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    if path != "/compute" && !path.starts_with("/compute/") {
+    // ECS's own API has no microversions and no canonical rewriting.
+    if (path != "/compute" && !path.starts_with("/compute/")) || path.starts_with("/compute/v1") {
         return next.run(req).await;
     }
     let legacy = path == "/compute/v2" || path.starts_with("/compute/v2/");

@@ -457,21 +457,7 @@ async fn show_job(
     authz: IAuthz,
     Path((pid, id)): Path<(String, String)>,
 ) -> IResult<Json<Value>> {
-    match authz.caller().project() {
-        None => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "IMS needs a project-scoped token or X-Project-Id.",
-            ))
-        }
-        Some(p) if p.id != pid => {
-            return Err(ApiError::bad_request(format!(
-                "The project in the URL, {pid:?}, is not the request's ({:?}).",
-                p.id
-            )))
-        }
-        Some(_) => {}
-    }
+    crate::huawei::own_project(authz.caller(), &pid, "IMS")?;
     let job = s.jobs.show(authz.caller(), JobService::Ims, &id).await?;
     authz
         .require(Facts {

@@ -167,6 +167,10 @@ fn fill(path: &str, ids: &Ids) -> String {
         .replace(
             "/image/v1/{project_id}",
             &format!("/image/v1/{}", ids.token_project),
+        )
+        .replace(
+            "/compute/v1/{project_id}",
+            &format!("/compute/v1/{}", ids.token_project),
         );
     path.replace("{id}", id)
         .replace("{user_id}", &ids.user)

@@ -11,6 +11,7 @@ mod catalogue;
 mod compute;
 mod crash;
 mod create_image;
+mod ecs;
 mod guests;
 mod iam;
 mod identity;

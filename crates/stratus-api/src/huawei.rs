@@ -46,7 +46,6 @@ impl Endpoint {
     }
 }
 
-/// The application as served on a Huawei service's own listener.
 /// Refuses a request to a Huawei project-level path (`/v1/{project_id}/...`) whose project is
 /// not the request's own (400), or that has no project (403), in API `A`'s format.
 pub(crate) fn own_project<A: crate::error::Api>(
@@ -68,6 +67,7 @@ pub(crate) fn own_project<A: crate::error::Api>(
     }
 }
 
+/// The application as served on a Huawei service's own listener.
 pub fn router(app: Router, endpoint: Endpoint) -> Router {
     let mapped = tower::ServiceBuilder::new()
         .map_request(move |mut req: Request| {

@@ -145,20 +145,19 @@ async fn list_servers_details(
                 .as_ref()
                 .is_none_or(|ids| ids.split(',').any(|i| i.trim() == v.id))
     });
-    if let Some(m) = &q.marker {
-        let after = all
-            .iter()
-            .position(|v| &v.id == m)
-            .ok_or_else(|| ApiError::bad_request(format!("Marker {m:?} is no server listed.")))?;
-        all.drain(..=after);
-    }
+    // `count` is of every match; the page starts after `marker` when one is given (and then
+    // `offset` is not used), else at page `offset`.
     let count = all.len();
+    let start = match &q.marker {
+        Some(m) => {
+            all.iter().position(|v| &v.id == m).ok_or_else(|| {
+                ApiError::bad_request(format!("Marker {m:?} is no server listed."))
+            })? + 1
+        }
+        None => (page - 1).saturating_mul(limit),
+    };
     let mut servers = Vec::with_capacity(limit.min(count));
-    for v in all
-        .iter()
-        .skip((page - 1).saturating_mul(limit))
-        .take(limit)
-    {
+    for v in all.iter().skip(start).take(limit) {
         let attached = s.compute.attached_volumes(&v.id).await?;
         servers.push(ecs_view(&s, v, &attached));
     }

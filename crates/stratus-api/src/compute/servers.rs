@@ -115,12 +115,21 @@ pub(super) fn ecs_view(s: &AppState, v: &ServerRec, attached: &[VolumeRec]) -> V
         "disk": size("disk"), "vcpus": size("vcpus"), "ram": size("ram"),
     });
     out["image"] = json!({"id": v.image_id});
+    // The boot volume of a server booted from volumes is "0"; other volumes follow by device.
+    let boots_from =
+        |a: &VolumeRec| v.image_id.is_empty() && a.device.as_deref() == Some("/dev/vda");
+    let mut next = 0;
     out["os-extended-volumes:volumes_attached"] = attached
         .iter()
-        .enumerate()
-        .map(|(n, a)| {
+        .map(|a| {
+            let index = if boots_from(a) {
+                0
+            } else {
+                next += 1;
+                next
+            };
             json!({"id": a.id, "delete_on_termination": a.delete_on_termination.to_string(),
-                   "bootIndex": n.to_string(), "device": a.device})
+                   "bootIndex": index.to_string(), "device": a.device})
         })
         .collect();
     out["enterprise_project_id"] = json!(v.enterprise_project_id);

@@ -123,7 +123,8 @@ fn set_version_headers(resp: &mut Response, minor: u16) {
 pub async fn compute_layer(mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     // ECS's own API has no microversions and no canonical rewriting.
-    if (path != "/compute" && !path.starts_with("/compute/")) || path.starts_with("/compute/v1") {
+    let ecs = path.starts_with("/compute/v1/") || path.starts_with("/compute/v1.1/");
+    if (path != "/compute" && !path.starts_with("/compute/")) || ecs {
         return next.run(req).await;
     }
     let legacy = path == "/compute/v2" || path.starts_with("/compute/v2/");

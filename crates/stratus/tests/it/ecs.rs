@@ -83,8 +83,14 @@ async fn ecs_reads_servers(c: &TestCloud) {
         (b["count"].as_u64(), ids(&b)),
         (Some(2), vec![older.as_str()])
     );
-    let (_, b) = c.get(&t, &format!("{base}/detail?marker={newer}")).await;
-    assert_eq!(ids(&b), [older.as_str()]);
+    let (_, b) = c
+        .get(&t, &format!("{base}/detail?marker={newer}&offset=5"))
+        .await;
+    assert_eq!(
+        (b["count"].as_u64(), ids(&b)),
+        (Some(2), vec![older.as_str()]),
+        "after the marker"
+    );
     for (q, want) in [
         ("name=newer", vec![newer.as_str()]),
         ("status=SHUTOFF", vec![]),
@@ -142,6 +148,36 @@ async fn ecs_reads_servers(c: &TestCloud) {
         StatusCode::BAD_REQUEST,
         "the admin project's token, demo's URL"
     );
+    // A server booted from a volume: the volume is boot index "0".
+    let (s, b) = c
+        .post(
+            &t,
+            "/volume/v3/volumes",
+            json!({"volume": {"size": 1, "imageRef": DEMO_IMAGE_ID}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let root = b["volume"]["id"].as_str().unwrap().to_string();
+    for _ in 0..600 {
+        let (_, v) = c.get(&t, &format!("/volume/v3/volumes/{root}")).await;
+        if v["volume"]["status"] == "available" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {
+        "name": "ecs-bfv", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": [
+            {"uuid": root, "source_type": "volume", "destination_type": "volume", "boot_index": 0}]}})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let bfv = b["server"]["id"].as_str().unwrap().to_string();
+    c.wait_server(&t, &bfv, "ACTIVE").await;
+    let (_, b) = c.get(&t, &format!("{base}/{bfv}")).await;
+    assert_eq!(
+        b["server"]["os-extended-volumes:volumes_attached"],
+        json!([{"id": root, "delete_on_termination": "false", "bootIndex": "0", "device": "/dev/vda"}]),
+        "{b}"
+    );
+
     // Decided as ecs:cloudServers:get / list.
     let ro = c
         .demo_member("ecs-none", &["IMS ReadOnlyAccess"], &[])

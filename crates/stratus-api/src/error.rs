@@ -143,10 +143,7 @@ impl<A: Api> ApiError<A> {
 
     /// The same error in another API's format (a helper shared by two APIs).
     pub fn recast<B: Api>(self) -> ApiError<B> {
-        ApiError {
-            code: None,
-            ..ApiError::new(self.status, self.message)
-        }
+        ApiError::new(self.status, self.message)
     }
 }
 

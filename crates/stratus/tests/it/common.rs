@@ -491,6 +491,18 @@ impl TestCloud {
         panic!("server {id} never became {want}");
     }
 
+    /// Waits until the volume's status is `want`.
+    pub async fn wait_volume(&self, t: &str, id: &str, want: &str) -> Value {
+        for _ in 0..600 {
+            let (_, b) = self.get(t, &format!("/volume/v3/volumes/{id}")).await;
+            if b["volume"]["status"] == want {
+                return b["volume"].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("volume {id} never became {want}");
+    }
+
     /// Waits until the server has no task in progress (a task ends after the work it stands
     /// for: createImage's image is active before the server's `image_uploading` clears).
     pub async fn wait_no_task(&self, t: &str, id: &str) -> Value {

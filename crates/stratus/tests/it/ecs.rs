@@ -158,13 +158,7 @@ async fn ecs_reads_servers(c: &TestCloud) {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let root = b["volume"]["id"].as_str().unwrap().to_string();
-    for _ in 0..600 {
-        let (_, v) = c.get(&t, &format!("/volume/v3/volumes/{root}")).await;
-        if v["volume"]["status"] == "available" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    c.wait_volume(&t, &root, "available").await;
     let (s, b) = c.mv("2.47").post(&t, "/compute/v2.1/servers", json!({"server": {
         "name": "ecs-bfv", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": [
             {"uuid": root, "source_type": "volume", "destination_type": "volume", "boot_index": 0}]}})).await;
